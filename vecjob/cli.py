@@ -1,0 +1,249 @@
+"""The `vecjob` command line: flags → typed configs → orchestration → progress and a summary.
+
+Heavy modules (torch, ray, faiss) are imported inside commands so `vecjob --help` answers at once.
+A VecjobError becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vecjob.config import IndexConfig, JobSpec, load_job_spec, override
+from vecjob.errors import VecjobError
+
+app = typer.Typer(
+    name="vecjob",
+    help="Batch document vectorisation on Ray: train an LSTM autoencoder, encode Parquet, index, search.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DataArg = Annotated[list[str], typer.Argument(help="Parquet file(s), directories of them, or globs.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Job spec (TOML) to take defaults from.")]
+AddressOpt = Annotated[
+    Optional[str], typer.Option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
+]
+IdColOpt = Annotated[Optional[str], typer.Option("--id-col", help="Id column name.")]
+TextColOpt = Annotated[Optional[str], typer.Option("--text-col", help="Text column name.")]
+StrictOpt = Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Null or empty texts are an error.")]
+
+
+def friendly_errors(fn):
+    """Expected failures print one line and exit 2; anything else keeps its traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return fn(*args, **kwargs)
+        except VecjobError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _spec(config: Optional[Path], data: list[str], **data_flags) -> JobSpec:
+    """The job spec's settings (or the defaults), with DATA and column flags applied."""
+    paths = [p if "://" in p else str(Path(p).resolve()) for p in data]
+    spec = load_job_spec(config) if config else JobSpec(data={"paths": paths})
+    return spec.model_copy(update={"data": override(spec.data, paths=paths, **data_flags)})
+
+
+@app.command()
+@friendly_errors
+def train(
+    data: DataArg,
+    out: Annotated[Path, typer.Option("--out", help="Model dir to write.")],
+    variant: Annotated[Optional[str], typer.Option(help="plain | denoising | variational")] = None,
+    dim: Annotated[Optional[int], typer.Option(help="Document vector size (bottleneck).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray Train workers (0 = auto).")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(help="GPUs per worker when GPUs are used.")] = None,
+    use_gpu: Annotated[Optional[str], typer.Option(help="auto | yes | no")] = None,
+    hidden_dim: Annotated[Optional[int], typer.Option(help="LSTM hidden size.")] = None,
+    max_vocab: Annotated[Optional[int], typer.Option(help="Vocabulary size, specials included.")] = None,
+    max_len: Annotated[Optional[int], typer.Option(help="Tokens per chunk.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Chunks per step per worker.")] = None,
+    max_train_chunks: Annotated[Optional[int], typer.Option(help="Sample at most this many chunks (0 = all).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    id_col: IdColOpt = None,
+    text_col: TextColOpt = None,
+    strict: StrictOpt = None,
+    config: ConfigOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Train the sequence autoencoder with Ray Train and write a model dir."""
+    from vecjob import reporting, runtime
+    from vecjob.ray_train import train_model
+
+    spec = _spec(config, data, id_col=id_col, text_col=text_col, strict=strict)
+    model_cfg = override(spec.model, variant=variant, dim=dim, hidden_dim=hidden_dim)
+    tok_cfg = override(spec.tokenizer, max_vocab=max_vocab, max_len=max_len)
+    train_cfg = override(
+        spec.train, epochs=epochs, workers=workers, gpus_per_worker=gpus_per_worker, use_gpu=use_gpu,
+        batch_size=batch_size, max_train_chunks=max_train_chunks, seed=seed,
+    )
+    runtime.connect(address or spec.address or None)
+    with reporting.status(f"training {model_cfg.variant} autoencoder (dim {model_cfg.dim})…"):
+        manifest = train_model(spec.data, out, tok_cfg, model_cfg, train_cfg)
+    best = manifest["history"][manifest["best_epoch"] - 1] if manifest["best_epoch"] > 0 else {}
+    reporting.summary(f"model → {out}", {
+        "documents": manifest["counts"]["documents"],
+        "skipped (empty)": manifest["counts"]["skipped_empty"],
+        "train chunks": manifest["counts"]["train_chunks"],
+        "vocabulary": manifest["counts"]["vocab_size"],
+        "workers": f"{manifest['workers']} ({'GPU' if manifest['use_gpu'] else 'CPU'})",
+        "epochs run": manifest["epochs_run"],
+        "best epoch": manifest["best_epoch"],
+        "val loss": best.get("val_loss", float("nan")),
+        "val token acc": best.get("val_token_acc", float("nan")),
+        "seconds": manifest["timings"]["fit_s"] + manifest["timings"]["prepare_s"],
+    })
+
+
+@app.command()
+@friendly_errors
+def encode(
+    data: DataArg,
+    model: Annotated[Path, typer.Option("--model", help="Model dir written by `vecjob train`.")],
+    out: Annotated[Path, typer.Option("--out", help="Vectors dir to write (reruns resume).")],
+    batch_size: Annotated[Optional[int], typer.Option(help="Chunks per forward pass.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Encoder actors (0 = auto).")] = None,
+    keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Input column to copy into the vector shards.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
+    runner: Annotated[str, typer.Option(help="ray (Ray Data actors) | local (in-process)")] = "ray",
+    id_col: IdColOpt = None,
+    text_col: TextColOpt = None,
+    strict: StrictOpt = None,
+    config: ConfigOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Encode Parquet shards into vector shards (id + vector) with Ray Data."""
+    from vecjob import reporting, runtime
+    from vecjob.ray_encode import encode_collection
+
+    spec = _spec(config, data, id_col=id_col, text_col=text_col, strict=strict)
+    cfg = override(spec.encode, batch_size=batch_size, concurrency=concurrency, keep_columns=keep, device=device)
+    if runner == "ray":
+        runtime.connect(address or spec.address or None)
+    with reporting.row_progress("encoding") as (on_plan, on_rows):
+        manifest = encode_collection(spec.data, model, out, cfg, runner=runner, on_rows=on_rows, on_plan=on_plan)
+    c, t = manifest["counts"], manifest["timings"]
+    reporting.summary(f"vectors → {out}", {
+        "shards": f"{c['shards']} ({c['shards_encoded']} encoded, {c['shards_skipped_done']} already done)",
+        "rows in": c["rows_in"],
+        "vectors out": c["rows_out"],
+        "skipped (empty)": c["skipped_empty"],
+        "dim": manifest["dim"],
+        "docs/s": c["rows_in"] / max(t["encode_wall_s"], 1e-9) if c["shards_encoded"] else "-",
+        "seconds": t["total_s"],
+    })
+
+
+@app.command()
+@friendly_errors
+def index(
+    vectors: Annotated[Path, typer.Argument(help="Vectors dir written by `vecjob encode`.")],
+    out: Annotated[Path, typer.Option("--out", help="Index dir to write.")],
+    factory: Annotated[Optional[str], typer.Option(help="auto, or a FAISS factory: Flat, HNSW32, IVF1024,Flat, …")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="cosine | l2")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Build a FAISS index (with id map and measured recall@10) from a vectors dir."""
+    from vecjob import reporting
+    from vecjob.index import index_collection
+
+    base = load_job_spec(config).index if config else IndexConfig()
+    cfg = override(base, factory=factory, metric=metric)
+    with reporting.status("building index…"):
+        m = index_collection(vectors, out, cfg)
+    reporting.summary(f"index → {out}", {
+        "factory": m["factory"], "metric": m["metric"], "vectors": m["ntotal"], "dim": m["dim"],
+        "recall@10 vs exact": m.get("recall_at_10"), "search params": m["search_params"] or "-",
+        "build seconds": m["timings"]["train_s"] + m["timings"]["add_s"],
+    })
+
+
+@app.command()
+@friendly_errors
+def search(
+    index_dir: Annotated[Path, typer.Argument(help="Index dir written by `vecjob index`.")],
+    model: Annotated[Optional[Path], typer.Option("--model", help="Model dir (needed for --text).")] = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="Query text.")] = None,
+    doc_id: Annotated[Optional[str], typer.Option("--id", help="Query by a stored document's id.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Number of neighbours.")] = 10,
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="Parquet collection for text snippets.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    id_col: Annotated[str, typer.Option("--id-col")] = "id",
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+) -> None:
+    """Nearest documents to a text or to a stored document."""
+    from vecjob.search import search as run_search
+
+    hits = run_search(index_dir, text=text, doc_id=doc_id, model_dir=model, k=k, data=data,
+                      id_col=id_col, text_col=text_col)
+    if as_json:
+        typer.echo(json.dumps({"query": {"text": text, "id": doc_id}, "hits": hits}, default=str))
+        return
+    from rich.table import Table
+
+    from vecjob.reporting import console
+
+    table = Table(title=f"top {len(hits)} for {'id ' + doc_id if doc_id else repr(text)}")
+    for col in ("rank", "id", "score") + (("snippet",) if data else ()):
+        table.add_column(col, overflow="fold")
+    for h in hits:
+        table.add_row(str(h["rank"]), str(h["id"]), f"{h['score']:.4f}", *([h["snippet"]] if data else []))
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def corpus(
+    name: Annotated[str, typer.Argument(help="Built-in corpus: bbc (BBC News, 2,225 articles, 5 topics).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the Parquet shards.")],
+    shards: Annotated[int, typer.Option(help="Number of shards.")] = 3,
+) -> None:
+    """Write a corpus that installs with vecjob as Parquet shards (id, text, label, split)."""
+    from vecjob.corpus import write_corpus
+
+    paths = write_corpus(name, out, shards)
+    typer.echo(f"wrote {len(paths)} shards to {out}", err=True)
+
+
+@app.command()
+@friendly_errors
+def run(
+    job: Annotated[Path, typer.Argument(help="Job spec (TOML), e.g. jobs/quickstart.toml.")],
+    force: Annotated[bool, typer.Option("--force", help="Redo stages that are up to date.")] = False,
+    address: AddressOpt = None,
+) -> None:
+    """Run the stages a job spec names, skipping those whose outputs are up to date."""
+    from vecjob import reporting
+    from vecjob.pipeline import run_job
+
+    spec = load_job_spec(job)
+    if address:
+        spec = spec.model_copy(update={"address": address})
+
+    def on_stage(stage: str, state: str) -> None:
+        reporting.console.print(f"[bold]{stage}[/]: {state}")
+
+    manifest = run_job(spec, force=force, on_stage=on_stage)
+    reporting.summary(f"job '{spec.name}' → {spec.out}", {
+        r["stage"]: r["status"] + (f" in {r['seconds']}s" if "seconds" in r else "") for r in manifest["stages"]
+    })
+
+
+def main() -> None:  # pragma: no cover - console-script entry for `python -m vecjob`
+    app(prog_name="vecjob")
+    sys.exit(0)

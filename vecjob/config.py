@@ -1,0 +1,181 @@
+"""Typed configuration: one frozen model per stage, composed into a job spec loaded from TOML.
+
+Every field has a default and a short reason. The resolved config is saved beside every output.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vecjob.errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    paths: list[str] = Field(default_factory=list)  # Parquet files, directories or globs
+    id_col: str = "id"
+    text_col: str = "text"
+    strict: bool = False  # null/empty texts become an error instead of being skipped and counted
+
+
+class TokenizerConfig(_Frozen):
+    max_vocab: int = 20_000  # including the 4 special tokens
+    min_count: int = 2  # rarer words map to <unk>
+    max_len: int = 64  # tokens per chunk; longer documents are split and their chunk vectors averaged
+
+
+class ModelConfig(_Frozen):
+    variant: Literal["plain", "denoising", "variational"] = "denoising"
+    dim: int = 128  # the document vector (bottleneck) size
+    embed_dim: int = 128
+    hidden_dim: int = 256
+    num_layers: int = 1
+    bidirectional: bool = True  # a bidirectional encoder sees both ends of each chunk
+    pooling: Literal["last", "mean", "meanmax"] = "meanmax"  # pooled states carry more than the last one
+    output_layer: Literal["full", "adaptive"] = "adaptive"  # adaptive softmax: far fewer FLOPs per token
+    dropout: float = 0.1
+    # Denoising: corrupt the encoder input, reconstruct the clean text (TSDAE: heavy deletion works best).
+    delete_prob: float = 0.4
+    mask_prob: float = 0.1
+    shuffle_window: int = 0  # 0 = no local shuffling
+    # Dropping decoder inputs stops the decoder acting as a language model that ignores the vector.
+    word_dropout: float = 0.25
+    # Predict the chunk's bag of words from the vector alone: forces topical content into it.
+    bow_weight: float = 1.0
+    # Variational: KL weight annealed linearly from 0 over kl_anneal_steps; free bits per dimension.
+    kl_weight: float = 1.0
+    kl_anneal_steps: int = 2_000
+    free_bits: float = 0.05
+
+
+class TrainConfig(_Frozen):
+    epochs: int = 5
+    batch_size: int = 64  # chunks per step per worker
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    val_fraction: float = 0.05  # documents held out for validation (by id hash, stable across runs)
+    patience: int = 2  # epochs without validation improvement before stopping
+    seed: int = 0
+    workers: int = 0  # 0 = auto: one per GPU when the cluster has GPUs, else one per CPU (at most 2 locally)
+    use_gpu: Literal["auto", "yes", "no"] = "auto"
+    gpus_per_worker: float = 1.0
+    max_failures: int = 1  # a dead worker restarts the group from the last checkpoint this many times
+    max_train_chunks: int = 0  # 0 = all; otherwise a deterministic sample bounds the corpus held in memory
+    storage_path: str = ""  # Ray Train checkpoints; "" = beside the model dir. Must be shared on multi-node.
+
+
+class EncodeConfig(_Frozen):
+    batch_size: int = 256  # chunks per forward pass
+    concurrency: int = 0  # encoder actors; 0 = auto (one per GPU, else one per 1-2 CPUs)
+    rows_per_task: int = 4_096  # a unit of work: row groups of one shard up to this many rows
+    keep_columns: list[str] = Field(default_factory=list)  # passed through to the vector shards
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class IndexConfig(_Frozen):
+    factory: str = "auto"  # or any FAISS factory string: Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32, ...
+    metric: Literal["cosine", "l2"] = "cosine"
+    recall_queries: int = 500  # queries sampled to measure recall@10 against exact search
+    target_recall: float = 0.95  # IVF nprobe is raised until the sample reaches this
+    seed: int = 0
+
+
+class ClusterConfig(_Frozen):
+    k: int = 5
+    seeds: int = 3  # restarts; the lowest-objective run is kept
+    iterations: int = 25
+    seed: int = 0
+
+
+class SentimentConfig(_Frozen):
+    labels: str = ""  # Parquet with id + label columns
+    label_col: str = "label"
+    split_col: str = "split"  # rows with split == "train" train the classifier; "test" evaluates it
+
+
+class JobSpec(_Frozen):
+    """A scheduled run: which data, which stages, where outputs go."""
+
+    name: str = "job"
+    out: str = "runs/{date}"  # output root; {date} expands to the run date
+    stages: list[Literal["corpus", "train", "encode", "index"]] = Field(
+        default_factory=lambda: ["train", "encode", "index"]
+    )
+    corpus: str = ""  # builtin corpus to materialise into data.paths[0] (e.g. "bbc")
+    address: str = ""  # Ray address; "" = RAY_ADDRESS or an embedded local Ray
+    data: DataConfig = Field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    encode: EncodeConfig = Field(default_factory=EncodeConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    sentiment: SentimentConfig = Field(default_factory=SentimentConfig)
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> "JobSpec":
+        if not self.data.paths:
+            raise ValueError("data.paths is empty: name the Parquet files, directories or globs to read")
+        if "corpus" in self.stages and not self.corpus:
+            raise ValueError("the corpus stage needs corpus = \"bbc\" (the built-in corpus to write)")
+        return self
+
+
+def load_job_spec(path: str | Path, run_date: _dt.date | None = None) -> JobSpec:
+    """Parse and validate a TOML job spec; relative paths resolve against the spec's folder."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job spec not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_first_error(exc)}") from None
+    return resolve_paths(spec, path.parent, run_date or _dt.date.today())
+
+
+def resolve_paths(spec: JobSpec, base: Path, run_date: _dt.date) -> JobSpec:
+    date = run_date.isoformat()
+
+    def resolve(p: str) -> str:
+        p = p.replace("{date}", date)
+        if "://" in p or Path(p).is_absolute():
+            return p
+        return str((base / p).resolve())
+
+    data = spec.data.model_copy(update={"paths": [resolve(p) for p in spec.data.paths]})
+    sentiment = spec.sentiment
+    if sentiment.labels:
+        sentiment = sentiment.model_copy(update={"labels": resolve(sentiment.labels)})
+    return spec.model_copy(update={"out": resolve(spec.out), "data": data, "sentiment": sentiment})
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "spec"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    return f"{where}: {err['msg']}"
+
+
+def override(model: BaseModel, **changes) -> BaseModel:
+    """Apply CLI flags (None means 'not given') on top of a config, re-validating the result."""
+    given = {k: v for k, v in changes.items() if v is not None}
+    if not given:
+        return model
+    try:
+        return type(model).model_validate({**model.model_dump(), **given})
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None

@@ -1,0 +1,77 @@
+"""From checked Parquet shards to what training needs: a vocabulary and train/validation chunk sets.
+
+Shards are read one at a time, so memory holds one shard's text plus the token ids kept for training
+(bounded by `max_train_chunks`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from vecjob.config import TokenizerConfig, TrainConfig
+from vecjob.errors import InputError
+from vecjob.parquet_io import Shard, read_row_groups
+from vecjob.tokenizer import Tokenizer, Vocab, count_tokens, document_chunks, merge_counts
+from vecjob.training import ChunkSet, is_validation
+
+
+@dataclass
+class DocCounts:
+    rows: int = 0
+    skipped_empty: int = 0  # null, empty or whitespace-only texts
+
+
+def _read_texts(shard: Shard, id_col: str, text_col: str) -> pl.DataFrame:
+    table = read_row_groups(shard.path, list(range(len(shard.row_group_rows))), [id_col, text_col])
+    return pl.from_arrow(table).rename({id_col: "id", text_col: "text"})
+
+
+def usable_texts(frame: pl.DataFrame, path: str, strict: bool) -> tuple[pl.DataFrame, int]:
+    """Drop null/blank texts (counted); under strict, any such text is an error naming the file."""
+    blank = frame["text"].is_null() | (frame["text"].str.strip_chars() == "")
+    n_blank = int(blank.sum())
+    if n_blank and strict:
+        first = frame.filter(blank)["id"][0]
+        raise InputError(f"{path}: {n_blank} null or empty text(s) (first id {first!r}) and --strict is set")
+    return frame.filter(~blank), n_blank
+
+
+def build_vocab(shards: list[Shard], id_col: str, text_col: str, cfg: TokenizerConfig) -> Vocab:
+    counts = merge_counts(count_tokens(_read_texts(s, id_col, text_col)["text"]) for s in shards)
+    vocab = Vocab.from_counts(counts, cfg.max_vocab, cfg.min_count)
+    if len(vocab) <= 4:
+        raise InputError(f"no token occurs at least {cfg.min_count} times in {len(shards)} shard(s)")
+    return vocab
+
+
+def training_chunks(
+    shards: list[Shard],
+    tokenizer: Tokenizer,
+    id_col: str,
+    text_col: str,
+    train_cfg: TrainConfig,
+    strict: bool = False,
+) -> tuple[ChunkSet, ChunkSet, DocCounts]:
+    """Tokenise every document, cut it into chunks, and split by id hash into train / validation."""
+    train_parts: list[np.ndarray] = []
+    val_parts: list[np.ndarray] = []
+    counts = DocCounts()
+    for shard in shards:
+        frame, n_blank = usable_texts(_read_texts(shard, id_col, text_col), shard.path, strict)
+        counts.rows += shard.num_rows
+        counts.skipped_empty += n_blank
+        docs = tokenizer.encode(frame["text"])
+        chunks, owner = document_chunks(tokenizer, docs)
+        held_out = np.array([is_validation(i, train_cfg.val_fraction) for i in frame["id"].to_list()], bool)
+        for chunk, doc in zip(chunks, owner):
+            (val_parts if held_out[doc] else train_parts).append(chunk)
+    if not train_parts:
+        raise InputError(f"no usable text in {len(shards)} shard(s) ({counts.skipped_empty} empty)")
+    train = ChunkSet.from_chunks(train_parts)
+    if train_cfg.max_train_chunks and len(train) > train_cfg.max_train_chunks:
+        keep = np.random.default_rng(train_cfg.seed).choice(len(train), train_cfg.max_train_chunks, replace=False)
+        train = train.take(np.sort(keep))
+    return train, ChunkSet.from_chunks(val_parts), counts

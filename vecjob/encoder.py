@@ -1,0 +1,111 @@
+"""The encoder: a batch of texts → document vectors. Model loaded once; callable on a batch dict.
+
+Documents are cut into chunks of the model's max length; all chunks of a batch are sorted by length
+(little padding), run through the LSTM encoder under inference_mode, and each document's vector is
+the length-weighted mean of its chunks' vectors. Null or blank texts are flagged, not encoded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import torch
+
+from vecjob.errors import InputError
+from vecjob.model_dir import LoadedModel, load_model_dir
+from vecjob.tokenizer import document_chunks
+from vecjob.training import ChunkSet, autocast_for, batch_indices
+
+
+@dataclass
+class EncodeTimings:
+    tokenize: float = 0.0
+    infer: float = 0.0
+    tokens: int = 0
+    chunks: int = 0
+
+    def add(self, other: "EncodeTimings") -> None:
+        for k in ("tokenize", "infer", "tokens", "chunks"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+@dataclass
+class EncodedBatch:
+    vectors: np.ndarray  # [n, dim] float32; rows of skipped texts are zero
+    ok: np.ndarray  # [n] bool: False for null / blank texts
+    timings: EncodeTimings = field(default_factory=EncodeTimings)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but torch sees no CUDA device")
+    return torch.device(device)
+
+
+class DocumentEncoder:
+    """`DocumentEncoder(model_dir)(batch)`: Ray Data's map_batches shape, testable on a plain dict."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "auto",
+        batch_size: int = 256,
+        text_col: str = "text",
+        threads: int | None = None,
+    ):
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = resolve_device(device)
+        self.loaded: LoadedModel = load_model_dir(model_dir, self.device)
+        self.batch_size = batch_size
+        self.text_col = text_col
+
+    @property
+    def dim(self) -> int:
+        return self.loaded.dim
+
+    def encode_texts(self, texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> EncodedBatch:
+        timings = EncodeTimings()
+        t0 = time.perf_counter()
+        series = texts if isinstance(texts, pl.Series) else pl.Series(values=texts, dtype=pl.String)
+        ok = (~(series.is_null() | (series.str.strip_chars() == ""))).to_numpy()
+        docs = self.loaded.tokenizer.encode(series)
+        # A text of only unknown characters can tokenize to nothing; treat it as blank.
+        ok &= np.fromiter((len(d) > 0 for d in docs), bool, count=len(docs))
+        chunks, owner = document_chunks(self.loaded.tokenizer, docs)
+        data = ChunkSet.from_chunks(chunks)
+        timings.tokenize = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        vectors = np.zeros((len(docs), self.dim), dtype=np.float32)
+        if len(data):
+            lengths = data.lengths
+            chunk_vecs = np.empty((len(data), self.dim), dtype=np.float32)
+            model = self.loaded.model
+            for idx in batch_indices(lengths, self.batch_size, rng=None, pool_batches=1 << 30):
+                batch = data.collate(idx).to(self.device)
+                with autocast_for(self.device):
+                    chunk_vecs[idx] = model.embed(batch).float().cpu().numpy()
+            # Length-weighted mean of each document's chunk vectors (float64 sums, then float32).
+            weighted = np.zeros((len(docs), self.dim), dtype=np.float64)
+            np.add.at(weighted, owner, chunk_vecs.astype(np.float64) * lengths[:, None])
+            totals = np.bincount(owner, weights=lengths, minlength=len(docs))
+            nonzero = totals > 0
+            vectors[nonzero] = (weighted[nonzero] / totals[nonzero, None]).astype(np.float32)
+            timings.tokens = int(lengths.sum())
+            timings.chunks = len(data)
+        timings.infer = time.perf_counter() - t0
+        return EncodedBatch(vectors=vectors, ok=ok, timings=timings)
+
+    def __call__(self, batch: dict) -> dict:
+        """{text_col: texts, ...} → the same dict plus 'vector' [n, dim] and 'ok' [n]."""
+        out = self.encode_texts(batch[self.text_col])
+        return {**batch, "vector": out.vectors, "ok": out.ok}
+

@@ -1,0 +1,218 @@
+"""The LSTM sequence autoencoder and its losses.
+
+embedding → (bi)LSTM encoder → pooled states → bottleneck z (the document vector)
+z → initial decoder state, and concatenated to every decoder input → LSTM decoder → softmax over words.
+
+Why the extras (see shared/QUALITY_NOTES.md: a naive version learns a language model and ignores z):
+- word dropout on the decoder input and z fed at every step make the decoder depend on z;
+- a bag-of-words head predicts the chunk's words from z alone, so z must carry its topic;
+- an adaptive softmax cuts the output layer's cost, which otherwise dominates training FLOPs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from vecjob.config import ModelConfig
+from vecjob.tokenizer import BOS, EOS, PAD, UNK
+
+
+@dataclass
+class Batch:
+    """Padded chunks: tokens [B, T] (PAD after each length), lengths [B] (>= 1)."""
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+
+    def to(self, device: torch.device) -> "Batch":
+        # lengths stay on the CPU: pack_padded_sequence wants them there.
+        return Batch(self.tokens.to(device, non_blocking=True), self.lengths)
+
+
+@dataclass
+class Losses:
+    total: torch.Tensor
+    recon: torch.Tensor  # mean cross-entropy per target token (nats)
+    bow: torch.Tensor  # mean cross-entropy per bag-of-words token (nats)
+    kl: torch.Tensor  # mean KL per chunk (variational), else 0
+    tokens: int  # target tokens in the batch
+
+
+def adaptive_cutoffs(vocab_size: int) -> list[int]:
+    """Frequency-sorted vocab: a head of the ~2k most frequent words, tails for the rest."""
+    cuts = [c for c in (2_000, 10_000) if c < vocab_size - 1]
+    return cuts or [max(1, vocab_size // 2)]
+
+
+class SequenceAutoencoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD)
+        self.encoder = nn.LSTM(
+            cfg.embed_dim,
+            cfg.hidden_dim,
+            num_layers=cfg.num_layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
+        directions = 2 if cfg.bidirectional else 1
+        pooled = cfg.hidden_dim * directions * (2 if cfg.pooling == "meanmax" else 1)
+        self.to_z = nn.Linear(pooled, cfg.dim)
+        self.to_logvar = nn.Linear(pooled, cfg.dim) if cfg.variant == "variational" else None
+        self.z_to_state = nn.Linear(cfg.dim, 2 * cfg.num_layers * cfg.hidden_dim)
+        self.decoder = nn.LSTM(
+            cfg.embed_dim + cfg.dim,
+            cfg.hidden_dim,
+            num_layers=cfg.num_layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+        if cfg.output_layer == "adaptive":
+            self.output = nn.AdaptiveLogSoftmaxWithLoss(
+                cfg.hidden_dim, vocab_size, cutoffs=adaptive_cutoffs(vocab_size), div_value=4.0
+            )
+        else:
+            self.output = nn.Linear(cfg.hidden_dim, vocab_size)
+        self.bow = nn.Linear(cfg.dim, vocab_size) if cfg.bow_weight > 0 else None
+
+    # ---- encoder: what `vecjob encode` runs ---------------------------------------------------
+
+    def encode_states(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mean of z (the document vector) and, for the variational variant, its log-variance."""
+        emb = self.embedding(batch.tokens)
+        packed = pack_padded_sequence(emb, batch.lengths, batch_first=True, enforce_sorted=False)
+        out, (h, _) = self.encoder(packed)
+        if self.cfg.pooling == "last":
+            directions = 2 if self.cfg.bidirectional else 1
+            pooled = h[-directions:].transpose(0, 1).reshape(h.shape[1], -1)
+        else:
+            states, _ = pad_packed_sequence(out, batch_first=True)  # [B, T, H*dirs], T = max length
+            valid = (torch.arange(states.shape[1], device=states.device)[None, :]
+                     < batch.lengths.to(states.device)[:, None]).unsqueeze(-1)
+            lengths = batch.lengths.to(states.device, states.dtype)[:, None]
+            mean = (states * valid).sum(1) / lengths
+            if self.cfg.pooling == "mean":
+                pooled = mean
+            else:
+                pooled = torch.cat([mean, states.masked_fill(~valid, float("-inf")).amax(1)], dim=-1)
+        mu = self.to_z(pooled)
+        logvar = self.to_logvar(pooled) if self.to_logvar is not None else None
+        return mu, logvar
+
+    @torch.inference_mode()
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """Document vectors for a batch of chunks (no sampling, no dropout effects)."""
+        return self.encode_states(batch)[0]
+
+    # ---- training objective --------------------------------------------------------------------
+
+    def forward(self, clean: Batch, corrupted: Batch | None = None, kl_scale: float = 1.0) -> Losses:
+        """Encode the (possibly corrupted) input, reconstruct the clean chunk, and score it."""
+        mu, logvar = self.encode_states(corrupted if corrupted is not None else clean)
+        kl = mu.new_zeros(())
+        z = mu
+        if logvar is not None:
+            if self.training:
+                z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            kl_per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)  # [dim], batch mean
+            # Free bits: dimensions under the floor carry no KL penalty, which keeps z in use.
+            kl = torch.clamp(kl_per_dim, min=self.cfg.free_bits).sum()
+
+        recon, n_tokens = self._reconstruction(z, clean)
+        bow = self._bag_of_words(z, clean) if self.bow is not None else mu.new_zeros(())
+        total = recon + self.cfg.bow_weight * bow + self.cfg.kl_weight * kl_scale * kl
+        return Losses(total=total, recon=recon, bow=bow, kl=kl, tokens=n_tokens)
+
+    def _decoder_hidden(self, z: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder outputs for targets = tokens + EOS, inputs = BOS + tokens (teacher forcing)."""
+        tokens, lengths = batch.tokens, batch.lengths
+        B, T = tokens.shape
+        bos = tokens.new_full((B, 1), BOS)
+        inputs = torch.cat([bos, tokens], dim=1)  # [B, T+1]
+        targets = torch.cat([tokens, tokens.new_full((B, 1), PAD)], dim=1)
+        targets[torch.arange(B, device=tokens.device), lengths.to(tokens.device)] = EOS
+        if self.training and self.cfg.word_dropout > 0:
+            drop = (torch.rand(inputs.shape, device=inputs.device) < self.cfg.word_dropout) & (inputs > EOS)
+            inputs = inputs.masked_fill(drop, UNK)
+        emb = self.drop(self.embedding(inputs))
+        emb = torch.cat([emb, z.unsqueeze(1).expand(-1, emb.shape[1], -1)], dim=-1)
+        state = torch.tanh(self.z_to_state(z)).view(B, 2, self.cfg.num_layers, self.cfg.hidden_dim)
+        h0 = state[:, 0].transpose(0, 1).contiguous()
+        c0 = state[:, 1].transpose(0, 1).contiguous()
+        packed = pack_padded_sequence(emb, lengths + 1, batch_first=True, enforce_sorted=False)
+        out, _ = self.decoder(packed, (h0, c0))
+        hidden, _ = pad_packed_sequence(out, batch_first=True, total_length=T + 1)
+        return self.drop(hidden), targets
+
+    def _reconstruction(self, z: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:
+        hidden, targets = self._decoder_hidden(z, batch)
+        keep = targets != PAD
+        h, t = hidden[keep].float(), targets[keep]
+        if isinstance(self.output, nn.AdaptiveLogSoftmaxWithLoss):
+            loss = self.output(h, t).loss
+        else:
+            loss = F.cross_entropy(self.output(h), t)
+        return loss, int(t.numel())
+
+    def _bag_of_words(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        logp = F.log_softmax(self.bow(z).float(), dim=-1)  # [B, V]
+        tokens = batch.tokens
+        nll = -logp.gather(1, tokens)  # [B, T]
+        mask = tokens > EOS
+        return (nll * mask).sum() / mask.sum().clamp(min=1)
+
+    @torch.no_grad()
+    def token_accuracy(self, z: torch.Tensor, batch: Batch) -> tuple[int, int]:
+        """Greedy next-token accuracy under teacher forcing: (correct, total)."""
+        hidden, targets = self._decoder_hidden(z, batch)
+        keep = targets != PAD
+        h, t = hidden[keep].float(), targets[keep]
+        if isinstance(self.output, nn.AdaptiveLogSoftmaxWithLoss):
+            pred = self.output.predict(h)
+        else:
+            pred = self.output(h).argmax(-1)
+        return int((pred == t).sum()), int(t.numel())
+
+
+def corrupt(batch: Batch, cfg: ModelConfig, generator: torch.Generator | None = None) -> Batch:
+    """Denoising input: delete tokens, mask some as <unk>, shuffle locally; every chunk keeps >= 1 token."""
+    tokens, lengths = batch.tokens, batch.lengths
+    B, T = tokens.shape
+    valid = torch.arange(T)[None, :] < lengths[:, None]
+    rand = torch.rand((B, T), generator=generator)
+    keep = valid & (rand >= cfg.delete_prob)
+    keep[torch.arange(B), torch.zeros(B, dtype=torch.long)] = True  # never delete everything
+    new_lengths = keep.sum(1)
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept tokens first, in order
+    out = tokens.gather(1, order)
+    out = out.masked_fill(torch.arange(T)[None, :] >= new_lengths[:, None], PAD)
+    if cfg.mask_prob > 0:
+        mask = (torch.rand((B, T), generator=generator) < cfg.mask_prob) & (out != PAD)
+        out = out.masked_fill(mask, UNK)
+    if cfg.shuffle_window > 0:
+        # Each token moves at most shuffle_window places: sort by position + uniform noise.
+        noise = torch.rand((B, T), generator=generator) * (cfg.shuffle_window + 1)
+        key = torch.arange(T)[None, :] + noise
+        key = key.masked_fill(out == PAD, float("inf"))
+        out = out.gather(1, torch.argsort(key, dim=1))
+    return Batch(out, new_lengths)
+
+
+def encoder_flops_per_token(cfg: ModelConfig) -> float:
+    """Multiply-adds ×2 of the encoder LSTM per input token (what `vecjob encode` computes)."""
+    directions = 2 if cfg.bidirectional else 1
+    flops = 0.0
+    in_dim = cfg.embed_dim
+    for _ in range(cfg.num_layers):
+        flops += directions * 2 * 4 * cfg.hidden_dim * (in_dim + cfg.hidden_dim)
+        in_dim = cfg.hidden_dim * directions
+    return flops

@@ -1,0 +1,122 @@
+"""The model dir: everything the encoder needs, written as one unit.
+
+    config.json   model + tokeniser settings, vocab size
+    vocab.tsv     token <TAB> count, id = line number
+    model.pt      weights of the best validation epoch (a state dict; loads with weights_only=True)
+    manifest.json data fingerprint, metrics per epoch, timings, versions, model fingerprint
+    curves.png    training curves
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vecjob import FORMAT_VERSION
+from vecjob.config import ModelConfig, TokenizerConfig
+from vecjob.errors import ArtifactError
+from vecjob.model import SequenceAutoencoder
+from vecjob.parquet_io import MANIFEST, file_fingerprint, fingerprint, read_manifest, write_json_atomic
+from vecjob.tokenizer import Tokenizer, Vocab
+
+CONFIG = "config.json"
+WEIGHTS = "model.pt"
+MANIFEST_KIND = "vecjob.model"
+
+
+@dataclass
+class LoadedModel:
+    model: SequenceAutoencoder
+    tokenizer: Tokenizer
+    model_cfg: ModelConfig
+    manifest: dict
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["model_fingerprint"]
+
+    @property
+    def dim(self) -> int:
+        return self.model_cfg.dim
+
+
+def write_model_dir(
+    out: str | Path,
+    model_cfg: ModelConfig,
+    tok_cfg: TokenizerConfig,
+    vocab: Vocab,
+    weights: dict,
+    manifest: dict,
+    plot_history: bool = True,
+) -> dict:
+    """Build the dir under a temporary name, then swap it into place; returns the final manifest."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        config = {
+            "format_version": FORMAT_VERSION,
+            "vocab_size": len(vocab),
+            "model": model_cfg.model_dump(),
+            "tokenizer": tok_cfg.model_dump(),
+        }
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        vocab.save(tmp)
+        torch.save(weights, tmp / WEIGHTS)
+        model_fp = fingerprint(*(file_fingerprint(tmp / f) for f in (CONFIG, "vocab.tsv", WEIGHTS)))
+        manifest = {**manifest, "model_fingerprint": model_fp}
+        if plot_history and manifest.get("history"):
+            from vecjob.plots import plot_training_curves
+
+            plot_training_curves(manifest["history"], tmp / "curves.png")
+        write_json_atomic(manifest, tmp / MANIFEST)
+        _swap_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return manifest
+
+
+def _swap_into_place(new: Path, dest: Path) -> None:
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old)
+    else:
+        os.replace(new, dest)
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the encoder from the dir alone; any missing or mismatched part is an ArtifactError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: model dir not found")
+    manifest = read_manifest(path, MANIFEST_KIND)
+    for name in (CONFIG, WEIGHTS):
+        if not (path / name).exists():
+            raise ArtifactError(f"{path}: incomplete model dir, {name} missing")
+    config = json.loads((path / CONFIG).read_text())
+    try:
+        model_cfg = ModelConfig.model_validate(config["model"])
+        tok_cfg = TokenizerConfig.model_validate(config["tokenizer"])
+    except Exception as exc:  # noqa: BLE001 - any schema problem means an incompatible dir
+        raise ArtifactError(f"{path / CONFIG}: incompatible model config ({exc})") from None
+    vocab = Vocab.load(path)
+    if len(vocab) != config["vocab_size"]:
+        raise ArtifactError(f"{path}: vocab.tsv has {len(vocab)} tokens, config says {config['vocab_size']}")
+    model = SequenceAutoencoder(model_cfg, len(vocab))
+    try:
+        state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
+        raise ArtifactError(f"{path / WEIGHTS}: cannot load weights ({exc})") from None
+    model.to(device).eval()
+    return LoadedModel(model, Tokenizer(vocab, tok_cfg.max_len), model_cfg, manifest)

@@ -1,0 +1,249 @@
+"""The data contract on disk: finding and checking input shards, atomic writes, manifests, locks.
+
+Everything vecjob publishes goes through `atomic_path`: write to a hidden temporary name in the
+destination folder, then `os.replace`, so a reader (or a rerun after `kill -9`) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import platform
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vecjob import FORMAT_VERSION, __version__
+from vecjob.errors import ArtifactError, InputError, LockedError
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input Parquet file, checked: its columns exist and have usable types."""
+
+    path: str
+    num_rows: int
+    row_group_rows: tuple[int, ...]  # rows in each row group, to cut work into units
+    id_type: str  # "string" or "int"
+
+    @property
+    def name(self) -> str:
+        """Deterministic output name: the input stem plus a hash of the full path (stems may repeat)."""
+        digest = hashlib.blake2b(self.path.encode(), digest_size=4).hexdigest()
+        return f"{Path(self.path).stem}-{digest}"
+
+
+def discover(paths: list[str] | str) -> list[str]:
+    """Expand files, directories and globs into a sorted list of Parquet files."""
+    if isinstance(paths, str):
+        paths = [paths]
+    found: list[str] = []
+    for p in paths:
+        if any(ch in p for ch in "*?["):
+            found += sorted(f for f in glob.glob(p, recursive=True) if os.path.isfile(f))
+        elif os.path.isdir(p):
+            found += sorted(
+                str(f) for f in Path(p).rglob("*.parquet") if f.is_file() and not _hidden(f.relative_to(p))
+            )
+        elif os.path.isfile(p):
+            found.append(p)
+        else:
+            raise InputError(f"{p}: no such file or directory")
+    if not found:
+        raise InputError(f"{', '.join(paths)}: no Parquet files found")
+    return sorted(dict.fromkeys(os.path.abspath(f) for f in found))
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith((".", "_")) for part in rel.parts)
+
+
+def check_shard(path: str, id_col: str, text_col: str | None) -> Shard:
+    """Open a shard's footer and check its schema; raise InputError naming the file on any problem."""
+    try:
+        meta = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+    schema = meta.schema_arrow
+    _require_column(path, schema, id_col)
+    id_field = schema.field(id_col).type
+    if pa.types.is_integer(id_field):
+        id_type = "int"
+    elif pa.types.is_string(id_field) or pa.types.is_large_string(id_field):
+        id_type = "string"
+    else:
+        raise InputError(f"{path}: id column '{id_col}' has type {id_field}; expected string or integer")
+    if text_col is not None:
+        _require_column(path, schema, text_col)
+        t = schema.field(text_col).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise InputError(f"{path}: text column '{text_col}' has type {t}; expected string")
+    rg_rows = tuple(meta.metadata.row_group(i).num_rows for i in range(meta.num_row_groups))
+    return Shard(path=path, num_rows=meta.metadata.num_rows, row_group_rows=rg_rows, id_type=id_type)
+
+
+def _require_column(path: str, schema: pa.Schema, col: str) -> None:
+    if schema.get_field_index(col) < 0:
+        raise InputError(f"{path}: missing column '{col}' (columns: {', '.join(schema.names)})")
+
+
+def check_shards(paths: list[str] | str, id_col: str, text_col: str | None) -> list[Shard]:
+    """Discover and check every shard before any work starts; ids must have one type across shards."""
+    shards = [check_shard(p, id_col, text_col) for p in discover(paths)]
+    kinds = {s.id_type for s in shards}
+    if len(kinds) > 1:
+        first = {k: next(s.path for s in shards if s.id_type == k) for k in kinds}
+        raise InputError(f"id column '{id_col}' mixes types across shards: {first}")
+    return shards
+
+
+def read_row_groups(path: str, row_groups: list[int], columns: list[str]) -> pa.Table:
+    """Read some row groups of one shard; a corrupt page raises InputError naming the file."""
+    try:
+        return pq.ParquetFile(path).read_row_groups(row_groups, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
+
+
+def read_table(paths: list[str] | str, columns: list[str]) -> pa.Table:
+    """Read whole shards (small inputs: labels, id maps); names the file that fails."""
+    tables = []
+    for p in discover(paths):
+        try:
+            pf = pq.ParquetFile(p)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"{p}: not a readable Parquet file ({exc})") from None
+        for c in columns:
+            _require_column(p, pf.schema_arrow, c)
+        try:
+            tables.append(pf.read(columns=columns))
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{p}: cannot read: {exc}") from None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+# ---- atomic writes -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; rename it over `dest` only if the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_parquet_atomic(table: pa.Table, dest: str | Path) -> None:
+    with atomic_path(dest) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def write_json_atomic(obj: Any, dest: str | Path) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+
+
+def clean_stale_temporaries(folder: str | Path) -> int:
+    """Remove temporaries left by a killed run (they are hidden, so never read, but take space)."""
+    n = 0
+    for f in Path(folder).glob(".*.tmp-*"):
+        if f.is_file():
+            f.unlink()
+            n += 1
+    return n
+
+
+# ---- manifests and fingerprints ------------------------------------------------------------------
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """Content hash of a file (blake2b, 16 bytes): stable across copies and machines."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(*parts: Any) -> str:
+    """Hash of JSON-serialisable parts (configs, other fingerprints)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+def new_manifest(kind: str, **fields: Any) -> dict:
+    """The common head of every manifest: what wrote it and when."""
+    return {
+        "kind": kind,
+        "format_version": FORMAT_VERSION,
+        "vecjob_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        **fields,
+    }
+
+
+def read_manifest(folder: str | Path, kind: str) -> dict:
+    """Read and check a manifest; an absent, foreign or newer-format one is an ArtifactError."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        raise ArtifactError(f"{folder}: no {MANIFEST} (not a complete vecjob {kind.split('.')[-1]} dir)")
+    manifest = read_json(path)
+    if manifest.get("kind") != kind:
+        raise ArtifactError(f"{path}: is a '{manifest.get('kind')}' manifest, expected '{kind}'")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format version {manifest.get('format_version')} is not supported "
+            f"(this vecjob {__version__} reads version {FORMAT_VERSION})"
+        )
+    return manifest
+
+
+# ---- locks ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def dir_lock(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on an output dir; a second run writing there refuses at once.
+
+    flock is released by the kernel when the holder dies, so a kill -9 never leaves a stale lock.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(f"{folder}: another vecjob run is writing here (lock held)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)

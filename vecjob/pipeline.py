@@ -1,0 +1,128 @@
+"""`vecjob run JOB.toml`: the stages a job spec names, in order, each skipped when up to date.
+
+A stage's fingerprint hashes its inputs (file contents or the upstream output's fingerprint) and its
+config. After a stage succeeds its fingerprint goes into `<out>/run_state.json`; the next run skips a
+stage whose fingerprint matches and whose output manifest exists. `<out>/run_manifest.json` records
+each run: stages, ran or skipped, fingerprints, timings, headline metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from vecjob.config import JobSpec
+from vecjob.parquet_io import (
+    MANIFEST,
+    discover,
+    file_fingerprint,
+    fingerprint,
+    new_manifest,
+    read_json,
+    write_json_atomic,
+)
+
+STATE_FILE = "run_state.json"
+
+
+def stage_dirs(spec: JobSpec) -> dict[str, Path]:
+    root = Path(spec.out)
+    return {
+        "corpus": Path(spec.data.paths[0]),
+        "train": root / "model",
+        "encode": root / "vectors",
+        "index": root / "index",
+    }
+
+
+def _data_fingerprint(spec: JobSpec) -> str:
+    return fingerprint([file_fingerprint(p) for p in discover(spec.data.paths)])
+
+
+def _upstream(folder: Path, key: str) -> str:
+    return read_json(folder / MANIFEST).get(key, "")
+
+
+def stage_fingerprint(spec: JobSpec, stage: str) -> str:
+    dirs = stage_dirs(spec)
+    data_cols = spec.data.model_dump(exclude={"paths"})
+    if stage == "corpus":
+        from vecjob import __version__
+
+        return fingerprint(stage, spec.corpus, __version__)
+    if stage == "train":
+        return fingerprint(stage, _data_fingerprint(spec), data_cols, spec.tokenizer.model_dump(),
+                           spec.model.model_dump(), spec.train.model_dump(exclude={"max_failures"}))
+    if stage == "encode":
+        return fingerprint(stage, _data_fingerprint(spec), data_cols,
+                           _upstream(dirs["train"], "model_fingerprint"), spec.encode.model_dump())
+    if stage == "index":
+        return fingerprint(stage, _upstream(dirs["encode"], "vectors_fingerprint"), spec.index.model_dump())
+    raise ValueError(f"unknown stage {stage}")
+
+
+def run_job(
+    spec: JobSpec,
+    force: bool = False,
+    on_stage: Callable[[str, str], None] | None = None,
+) -> dict:
+    """Run the job's stages; returns the run manifest."""
+    from vecjob import runtime
+
+    root = Path(spec.out)
+    root.mkdir(parents=True, exist_ok=True)
+    state_path = root / STATE_FILE
+    state = read_json(state_path) if state_path.exists() else {}
+    dirs = stage_dirs(spec)
+    records = []
+    t_run = time.perf_counter()
+    for stage in spec.stages:
+        fp = stage_fingerprint(spec, stage)
+        output_ready = (dirs[stage] / MANIFEST).exists() if stage != "corpus" else dirs[stage].exists()
+        if not force and state.get(stage) == fp and output_ready:
+            records.append({"stage": stage, "status": "skipped (up to date)", "fingerprint": fp})
+            if on_stage:
+                on_stage(stage, "skipped")
+            continue
+        if on_stage:
+            on_stage(stage, "running")
+        if stage in ("train", "encode"):
+            runtime.connect(spec.address or None)
+        t0 = time.perf_counter()
+        metrics = _run_stage(spec, stage, dirs)
+        # The fingerprint of a downstream stage may read this stage's fresh manifest: recompute.
+        fp = stage_fingerprint(spec, stage)
+        state[stage] = fp
+        write_json_atomic(state, state_path)
+        records.append({"stage": stage, "status": "ran", "fingerprint": fp,
+                        "seconds": round(time.perf_counter() - t0, 2), "metrics": metrics})
+    manifest = new_manifest("vecjob.run", job=spec.name, spec=spec.model_dump(), stages=records,
+                            seconds=round(time.perf_counter() - t_run, 2))
+    write_json_atomic(manifest, root / "run_manifest.json")
+    return manifest
+
+
+def _run_stage(spec: JobSpec, stage: str, dirs: dict[str, Path]) -> dict:
+    if stage == "corpus":
+        from vecjob.corpus import write_corpus
+
+        paths = write_corpus(spec.corpus, dirs["corpus"])
+        return {"shards": len(paths)}
+    if stage == "train":
+        from vecjob.ray_train import train_model
+
+        m = train_model(spec.data, dirs["train"], spec.tokenizer, spec.model, spec.train)
+        last = m["history"][-1]
+        return {"best_epoch": m["best_epoch"], "val_loss": last.get("val_loss"), "val_token_acc": last.get("val_token_acc")}
+    if stage == "encode":
+        from vecjob.ray_encode import encode_collection
+
+        m = encode_collection(spec.data, dirs["train"], dirs["encode"], spec.encode)
+        return m["counts"]
+    if stage == "index":
+        from vecjob.index import index_collection
+
+        m = index_collection(dirs["encode"], dirs["index"], spec.index)
+        return {"factory": m["factory"], "ntotal": m["ntotal"], "recall_at_10": m.get("recall_at_10")}
+    raise ValueError(f"stage '{stage}' is not available in this version")

@@ -1,0 +1,169 @@
+"""`vecjob encode`: stream work items through encoder actors with Ray Data; the driver assembles and
+writes one vector shard per input shard. `runner="local"` runs the same classes in-process (the
+test path and the benchmark baseline)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from vecjob.config import DataConfig, EncodeConfig
+from vecjob.encode_shards import (
+    STATS_DIR,
+    PartEncoder,
+    ShardAssembler,
+    empty_part,
+    input_fingerprints,
+    output_name,
+    plan_items,
+    shard_is_done,
+    vectors_fingerprint,
+)
+from vecjob.errors import InputError, VecjobError
+from vecjob.model_dir import load_model_dir
+from vecjob.parquet_io import (
+    MANIFEST,
+    check_shard,
+    check_shards,
+    clean_stale_temporaries,
+    dir_lock,
+    new_manifest,
+    read_json,
+    write_json_atomic,
+)
+from vecjob.vectors import MANIFEST_KIND
+
+
+def resolve_concurrency(cfg: EncodeConfig, cpus: int, gpus: int) -> tuple[int, float, float, int]:
+    """(actors, cpus per actor, gpus per actor, torch threads per actor)."""
+    use_gpu = cfg.device == "cuda" or (cfg.device == "auto" and gpus > 0)
+    if use_gpu:
+        actors = cfg.concurrency or max(1, gpus)
+        return actors, 1.0, min(1.0, gpus / actors) if gpus else 1.0, 1
+    actors = cfg.concurrency or max(1, cpus // 2)
+    threads = max(1, cpus // actors)
+    # A fraction below the threads it uses leaves the scheduler room for Ray Data's own tasks:
+    # actors that hold every CPU starve them and the pipeline hangs (shared/RAY_NOTES.md).
+    return actors, max(0.25, threads - 0.5), 0.0, threads
+
+
+def encode_collection(
+    data: DataConfig,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    cfg: EncodeConfig,
+    runner: str = "ray",
+    on_rows: Callable[[int], None] | None = None,
+    on_plan: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Encode every input shard not already done; returns the vectors dir manifest."""
+    out_dir = Path(out_dir).resolve()
+    t_start = time.perf_counter()
+    shards = check_shards(data.paths, data.id_col, data.text_col)
+    for shard in shards:
+        for col in cfg.keep_columns:
+            check_shard(shard.path, col, None)
+    names = [output_name(s) for s in shards]
+    if len(set(names)) != len(names):
+        raise InputError("two input shards map to the same output name")
+    model = load_model_dir(model_dir)
+    model_fp, dim = model.fingerprint, model.dim
+    del model
+
+    with dir_lock(out_dir):
+        for folder in (out_dir, out_dir / STATS_DIR):
+            if folder.exists():
+                clean_stale_temporaries(folder)
+        input_fps = input_fingerprints(shards)
+        todo = {i for i, s in enumerate(shards) if not shard_is_done(out_dir, s, input_fps[i], model_fp)}
+        items = [it for it in plan_items(shards, cfg.rows_per_task) if it.shard in todo]
+        if on_plan:
+            on_plan(sum(shards[i].num_rows for i in todo), sum(s.num_rows for s in shards))
+        assembler = ShardAssembler(
+            out_dir, shards, input_fps, model_fp, todo,
+            empty_table=lambda s_idx: empty_part(shards[s_idx], s_idx, data.id_col, cfg.keep_columns, dim),
+            on_rows=on_rows,
+        )
+        encoder_kwargs = dict(
+            model_dir=str(Path(model_dir).resolve()), id_col=data.id_col, text_col=data.text_col,
+            keep_columns=list(cfg.keep_columns), batch_size=cfg.batch_size, strict=data.strict,
+        )
+        t0 = time.perf_counter()
+        if items and runner == "ray":
+            actors = _run_ray(items, encoder_kwargs, cfg, assembler)
+        elif items:
+            actors = 1
+            encoder = PartEncoder(**encoder_kwargs, device=cfg.device)
+            for item in items:
+                assembler.add(encoder.encode_item(item))
+        else:
+            actors = 0
+        assembler.check_complete()
+        encode_s = time.perf_counter() - t0
+
+        stats = [read_json(out_dir / STATS_DIR / f"{s.name}.json") for s in shards]
+        manifest = new_manifest(
+            MANIFEST_KIND,
+            model_dir=str(Path(model_dir).resolve()),
+            model_fingerprint=model_fp,
+            vectors_fingerprint=vectors_fingerprint(stats),
+            dim=dim,
+            columns={"id": data.id_col, "text": data.text_col, "keep": list(cfg.keep_columns)},
+            config=cfg.model_dump(),
+            runner=runner,
+            actors=actors,
+            counts={
+                "shards": len(shards),
+                "shards_encoded": len(todo),
+                "shards_skipped_done": len(shards) - len(todo),
+                "rows_in": sum(s["rows_in"] for s in stats),
+                "rows_out": sum(s["rows_out"] for s in stats),
+                "skipped_empty": sum(s["skipped_empty"] for s in stats),
+                "tokens": sum(s["tokens"] for s in stats),
+            },
+            timings={"encode_wall_s": encode_s, "total_s": time.perf_counter() - t_start},
+            shards=stats,
+        )
+        write_json_atomic(manifest, out_dir / MANIFEST)
+    return manifest
+
+
+def _run_ray(items, encoder_kwargs: dict, cfg: EncodeConfig, assembler: ShardAssembler) -> int:
+    import pyarrow as pa
+    import ray
+
+    from vecjob.runtime import cluster_cpus_gpus
+
+    cpus, gpus = cluster_cpus_gpus()
+    actors, cpus_per_actor, gpus_per_actor, threads = resolve_concurrency(cfg, cpus, gpus)
+    device = "cuda" if gpus_per_actor > 0 else ("cpu" if cfg.device == "auto" else cfg.device)
+    ds = ray.data.from_items([asdict(it) for it in items], override_num_blocks=len(items))
+    ds = ds.map_batches(
+        PartEncoder,
+        fn_constructor_kwargs={**encoder_kwargs, "device": device, "threads": threads},
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor,
+    )
+    try:
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            assembler.add(block if isinstance(block, pa.Table) else pa.Table.from_pydict(block))
+    except Exception as exc:  # noqa: BLE001 - surface the worker's own message (it names the file)
+        raise _user_error(exc) from exc
+    return actors
+
+
+def _user_error(exc: BaseException) -> VecjobError:
+    """Ray wraps an InputError raised in an actor; keep the innermost message (it names the file)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, VecjobError):
+            return type(seen)(str(seen))
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    lines = [ln for ln in str(exc).splitlines() if "Error:" in ln]
+    return VecjobError(f"encoding failed: {lines[-1].strip() if lines else exc}")
+

@@ -1,0 +1,54 @@
+"""Progress bars and summary tables (rich, on stderr so --json output on stdout stays clean)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def row_progress(description: str) -> Iterator[tuple[Callable[[int, int], None], Callable[[int], None]]]:
+    """Yields (on_plan(todo_rows, total_rows), on_rows(n)) callbacks driving one progress bar."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    )
+    task = progress.add_task(description, total=None)
+
+    def on_plan(todo: int, total: int) -> None:
+        progress.update(task, total=todo)
+
+    def on_rows(n: int) -> None:
+        progress.advance(task, n)
+
+    with progress:
+        yield on_plan, on_rows
+
+
+@contextlib.contextmanager
+def status(message: str) -> Iterator[None]:
+    with console.status(message):
+        yield
+
+
+def summary(title: str, rows: dict[str, object]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        table.add_row(key, _fmt(value))
+    console.print(table)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

@@ -1,0 +1,122 @@
+"""Word-level tokeniser and vocabulary, vectorised with polars (Rust regex, no Python loop per token).
+
+Lower-cased words (with inner apostrophes) and single punctuation marks are tokens. The vocabulary is
+counted shard by shard with polars, so the corpus is never held as Python lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from vecjob.errors import ArtifactError
+
+TOKEN_PATTERN = r"\w+(?:'\w+)*|[^\w\s]"
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+VOCAB_FILE = "vocab.tsv"
+
+
+def tokenize_column(texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> pl.Series:
+    """Texts → list[str] tokens per text (nulls stay null)."""
+    s = texts if isinstance(texts, pl.Series) else pl.Series(values=texts, dtype=pl.String)
+    return s.str.to_lowercase().str.extract_all(TOKEN_PATTERN)
+
+
+def count_tokens(texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> pl.DataFrame:
+    """Token counts of a batch of texts: columns token, count."""
+    tokens = tokenize_column(texts).explode().drop_nulls()
+    return tokens.rename("token").value_counts(name="count")
+
+
+def merge_counts(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    frames = [f for f in frames if f.height]
+    if not frames:
+        return pl.DataFrame({"token": [], "count": []}, schema={"token": pl.String, "count": pl.UInt64})
+    return pl.concat(frames).group_by("token").agg(pl.col("count").sum())
+
+
+@dataclass(frozen=True)
+class Vocab:
+    tokens: tuple[str, ...]  # index = token id; the first four are SPECIALS
+    counts: tuple[int, ...]
+
+    @classmethod
+    def from_counts(cls, counts: pl.DataFrame, max_size: int, min_count: int) -> "Vocab":
+        """Most frequent tokens first (ties by token, so the result is deterministic)."""
+        kept = (
+            counts.filter(pl.col("count") >= min_count)
+            .sort(["count", "token"], descending=[True, False])
+            .head(max(0, max_size - len(SPECIALS)))
+        )
+        return cls(
+            tokens=SPECIALS + tuple(kept["token"].to_list()),
+            counts=(0,) * len(SPECIALS) + tuple(int(c) for c in kept["count"].to_list()),
+        )
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / VOCAB_FILE
+        path.write_text("".join(f"{t}\t{c}\n" for t, c in zip(self.tokens, self.counts)))
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Vocab":
+        path = Path(folder) / VOCAB_FILE
+        if not path.exists():
+            raise ArtifactError(f"{path}: vocabulary missing")
+        rows = [line.split("\t") for line in path.read_text().splitlines()]
+        if [r[0] for r in rows[: len(SPECIALS)]] != list(SPECIALS) or any(len(r) != 2 for r in rows):
+            raise ArtifactError(f"{path}: not a vecjob vocabulary")
+        return cls(tokens=tuple(r[0] for r in rows), counts=tuple(int(r[1]) for r in rows))
+
+
+class Tokenizer:
+    """Texts → token-id arrays, and token-id arrays → fixed-length chunks."""
+
+    def __init__(self, vocab: Vocab, max_len: int):
+        self.vocab = vocab
+        self.max_len = max_len
+        self._lookup = pl.DataFrame(
+            {"token": list(vocab.tokens), "tid": np.arange(len(vocab), dtype=np.int32)}
+        )
+
+    def encode(self, texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> list[np.ndarray]:
+        """One int32 id array per text; null/empty texts give an empty array."""
+        tokens = tokenize_column(texts)
+        n = len(tokens)
+        exploded = (
+            pl.DataFrame({"doc": np.arange(n, dtype=np.int64), "token": tokens})
+            .with_row_index("pos")
+            .explode("token")
+            .drop_nulls("token")
+        )
+        # A left join keeps token order (polars preserves the left frame's order).
+        ids = exploded.join(self._lookup, on="token", how="left", maintain_order="left").with_columns(
+            pl.col("tid").fill_null(UNK)
+        )
+        flat = ids["tid"].to_numpy().astype(np.int32, copy=False)
+        lengths = np.bincount(ids["doc"].to_numpy(), minlength=n)
+        return np.split(flat, np.cumsum(lengths)[:-1])
+
+    def chunk(self, ids: np.ndarray) -> list[np.ndarray]:
+        """Split one document into chunks of at most max_len tokens (nothing is cut off)."""
+        return [ids[i : i + self.max_len] for i in range(0, len(ids), self.max_len)]
+
+
+def document_chunks(tokenizer: Tokenizer, docs: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """All chunks of the given documents and, for each chunk, the index of its document."""
+    chunks: list[np.ndarray] = []
+    owner: list[int] = []
+    for i, ids in enumerate(docs):
+        parts = tokenizer.chunk(ids)
+        chunks += parts
+        owner += [i] * len(parts)
+    return chunks, np.asarray(owner, dtype=np.int64)

@@ -1,0 +1,270 @@
+"""Training: chunk sets, length-bucketed batches, one epoch, evaluation, early stopping.
+
+`train_loop` is the whole loop for one process. In-process training (tests, benchmarks) calls it
+with world_size=1; the Ray Train worker (`vecjob.ray_train`) calls it with its rank and a hook that
+reports metrics and checkpoints. Every rank runs the same number of steps, which DDP requires.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from vecjob.config import ModelConfig, TrainConfig
+from vecjob.model import Batch, SequenceAutoencoder, corrupt
+from vecjob.tokenizer import PAD
+
+
+@dataclass
+class ChunkSet:
+    """Token-id chunks stored flat (int32 + offsets): compact, fast to pickle to Ray workers."""
+
+    flat: np.ndarray
+    offsets: np.ndarray  # len = n + 1
+
+    @classmethod
+    def from_chunks(cls, chunks: list[np.ndarray]) -> "ChunkSet":
+        chunks = [c for c in chunks if len(c)]
+        lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
+        offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.concatenate(chunks).astype(np.int32) if chunks else np.zeros(0, np.int32)
+        return cls(flat=flat, offsets=offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def take(self, indices: np.ndarray) -> "ChunkSet":
+        return ChunkSet.from_chunks([self.flat[self.offsets[i] : self.offsets[i + 1]] for i in indices])
+
+    def collate(self, indices: np.ndarray) -> Batch:
+        lengths = self.lengths[indices]
+        tokens = np.full((len(indices), int(lengths.max())), PAD, dtype=np.int64)
+        for row, i in enumerate(indices):
+            tokens[row, : lengths[row]] = self.flat[self.offsets[i] : self.offsets[i + 1]]
+        return Batch(torch.from_numpy(tokens), torch.from_numpy(lengths.astype(np.int64)))
+
+
+def is_validation(doc_id: object, fraction: float) -> bool:
+    """Stable split by id hash: the same document is held out in every run and on every machine."""
+    h = int.from_bytes(hashlib.blake2b(str(doc_id).encode(), digest_size=8).digest(), "little")
+    return (h / 2**64) < fraction
+
+
+def batch_indices(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, pool_batches: int = 50
+) -> list[np.ndarray]:
+    """Batches of similar-length chunks (little padding), in random order when rng is given."""
+    order = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
+    batches = []
+    pool = batch_size * pool_batches
+    for start in range(0, len(order), pool):
+        block = order[start : start + pool]
+        block = block[np.argsort(lengths[block], kind="stable")]
+        batches += [block[i : i + batch_size] for i in range(0, len(block), batch_size)]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def rank_shard(n: int, rank: int, world_size: int, seed: int) -> np.ndarray:
+    """This rank's chunk indices: a seeded permutation cut into equal parts (equal steps per rank)."""
+    per_rank = n // world_size
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[rank * per_rank : (rank + 1) * per_rank])
+
+
+@dataclass
+class Totals:
+    """Sums over a pass, so ranks can add theirs before dividing."""
+
+    chunks: float = 0.0
+    tokens: float = 0.0
+    loss: float = 0.0  # Σ total loss × chunks
+    recon: float = 0.0  # Σ recon nats × tokens
+    bow: float = 0.0  # Σ bow nats × chunks
+    kl: float = 0.0  # Σ kl × chunks
+    correct: float = 0.0
+    seconds: float = 0.0
+
+    def add_batch(self, losses, n_chunks: int) -> None:
+        self.chunks += n_chunks
+        self.tokens += losses.tokens
+        self.loss += losses.total.item() * n_chunks
+        self.recon += losses.recon.item() * losses.tokens
+        self.bow += losses.bow.item() * n_chunks
+        self.kl += losses.kl.item() * n_chunks
+
+    def as_tensor(self) -> torch.Tensor:
+        return torch.tensor([getattr(self, f.name) for f in fields(self)], dtype=torch.float64)
+
+    @classmethod
+    def from_tensor(cls, t: torch.Tensor) -> "Totals":
+        return cls(*[float(x) for x in t.tolist()])
+
+    def summary(self, prefix: str) -> dict[str, float]:
+        c, t = max(self.chunks, 1), max(self.tokens, 1)
+        out = {
+            f"{prefix}_loss": self.loss / c,
+            f"{prefix}_recon": self.recon / t,
+            f"{prefix}_bow": self.bow / c,
+            f"{prefix}_kl": self.kl / c,
+        }
+        if prefix == "val":
+            out["val_token_acc"] = self.correct / t
+        else:
+            out["train_tokens_per_s"] = self.tokens / max(self.seconds, 1e-9)
+        return out
+
+
+def all_reduce_totals(totals: Totals) -> Totals:
+    """Sum Totals over ranks when torch.distributed is up (Ray Train workers); identity otherwise."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return totals
+    t = totals.as_tensor()
+    torch.distributed.all_reduce(t)
+    merged = Totals.from_tensor(t)
+    merged.seconds = totals.seconds  # wall time is not additive
+    return merged
+
+
+def unwrap(model: nn.Module) -> SequenceAutoencoder:
+    return model.module if hasattr(model, "module") else model
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (LSTM runs in cuDNN); plain fp32 on CPU, where autocast only adds casts."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ChunkSet,
+    batches: list[np.ndarray],
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    device: torch.device,
+    step: int,
+) -> tuple[Totals, int]:
+    """One pass over the given batches; returns the totals and the new global step."""
+    model.train()
+    totals = Totals()
+    start = time.perf_counter()
+    for idx in batches:
+        clean = data.collate(idx)
+        noisy = corrupt(clean, model_cfg) if model_cfg.variant == "denoising" else None
+        kl_scale = min(1.0, step / max(1, model_cfg.kl_anneal_steps))
+        with autocast_for(device):
+            losses = model(clean.to(device), noisy.to(device) if noisy else None, kl_scale=kl_scale)
+        optimizer.zero_grad(set_to_none=True)
+        losses.total.backward()
+        if train_cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        optimizer.step()
+        totals.add_batch(losses, len(idx))
+        step += 1
+    totals.seconds = time.perf_counter() - start
+    return totals, step
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ChunkSet, batches: list[np.ndarray], device: torch.device) -> Totals:
+    """Validation totals: losses with z = the mean (no sampling), and teacher-forced token accuracy."""
+    core = unwrap(model)
+    core.eval()
+    totals = Totals()
+    for idx in batches:
+        batch = data.collate(idx).to(device)
+        with autocast_for(device):
+            losses = core(batch)
+            mu, _ = core.encode_states(batch)
+            correct, _ = core.token_accuracy(mu, batch)
+        totals.add_batch(losses, len(idx))
+        totals.correct += correct
+    return totals
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds, so a restarted worker group continues where it stopped."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    best_val: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_weights: dict | None = None
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_loop(
+    model: nn.Module,
+    train: ChunkSet,
+    val: ChunkSet,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    *,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    state: TrainState | None = None,
+    optimizer_state: dict | None = None,
+    on_epoch_end: Callable[[TrainState, torch.optim.Optimizer, dict], None] | None = None,
+) -> TrainState:
+    """Train until epochs or patience run out; keeps the best validation epoch's weights."""
+    state = state or TrainState()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state)
+    mine = rank_shard(len(train), rank, world_size, train_cfg.seed)
+    val_mine = np.arange(rank, len(val), world_size)
+    val_batches = batch_indices(val.lengths[val_mine], train_cfg.batch_size, None)
+    val_batches = [val_mine[b] for b in val_batches]
+
+    while state.epoch < train_cfg.epochs and not state.stopped_early:
+        epoch = state.epoch
+        rng = np.random.default_rng([train_cfg.seed, epoch, rank])
+        torch.manual_seed(train_cfg.seed * 100_003 + epoch * 101 + rank)
+        batches = [mine[b] for b in batch_indices(train.lengths[mine], train_cfg.batch_size, rng)]
+        train_totals, state.step = train_epoch(
+            model, optimizer, train, batches, model_cfg, train_cfg, device, state.step
+        )
+        val_totals = evaluate(model, val, val_batches, device) if len(val) else Totals()
+        train_totals, val_totals = all_reduce_totals(train_totals), all_reduce_totals(val_totals)
+        metrics = {"epoch": epoch + 1, **train_totals.summary("train"), **val_totals.summary("val")}
+        monitored = metrics["val_loss"] if len(val) else metrics["train_loss"]
+        if monitored < state.best_val - 1e-4:
+            state.best_val, state.best_epoch, state.bad_epochs = monitored, epoch + 1, 0
+            state.best_weights = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()})
+        else:
+            state.bad_epochs += 1
+            state.stopped_early = state.bad_epochs >= train_cfg.patience
+        state.history.append(metrics)
+        state.epoch = epoch + 1
+        if on_epoch_end is not None:
+            on_epoch_end(state, optimizer, metrics)
+    return state
+
+
+def build_model(model_cfg: ModelConfig, vocab_size: int, seed: int) -> SequenceAutoencoder:
+    torch.manual_seed(seed)
+    return SequenceAutoencoder(model_cfg, vocab_size)

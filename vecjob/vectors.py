@@ -1,0 +1,93 @@
+"""The vectors dir contract: Parquet shards of (id, vector fixed_size_list<float32>[dim], passthrough...)
+listed in manifest.json. Readers follow the manifest, never a glob, so stray files are never read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vecjob.errors import ArtifactError
+from vecjob.parquet_io import read_manifest
+
+MANIFEST_KIND = "vecjob.vectors"
+
+
+def vectors_table(ids: pa.Array, vectors: np.ndarray, extra: dict[str, pa.Array] | None = None) -> pa.Table:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+    return pa.table({"id": ids, "vector": column, **(extra or {})})
+
+
+def table_vectors(table: pa.Table) -> np.ndarray:
+    """The vector column as a [n, dim] float32 array (zero-copy where Arrow allows)."""
+    col = table.column("vector").combine_chunks()
+    dim = col.type.list_size
+    return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class VectorsDir:
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: str | Path) -> "VectorsDir":
+        path = Path(path)
+        if not path.is_dir():
+            raise ArtifactError(f"{path}: vectors dir not found")
+        manifest = read_manifest(path, MANIFEST_KIND)
+        for shard in manifest["shards"]:
+            if not (path / shard["output"]).exists():
+                raise ArtifactError(f"{path}: shard {shard['output']} listed in the manifest is missing")
+        return cls(path, manifest)
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def num_vectors(self) -> int:
+        return int(sum(s["rows_out"] for s in self.manifest["shards"]))
+
+    @property
+    def shard_paths(self) -> list[Path]:
+        return [self.path / s["output"] for s in self.manifest["shards"]]
+
+    def iter_shards(self, columns: list[str] | None = None) -> Iterator[tuple[Path, pa.Table]]:
+        for p in self.shard_paths:
+            try:
+                yield p, pq.read_table(p, columns=columns)
+            except (pa.ArrowException, OSError) as exc:
+                raise ArtifactError(f"{p}: cannot read vector shard ({exc})") from None
+
+    def read_all(self, columns: list[str] | None = None) -> pa.Table:
+        tables = [t for _, t in self.iter_shards(columns)]
+        if not tables:
+            raise ArtifactError(f"{self.path}: holds no vectors")
+        return pa.concat_tables(tables)
+
+    def vector_for_id(self, doc_id: object) -> np.ndarray:
+        for path, table in self.iter_shards(["id", "vector"]):
+            ids = table.column("id")
+            key = _coerce_id(doc_id, ids.type)
+            mask = pc.equal(ids, pa.scalar(key, ids.type))
+            hit = table.filter(mask)
+            if hit.num_rows:
+                return table_vectors(hit)[0]
+        raise ArtifactError(f"{self.path}: no document with id {doc_id!r}")
+
+
+def _coerce_id(doc_id: object, arrow_type: pa.DataType) -> object:
+    if pa.types.is_integer(arrow_type):
+        try:
+            return int(doc_id)
+        except (TypeError, ValueError):
+            raise ArtifactError(f"id {doc_id!r} is not an integer, but ids here are integers") from None
+    return str(doc_id)
+
