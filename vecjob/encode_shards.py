@@ -203,7 +203,7 @@ class ShardAssembler:
         parts = pa.concat_tables(self.pending.pop(s_idx)).sort_by([("_part", "ascending"), ("_row", "ascending")])
         # Sum timings once per part (each part's rows repeat the same values).
         first_rows = pl.from_arrow(parts.select(["_part", "_timing"])).unique("_part", keep="first")
-        timing = np.array(first_rows["_timing"].to_list(), dtype=np.float64).sum(axis=0)
+        timing = np.array(first_rows["_timing"].to_list(), dtype=np.float64).reshape(-1, 4).sum(axis=0)
         ok = parts.column("ok").to_numpy(zero_copy_only=False)
         kept = parts.filter(pa.array(ok)).drop_columns(["ok", "_shard", "_part", "_row", "_timing"])
         t0 = time.perf_counter()

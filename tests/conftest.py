@@ -1,0 +1,108 @@
+"""Shared fixtures: one real local Ray per session, synthetic Parquet collections, a tiny model.
+
+Library tests need no Ray. Tests that use Ray take the `ray_session` fixture (started once).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(
+    not (SHARED_DATA / "bbc_news.parquet").exists(),
+    reason=f"shared data not found at {SHARED_DATA} (the ../shared checkout beside the repo)",
+)
+
+TOPICS = {
+    "sport": "match goal team league coach season player win score cup striker final".split(),
+    "tech": "software chip computer network phone data internet device robot code server".split(),
+    "food": "recipe bake flour oven sugar butter taste dinner chef kitchen sauce spice".split(),
+}
+COMMON = "the a of and to in is was it for on with as at by".split()
+
+
+def synthetic_texts(n: int, seed: int = 0, min_words: int = 8, max_words: int = 60) -> tuple[list[str], list[str]]:
+    """Documents made of one topic's words mixed with common words; returns (texts, topics)."""
+    rng = np.random.default_rng(seed)
+    names = sorted(TOPICS)
+    texts, labels = [], []
+    for _ in range(n):
+        topic = names[rng.integers(len(names))]
+        n_words = int(rng.integers(min_words, max_words))
+        words = [rng.choice(TOPICS[topic]) if rng.random() < 0.6 else rng.choice(COMMON) for _ in range(n_words)]
+        text = " ".join(words).capitalize() + "."
+        texts.append(text)
+        labels.append(topic)
+    return texts, labels
+
+
+def write_collection(
+    folder: Path, shard_sizes: list[int], seed: int = 0, row_group_size: int = 64, id_prefix: str = "doc"
+) -> list[Path]:
+    """Parquet shards of uneven sizes (several row groups each) with columns id, text, label."""
+    folder.mkdir(parents=True, exist_ok=True)
+    texts, labels = synthetic_texts(sum(shard_sizes), seed)
+    paths, start = [], 0
+    for i, size in enumerate(shard_sizes):
+        ids = [f"{id_prefix}-{j:05d}" for j in range(start, start + size)]
+        table = pa.table({"id": ids, "text": texts[start : start + size], "label": labels[start : start + size]})
+        path = folder / f"part-{i:02d}.parquet"
+        pq.write_table(table, path, row_group_size=row_group_size)
+        paths.append(path)
+        start += size
+    return paths
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 << 20, log_to_driver=False)
+    from vecjob.runtime import connect
+
+    connect()  # already initialised: only applies vecjob's Ray Data settings
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def collection(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("collection")
+    write_collection(folder, [150, 37, 95])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, collection) -> Path:
+    """A small model trained in-process (no Ray) on the synthetic collection."""
+    import torch
+
+    from vecjob.config import ModelConfig, TokenizerConfig, TrainConfig
+    from vecjob.dataset import build_vocab, training_chunks
+    from vecjob.model_dir import MANIFEST_KIND, write_model_dir
+    from vecjob.parquet_io import check_shards, new_manifest
+    from vecjob.tokenizer import Tokenizer
+    from vecjob.training import build_model, train_loop
+
+    torch.set_num_threads(1)
+    tok_cfg = TokenizerConfig(max_vocab=200, min_count=1, max_len=16)
+    model_cfg = ModelConfig(dim=16, embed_dim=16, hidden_dim=24)
+    train_cfg = TrainConfig(epochs=2, batch_size=32)
+    shards = check_shards(str(collection), "id", "text")
+    vocab = build_vocab(shards, "id", "text", tok_cfg)
+    train, val, _ = training_chunks(shards, Tokenizer(vocab, tok_cfg.max_len), "id", "text", train_cfg)
+    model = build_model(model_cfg, len(vocab), 0)
+    state = train_loop(model, train, val, model_cfg, train_cfg, device=torch.device("cpu"))
+    out = tmp_path_factory.mktemp("model") / "model"
+    write_model_dir(out, model_cfg, tok_cfg, vocab, state.best_weights,
+                    new_manifest(MANIFEST_KIND, history=state.history), plot_history=False)
+    return out

@@ -1,0 +1,104 @@
+"""The CLI end to end on a real local Ray: train (Ray Train, 2 workers) → encode (Ray Data) → index → search."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_collection
+from vecjob.cli import app
+from vecjob.vectors import VectorsDir, table_vectors
+
+runner = CliRunner()
+TINY = ["--dim", "16", "--hidden-dim", "24", "--max-vocab", "300", "--max-len", "16", "--epochs", "2",
+        "--workers", "2", "--use-gpu", "no"]
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline(ray_session, collection, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    r = invoke("train", collection, "--out", root / "m", *TINY)
+    assert r.exit_code == 0, r.output
+    r = invoke("encode", collection, "--model", root / "m", "--out", root / "v", "--keep", "label")
+    assert r.exit_code == 0, r.output
+    r = invoke("index", root / "v", "--out", root / "i")
+    assert r.exit_code == 0, r.output
+    return root
+
+
+@pytest.mark.parametrize("command", ["train", "encode", "index", "search", "run", "corpus"])
+def test_every_command_has_help(command):
+    r = invoke(command, "--help")
+    assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_top_level_help_lists_commands():
+    r = invoke("--help")
+    for command in ("train", "encode", "index", "search"):
+        assert command in r.output
+
+
+def test_model_dir_is_complete(pipeline):
+    m = pipeline / "m"
+    assert {p.name for p in m.iterdir()} == {"config.json", "vocab.tsv", "model.pt", "manifest.json", "curves.png"}
+    manifest = json.loads((m / "manifest.json").read_text())
+    assert manifest["workers"] == 2 and manifest["use_gpu"] is False
+    assert len(manifest["history"]) == manifest["epochs_run"] >= 1
+    assert 1 <= manifest["best_epoch"] <= manifest["epochs_run"]
+    assert not list(pipeline.glob(".m.ray-train/*")), "Ray Train scratch is removed after publishing"
+
+
+def test_vectors_match_the_input_ids_and_are_not_degenerate(pipeline, collection):
+    vdir = VectorsDir.open(pipeline / "v")
+    table = vdir.read_all()
+    source = pq.read_table(collection)
+    assert sorted(table.column("id").to_pylist()) == sorted(source.column("id").to_pylist())
+    vecs = table_vectors(table)
+    assert np.isfinite(vecs).all() and vecs.std(axis=0).mean() > 1e-4
+    assert len(np.unique(vecs.round(5), axis=0)) == len(vecs)
+    assert vdir.manifest["runner"] == "ray" and vdir.manifest["counts"]["rows_out"] == 282
+
+
+def test_ray_and_local_runners_give_the_same_vectors(pipeline, collection, tmp_path):
+    r = invoke("encode", collection, "--model", pipeline / "m", "--out", tmp_path / "local", "--runner", "local")
+    assert r.exit_code == 0, r.output
+    for ray_path, local_path in zip(VectorsDir.open(pipeline / "v").shard_paths, VectorsDir.open(tmp_path / "local").shard_paths):
+        assert ray_path.name == local_path.name
+        np.testing.assert_array_equal(table_vectors(pq.read_table(ray_path)), table_vectors(pq.read_table(local_path)))
+
+
+def test_search_by_id_returns_the_document_itself(pipeline, collection):
+    r = invoke("search", pipeline / "i", "--id", "doc-00003", "-k", "5", "--json", "--data", collection)
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)["hits"]
+    assert len(hits) == 5 and "doc-00003" in [h["id"] for h in hits]
+    assert all(h["snippet"] for h in hits)
+
+
+def test_search_by_text(pipeline):
+    r = invoke("search", pipeline / "i", "--model", pipeline / "m", "--text", "goal team league", "-k", "3", "--json")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["hits"]) == 3
+
+
+def test_search_with_a_different_model_is_refused(pipeline, tiny_model_dir):
+    r = invoke("search", pipeline / "i", "--model", tiny_model_dir, "--text", "goal")
+    assert r.exit_code == 2 and "did not make the index's vectors" in r.output
+
+
+def test_bad_input_gives_one_line_and_exit_2(ray_session, pipeline, tmp_path):
+    write_collection(tmp_path / "in", [5])
+    (tmp_path / "in" / "zz.parquet").write_text("not parquet")
+    r = invoke("encode", tmp_path / "in", "--model", pipeline / "m", "--out", tmp_path / "v")
+    assert r.exit_code == 2
+    assert "zz.parquet: not a readable Parquet file" in r.output
+    r = invoke("encode", tmp_path / "in" / "part-00.parquet", "--model", pipeline / "m", "--out", tmp_path / "v",
+               "--text-col", "body")
+    assert r.exit_code == 2 and "missing column 'body'" in r.output

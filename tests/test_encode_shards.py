@@ -1,0 +1,97 @@
+"""Encoding a collection in-process (runner='local'): the same classes the Ray pipeline maps."""
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import write_collection
+from vecjob.config import DataConfig, EncodeConfig
+from vecjob.encode_shards import plan_items
+from vecjob.errors import InputError
+from vecjob.parquet_io import check_shards
+from vecjob.ray_encode import encode_collection
+from vecjob.vectors import VectorsDir, table_vectors
+
+
+def _encode(data_dir, model, out, **cfg):
+    return encode_collection(DataConfig(paths=[str(data_dir)]), model, out,
+                             EncodeConfig(**{"rows_per_task": 100, **cfg}), runner="local")
+
+
+def test_plan_cuts_shards_by_row_groups(collection):
+    shards = check_shards(str(collection), "id", "text")
+    items = plan_items(shards, rows_per_task=100)
+    for s_idx, shard in enumerate(shards):
+        mine = [it for it in items if it.shard == s_idx]
+        assert sum(it.rows for it in mine) == shard.num_rows
+        assert [it.part for it in mine] == list(range(len(mine)))
+        assert all(it.rows <= 100 or len(it.row_groups) == 1 for it in mine)
+
+
+def test_one_output_shard_per_input_in_input_order(collection, tiny_model_dir, tmp_path):
+    manifest = _encode(collection, tiny_model_dir, tmp_path / "v", keep_columns=["label"])
+    vdir = VectorsDir.open(tmp_path / "v")
+    names = sorted(p.name for p in (tmp_path / "v").glob("*.parquet"))
+    assert names == sorted(s["output"] for s in manifest["shards"]) and len(names) == 3
+    for stats in manifest["shards"]:
+        table = pq.read_table(tmp_path / "v" / stats["output"])
+        source = pq.read_table(stats["input"])
+        assert table.column("id").to_pylist() == source.column("id").to_pylist()
+        assert table.column("label").to_pylist() == source.column("label").to_pylist()
+        assert table.schema.field("vector").type == pa.list_(pa.float32(), 16)
+    assert manifest["counts"] == {**manifest["counts"], "rows_in": 282, "rows_out": 282, "skipped_empty": 0}
+    assert vdir.num_vectors == 282 and vdir.dim == 16
+    assert not list((tmp_path / "v").glob(".*tmp*"))
+
+
+def test_empty_texts_are_skipped_and_counted_strict_refuses(tiny_model_dir, tmp_path):
+    data = tmp_path / "in"
+    data.mkdir()
+    pq.write_table(pa.table({"id": [1, 2, 3, 4], "text": ["goal team", None, "  ", "oven bake"]}), data / "a.parquet")
+    pq.write_table(pa.table({"id": pa.array([], pa.int64()), "text": pa.array([], pa.string())}), data / "empty.parquet")
+    manifest = _encode(data, tiny_model_dir, tmp_path / "v")
+    assert manifest["counts"]["rows_out"] == 2 and manifest["counts"]["skipped_empty"] == 2
+    by_input = {os.path.basename(s["input"]): s for s in manifest["shards"]}
+    assert by_input["empty.parquet"]["rows_out"] == 0
+    assert pq.read_table(tmp_path / "v" / by_input["a.parquet"]["output"]).column("id").to_pylist() == [1, 4]
+    with pytest.raises(InputError, match=r"a.parquet: 2 null or empty text\(s\) \(first id 2\)"):
+        encode_collection(DataConfig(paths=[str(data)], strict=True), tiny_model_dir, tmp_path / "v2",
+                          EncodeConfig(), runner="local")
+
+
+def test_rerun_skips_done_shards_and_redoes_missing_ones_identically(collection, tiny_model_dir, tmp_path):
+    out = tmp_path / "v"
+    first = _encode(collection, tiny_model_dir, out)
+    before = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
+    again = _encode(collection, tiny_model_dir, out)
+    assert again["counts"]["shards_encoded"] == 0 and again["counts"]["shards_skipped_done"] == 3
+    victim = first["shards"][1]["output"]
+    (out / victim).unlink()
+    third = _encode(collection, tiny_model_dir, out)
+    assert third["counts"]["shards_encoded"] == 1
+    after = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
+    for name in before:
+        a, b = pq.read_table(out / name), pq.read_table(pa.BufferReader(before[name]))
+        np.testing.assert_array_equal(table_vectors(a), table_vectors(b))
+    assert after.keys() == before.keys()
+    assert third["vectors_fingerprint"] == first["vectors_fingerprint"]
+
+
+def test_changed_input_shard_is_reencoded(tiny_model_dir, tmp_path):
+    data = write_collection(tmp_path / "in", [20, 20])
+    _encode(tmp_path / "in", tiny_model_dir, tmp_path / "v")
+    write_collection(tmp_path / "in", [20, 20], seed=9)  # same names, new content
+    again = _encode(tmp_path / "in", tiny_model_dir, tmp_path / "v")
+    assert again["counts"]["shards_encoded"] == 2 and len(data) == 2
+
+
+def test_corrupt_shard_is_named_before_anything_is_written(collection, tiny_model_dir, tmp_path):
+    data = tmp_path / "in"
+    write_collection(data, [10, 10])
+    (data / "part-01.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(InputError, match="part-01.parquet: not a readable Parquet file"):
+        _encode(data, tiny_model_dir, tmp_path / "v")
+    assert not list((tmp_path / "v").glob("*.parquet")) if (tmp_path / "v").exists() else True

@@ -1,0 +1,71 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from vecjob.encoder import DocumentEncoder
+from vecjob.errors import ArtifactError
+from vecjob.training import ChunkSet
+
+
+def test_same_text_same_vector_across_instances(tiny_model_dir):
+    texts = ["Match goal team league.", "Recipe bake flour oven sugar and butter."]
+    a = DocumentEncoder(tiny_model_dir, device="cpu").encode_texts(texts).vectors
+    b = DocumentEncoder(tiny_model_dir, device="cpu").encode_texts(list(reversed(texts))).vectors[::-1]
+    np.testing.assert_array_equal(a, b)
+    assert np.isfinite(a).all() and not np.allclose(a[0], a[1])
+
+
+def test_null_blank_and_unknown_only_texts_are_flagged(tiny_model_dir):
+    out = DocumentEncoder(tiny_model_dir, device="cpu").encode_texts(["goal team", None, "   ", ""])
+    assert out.ok.tolist() == [True, False, False, False]
+    assert (out.vectors[1:] == 0).all()
+
+
+def test_long_document_is_the_length_weighted_mean_of_its_chunks(tiny_model_dir):
+    enc = DocumentEncoder(tiny_model_dir, device="cpu")
+    max_len = enc.loaded.tokenizer.max_len
+    words = ("match goal team league coach season player win " * 5).split()[: max_len + max_len // 2]
+    doc = " ".join(words)
+    ids = enc.loaded.tokenizer.encode([doc])[0]
+    chunks = enc.loaded.tokenizer.chunk(ids)
+    assert [len(c) for c in chunks] == [max_len, max_len // 2]
+    chunk_vecs = enc.loaded.model.embed(ChunkSet.from_chunks(chunks).collate(np.arange(2))).numpy()
+    expected = (chunk_vecs * np.array([[len(c)] for c in chunks])).sum(0) / len(ids)
+    np.testing.assert_allclose(enc.encode_texts([doc]).vectors[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_size_changes_vectors_only_within_float_tolerance(tiny_model_dir):
+    from conftest import synthetic_texts
+
+    texts, _ = synthetic_texts(120, seed=5)
+    small = DocumentEncoder(tiny_model_dir, device="cpu", batch_size=7).encode_texts(texts).vectors
+    large = DocumentEncoder(tiny_model_dir, device="cpu", batch_size=512).encode_texts(texts).vectors
+    np.testing.assert_allclose(small, large, rtol=1e-4, atol=1e-5)
+
+
+def test_call_shape_is_a_batch_dict(tiny_model_dir):
+    out = DocumentEncoder(tiny_model_dir, device="cpu")({"id": np.array(["a", "b"]), "text": np.array(["goal", "oven"])})
+    assert out["vector"].shape == (2, 16) and out["ok"].tolist() == [True, True] and list(out["id"]) == ["a", "b"]
+
+
+def test_incomplete_model_dir_is_refused(tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.pt").unlink()
+    with pytest.raises(ArtifactError, match="model.pt missing"):
+        DocumentEncoder(broken)
+    (broken / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        DocumentEncoder(broken)
+
+
+def test_model_dir_from_a_newer_format_is_refused(tiny_model_dir, tmp_path):
+    import json
+
+    newer = tmp_path / "newer"
+    shutil.copytree(tiny_model_dir, newer)
+    manifest = json.loads((newer / "manifest.json").read_text())
+    (newer / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(ArtifactError, match="format version 99 is not supported"):
+        DocumentEncoder(newer)

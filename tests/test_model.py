@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from vecjob.config import ModelConfig
+from vecjob.model import Batch, SequenceAutoencoder, corrupt, encoder_flops_per_token
+from vecjob.tokenizer import PAD, UNK
+
+VOCAB = 50
+
+
+def _batch(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    tokens = torch.full((len(lengths), T), PAD)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = torch.randint(4, VOCAB, (n,), generator=g)
+    return Batch(tokens, torch.tensor(lengths))
+
+
+@pytest.mark.parametrize("variant", ["plain", "denoising", "variational"])
+@pytest.mark.parametrize("output_layer", ["full", "adaptive"])
+def test_forward_gives_finite_losses(variant, output_layer):
+    cfg = ModelConfig(variant=variant, dim=8, embed_dim=8, hidden_dim=12, output_layer=output_layer)
+    model = SequenceAutoencoder(cfg, VOCAB)
+    batch = _batch([5, 3, 7])
+    losses = model(batch, corrupt(batch, cfg) if variant == "denoising" else None)
+    assert torch.isfinite(losses.total)
+    assert losses.tokens == 5 + 3 + 7 + 3  # every token plus one EOS per chunk
+    assert (losses.kl > 0) == (variant == "variational")
+    losses.total.backward()
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "meanmax"])
+def test_embedding_shape_and_padding_invariance(pooling):
+    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=12, pooling=pooling)
+    model = SequenceAutoencoder(cfg, VOCAB).eval()
+    batch = _batch([6, 2])
+    z = model.embed(batch)
+    assert z.shape == (2, 8)
+    # The second chunk alone (no padding) must give the same vector as inside the padded batch.
+    alone = model.embed(Batch(batch.tokens[1:, :2], batch.lengths[1:]))
+    torch.testing.assert_close(z[1:], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_corrupt_keeps_at_least_one_token_and_valid_padding():
+    cfg = ModelConfig(delete_prob=0.9, mask_prob=0.3, shuffle_window=2)
+    batch = _batch([1, 4, 9, 9])
+    out = corrupt(batch, cfg, torch.Generator().manual_seed(1))
+    assert (out.lengths >= 1).all() and (out.lengths <= batch.lengths).all()
+    for row, n in zip(out.tokens, out.lengths):
+        assert (row[:n] != PAD).all() and (row[n:] == PAD).all()
+        assert set(row[:n].tolist()) <= set(batch.tokens.flatten().tolist()) | {UNK}
+
+
+def test_training_steps_reduce_reconstruction_loss():
+    torch.manual_seed(0)
+    cfg = ModelConfig(variant="plain", dim=16, embed_dim=16, hidden_dim=32, word_dropout=0.0, dropout=0.0)
+    model = SequenceAutoencoder(cfg, VOCAB)
+    batch = _batch([6, 6, 5, 4], seed=3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        losses = model(batch)
+        first = first if first is not None else losses.recon.item()
+        opt.zero_grad()
+        losses.total.backward()
+        opt.step()
+    assert losses.recon.item() < 0.5 * first
+
+
+def test_encoder_flops_count():
+    cfg = ModelConfig(embed_dim=128, hidden_dim=256, bidirectional=True, num_layers=1)
+    assert encoder_flops_per_token(cfg) == 2 * 2 * 4 * 256 * (128 + 256)
+    assert np.isclose(encoder_flops_per_token(cfg.model_copy(update={"bidirectional": False})), 2 * 4 * 256 * 384)

@@ -1,0 +1,76 @@
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vecjob.errors import InputError, LockedError
+from vecjob.parquet_io import atomic_path, check_shard, check_shards, dir_lock, discover, fingerprint, write_json_atomic
+
+
+def test_discover_files_dirs_and_globs(tmp_path):
+    for name in ("a.parquet", "b.parquet", "_hidden/c.parquet", "notes.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert [os.path.basename(p) for p in discover(str(tmp_path))] == ["a.parquet", "b.parquet"]
+    assert [os.path.basename(p) for p in discover(str(tmp_path / "*.parquet"))] == ["a.parquet", "b.parquet"]
+    with pytest.raises(InputError, match="no such file"):
+        discover(str(tmp_path / "missing"))
+
+
+def test_not_parquet_is_named(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"this is not parquet at all")
+    with pytest.raises(InputError, match="bad.parquet: not a readable Parquet file"):
+        check_shard(str(bad), "id", "text")
+
+
+def test_truncated_shard_among_good_ones_is_named(tmp_path):
+    pq.write_table(pa.table({"id": ["a"], "text": ["x"]}), tmp_path / "good.parquet")
+    data = (tmp_path / "good.parquet").read_bytes()
+    (tmp_path / "trunc.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="trunc.parquet"):
+        check_shards(str(tmp_path), "id", "text")
+
+
+def test_missing_and_mistyped_columns(tmp_path):
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "body": ["a", "b"], "num": [1.0, 2.0]}), path)
+    with pytest.raises(InputError, match="missing column 'text'"):
+        check_shard(str(path), "id", "text")
+    with pytest.raises(InputError, match="text column 'num' has type double"):
+        check_shard(str(path), "id", "num")
+    shard = check_shard(str(path), "id", "body")
+    assert shard.id_type == "int" and shard.num_rows == 2
+
+
+def test_mixed_id_types_across_shards(tmp_path):
+    pq.write_table(pa.table({"id": [1], "text": ["a"]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": ["x"], "text": ["b"]}), tmp_path / "b.parquet")
+    with pytest.raises(InputError, match="mixes types"):
+        check_shards(str(tmp_path), "id", "text")
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    dest = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(dest) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
+    write_json_atomic({"a": 1}, dest)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_second_writer_is_refused(tmp_path):
+    with dir_lock(tmp_path):
+        with pytest.raises(LockedError, match="another vecjob run"):
+            with dir_lock(tmp_path):
+                pass
+    with dir_lock(tmp_path):  # released after the first holder exits
+        pass
+
+
+def test_fingerprint_is_order_sensitive_and_stable():
+    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+    assert fingerprint([1, 2]) != fingerprint([2, 1])

@@ -1,0 +1,63 @@
+"""`vecjob run JOB.toml`: stages in order, up-to-date stages skipped, --force redoes them."""
+
+import json
+
+from typer.testing import CliRunner
+
+from conftest import write_collection
+from vecjob.cli import app
+
+runner = CliRunner()
+
+SPEC = """
+name = "tiny"
+out = "out"
+stages = ["train", "encode", "index"]
+[data]
+paths = ["data"]
+[tokenizer]
+max_vocab = 300
+max_len = 16
+[model]
+dim = 16
+hidden_dim = 24
+[train]
+epochs = 1
+workers = 1
+[index]
+factory = "{factory}"
+"""
+
+
+def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):
+    write_collection(tmp_path / "data", [40, 25])
+    spec = tmp_path / "job.toml"
+    spec.write_text(SPEC.format(factory="auto"))
+
+    first = runner.invoke(app, ["run", str(spec)])
+    assert first.exit_code == 0, first.output
+    manifest = json.loads((tmp_path / "out" / "run_manifest.json").read_text())
+    assert [s["status"] for s in manifest["stages"]] == ["ran"] * 3
+    assert manifest["stages"][2]["metrics"]["ntotal"] == 65
+
+    second = runner.invoke(app, ["run", str(spec)])
+    assert second.exit_code == 0, second.output
+    manifest = json.loads((tmp_path / "out" / "run_manifest.json").read_text())
+    assert [s["status"] for s in manifest["stages"]] == ["skipped (up to date)"] * 3
+
+    # A changed index setting reruns only the index stage.
+    spec.write_text(SPEC.format(factory="Flat"))
+    third = runner.invoke(app, ["run", str(spec)])
+    statuses = [s["status"] for s in json.loads((tmp_path / "out" / "run_manifest.json").read_text())["stages"]]
+    assert third.exit_code == 0 and statuses == ["skipped (up to date)"] * 2 + ["ran"]
+
+    forced = runner.invoke(app, ["run", str(spec), "--force", "--address", ""])
+    statuses = [s["status"] for s in json.loads((tmp_path / "out" / "run_manifest.json").read_text())["stages"]]
+    assert forced.exit_code == 0 and statuses == ["ran"] * 3
+
+
+def test_invalid_spec_is_one_line(tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text('[data]\npaths = ["x"]\n[trian]\nepochs = 1\n')
+    r = runner.invoke(app, ["run", str(spec)])
+    assert r.exit_code == 2 and "unknown key 'trian'" in r.output

@@ -1,0 +1,63 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from vecjob.errors import ArtifactError
+from vecjob.tokenizer import BOS, EOS, PAD, SPECIALS, UNK, Tokenizer, Vocab, count_tokens, document_chunks, merge_counts, tokenize_column
+
+
+def test_tokenize_lowercases_and_splits_punctuation():
+    tokens = tokenize_column(["Hello, World! It's 2024.", None]).to_list()
+    assert tokens[0] == ["hello", ",", "world", "!", "it's", "2024", "."]
+    assert tokens[1] is None
+
+
+def test_vocab_orders_by_count_then_token_and_applies_min_count():
+    counts = merge_counts([count_tokens(["b b a c", "a b"]), count_tokens(["d"])])
+    vocab = Vocab.from_counts(counts, max_size=10, min_count=2)
+    assert vocab.tokens == SPECIALS + ("b", "a")  # c and d occur once
+    assert vocab.counts[4:] == (3, 2)
+    assert (PAD, UNK, BOS, EOS) == (0, 1, 2, 3)
+
+
+def test_vocab_max_size_counts_specials():
+    vocab = Vocab.from_counts(count_tokens(["a b c d e f"]), max_size=6, min_count=1)
+    assert len(vocab) == 6
+
+
+def test_vocab_roundtrip(tmp_path):
+    vocab = Vocab.from_counts(count_tokens(["x y y z z z"]), 100, 1)
+    vocab.save(tmp_path)
+    assert Vocab.load(tmp_path) == vocab
+
+
+def test_vocab_load_rejects_foreign_file(tmp_path):
+    (tmp_path / "vocab.tsv").write_text("hello\t3\n")
+    with pytest.raises(ArtifactError, match="not a vecjob vocabulary"):
+        Vocab.load(tmp_path)
+
+
+def test_encode_maps_unknown_words_and_keeps_order():
+    vocab = Vocab.from_counts(count_tokens(["cat sat on mat"]), 100, 1)
+    tok = Tokenizer(vocab, max_len=4)
+    ids = tok.encode(["mat sat dog", "", None])
+    assert [vocab.tokens[i] for i in ids[0]] == ["mat", "sat", "<unk>"]
+    assert len(ids[1]) == 0 and len(ids[2]) == 0
+
+
+def test_chunks_cover_the_whole_document():
+    vocab = Vocab.from_counts(count_tokens(["w"]), 10, 1)
+    tok = Tokenizer(vocab, max_len=4)
+    docs = [np.arange(10, dtype=np.int32), np.arange(3, dtype=np.int32), np.zeros(0, np.int32)]
+    chunks, owner = document_chunks(tok, docs)
+    assert [len(c) for c in chunks] == [4, 4, 2, 3]
+    assert owner.tolist() == [0, 0, 0, 1]
+    assert np.concatenate(chunks[:3]).tolist() == list(range(10))
+
+
+def test_tokenizer_is_fast_enough_to_never_be_the_bottleneck():
+    # Not a timing assertion: checks the vectorised path handles a large batch in one call.
+    texts = pl.Series(["the quick brown fox jumps over the lazy dog ."] * 20_000)
+    vocab = Vocab.from_counts(count_tokens(texts), 100, 1)
+    ids = Tokenizer(vocab, 8).encode(texts)
+    assert len(ids) == 20_000 and all(len(i) == 10 for i in ids[:5])

@@ -1,0 +1,68 @@
+import numpy as np
+import torch
+
+from vecjob.config import ModelConfig, TrainConfig
+from vecjob.training import ChunkSet, Totals, batch_indices, build_model, is_validation, rank_shard, train_loop
+
+
+def _chunks(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return ChunkSet.from_chunks([rng.integers(4, 40, size=rng.integers(1, 12)).astype(np.int32) for _ in range(n)])
+
+
+def test_chunkset_collate_pads_and_keeps_tokens():
+    cs = ChunkSet.from_chunks([np.array([5, 6, 7], np.int32), np.array([8], np.int32)])
+    batch = cs.collate(np.array([0, 1]))
+    assert batch.tokens.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch.lengths.tolist() == [3, 1]
+
+
+def test_batches_cover_every_chunk_once_with_little_padding():
+    cs = _chunks(500)
+    batches = batch_indices(cs.lengths, 32, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(500))
+    waste = sum(cs.lengths[b].max() * len(b) - cs.lengths[b].sum() for b in batches)
+    assert waste < 0.1 * cs.lengths.sum()
+
+
+def test_rank_shards_are_equal_and_disjoint():
+    parts = [rank_shard(103, r, 3, seed=1) for r in range(3)]
+    assert {len(p) for p in parts} == {34}
+    assert len(set(np.concatenate(parts).tolist())) == 102
+
+
+def test_validation_split_is_stable():
+    ids = [f"doc-{i}" for i in range(2000)]
+    held = [i for i in ids if is_validation(i, 0.1)]
+    assert held == [i for i in ids if is_validation(i, 0.1)]
+    assert 120 < len(held) < 280
+
+
+def test_totals_survive_tensor_roundtrip():
+    t = Totals(chunks=3, tokens=10, loss=6.0, recon=20.0, correct=4)
+    assert Totals.from_tensor(t.as_tensor()) == t
+    s = t.summary("val")
+    assert s["val_loss"] == 2.0 and s["val_recon"] == 2.0 and s["val_token_acc"] == 0.4
+
+
+def test_train_loop_keeps_best_epoch_and_stops_early():
+    torch.manual_seed(0)
+    model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16)
+    # lr 0 after the first epochs cannot improve: patience 1 must stop the loop early.
+    train_cfg = TrainConfig(epochs=10, batch_size=16, lr=0.0, patience=1)
+    model = build_model(model_cfg, 40, seed=0)
+    state = train_loop(model, _chunks(64), _chunks(16, seed=1), model_cfg, train_cfg, device=torch.device("cpu"))
+    assert state.stopped_early and state.epoch == 2 and state.best_epoch == 1
+    assert len(state.history) == 2 and state.best_weights is not None
+
+
+def test_train_loop_resumes_from_state():
+    model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16)
+    train_cfg = TrainConfig(epochs=3, batch_size=16)
+    model = build_model(model_cfg, 40, seed=0)
+    seen = []
+    state = train_loop(model, _chunks(64), _chunks(16, 1), model_cfg, train_cfg.model_copy(update={"epochs": 1}),
+                       device=torch.device("cpu"))
+    state = train_loop(model, _chunks(64), _chunks(16, 1), model_cfg, train_cfg, device=torch.device("cpu"),
+                       state=state, on_epoch_end=lambda s, o, m: seen.append(m["epoch"]))
+    assert seen == [2, 3] and state.epoch == 3
