@@ -62,6 +62,32 @@ def write_collection(
     return paths
 
 
+def make_vectors_dir(folder: Path, vectors: np.ndarray, ids: list, shards: int = 3, extra: dict | None = None) -> Path:
+    """A vectors dir as `vecjob encode` writes it, from given vectors and ids."""
+    from vecjob.parquet_io import new_manifest, write_json_atomic, write_parquet_atomic
+    from vecjob.vectors import MANIFEST_KIND, vectors_table
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stats = []
+    for i, part in enumerate(np.array_split(np.arange(len(ids)), shards)):
+        name = f"s{i}.parquet"
+        cols = {k: pa.array([v[j] for j in part]) for k, v in (extra or {}).items()}
+        write_parquet_atomic(vectors_table(pa.array([ids[j] for j in part]), vectors[part], cols), folder / name)
+        stats.append({"output": name, "rows_out": len(part)})
+    write_json_atomic(new_manifest(MANIFEST_KIND, dim=vectors.shape[1], shards=stats, model_fingerprint="m",
+                                   vectors_fingerprint="v"), folder / "manifest.json")
+    return folder
+
+
+def blobs(n: int, dim: int, centers: int, seed: int = 0, spread: float = 0.3,
+          orthogonal: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors around `centers` random (or mutually orthogonal) directions, and the centre of each."""
+    rng = np.random.default_rng(seed)
+    c = np.linalg.qr(rng.normal(size=(dim, centers)))[0].T * 3 if orthogonal else rng.normal(size=(centers, dim))
+    which = rng.integers(centers, size=n)
+    return (c[which] + spread * rng.normal(size=(n, dim))).astype(np.float32), which
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     import ray

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_quickstart_spec_loads_and_resolves_paths():
     spec = load_job_spec(REPO / "jobs" / "quickstart.toml")
-    assert spec.stages == ["corpus", "train", "encode", "index"]
+    assert spec.stages == ["corpus", "train", "encode", "index", "cluster", "sentiment"]
     assert Path(spec.data.paths[0]).is_absolute()
     assert spec.data.paths[0].startswith(str(REPO))
 

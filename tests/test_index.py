@@ -1,27 +1,13 @@
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from vecjob.config import IndexConfig
 from vecjob.errors import ArtifactError, InputError
 from vecjob.index import build_index, choose_factory, index_collection, load_index_dir, recall_at_k
-from vecjob.parquet_io import new_manifest, write_json_atomic, write_parquet_atomic
-from vecjob.vectors import MANIFEST_KIND, vectors_table
+from conftest import make_vectors_dir
 
 
-def make_vectors_dir(folder, vectors, ids, shards=3):
-    folder.mkdir(parents=True, exist_ok=True)
-    stats = []
-    for i, part in enumerate(np.array_split(np.arange(len(ids)), shards)):
-        name = f"s{i}.parquet"
-        write_parquet_atomic(vectors_table(pa.array([ids[j] for j in part]), vectors[part]), folder / name)
-        stats.append({"output": name, "rows_out": len(part)})
-    write_json_atomic(new_manifest(MANIFEST_KIND, dim=vectors.shape[1], shards=stats, model_fingerprint="m"),
-                      folder / "manifest.json")
-    return folder
-
-
-def _clustered(n, dim, seed=0):
+def _clustered(n, dim, seed=0):  # noqa: D103
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(20, dim))
     return (centers[rng.integers(20, size=n)] + 0.3 * rng.normal(size=(n, dim))).astype(np.float32)

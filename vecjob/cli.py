@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vecjob.config import IndexConfig, JobSpec, load_job_spec, override
+from vecjob.config import ClusterConfig, IndexConfig, JobSpec, SentimentConfig, load_job_spec, override
 from vecjob.errors import VecjobError
 
 app = typer.Typer(
@@ -204,6 +204,111 @@ def search(
     for h in hits:
         table.add_row(str(h["rank"]), str(h["id"]), f"{h['score']:.4f}", *([h["snippet"]] if data else []))
     console.print(table)
+
+
+@app.command()
+@friendly_errors
+def cluster(
+    vectors: Annotated[Path, typer.Argument(help="Vectors dir written by `vecjob encode`.")],
+    k: Annotated[str, typer.Option("--k", help="Number of clusters, or 'auto' (best silhouette in 2..20).")],
+    out: Annotated[Path, typer.Option("--out", help="Cluster dir to write.")],
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="Parquet collection: texts give top terms, labels give NMI/ARI.")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="k-means restarts.")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="k-means iterations.")] = None,
+    label_col: Annotated[str, typer.Option("--label-col")] = "label",
+    id_col: Annotated[str, typer.Option("--id-col")] = "id",
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """k-means on the vectors: assignments, centroids, per-cluster summary, metrics, a PNG map."""
+    from vecjob import reporting
+    from vecjob.cluster import cluster_collection
+    from vecjob.errors import InputError
+
+    if k != "auto" and not k.isdigit():
+        raise InputError(f"--k must be a positive integer or 'auto', not {k!r}")
+    base = load_job_spec(config).cluster if config else ClusterConfig()
+    cfg = override(base, seeds=seeds, iterations=iterations)
+    with reporting.status("clustering…"):
+        summary = cluster_collection(vectors, out, k if k == "auto" else int(k), cfg, data=data,
+                                     id_col=id_col, text_col=text_col, label_col=label_col)
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+        return
+    rows = {f"cluster {c['cluster']} ({c['size']:,})": ", ".join(c.get("top_terms", [])[:6]) or ", ".join(map(str, c["example_ids"][:3]))
+            for c in summary["clusters"]}
+    reporting.summary(f"{summary['k']} clusters of {summary['n']:,} vectors → {out}",
+                      {**rows, **{m: v for m, v in summary["metrics"].items()}})
+
+
+sentiment_app = typer.Typer(help="Train, evaluate and apply a classifier (e.g. sentiment) on document vectors.",
+                            no_args_is_help=True)
+app.add_typer(sentiment_app, name="sentiment")
+LabelsOpt = Annotated[list[str], typer.Option("--labels", help="Parquet with id and label columns (and split).")]
+LabelColOpt = Annotated[str, typer.Option("--label-col", help="Label column.")]
+
+
+@sentiment_app.command("train")
+@friendly_errors
+def sentiment_train(
+    vectors: Annotated[Path, typer.Argument(help="Vectors dir.")],
+    labels: LabelsOpt,
+    out: Annotated[Path, typer.Option("--out", help="Classifier dir to write.")],
+    label_col: LabelColOpt = "label",
+    id_col: Annotated[str, typer.Option("--id-col")] = "id",
+) -> None:
+    """Fit logistic regression on labelled vectors (rows with split == 'train' when a split column exists)."""
+    from vecjob import reporting
+    from vecjob.sentiment import train_classifier
+
+    m = train_classifier(vectors, labels, out, SentimentConfig(label_col=label_col), id_col=id_col)
+    reporting.summary(f"classifier → {out}", {
+        "classes": ", ".join(m["classes"]), "training rows": m["counts"]["joined"],
+        "labels without a vector": m["counts"]["labels_without_vector"], "C (by CV)": m["chosen_C"],
+        "CV macro-F1": m["cv_macro_f1"],
+    })
+
+
+@sentiment_app.command("eval")
+@friendly_errors
+def sentiment_eval(
+    clf: Annotated[Path, typer.Argument(help="Classifier dir.")],
+    vectors: Annotated[Path, typer.Argument(help="Vectors dir.")],
+    labels: LabelsOpt,
+    label_col: LabelColOpt = "label",
+    split: Annotated[str, typer.Option(help="Rows of this split ('all' = every labelled row).")] = "test",
+    id_col: Annotated[str, typer.Option("--id-col")] = "id",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Accuracy, macro-F1, per-class scores and confusion matrix on labelled vectors."""
+    from vecjob import reporting
+    from vecjob.sentiment import evaluate_classifier
+
+    report = evaluate_classifier(clf, vectors, labels, SentimentConfig(label_col=label_col), id_col=id_col,
+                                 split=None if split == "all" else split)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    reporting.summary(f"evaluation ({report['n']:,} rows, split {split})", {
+        "accuracy": report["accuracy"], "macro-F1": report["macro_f1"],
+        **{f"F1 {c}": v["f1"] for c, v in report["per_class"].items()},
+    })
+
+
+@sentiment_app.command("predict")
+@friendly_errors
+def sentiment_predict(
+    clf: Annotated[Path, typer.Argument(help="Classifier dir.")],
+    vectors: Annotated[Path, typer.Argument(help="Vectors dir.")],
+    out: Annotated[Path, typer.Option("--out", help="Predictions dir to write.")],
+) -> None:
+    """Write one prediction shard (id, label, prob_<class>) per vector shard."""
+    from vecjob import reporting
+    from vecjob.sentiment import predict_collection
+
+    m = predict_collection(clf, vectors, out)
+    reporting.summary(f"predictions → {out}", {"rows": m["rows"], "shards": len(m["shards"])})
 
 
 @app.command()

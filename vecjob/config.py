@@ -90,14 +90,14 @@ class IndexConfig(_Frozen):
 
 
 class ClusterConfig(_Frozen):
-    k: int = 5
+    k: int | Literal["auto"] = 5  # "auto": the best silhouette over k = 2..20
     seeds: int = 3  # restarts; the lowest-objective run is kept
     iterations: int = 25
     seed: int = 0
 
 
 class SentimentConfig(_Frozen):
-    labels: str = ""  # Parquet with id + label columns
+    labels: list[str] = Field(default_factory=list)  # Parquet with id + label (+ split); [] = data.paths
     label_col: str = "label"
     split_col: str = "split"  # rows with split == "train" train the classifier; "test" evaluates it
 
@@ -107,7 +107,7 @@ class JobSpec(_Frozen):
 
     name: str = "job"
     out: str = "runs/{date}"  # output root; {date} expands to the run date
-    stages: list[Literal["corpus", "train", "encode", "index"]] = Field(
+    stages: list[Literal["corpus", "train", "encode", "index", "cluster", "sentiment"]] = Field(
         default_factory=lambda: ["train", "encode", "index"]
     )
     corpus: str = ""  # builtin corpus to materialise into data.paths[0] (e.g. "bbc")
@@ -156,9 +156,7 @@ def resolve_paths(spec: JobSpec, base: Path, run_date: _dt.date) -> JobSpec:
         return str((base / p).resolve())
 
     data = spec.data.model_copy(update={"paths": [resolve(p) for p in spec.data.paths]})
-    sentiment = spec.sentiment
-    if sentiment.labels:
-        sentiment = sentiment.model_copy(update={"labels": resolve(sentiment.labels)})
+    sentiment = spec.sentiment.model_copy(update={"labels": [resolve(p) for p in spec.sentiment.labels]})
     return spec.model_copy(update={"out": resolve(spec.out), "data": data, "sentiment": sentiment})
 
 

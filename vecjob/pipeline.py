@@ -33,6 +33,8 @@ def stage_dirs(spec: JobSpec) -> dict[str, Path]:
         "train": root / "model",
         "encode": root / "vectors",
         "index": root / "index",
+        "cluster": root / "clusters",
+        "sentiment": root / "sentiment",
     }
 
 
@@ -59,6 +61,13 @@ def stage_fingerprint(spec: JobSpec, stage: str) -> str:
                            _upstream(dirs["train"], "model_fingerprint"), spec.encode.model_dump())
     if stage == "index":
         return fingerprint(stage, _upstream(dirs["encode"], "vectors_fingerprint"), spec.index.model_dump())
+    if stage == "cluster":
+        return fingerprint(stage, _upstream(dirs["encode"], "vectors_fingerprint"), _data_fingerprint(spec),
+                           data_cols, spec.cluster.model_dump())
+    if stage == "sentiment":
+        labels = spec.sentiment.labels or spec.data.paths
+        return fingerprint(stage, _upstream(dirs["encode"], "vectors_fingerprint"),
+                           [file_fingerprint(p) for p in discover(labels)], data_cols, spec.sentiment.model_dump())
     raise ValueError(f"unknown stage {stage}")
 
 
@@ -125,4 +134,20 @@ def _run_stage(spec: JobSpec, stage: str, dirs: dict[str, Path]) -> dict:
 
         m = index_collection(dirs["encode"], dirs["index"], spec.index)
         return {"factory": m["factory"], "ntotal": m["ntotal"], "recall_at_10": m.get("recall_at_10")}
-    raise ValueError(f"stage '{stage}' is not available in this version")
+    if stage == "cluster":
+        from vecjob.cluster import cluster_collection
+
+        s = cluster_collection(dirs["encode"], dirs["cluster"], spec.cluster.k, spec.cluster, data=spec.data.paths,
+                               id_col=spec.data.id_col, text_col=spec.data.text_col)
+        return {"k": s["k"], **s["metrics"]}
+    if stage == "sentiment":
+        from vecjob.sentiment import evaluate_classifier, predict_collection, train_classifier
+
+        labels = spec.sentiment.labels or spec.data.paths
+        clf_dir = dirs["sentiment"] / "classifier"
+        train_classifier(dirs["encode"], labels, clf_dir, spec.sentiment, id_col=spec.data.id_col)
+        report = evaluate_classifier(clf_dir, dirs["encode"], labels, spec.sentiment, id_col=spec.data.id_col)
+        predict_collection(clf_dir, dirs["encode"], dirs["sentiment"] / "predictions")
+        write_json_atomic(new_manifest("vecjob.sentiment_stage", report=report), dirs["sentiment"] / MANIFEST)
+        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+    raise ValueError(f"unknown stage {stage}")

@@ -1,0 +1,219 @@
+"""Vector quality: vecjob's autoencoder vectors vs TF-IDF, LSA and Doc2Vec, same probe, same run.
+
+    python bench/quality.py [--variants denoising,plain,variational] [--epochs N] [--out bench/results/quality.json]
+
+Unsupervised training on all texts of each corpus (labels unused), one model per corpus, through the
+real `vecjob train` path (Ray Train on a local Ray). Then, for every method:
+  BBC:    probe accuracy / macro-F1 on the split column (standardised features → logistic regression,
+          C ∈ {0.1, 1, 10} by 3-fold CV on train); k-means k=5 × 5 seeds on L2-normalised vectors
+          (NMI, ARI, mean over seeds); precision@10 of cosine neighbours sharing the topic.
+  tweets: probe accuracy / macro-F1.
+Fixed seeds throughout. Needs ../shared/data and the bench extra (gensim).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))
+
+SEED = 0
+DIM = 128
+
+
+# ---- evaluation (identical for every method) ----------------------------------------------------
+
+
+def probe(x_train, y_train, x_test, y_test) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    sparse = hasattr(x_train, "tocsr")
+    pipe = make_pipeline(StandardScaler(with_mean=not sparse), LogisticRegression(max_iter=2000))
+    grid = GridSearchCV(pipe, {"logisticregression__C": [0.1, 1, 10]},
+                        cv=StratifiedKFold(3, shuffle=True, random_state=SEED), n_jobs=1)
+    grid.fit(x_train, y_train)
+    pred = grid.predict(x_test)
+    return {"acc": accuracy_score(y_test, pred), "macro_f1": f1_score(y_test, pred, average="macro"),
+            "C": grid.best_params_["logisticregression__C"]}
+
+
+def _dense_unit(x) -> np.ndarray:
+    if hasattr(x, "toarray"):
+        from sklearn.preprocessing import normalize
+
+        return normalize(x).astype(np.float32)  # sparse stays sparse for k-means below
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def cluster_scores(x, labels, k=5, seeds=5) -> dict:
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    unit = _dense_unit(x)
+    nmi, ari = [], []
+    for s in range(seeds):
+        assign = KMeans(k, n_init=1, random_state=s).fit_predict(unit)
+        nmi.append(normalized_mutual_info_score(labels, assign))
+        ari.append(adjusted_rand_score(labels, assign))
+    return {"nmi": float(np.mean(nmi)), "ari": float(np.mean(ari))}
+
+
+def precision_at_10(x, labels) -> float:
+    unit = _dense_unit(x)
+    sims = unit @ unit.T
+    sims = sims.toarray() if hasattr(sims, "toarray") else sims
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :10]
+    labels = np.asarray(labels)
+    return float((labels[top] == labels[:, None]).mean())
+
+
+def evaluate(name: str, bbc_x, tw_x, bbc, tweets, seconds: dict) -> dict:
+    tr, te = (bbc["split"] == "train").to_numpy(), (bbc["split"] == "test").to_numpy()
+    y = bbc["label"].to_numpy()
+    row = {"method": name}
+    p = probe(bbc_x[tr], y[tr], bbc_x[te], y[te])
+    row.update({"bbc_acc": p["acc"], "bbc_macro_f1": p["macro_f1"]})
+    row.update({f"bbc_{k}": v for k, v in cluster_scores(bbc_x, y).items()})
+    row["bbc_p_at_10"] = precision_at_10(bbc_x, y)
+    tr, te = (tweets["split"] == "train").to_numpy(), (tweets["split"] == "test").to_numpy()
+    y = tweets["label"].to_numpy()
+    p = probe(tw_x[tr], y[tr], tw_x[te], y[te])
+    row.update({"tweets_acc": p["acc"], "tweets_macro_f1": p["macro_f1"]})
+    row.update(seconds)
+    return row
+
+
+# ---- baselines ----------------------------------------------------------------------------------
+
+
+def tfidf_vectors(texts):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit_transform(texts)
+
+
+def lsa_vectors(texts):
+    from sklearn.decomposition import TruncatedSVD
+
+    return TruncatedSVD(DIM, random_state=SEED).fit_transform(tfidf_vectors(texts))
+
+
+def doc2vec_vectors(texts):
+    from gensim.models.doc2vec import Doc2Vec, TaggedDocument
+
+    from vecjob.tokenizer import tokenize_column
+
+    tokens = tokenize_column(list(texts)).to_list()
+    docs = [TaggedDocument(t or [], [i]) for i, t in enumerate(tokens)]
+    model = Doc2Vec(docs, dm=0, vector_size=DIM, window=5, min_count=2, epochs=20, workers=2, seed=SEED)
+    return np.stack([model.dv[i] for i in range(len(docs))])
+
+
+# ---- vecjob -------------------------------------------------------------------------------------
+
+
+def vecjob_vectors(path: Path, work: Path, variant: str, overrides: dict) -> tuple[np.ndarray, dict]:
+    from vecjob import runtime
+    from vecjob.config import DataConfig, JobSpec
+    from vecjob.encoder import DocumentEncoder
+    from vecjob.ray_train import train_model
+
+    spec = JobSpec(data=DataConfig(paths=[str(path)]))
+    model_cfg = spec.model.model_copy(update={"variant": variant, **overrides.get("model", {})})
+    tok_cfg = spec.tokenizer.model_copy(update=overrides.get("tokenizer", {}))
+    train_cfg = spec.train.model_copy(update={"seed": SEED, **overrides.get("train", {})})
+    runtime.connect()
+    t0 = time.perf_counter()
+    manifest = train_model(spec.data, work / f"model-{path.stem}-{variant}", tok_cfg, model_cfg, train_cfg)
+    train_s = time.perf_counter() - t0
+    encoder = DocumentEncoder(work / f"model-{path.stem}-{variant}", device="cpu", threads=os.cpu_count())
+    texts = pl.read_parquet(path)["text"]
+    t0 = time.perf_counter()
+    vectors = encoder.encode_texts(texts).vectors
+    encode_s = time.perf_counter() - t0
+    return vectors, {"train_s": train_s, "encode_docs_per_s": len(texts) / encode_s,
+                     "epochs": manifest["epochs_run"], "best_epoch": manifest["best_epoch"],
+                     "history": manifest["history"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--variants", default="denoising")
+    ap.add_argument("--baselines", default="tfidf,lsa,doc2vec")
+    ap.add_argument("--overrides", default="{}", help='JSON, e.g. {"train": {"epochs": 3}, "model": {"hidden_dim": 128}}')
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "quality.json"))
+    args = ap.parse_args()
+    if not (DATA / "bbc_news.parquet").exists():
+        sys.exit(f"shared data not found at {DATA}")
+    bbc = pl.read_parquet(DATA / "bbc_news.parquet")
+    tweets = pl.read_parquet(DATA / "tweets_sentiment.parquet")
+    overrides = json.loads(args.overrides)
+    rows, details = [], {}
+
+    baselines = {"tfidf": ("TF-IDF 1-2gram", tfidf_vectors), "lsa": ("LSA 128", lsa_vectors),
+                 "doc2vec": ("Doc2Vec PV-DBOW 128", doc2vec_vectors)}
+    for key in filter(None, args.baselines.split(",")):
+        name, fn = baselines[key]
+        t0 = time.perf_counter()
+        bx = fn(bbc["text"].to_list())
+        b_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tx = fn(tweets["text"].to_list())
+        rows.append(evaluate(name, bx, tx, bbc, tweets, {"fit_encode_s": b_s + time.perf_counter() - t0}))
+        print(_fmt_row(rows[-1]), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in filter(None, args.variants.split(",")):
+            bx, binfo = vecjob_vectors(DATA / "bbc_news.parquet", Path(tmp), variant, overrides)
+            tx, tinfo = vecjob_vectors(DATA / "tweets_sentiment.parquet", Path(tmp), variant, overrides)
+            details[variant] = {"bbc": binfo, "tweets": tinfo}
+            rows.append(evaluate(f"vecjob {variant}", bx, tx, bbc, tweets, {
+                "train_s": binfo["train_s"] + tinfo["train_s"],
+                "encode_docs_per_s_bbc": binfo["encode_docs_per_s"],
+            }))
+            print(_fmt_row(rows[-1]), flush=True)
+
+    print()
+    print(markdown_table(rows))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "vecjob": details, "overrides": overrides,
+                               "command": " ".join(sys.argv)}, indent=2, default=float))
+
+
+COLUMNS = [("bbc_acc", "BBC acc"), ("bbc_macro_f1", "BBC F1"), ("bbc_nmi", "BBC NMI"), ("bbc_ari", "BBC ARI"),
+           ("bbc_p_at_10", "BBC P@10"), ("tweets_acc", "tweets acc"), ("tweets_macro_f1", "tweets F1")]
+
+
+def _fmt_row(row: dict) -> str:
+    return f"{row['method']:<22}" + " ".join(f"{label}={row[k]:.3f}" for k, label in COLUMNS)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| method | " + " | ".join(label for _, label in COLUMNS) + " | train s |",
+             "|---|" + "---|" * (len(COLUMNS) + 1)]
+    for r in rows:
+        secs = r.get("train_s", r.get("fit_encode_s", float("nan")))
+        lines.append(f"| {r['method']} | " + " | ".join(f"{r[k]:.3f}" for k, _ in COLUMNS) + f" | {secs:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

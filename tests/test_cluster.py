@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import blobs, make_vectors_dir
+from vecjob.cluster import cluster_collection, label_metrics, top_terms
+from vecjob.config import ClusterConfig, DataConfig, EncodeConfig
+from vecjob.errors import InputError
+from vecjob.ray_encode import encode_collection
+
+
+def _labelled(tmp_path, n=300, centers=3):
+    vecs, which = blobs(n, 16, centers, seed=2)
+    ids = [f"d{i}" for i in range(n)]
+    make_vectors_dir(tmp_path / "v", vecs, ids)
+    data = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"id": ids, "text": ["x"] * n, "label": [f"c{w}" for w in which]}), data)
+    return tmp_path / "v", data
+
+
+def test_clusters_recover_separated_groups(tmp_path):
+    vdir, data = _labelled(tmp_path)
+    summary = cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), data=[str(data)])
+    assert summary["metrics"]["nmi"] > 0.95 and summary["metrics"]["purity"] > 0.95
+    assignments = pq.read_table(tmp_path / "c" / "assignments.parquet")
+    assert assignments.num_rows == 300 and assignments.column_names == ["id", "cluster", "distance"]
+    assert sorted(c["size"] for c in summary["clusters"]) == sorted(np.bincount(assignments.column("cluster").to_numpy()))
+    assert np.load(tmp_path / "c" / "centroids.npy").shape == (3, 16)
+    assert {p.name for p in (tmp_path / "c").iterdir()} >= {"summary.json", "manifest.json", "clusters.png"}
+    assert all(len(c["example_ids"]) == 5 for c in summary["clusters"])
+
+
+def test_without_labels_reports_silhouette(tmp_path):
+    vecs, _ = blobs(200, 8, 4, seed=3)
+    make_vectors_dir(tmp_path / "v", vecs, list(range(200)))
+    summary = cluster_collection(tmp_path / "v", tmp_path / "c", 4, ClusterConfig())
+    assert set(summary["metrics"]) == {"silhouette"} and summary["metrics"]["silhouette"] > 0.3
+
+
+def test_k_auto_picks_by_silhouette_and_reports_the_curve(tmp_path):
+    vecs, _ = blobs(400, 8, 4, seed=4, spread=0.1, orthogonal=True)
+    make_vectors_dir(tmp_path / "v", vecs, list(range(400)))
+    summary = cluster_collection(tmp_path / "v", tmp_path / "c", "auto", ClusterConfig())
+    assert summary["k"] == 4 and [c["k"] for c in summary["k_curve"]][:3] == [2, 3, 4]
+
+
+def test_k_larger_than_the_vectors_is_refused(tmp_path):
+    make_vectors_dir(tmp_path / "v", blobs(10, 4, 2)[0], list(range(10)))
+    with pytest.raises(InputError, match="k=11 but there are only 10 vectors"):
+        cluster_collection(tmp_path / "v", tmp_path / "c", 11, ClusterConfig())
+    assert not (tmp_path / "c" / "summary.json").exists()
+
+
+def test_top_terms_are_distinctive_not_common():
+    frame = pl.DataFrame({
+        "cluster": [0, 0, 0, 1, 1, 1],
+        "text": ["the goal and the match", "the striker and the goal", "the match and goal",
+                 "the oven and the flour", "the recipe and flour", "the oven and the sauce"],
+    })
+    terms = top_terms(frame, 2, n_terms=2, min_count=2)
+    assert set(terms[0]) == {"goal", "match"} and set(terms[1]) == {"oven", "flour"}
+
+
+def test_label_metrics_perfect_and_permuted():
+    m = label_metrics(np.array(["a", "a", "b", "b"]), np.array([1, 1, 0, 0]))
+    assert m == {"nmi": 1.0, "ari": 1.0, "purity": 1.0}
+
+
+def test_cluster_real_text_vectors_names_topic_words(collection, tiny_model_dir, tmp_path):
+    encode_collection(DataConfig(paths=[str(collection)]), tiny_model_dir, tmp_path / "v", EncodeConfig(), runner="local")
+    summary = cluster_collection(tmp_path / "v", tmp_path / "c", 3, ClusterConfig(), data=[str(collection)])
+    words = {w for c in summary["clusters"] for w in c["top_terms"]}
+    assert words and not words & {"the", "and", "of"}
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["n"] == 282

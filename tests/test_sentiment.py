@@ -1,0 +1,82 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from conftest import blobs, make_vectors_dir
+from vecjob.cli import app
+from vecjob.config import SentimentConfig
+from vecjob.errors import ArtifactError, InputError
+from vecjob.sentiment import Classifier, evaluate_classifier, predict_collection, train_classifier
+
+runner = CliRunner()
+CLASSES = ["negative", "neutral", "positive"]
+
+
+def _data(tmp_path, n=600, dim=12):
+    vecs, which = blobs(n, dim, 3, seed=7, spread=0.8)
+    ids = list(range(n))
+    make_vectors_dir(tmp_path / "v", vecs, ids)
+    labels = tmp_path / "labels.parquet"
+    split = ["test" if i % 5 == 0 else "train" for i in ids]
+    pq.write_table(pa.table({"id": ids, "label": [CLASSES[w] for w in which], "split": split}), labels)
+    return tmp_path / "v", labels
+
+
+def test_train_eval_predict(tmp_path):
+    vdir, labels = _data(tmp_path)
+    manifest = train_classifier(vdir, str(labels), tmp_path / "clf", SentimentConfig())
+    assert manifest["classes"] == CLASSES and manifest["counts"]["joined"] == 480
+    report = evaluate_classifier(tmp_path / "clf", vdir, str(labels), SentimentConfig())
+    assert report["n"] == 120 and report["accuracy"] > 0.9 and report["macro_f1"] > 0.9
+    assert np.array(report["confusion"]).sum() == 120
+    assert (tmp_path / "clf" / "confusion.png").exists() and (tmp_path / "clf" / "report.json").exists()
+    pred = predict_collection(tmp_path / "clf", vdir, tmp_path / "pred")
+    assert pred["rows"] == 600 and len(pred["shards"]) == 3
+    table = pq.read_table(tmp_path / "pred" / "s0.parquet")
+    probs = np.stack([table.column(f"prob_{c}").to_numpy() for c in CLASSES], axis=1)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert set(table.column("label").to_pylist()) <= set(CLASSES)
+
+
+def test_cli_eval_json(tmp_path):
+    vdir, labels = _data(tmp_path)
+    assert runner.invoke(app, ["sentiment", "train", str(vdir), "--labels", str(labels), "--out", str(tmp_path / "c")]).exit_code == 0
+    r = runner.invoke(app, ["sentiment", "eval", str(tmp_path / "c"), str(vdir), "--labels", str(labels), "--json"])
+    assert r.exit_code == 0 and '"macro_f1"' in r.stdout
+
+
+def test_missing_label_column(tmp_path):
+    vdir, _ = _data(tmp_path)
+    pq.write_table(pa.table({"id": [1, 2]}), tmp_path / "nolabel.parquet")
+    with pytest.raises(InputError, match="nolabel.parquet: missing column 'label'"):
+        train_classifier(vdir, str(tmp_path / "nolabel.parquet"), tmp_path / "c", SentimentConfig())
+
+
+def test_no_id_overlap(tmp_path):
+    vdir, _ = _data(tmp_path)
+    pq.write_table(pa.table({"id": [10_000, 10_001], "label": ["a", "b"]}), tmp_path / "other.parquet")
+    with pytest.raises(InputError, match="no id overlaps the vectors"):
+        train_classifier(vdir, str(tmp_path / "other.parquet"), tmp_path / "c", SentimentConfig())
+
+
+def test_single_class(tmp_path):
+    vdir, _ = _data(tmp_path)
+    pq.write_table(pa.table({"id": list(range(50)), "label": ["pos"] * 50}), tmp_path / "one.parquet")
+    with pytest.raises(InputError, match="only one class"):
+        train_classifier(vdir, str(tmp_path / "one.parquet"), tmp_path / "c", SentimentConfig())
+
+
+def test_vectors_of_another_dim_are_refused(tmp_path):
+    vdir, labels = _data(tmp_path)
+    train_classifier(vdir, str(labels), tmp_path / "clf", SentimentConfig())
+    make_vectors_dir(tmp_path / "v8", blobs(30, 8, 2)[0], list(range(30)))
+    with pytest.raises(ArtifactError, match="dim 8, the classifier was trained on dim 12"):
+        predict_collection(tmp_path / "clf", tmp_path / "v8", tmp_path / "p")
+
+
+def test_binary_classifier_probabilities():
+    clf = Classifier(["a", "b"], np.zeros(2), np.ones(2), np.array([[1.0, 0.0]]), np.array([0.0]))
+    p = clf.predict_proba(np.array([[5.0, 0.0], [-5.0, 0.0]]))
+    assert p.shape == (2, 2) and p[0, 1] > 0.99 and p[1, 0] > 0.99

@@ -1,0 +1,207 @@
+"""Sentiment (or any label) classification on document vectors.
+
+train:   join vectors to labels by id, fit standardised multinomial logistic regression (C by 3-fold
+         CV on the training ids, balanced class weights), save it as plain arrays (no pickle).
+eval:    accuracy, macro-F1, per-class precision/recall/F1, confusion matrix (+ PNG).
+predict: one prediction shard per vector shard (id, label, prob_<class>...), written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from vecjob.config import SentimentConfig
+from vecjob.errors import ArtifactError, InputError
+from vecjob.parquet_io import (
+    atomic_path,
+    dir_lock,
+    discover,
+    new_manifest,
+    read_manifest,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+from vecjob.vectors import VectorsDir, table_vectors
+
+CLF_KIND = "vecjob.classifier"
+PRED_KIND = "vecjob.predictions"
+WEIGHTS = "classifier.npz"
+
+
+@dataclass
+class Classifier:
+    classes: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray  # [classes, dim]
+    intercept: np.ndarray  # [classes]
+
+    @property
+    def dim(self) -> int:
+        return self.coef.shape[1]
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[1] != self.dim:
+            raise ArtifactError(f"vectors have dim {x.shape[1]}, the classifier was trained on dim {self.dim}")
+        logits = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
+        if logits.shape[1] == 1:  # sklearn's binary form: one logit for the second class
+            logits = np.hstack([np.zeros_like(logits), logits])
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.classes, dtype=object)[self.predict_proba(x).argmax(1)]
+
+    def save(self, folder: Path) -> None:
+        with atomic_path(folder / WEIGHTS) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, mean=self.mean, scale=self.scale, coef=self.coef, intercept=self.intercept)
+        write_json_atomic({"classes": self.classes}, folder / "labels.json")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> tuple["Classifier", dict]:
+        folder = Path(folder)
+        manifest = read_manifest(folder, CLF_KIND)
+        for name in (WEIGHTS, "labels.json"):
+            if not (folder / name).exists():
+                raise ArtifactError(f"{folder}: incomplete classifier dir, {name} missing")
+        arrays = np.load(folder / WEIGHTS)
+        classes = json.loads((folder / "labels.json").read_text())["classes"]
+        return cls(classes, arrays["mean"], arrays["scale"], arrays["coef"], arrays["intercept"]), manifest
+
+
+def labelled_vectors(
+    vectors_dir: str | Path, labels: list[str] | str, cfg: SentimentConfig, id_col: str, split: str | None
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Vectors joined to labels by id (optionally one split); returns x, y and join counts."""
+    vdir = VectorsDir.open(vectors_dir)
+    paths = discover(labels)
+    schema = pl.scan_parquet(paths).collect_schema()
+    for col in (id_col, cfg.label_col):
+        if col not in schema:
+            raise InputError(f"{paths[0]}: missing column '{col}' (columns: {', '.join(schema.names())})")
+    cols = [pl.col(id_col).alias("id"), pl.col(cfg.label_col).cast(pl.String).alias("label")]
+    use_split = split is not None and cfg.split_col in schema
+    if use_split:
+        cols.append(pl.col(cfg.split_col).alias("split"))
+    frame = pl.scan_parquet(paths).select(cols).collect()
+    if use_split:
+        frame = frame.filter(pl.col("split") == split)
+    frame = frame.drop_nulls("label")
+    table = vdir.read_all(["id", "vector"])
+    vec_ids = pl.from_arrow(table.select(["id"])).with_row_index("row")
+    if vec_ids["id"].dtype != frame["id"].dtype:
+        raise InputError(f"{paths[0]}: id column '{id_col}' is {frame['id'].dtype}, vector ids are {vec_ids['id'].dtype}")
+    joined = frame.join(vec_ids, on="id", how="inner")
+    counts = {"labelled_rows": frame.height, "joined": joined.height, "labels_without_vector": frame.height - joined.height}
+    if joined.height == 0:
+        raise InputError(f"{paths[0]}: no id overlaps the vectors in {vectors_dir}"
+                         + (f" (split '{split}')" if use_split else ""))
+    x = table_vectors(table)[joined["row"].to_numpy()]
+    return x, joined["label"].to_numpy().astype(object), counts
+
+
+def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str = "id") -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    x, y, counts = labelled_vectors(vectors_dir, labels, cfg, id_col, split="train")
+    classes, per_class = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise InputError(f"{labels}: only one class ({classes[0]!r}) among {len(y)} labelled rows; need two or more")
+    mean, scale = x.mean(0), x.std(0)
+    scale[scale < 1e-12] = 1.0
+    z = (x - mean) / scale
+    folds = max(2, min(3, int(per_class.min())))
+    grid = GridSearchCV(LogisticRegression(max_iter=2000, class_weight="balanced"), {"C": [0.01, 0.1, 1.0, 10.0]},
+                        cv=StratifiedKFold(folds, shuffle=True, random_state=0), scoring="f1_macro", n_jobs=1)
+    grid.fit(z, y)
+    best = grid.best_estimator_
+    clf = Classifier([str(c) for c in best.classes_], mean, scale, best.coef_, best.intercept_)
+    with dir_lock(out):
+        clf.save(out)
+        manifest = new_manifest(
+            CLF_KIND, vectors_dir=str(Path(vectors_dir).resolve()), labels=[str(p) for p in discover(labels)],
+            config=cfg.model_dump(), classes=clf.classes, dim=clf.dim, counts=counts,
+            class_counts={str(c): int(n) for c, n in zip(classes, per_class)},
+            chosen_C=float(grid.best_params_["C"]), cv_macro_f1=float(grid.best_score_),
+            timings={"train_s": time.perf_counter() - t0},
+        )
+        write_json_atomic(manifest, out / "manifest.json")
+    return manifest
+
+
+def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_col: str = "id",
+                        split: str | None = "test") -> dict:
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    clf, _ = Classifier.load(clf_dir)
+    x, y, counts = labelled_vectors(vectors_dir, labels, cfg, id_col, split=split)
+    pred = clf.predict(x)
+    p, r, f, support = precision_recall_fscore_support(y, pred, labels=clf.classes, zero_division=0)
+    report = {
+        "split": split, "n": len(y), **counts,
+        "accuracy": float(accuracy_score(y, pred)),
+        "macro_f1": float(f1_score(y, pred, labels=clf.classes, average="macro", zero_division=0)),
+        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+                      for i, c in enumerate(clf.classes)},
+        "labels": clf.classes,
+        "confusion": confusion_matrix(y, pred, labels=clf.classes).tolist(),
+    }
+    clf_dir = Path(clf_dir)
+    write_json_atomic(report, clf_dir / "report.json")
+    plot_confusion(report, clf_dir / "confusion.png")
+    return report
+
+
+def predict_collection(clf_dir, vectors_dir, out) -> dict:
+    clf, _ = Classifier.load(clf_dir)
+    vdir = VectorsDir.open(vectors_dir)
+    out = Path(out)
+    shards = []
+    with dir_lock(out):
+        for path, table in vdir.iter_shards(["id", "vector"]):
+            proba = clf.predict_proba(table_vectors(table))
+            labels = np.asarray(clf.classes, dtype=object)[proba.argmax(1)]
+            cols = {"id": table.column("id"), "label": pa.array(labels.tolist(), pa.string())}
+            cols.update({f"prob_{c}": pa.array(proba[:, i].astype(np.float32)) for i, c in enumerate(clf.classes)})
+            write_parquet_atomic(pa.table(cols), out / path.name)
+            shards.append({"output": path.name, "rows": table.num_rows})
+        manifest = new_manifest(PRED_KIND, classifier=str(Path(clf_dir).resolve()),
+                                vectors_dir=str(Path(vectors_dir).resolve()), classes=clf.classes,
+                                rows=sum(s["rows"] for s in shards), shards=shards)
+        write_json_atomic(manifest, out / "manifest.json")
+    return manifest
+
+
+def plot_confusion(report: dict, dest: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.array(report["confusion"])
+    fig, ax = plt.subplots(figsize=(1.2 * len(m) + 2.5, 1.2 * len(m) + 2))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(m)), report["labels"], rotation=45, ha="right")
+    ax.set_yticks(range(len(m)), report["labels"])
+    for i in range(len(m)):
+        for j in range(len(m)):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", color="black" if m[i, j] < m.max() / 2 else "white")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
+    fig.tight_layout()
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
