@@ -83,6 +83,9 @@ class SequenceAutoencoder(nn.Module):
         else:
             self.output = nn.Linear(cfg.hidden_dim, vocab_size)
         self.bow = nn.Linear(cfg.dim, vocab_size) if cfg.bow_weight > 0 else None
+        # Mean training-chunk vector, set after training and subtracted from every document vector:
+        # a shared offset would otherwise dominate cosine similarity (all scores near 1).
+        self.register_buffer("z_center", torch.zeros(cfg.dim))
 
     # ---- encoder: what `vecjob encode` runs ---------------------------------------------------
 
@@ -110,8 +113,8 @@ class SequenceAutoencoder(nn.Module):
 
     @torch.inference_mode()
     def embed(self, batch: Batch) -> torch.Tensor:
-        """Document vectors for a batch of chunks (no sampling, no dropout effects)."""
-        return self.encode_states(batch)[0]
+        """Document vectors for a batch of chunks (no sampling, no dropout effects), centred."""
+        return self.encode_states(batch)[0] - self.z_center
 
     # ---- training objective --------------------------------------------------------------------
 

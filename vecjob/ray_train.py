@@ -20,7 +20,7 @@ from vecjob.errors import VecjobError
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
 from vecjob.tokenizer import Tokenizer
-from vecjob.training import TrainState, build_model, train_loop
+from vecjob.training import TrainState, build_model, set_center, train_loop
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
@@ -101,6 +101,11 @@ def train_model(
     with result.checkpoint.as_directory() as ckpt:
         blob = torch.load(Path(ckpt) / STATE_FILE, map_location="cpu", weights_only=False)
     state = TrainState(**blob["state"])
+    t0 = time.perf_counter()
+    best = build_model(model_cfg, len(vocab), train_cfg.seed)
+    best.load_state_dict(state.best_weights)
+    set_center(best, train)
+    timings["center_s"] = time.perf_counter() - t0
 
     manifest = new_manifest(
         MANIFEST_KIND,
@@ -126,7 +131,7 @@ def train_model(
         versions={"torch": torch.__version__, "ray": ray.__version__},
         config={"model": model_cfg.model_dump(), "tokenizer": tok_cfg.model_dump(), "train": train_cfg.model_dump()},
     )
-    published = write_model_dir(out, model_cfg, tok_cfg, vocab, state.best_weights, manifest)
+    published = write_model_dir(out, model_cfg, tok_cfg, vocab, best.state_dict(), manifest)
     shutil.rmtree(Path(storage) / run_name, ignore_errors=True)
     return published
 

@@ -265,6 +265,20 @@ def train_loop(
     return state
 
 
+@torch.no_grad()
+def set_center(model: SequenceAutoencoder, data: ChunkSet, max_chunks: int = 20_000, batch_size: int = 256) -> None:
+    """Store the mean vector of (a fixed sample of) training chunks in the model's z_center buffer."""
+    model.eval()
+    model.z_center.zero_()
+    idx = np.arange(len(data))
+    if len(idx) > max_chunks:
+        idx = np.sort(np.random.default_rng(0).choice(idx, max_chunks, replace=False))
+    total = torch.zeros_like(model.z_center, dtype=torch.float64)
+    for b in batch_indices(data.lengths[idx], batch_size, None):
+        total += model.embed(data.collate(idx[b])).double().sum(0)
+    model.z_center.copy_((total / max(len(idx), 1)).to(model.z_center.dtype))
+
+
 def build_model(model_cfg: ModelConfig, vocab_size: int, seed: int) -> SequenceAutoencoder:
     torch.manual_seed(seed)
     return SequenceAutoencoder(model_cfg, vocab_size)

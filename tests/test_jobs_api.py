@@ -1,0 +1,103 @@
+"""`ray job submit -- vecjob run JOB.toml` against a real Ray head started (and stopped) by this test."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import write_collection
+
+SPEC = """
+name = "submitted"
+out = "out"
+stages = ["train", "encode", "index"]
+[data]
+paths = ["data"]
+[tokenizer]
+max_vocab = 300
+max_len = 16
+[model]
+dim = 16
+hidden_dim = 24
+[train]
+epochs = 1
+workers = 1
+[encode]
+concurrency = 1
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A Ray head with the dashboard (Jobs API) on free loopback ports, in its own process group."""
+    pytest.importorskip("ray.dashboard", reason="the Jobs API needs ray[default]")
+    bin_dir = Path(sys.executable).parent
+    gcs, dash = _free_port(), _free_port()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    temp_dir = Path("/tmp") / f"vj{os.getpid()}"
+    head = subprocess.Popen(
+        [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
+         f"--temp-dir={temp_dir}", "--object-store-memory=400000000", "--disable-usage-stats"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            probe = subprocess.run([str(bin_dir / "ray"), "job", "list", "--address", address],
+                                   env=env, capture_output=True, text=True)
+            if probe.returncode == 0:
+                break
+            assert head.poll() is None, "ray start --head exited early"
+            time.sleep(2)
+        else:
+            pytest.fail("the Ray head's Jobs API did not come up within 120 s")
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # this head's process group only; never `ray stop`
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+
+
+def test_submit_vecjob_run_through_the_jobs_api(ray_head, tmp_path):
+    address, env = ray_head
+    work = tmp_path / "job"
+    write_collection(work / "data", [30, 20])
+    (work / "job.toml").write_text(SPEC)
+    ray = str(Path(sys.executable).parent / "ray")
+    submit = subprocess.run(
+        [ray, "job", "submit", "--address", address, "--working-dir", str(work), "--no-wait",
+         "--submission-id", "vecjob-test", "--", "vecjob", "run", "job.toml"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert submit.returncode == 0, submit.stderr
+    deadline = time.time() + 600
+    status = ""
+    while time.time() < deadline:
+        out = subprocess.run([ray, "job", "status", "--address", address, "vecjob-test"],
+                             env=env, capture_output=True, text=True).stdout
+        status = next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if s in out), "")
+        if status:
+            break
+        time.sleep(3)
+    logs = subprocess.run([ray, "job", "logs", "--address", address, "vecjob-test"],
+                          env=env, capture_output=True, text=True).stdout
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert "index" in logs and "ran in" in logs
