@@ -95,3 +95,15 @@ def test_corrupt_shard_is_named_before_anything_is_written(collection, tiny_mode
     with pytest.raises(InputError, match="part-01.parquet: not a readable Parquet file"):
         _encode(data, tiny_model_dir, tmp_path / "v")
     assert not list((tmp_path / "v").glob("*.parquet")) if (tmp_path / "v").exists() else True
+
+
+def test_concurrency_follows_the_cluster():
+    from vecjob.errors import VecjobError
+    from vecjob.ray_encode import resolve_concurrency
+
+    assert resolve_concurrency(EncodeConfig(), cpus=2, gpus=0) == (1, 1.5, 0.0, 2)
+    # Two actors on two CPUs ask for half a CPU each, leaving room for Ray Data's own tasks.
+    assert resolve_concurrency(EncodeConfig(concurrency=2), cpus=2, gpus=0) == (2, 0.5, 0.0, 1)
+    assert resolve_concurrency(EncodeConfig(), cpus=16, gpus=4) == (4, 1.0, 1.0, 1)
+    with pytest.raises(VecjobError, match="no GPUs"):
+        resolve_concurrency(EncodeConfig(device="cuda"), cpus=2, gpus=0)

@@ -38,10 +38,12 @@ from vecjob.vectors import MANIFEST_KIND
 
 def resolve_concurrency(cfg: EncodeConfig, cpus: int, gpus: int) -> tuple[int, float, float, int]:
     """(actors, cpus per actor, gpus per actor, torch threads per actor)."""
+    if cfg.device == "cuda" and gpus == 0:
+        raise VecjobError("--device cuda, but the Ray cluster has no GPUs (the actors could never start)")
     use_gpu = cfg.device == "cuda" or (cfg.device == "auto" and gpus > 0)
     if use_gpu:
         actors = cfg.concurrency or max(1, gpus)
-        return actors, 1.0, min(1.0, gpus / actors) if gpus else 1.0, 1
+        return actors, 1.0, min(1.0, gpus / actors), 1
     actors = cfg.concurrency or max(1, cpus // 2)
     threads = max(1, cpus // actors)
     # A fraction below the threads it uses leaves the scheduler room for Ray Data's own tasks:

@@ -1,0 +1,118 @@
+"""Shared bench helpers: medians, peak RSS of every process, model dirs for speed runs, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+RESULTS = REPO / "bench" / "results"
+sys.path.insert(0, str(REPO))
+
+
+def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """This machine's fp32 matmul rate with all cores: the physical limit the encoder is held to."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / median_time(lambda: a @ b, repeats=repeats, warmup=2) / 1e9
+
+
+class PeakRSS:
+    """Samples the summed RSS of this process and all its descendants (an embedded Ray's GCS, raylet
+    and workers are children of the driver) in a background thread."""
+
+    def __init__(self, interval: float = 0.2):
+        import psutil
+
+        self._me = psutil.Process()
+        self._psutil = psutil
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> int:
+        total = 0
+        for p in [self._me, *self._me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except self._psutil.Error:
+                continue
+        return total
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+
+def untrained_model_dir(vocab_texts, folder: Path | None = None, **model_overrides) -> Path:
+    """A model dir with the default architecture and random weights: speed does not depend on training."""
+    from vecjob.config import ModelConfig, TokenizerConfig
+    from vecjob.model_dir import MANIFEST_KIND, write_model_dir
+    from vecjob.parquet_io import new_manifest
+    from vecjob.tokenizer import Vocab, count_tokens
+    from vecjob.training import build_model
+
+    tok_cfg = TokenizerConfig()
+    model_cfg = ModelConfig(**model_overrides)
+    vocab = Vocab.from_counts(count_tokens(vocab_texts), tok_cfg.max_vocab, tok_cfg.min_count)
+    model = build_model(model_cfg, len(vocab), seed=0)
+    folder = folder or Path(tempfile.mkdtemp(prefix="vecjob-bench-")) / "model"
+    write_model_dir(folder, model_cfg, tok_cfg, vocab, model.state_dict(),
+                    new_manifest(MANIFEST_KIND, note="untrained, for speed benchmarks"), plot_history=False)
+    return folder
+
+
+def print_table(title: str, rows: list[dict], columns: list[str]) -> None:
+    print(f"\n{title}")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in rows:
+        print("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def write_json(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    payload = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "cpus": os.cpu_count(),
+               "when": time.strftime("%Y-%m-%d %H:%M"), **payload}
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    print(f"\nwrote {path}")
+    return path

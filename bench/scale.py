@@ -1,0 +1,83 @@
+"""Scale (issue 4, benchmark 4): synthetic collections of 100k and 1M short documents in 10 / 100
+shards, `vecjob encode` (Ray Data) then `vecjob index` (factory auto) on this machine; wall time and
+peak RSS of every process (driver + Ray), to show memory stays flat as the corpus grows.
+
+    python bench/scale.py [--sizes 100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from common import DATA, PeakRSS, print_table, untrained_model_dir, write_json
+
+
+def write_synthetic(folder: Path, n: int, shards: int, seed: int = 0) -> None:
+    """Tweet-length documents of words drawn from the tweets vocabulary (vectorised: no Python loop)."""
+    words = (pl.read_parquet(DATA / "tweets_sentiment.parquet")["text"].str.split(" ").explode()
+             .drop_nulls().unique().sort())
+    rng = np.random.default_rng(seed)
+    per = n // shards
+    for s in range(shards):
+        lengths = rng.integers(8, 30, size=per)
+        idx = rng.integers(len(words), size=int(lengths.sum()))
+        flat = words.gather(idx)
+        texts = pl.DataFrame({"w": flat, "doc": np.repeat(np.arange(per), lengths)}).group_by(
+            "doc", maintain_order=True).agg(pl.col("w").str.join(" "))["w"]
+        ids = pl.Series([f"s{s:03d}-{i:06d}" for i in range(per)])
+        pl.DataFrame({"id": ids, "text": texts}).write_parquet(folder / f"part-{s:03d}.parquet",
+                                                               row_group_size=4096, mkdir=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="100000,1000000")
+    args = ap.parse_args()
+
+    from vecjob import runtime
+    from vecjob.config import DataConfig, EncodeConfig, IndexConfig
+    from vecjob.index import index_collection
+    from vecjob.ray_encode import encode_collection
+
+    work = Path(tempfile.mkdtemp(prefix="vecjob-scale-"))
+    model = untrained_model_dir(pl.read_parquet(DATA / "tweets_sentiment.parquet")["text"].to_list(), work / "model")
+    runtime.connect()
+    rows = []
+    for n in [int(s) for s in args.sizes.split(",")]:
+        shards = max(1, n // 10_000)
+        data = work / f"data-{n}"
+        t0 = time.perf_counter()
+        write_synthetic(data, n, shards)
+        gen_s = time.perf_counter() - t0
+        with PeakRSS() as enc_rss:
+            t0 = time.perf_counter()
+            m = encode_collection(DataConfig(paths=[str(data)]), model, work / f"v-{n}", EncodeConfig(), runner="ray")
+            enc_s = time.perf_counter() - t0
+        with PeakRSS() as idx_rss:
+            t0 = time.perf_counter()
+            im = index_collection(work / f"v-{n}", work / f"i-{n}", IndexConfig())
+            idx_s = time.perf_counter() - t0
+        rows.append({"docs": n, "shards": shards, "tokens": m["counts"]["tokens"], "encode s": enc_s,
+                     "docs/s": n / enc_s, "encode peak RSS GB": enc_rss.peak / 1e9, "factory": im["factory"],
+                     "index s": idx_s, "index peak RSS GB": idx_rss.peak / 1e9,
+                     "recall@10": im["recall_at_10"], "search params": im["search_params"],
+                     "generate s": gen_s})
+        print(rows[-1], flush=True)
+        shutil.rmtree(data)
+        shutil.rmtree(work / f"v-{n}")
+    print_table("encode + index at scale (peak RSS: driver + every Ray process)", rows,
+                ["docs", "shards", "encode s", "docs/s", "encode peak RSS GB", "factory", "index s",
+                 "index peak RSS GB", "recall@10"])
+    write_json("scale.json", {"rows": rows})
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
