@@ -30,6 +30,29 @@ TOPICS = {
 COMMON = "the a of and to in is was it for on with as at by".split()
 
 
+# A job spec small enough for a test: a tiny model, one epoch, one worker.
+TINY_SPEC = """
+name = "{name}"
+out = "out"
+stages = ["train", "encode", "index"]
+[data]
+paths = ["data"]
+[tokenizer]
+max_vocab = 300
+max_len = 16
+[model]
+dim = 16
+hidden_dim = 24
+[train]
+epochs = 1
+workers = 1
+[encode]
+concurrency = 1
+[index]
+factory = "{factory}"
+"""
+
+
 def synthetic_texts(n: int, seed: int = 0, min_words: int = 8, max_words: int = 60) -> tuple[list[str], list[str]]:
     """Documents made of one topic's words mixed with common words; returns (texts, topics)."""
     rng = np.random.default_rng(seed)

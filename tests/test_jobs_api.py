@@ -11,26 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_collection
+from conftest import TINY_SPEC, write_collection
 
-SPEC = """
-name = "submitted"
-out = "out"
-stages = ["train", "encode", "index"]
-[data]
-paths = ["data"]
-[tokenizer]
-max_vocab = 300
-max_len = 16
-[model]
-dim = 16
-hidden_dim = 24
-[train]
-epochs = 1
-workers = 1
-[encode]
-concurrency = 1
-"""
+
 
 
 def _free_port() -> int:
@@ -87,7 +70,7 @@ def test_submit_vecjob_run_through_the_jobs_api(ray_head, tmp_path):
     address, env = ray_head
     work = tmp_path / "job"
     write_collection(work / "data", [30, 20])
-    (work / "job.toml").write_text(SPEC)
+    (work / "job.toml").write_text(TINY_SPEC.format(name="submitted", factory="auto"))
     ray = str(Path(sys.executable).parent / "ray")
     deadline = time.time() + 120
     while True:  # the dashboard answers before its job agent is up: retry that one error

@@ -4,35 +4,18 @@ import json
 
 from typer.testing import CliRunner
 
-from conftest import write_collection
+from conftest import TINY_SPEC, write_collection
 from vecjob.cli import app
 
 runner = CliRunner()
 
-SPEC = """
-name = "tiny"
-out = "out"
-stages = ["train", "encode", "index"]
-[data]
-paths = ["data"]
-[tokenizer]
-max_vocab = 300
-max_len = 16
-[model]
-dim = 16
-hidden_dim = 24
-[train]
-epochs = 1
-workers = 1
-[index]
-factory = "{factory}"
-"""
+
 
 
 def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):
     write_collection(tmp_path / "data", [40, 25])
     spec = tmp_path / "job.toml"
-    spec.write_text(SPEC.format(factory="auto"))
+    spec.write_text(TINY_SPEC.format(name="tiny", factory="auto"))
 
     first = runner.invoke(app, ["run", str(spec)])
     assert first.exit_code == 0, first.output
@@ -46,7 +29,7 @@ def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):
     assert [s["status"] for s in manifest["stages"]] == ["skipped (up to date)"] * 3
 
     # A changed index setting reruns only the index stage.
-    spec.write_text(SPEC.format(factory="Flat"))
+    spec.write_text(TINY_SPEC.format(name="tiny", factory="Flat"))
     third = runner.invoke(app, ["run", str(spec)])
     statuses = [s["status"] for s in json.loads((tmp_path / "out" / "run_manifest.json").read_text())["stages"]]
     assert third.exit_code == 0 and statuses == ["skipped (up to date)"] * 2 + ["ran"]
