@@ -49,7 +49,7 @@ class ModelConfig(_Frozen):
     # Dropping decoder inputs stops the decoder acting as a language model that ignores the vector.
     word_dropout: float = 0.25
     # Predict the chunk's bag of words from the vector alone: forces topical content into it.
-    bow_weight: float = 1.0
+    bow_weight: float = 2.0
     # Variational: KL weight annealed linearly from 0 over kl_anneal_steps; free bits per dimension.
     kl_weight: float = 1.0
     kl_anneal_steps: int = 2_000
@@ -57,7 +57,7 @@ class ModelConfig(_Frozen):
 
 
 class TrainConfig(_Frozen):
-    epochs: int = 8
+    epochs: int = 10
     batch_size: int = 64  # chunks per step per worker
     lr: float = 2e-3
     weight_decay: float = 0.0

@@ -94,11 +94,12 @@ class DocumentEncoder:
                 with autocast_for(self.device):
                     chunk_vecs[idx] = model.embed(batch).float().cpu().numpy()
             # Length-weighted mean of each document's chunk vectors (float64 sums, then float32).
-            weighted = np.zeros((len(docs), self.dim), dtype=np.float64)
-            np.add.at(weighted, owner, chunk_vecs.astype(np.float64) * lengths[:, None])
-            totals = np.bincount(owner, weights=lengths, minlength=len(docs))
-            nonzero = totals > 0
-            vectors[nonzero] = (weighted[nonzero] / totals[nonzero, None]).astype(np.float32)
+            # A document's chunks are contiguous in `owner`, so each mean is one reduceat segment.
+            weights = lengths.astype(np.float64)
+            docs_with_chunks, starts = np.unique(owner, return_index=True)
+            sums = np.add.reduceat(chunk_vecs.astype(np.float64) * weights[:, None], starts, axis=0)
+            totals = np.add.reduceat(weights, starts)
+            vectors[docs_with_chunks] = (sums / totals[:, None]).astype(np.float32)
             timings.tokens = int(lengths.sum())
             timings.chunks = len(data)
         timings.infer = time.perf_counter() - t0
