@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -347,8 +346,3 @@ def run(
     reporting.summary(f"job '{spec.name}' → {spec.out}", {
         r["stage"]: r["status"] + (f" in {r['seconds']}s" if "seconds" in r else "") for r in manifest["stages"]
     })
-
-
-def main() -> None:  # pragma: no cover - console-script entry for `python -m vecjob`
-    app(prog_name="vecjob")
-    sys.exit(0)
