@@ -66,3 +66,18 @@ def test_train_loop_resumes_from_state():
     state = train_loop(model, _chunks(64), _chunks(16, 1), model_cfg, train_cfg, device=torch.device("cpu"),
                        state=state, on_epoch_end=lambda s, o, m: seen.append(m["epoch"]))
     assert seen == [2, 3] and state.epoch == 3
+
+
+def test_set_center_makes_the_mean_training_vector_zero():
+    from vecjob.training import set_center
+
+    data = _chunks(300)
+    model = build_model(ModelConfig(dim=8, embed_dim=8, hidden_dim=16), 40, seed=0)
+    everything = data.collate(np.arange(len(data)))
+    raw = model.embed(everything)
+    assert raw.mean(0).abs().max() > 1e-3  # the untrained model's vectors share an offset
+    set_center(model, data)
+    centred = model.embed(everything)
+    assert centred.mean(0).abs().max() < 1e-5
+    torch.testing.assert_close(centred + model.z_center, raw, atol=1e-6, rtol=1e-6)
+    assert "z_center" in model.state_dict()  # saved with the weights, so encoding reproduces it
