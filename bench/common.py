@@ -39,8 +39,12 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 class PeakRSS:
-    """Samples the summed RSS of this process and all its descendants (an embedded Ray's GCS, raylet
-    and workers are children of the driver) in a background thread."""
+    """Samples the memory of this process and all its descendants (an embedded Ray's GCS, raylet and
+    workers are children of the driver) in a background thread.
+
+    `peak`: the summed RSS, which counts every shared page (torch's libraries mapped by each worker,
+    the object store's shared memory) once per process that maps it. `peak_pss`: the summed PSS, which
+    splits each shared page among the processes that map it, so the sum is the memory really used."""
 
     def __init__(self, interval: float = 0.2):
         import psutil
@@ -49,16 +53,20 @@ class PeakRSS:
         self._psutil = psutil
         self.interval = interval
         self.peak = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
 
-    def _sample(self) -> int:
-        total = 0
+    def _sample(self) -> None:
+        rss = pss = 0
         for p in [self._me, *self._me.children(recursive=True)]:
             try:
-                total += p.memory_info().rss
+                info = p.memory_full_info()
             except self._psutil.Error:
                 continue
-        return total
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)  # PSS is Linux-only
+        self.peak = max(self.peak, rss)
+        self.peak_pss = max(self.peak_pss, pss)
 
     def __enter__(self) -> "PeakRSS":
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -67,13 +75,13 @@ class PeakRSS:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
+            self._sample()
             time.sleep(self.interval)
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._sample())
+        self._sample()
 
 
 def untrained_model_dir(vocab_texts, folder: Path | None = None, **model_overrides) -> Path:

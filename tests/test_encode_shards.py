@@ -101,9 +101,11 @@ def test_concurrency_follows_the_cluster():
     from vecjob.errors import VecjobError
     from vecjob.ray_encode import resolve_concurrency
 
-    assert resolve_concurrency(EncodeConfig(), cpus=2, gpus=0) == (1, 1.5, 0.0, 2)
-    # Two actors on two CPUs ask for half a CPU each, leaving room for Ray Data's own tasks.
-    assert resolve_concurrency(EncodeConfig(concurrency=2), cpus=2, gpus=0) == (2, 0.5, 0.0, 1)
+    assert resolve_concurrency(EncodeConfig(), cpus=2, gpus=0) == (2, 0.5, 0.0, 1)
+    assert resolve_concurrency(EncodeConfig(concurrency=1), cpus=2, gpus=0) == (1, 1.5, 0.0, 2)
+    # Single-threaded actors ask for half a CPU each, leaving room for Ray Data's own tasks.
+    assert resolve_concurrency(EncodeConfig(), cpus=16, gpus=0) == (16, 0.5, 0.0, 1)
+    assert resolve_concurrency(EncodeConfig(concurrency=4), cpus=16, gpus=0) == (4, 3.5, 0.0, 4)
     assert resolve_concurrency(EncodeConfig(), cpus=16, gpus=4) == (4, 1.0, 1.0, 1)
     with pytest.raises(VecjobError, match="no GPUs"):
         resolve_concurrency(EncodeConfig(device="cuda"), cpus=2, gpus=0)

@@ -43,6 +43,18 @@ def test_embedding_shape_and_padding_invariance(pooling):
     torch.testing.assert_close(z[1:], alone, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean", "meanmax"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_unpadded_batches_take_the_dense_path_with_the_same_result(pooling, layers):
+    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=12, pooling=pooling, num_layers=layers)
+    model = SequenceAutoencoder(cfg, VOCAB).eval()
+    batch = _batch([7, 7, 7])
+    with torch.inference_mode():
+        dense = model.encode_states(batch)[0]
+        packed = model.to_z(model._pool_packed(model.embedding(batch.tokens), batch.lengths))
+    assert torch.allclose(dense, packed, atol=1e-5)
+
+
 def test_corrupt_keeps_at_least_one_token_and_valid_padding():
     cfg = ModelConfig(delete_prob=0.9, mask_prob=0.3, shuffle_window=2)
     batch = _batch([1, 4, 9, 9])

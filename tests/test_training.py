@@ -2,7 +2,16 @@ import numpy as np
 import torch
 
 from vecjob.config import ModelConfig, TrainConfig
-from vecjob.training import ChunkSet, Totals, batch_indices, build_model, is_validation, rank_shard, train_loop
+from vecjob.training import (
+    ChunkSet,
+    Totals,
+    batch_indices,
+    build_model,
+    equal_length_batches,
+    is_validation,
+    rank_shard,
+    train_loop,
+)
 
 
 def _chunks(n, seed=0):
@@ -23,6 +32,14 @@ def test_batches_cover_every_chunk_once_with_little_padding():
     assert sorted(np.concatenate(batches).tolist()) == list(range(500))
     waste = sum(cs.lengths[b].max() * len(b) - cs.lengths[b].sum() for b in batches)
     assert waste < 0.1 * cs.lengths.sum()
+
+
+def test_equal_length_batches_have_no_padding_and_cover_every_chunk_once():
+    lengths = np.random.default_rng(0).integers(1, 9, size=500)
+    batches = equal_length_batches(lengths, 16)
+    assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(500))
+    assert all(len(b) <= 16 and len(set(lengths[b])) == 1 for b in batches)
+    assert len(batches) <= 500 // 16 + 8  # at most one partial batch per distinct length
 
 
 def test_rank_shards_are_equal_and_disjoint():

@@ -115,7 +115,7 @@ def encode(
     data: DataArg,
     model: Annotated[Path, typer.Option("--model", help="Model dir written by `vecjob train`.")],
     out: Annotated[Path, typer.Option("--out", help="Vectors dir to write (reruns resume).")],
-    batch_size: Annotated[Optional[int], typer.Option(help="Chunks per forward pass.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Chunks per forward pass (0 = auto).")] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Encoder actors (0 = auto).")] = None,
     keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Input column to copy into the vector shards.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,

@@ -19,7 +19,13 @@ import torch
 from vecjob.errors import InputError
 from vecjob.model_dir import LoadedModel, load_model_dir
 from vecjob.tokenizer import document_chunks
-from vecjob.training import ChunkSet, autocast_for, batch_indices
+from vecjob.training import ChunkSet, autocast_for, equal_length_batches
+
+
+# Chunks per forward pass when the config says 0: on CPU, batches over ~128 chunks of 64 tokens
+# push the LSTM's working set out of the cache (bench/README.md); a GPU wants large batches.
+AUTO_BATCH_CPU = 128
+AUTO_BATCH_GPU = 2048
 
 
 @dataclass
@@ -56,7 +62,7 @@ class DocumentEncoder:
         self,
         model_dir: str | Path,
         device: str = "auto",
-        batch_size: int = 256,
+        batch_size: int = 0,
         text_col: str = "text",
         threads: int | None = None,
     ):
@@ -64,7 +70,7 @@ class DocumentEncoder:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.loaded: LoadedModel = load_model_dir(model_dir, self.device)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (AUTO_BATCH_GPU if self.device.type == "cuda" else AUTO_BATCH_CPU)
         self.text_col = text_col
 
     @property
@@ -89,7 +95,7 @@ class DocumentEncoder:
             lengths = data.lengths
             chunk_vecs = np.empty((len(data), self.dim), dtype=np.float32)
             model = self.loaded.model
-            for idx in batch_indices(lengths, self.batch_size, rng=None, pool_batches=1 << 30):
+            for idx in equal_length_batches(lengths, self.batch_size):
                 batch = data.collate(idx).to(self.device)
                 with autocast_for(self.device):
                     chunk_vecs[idx] = model.embed(batch).float().cpu().numpy()

@@ -92,24 +92,39 @@ class SequenceAutoencoder(nn.Module):
     def encode_states(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean of z (the document vector) and, for the variational variant, its log-variance."""
         emb = self.embedding(batch.tokens)
-        packed = pack_padded_sequence(emb, batch.lengths, batch_first=True, enforce_sorted=False)
-        out, (h, _) = self.encoder(packed)
-        if self.cfg.pooling == "last":
-            directions = 2 if self.cfg.bidirectional else 1
-            pooled = h[-directions:].transpose(0, 1).reshape(h.shape[1], -1)
+        if bool((batch.lengths == batch.tokens.shape[1]).all()):
+            # No padding: the dense call is the same computation, and torch runs it through its
+            # oneDNN kernel on CPU (packed sequences take a slower per-step loop).
+            states, (h, _) = self.encoder(emb)
+            pooled = self._pool_dense(states, h)
         else:
-            states, _ = pad_packed_sequence(out, batch_first=True)  # [B, T, H*dirs], T = max length
-            valid = (torch.arange(states.shape[1], device=states.device)[None, :]
-                     < batch.lengths.to(states.device)[:, None]).unsqueeze(-1)
-            lengths = batch.lengths.to(states.device, states.dtype)[:, None]
-            mean = (states * valid).sum(1) / lengths
-            if self.cfg.pooling == "mean":
-                pooled = mean
-            else:
-                pooled = torch.cat([mean, states.masked_fill(~valid, float("-inf")).amax(1)], dim=-1)
+            pooled = self._pool_packed(emb, batch.lengths)
         mu = self.to_z(pooled)
         logvar = self.to_logvar(pooled) if self.to_logvar is not None else None
         return mu, logvar
+
+    def _last_states(self, h: torch.Tensor) -> torch.Tensor:
+        directions = 2 if self.cfg.bidirectional else 1
+        return h[-directions:].transpose(0, 1).reshape(h.shape[1], -1)
+
+    def _pool_dense(self, states: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if self.cfg.pooling == "last":
+            return self._last_states(h)
+        mean = states.mean(1)
+        return mean if self.cfg.pooling == "mean" else torch.cat([mean, states.amax(1)], dim=-1)
+
+    def _pool_packed(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+        out, (h, _) = self.encoder(packed)
+        if self.cfg.pooling == "last":
+            return self._last_states(h)
+        states, _ = pad_packed_sequence(out, batch_first=True)  # [B, T, H*dirs], T = max length
+        valid = (torch.arange(states.shape[1], device=states.device)[None, :]
+                 < lengths.to(states.device)[:, None]).unsqueeze(-1)
+        mean = (states * valid).sum(1) / lengths.to(states.device, states.dtype)[:, None]
+        if self.cfg.pooling == "mean":
+            return mean
+        return torch.cat([mean, states.masked_fill(~valid, float("-inf")).amax(1)], dim=-1)
 
     @torch.inference_mode()
     def embed(self, batch: Batch) -> torch.Tensor:
