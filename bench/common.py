@@ -54,19 +54,25 @@ class PeakRSS:
         self.interval = interval
         self.peak = 0
         self.peak_pss = 0
+        self.breakdown: list[dict] = []  # per process, at the peak of the PSS sum
         self._stop = threading.Event()
 
     def _sample(self) -> None:
-        rss = pss = 0
+        procs = []
         for p in [self._me, *self._me.children(recursive=True)]:
             try:
                 info = p.memory_full_info()
+                name = " ".join(p.cmdline()[:1])[:60] or p.name()
             except self._psutil.Error:
                 continue
-            rss += info.rss
-            pss += getattr(info, "pss", info.rss)  # PSS is Linux-only
+            procs.append({"process": name, "rss_gb": info.rss / 1e9,
+                          "pss_gb": getattr(info, "pss", info.rss) / 1e9})  # PSS is Linux-only
+        rss = sum(p["rss_gb"] for p in procs) * 1e9
+        pss = sum(p["pss_gb"] for p in procs) * 1e9
         self.peak = max(self.peak, rss)
-        self.peak_pss = max(self.peak_pss, pss)
+        if pss > self.peak_pss:
+            self.peak_pss = pss
+            self.breakdown = sorted(procs, key=lambda p: -p["pss_gb"])
 
     def __enter__(self) -> "PeakRSS":
         self._thread = threading.Thread(target=self._run, daemon=True)

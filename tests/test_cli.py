@@ -71,7 +71,10 @@ def test_ray_and_local_runners_give_the_same_vectors(pipeline, collection, tmp_p
     assert r.exit_code == 0, r.output
     for ray_path, local_path in zip(VectorsDir.open(pipeline / "v").shard_paths, VectorsDir.open(tmp_path / "local").shard_paths):
         assert ray_path.name == local_path.name
-        np.testing.assert_array_equal(table_vectors(pq.read_table(ray_path)), table_vectors(pq.read_table(local_path)))
+        # Ray's actors run one torch thread each and the local runner two: the same vectors up to
+        # float32 rounding (the thread count changes the order of the sums inside the kernels).
+        np.testing.assert_allclose(table_vectors(pq.read_table(ray_path)), table_vectors(pq.read_table(local_path)),
+                                   rtol=0, atol=1e-6)
 
 
 def test_search_by_id_returns_the_document_itself(pipeline, collection):
