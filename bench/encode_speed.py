@@ -14,8 +14,11 @@ The encoder's weights are untrained (speed does not depend on them); the archite
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -45,6 +48,30 @@ def lstm_kernel_gflops(hidden: int, batch: int = 128, steps: int = 64, seconds: 
             lstm(x)
             n += 1
     return flops * n / (time.perf_counter() - t0) / 1e9
+
+
+TOKENIZER_RATE = """
+import json, sys, time
+import polars as pl
+from vecjob.model_dir import load_model_dir
+texts = pl.concat([pl.read_parquet(p)["text"] for p in sys.argv[2:]])
+tokenizer = load_model_dir(sys.argv[1]).tokenizer
+tokenizer.encode(texts[:1000])
+t0 = time.perf_counter()
+docs = tokenizer.encode(texts)
+seconds = time.perf_counter() - t0
+print(json.dumps({"tokens": int(sum(len(d) for d in docs)), "seconds": seconds}))
+"""
+
+
+def tokenizer_rate_one_core(model_dir) -> dict:
+    """Text → token ids (regex split + vocabulary lookup) on BBC + tweets, polars held to one thread."""
+    env = {**os.environ, "POLARS_MAX_THREADS": "1"}
+    paths = [str(DATA / "bbc_news.parquet"), str(DATA / "tweets_sentiment.parquet")]
+    out = subprocess.run([sys.executable, "-c", TOKENIZER_RATE, str(model_dir), *paths], env=env,
+                         check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return {**result, "tokens/s": result["tokens"] / result["seconds"]}
 
 
 def _encode_share(args) -> tuple[int, float, float]:
@@ -102,6 +129,8 @@ def main() -> None:
     from vecjob.model_dir import load_model_dir
 
     flops_per_token = encoder_flops_per_token(load_model_dir(model_dir).model_cfg)
+    tokenizer = tokenizer_rate_one_core(model_dir)
+    print(f"tokenizer, one polars thread: {tokenizer['tokens/s']:,.0f} tokens/s", flush=True)
 
     def row(name, layout, batch_size, docs, tokens, wall, infer_tokens_per_s, tokenize_share):
         gflops = infer_tokens_per_s * flops_per_token / 1e9
@@ -163,12 +192,14 @@ def main() -> None:
                        "vecjob ÷ it": best[name]["docs/s"] / dps})
         print(others[-1], flush=True)
 
+    print(f"\ntokenizer (regex split + vocabulary lookup, one polars thread): {tokenizer['tokens/s']:,.0f} tokens/s")
     print_table(f"LSTM kernel ceiling (matmul {peak:.0f} GFLOP/s, {threads} threads)", kernel,
                 ["kernel", "GFLOP/s", "of matmul"])
     print_table(f"vecjob encoder (matmul {peak:.0f} GFLOP/s, {threads} threads)", rows,
                 ["corpus", "layout", "batch", "docs/s", "tokens/s", "infer GFLOP/s", "of matmul", "tokenize share"])
     print_table("vs other encoders (vecjob at its best batch size)", others, ["encoder", "corpus", "docs/s", "vecjob ÷ it"])
-    write_json("encode_speed.json", {"matmul_gflops": peak, "lstm_kernel": kernel, "vecjob": rows, "others": others})
+    write_json("encode_speed.json", {"matmul_gflops": peak, "lstm_kernel": kernel, "tokenizer_one_core": tokenizer,
+                                     "vecjob": rows, "others": others})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Scale (issue 4, benchmark 4): synthetic collections of 100k and 1M short documents in 10 / 100
 shards, `vecjob encode` (Ray Data) then `vecjob index` (factory auto) on this machine; wall time and
-peak RSS of every process (driver + Ray), to show memory stays flat as the corpus grows.
+peak memory of every process (driver + Ray: summed RSS and summed PSS, and each process's share at
+the peak), to show memory stays flat as the corpus grows.
 
     python bench/scale.py [--sizes 100000,1000000]
 """
@@ -65,16 +66,22 @@ def main() -> None:
             im = index_collection(work / f"v-{n}", work / f"i-{n}", IndexConfig())
             idx_s = time.perf_counter() - t0
         rows.append({"docs": n, "shards": shards, "tokens": m["counts"]["tokens"], "encode s": enc_s,
-                     "docs/s": n / enc_s, "encode peak RSS GB": enc_rss.peak / 1e9, "factory": im["factory"],
+                     "docs/s": n / enc_s, "encode peak RSS GB": enc_rss.peak / 1e9,
+                     "encode peak PSS GB": enc_rss.peak_pss / 1e9, "factory": im["factory"],
                      "index s": idx_s, "index peak RSS GB": idx_rss.peak / 1e9,
+                     "index peak PSS GB": idx_rss.peak_pss / 1e9,
                      "recall@10": im["recall_at_10"], "search params": im["search_params"],
-                     "generate s": gen_s})
+                     "generate s": gen_s, "encode processes at peak": enc_rss.breakdown,
+                     "index processes at peak": idx_rss.breakdown})
         print(rows[-1], flush=True)
         shutil.rmtree(data)
         shutil.rmtree(work / f"v-{n}")
-    print_table("encode + index at scale (peak RSS: driver + every Ray process)", rows,
-                ["docs", "shards", "encode s", "docs/s", "encode peak RSS GB", "factory", "index s",
-                 "index peak RSS GB", "recall@10"])
+    print_table("encode + index at scale (peak memory: driver + every Ray process)", rows,
+                ["docs", "shards", "encode s", "docs/s", "encode peak RSS GB", "encode peak PSS GB", "factory",
+                 "index s", "index peak RSS GB", "index peak PSS GB", "recall@10"])
+    for r in rows:
+        print_table(f"{r['docs']:,} docs: processes at the encode peak", r["encode processes at peak"],
+                    ["process", "rss_gb", "pss_gb"])
     write_json("scale.json", {"rows": rows})
     shutil.rmtree(work)
 
