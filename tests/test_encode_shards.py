@@ -109,3 +109,13 @@ def test_concurrency_follows_the_cluster():
     assert resolve_concurrency(EncodeConfig(), cpus=16, gpus=4) == (4, 1.0, 1.0, 1)
     with pytest.raises(VecjobError, match="no GPUs"):
         resolve_concurrency(EncodeConfig(device="cuda"), cpus=2, gpus=0)
+
+
+def test_the_encode_driver_and_search_by_id_do_not_import_torch():
+    # The driver only plans work items and assembles shards; torch there costs ~0.2 GB of memory.
+    import subprocess
+    import sys
+
+    code = "import sys, vecjob.ray_encode, vecjob.search, vecjob.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -18,7 +18,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from vecjob.encoder import DocumentEncoder
 from vecjob.errors import InputError
 from vecjob.parquet_io import (
     Shard,
@@ -91,6 +90,9 @@ class PartEncoder:
         strict: bool,
         threads: int | None = None,
     ):
+        # Imported here: the driver, which plans items and assembles shards, never loads torch.
+        from vecjob.encoder import DocumentEncoder
+
         self.encoder = DocumentEncoder(model_dir, device=device, batch_size=batch_size, threads=threads)
         self.id_col, self.text_col = id_col, text_col
         self.keep_columns = keep_columns

@@ -5,6 +5,10 @@
     model.pt      weights of the best validation epoch (a state dict; loads with weights_only=True)
     manifest.json data fingerprint, metrics per epoch, timings, versions, model fingerprint
     curves.png    training curves
+
+`read_model_info` checks a dir and reads what describes it without importing torch (the encode
+driver only plans and assembles: torch would add ~0.2 GB to its memory); `load_model_dir` also
+rebuilds the model with its weights, for encoders and tests.
 """
 
 from __future__ import annotations
@@ -15,15 +19,18 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from vecjob import FORMAT_VERSION
 from vecjob.config import ModelConfig, TokenizerConfig
 from vecjob.errors import ArtifactError
-from vecjob.model import SequenceAutoencoder
 from vecjob.parquet_io import MANIFEST, file_fingerprint, fingerprint, read_manifest, write_json_atomic
 from vecjob.tokenizer import Tokenizer, Vocab
+
+if TYPE_CHECKING:
+    import torch
+
+    from vecjob.model import SequenceAutoencoder
 
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
@@ -31,10 +38,11 @@ MANIFEST_KIND = "vecjob.model"
 
 
 @dataclass
-class LoadedModel:
-    model: SequenceAutoencoder
-    tokenizer: Tokenizer
+class ModelInfo:
+    path: Path
     model_cfg: ModelConfig
+    tok_cfg: TokenizerConfig
+    vocab: Vocab
     manifest: dict
 
     @property
@@ -44,6 +52,12 @@ class LoadedModel:
     @property
     def dim(self) -> int:
         return self.model_cfg.dim
+
+
+@dataclass
+class LoadedModel(ModelInfo):
+    model: SequenceAutoencoder
+    tokenizer: Tokenizer
 
 
 def write_model_dir(
@@ -69,6 +83,8 @@ def write_model_dir(
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         vocab.save(tmp)
+        import torch
+
         torch.save(weights, tmp / WEIGHTS)
         model_fp = fingerprint(*(file_fingerprint(tmp / f) for f in (CONFIG, "vocab.tsv", WEIGHTS)))
         manifest = {**manifest, "model_fingerprint": model_fp}
@@ -94,8 +110,8 @@ def _swap_into_place(new: Path, dest: Path) -> None:
         os.replace(new, dest)
 
 
-def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the encoder from the dir alone; any missing or mismatched part is an ArtifactError."""
+def read_model_info(path: str | Path) -> ModelInfo:
+    """Config, vocabulary and manifest of a model dir; any missing or mismatched part is an ArtifactError."""
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: model dir not found")
@@ -112,11 +128,21 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
     vocab = Vocab.load(path)
     if len(vocab) != config["vocab_size"]:
         raise ArtifactError(f"{path}: vocab.tsv has {len(vocab)} tokens, config says {config['vocab_size']}")
-    model = SequenceAutoencoder(model_cfg, len(vocab))
+    return ModelInfo(path, model_cfg, tok_cfg, vocab, manifest)
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the encoder from the dir alone; any missing or mismatched part is an ArtifactError."""
+    import torch
+
+    from vecjob.model import SequenceAutoencoder
+
+    info = read_model_info(path)
+    model = SequenceAutoencoder(info.model_cfg, len(info.vocab))
     try:
-        state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+        state = torch.load(info.path / WEIGHTS, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
-        raise ArtifactError(f"{path / WEIGHTS}: cannot load weights ({exc})") from None
+        raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({exc})") from None
     model.to(device).eval()
-    return LoadedModel(model, Tokenizer(vocab, tok_cfg.max_len), model_cfg, manifest)
+    return LoadedModel(**vars(info), model=model, tokenizer=Tokenizer(info.vocab, info.tok_cfg.max_len))

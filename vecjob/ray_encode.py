@@ -22,7 +22,7 @@ from vecjob.encode_shards import (
     vectors_fingerprint,
 )
 from vecjob.errors import InputError, VecjobError
-from vecjob.model_dir import load_model_dir
+from vecjob.model_dir import read_model_info
 from vecjob.parquet_io import (
     MANIFEST,
     check_shard,
@@ -73,9 +73,8 @@ def encode_collection(
     names = [output_name(s) for s in shards]
     if len(set(names)) != len(names):
         raise InputError("two input shards map to the same output name")
-    model = load_model_dir(model_dir)
+    model = read_model_info(model_dir)
     model_fp, dim = model.fingerprint, model.dim
-    del model
 
     with dir_lock(out_dir):
         for folder in (out_dir, out_dir / STATS_DIR):

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import polars as pl
 
-from vecjob.encoder import DocumentEncoder
 from vecjob.errors import ArtifactError, InputError
 from vecjob.index import LoadedIndex, load_index_dir
 from vecjob.parquet_io import discover
@@ -20,6 +19,9 @@ def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, mo
         return VectorsDir.open(index.manifest["vectors_dir"]).vector_for_id(doc_id)
     if model_dir is None:
         raise InputError("--text needs --model to encode the query")
+    # Imported here: a search by id answers without loading torch.
+    from vecjob.encoder import DocumentEncoder
+
     encoder = DocumentEncoder(model_dir, device="cpu")
     if encoder.loaded.fingerprint != index.manifest.get("model_fingerprint"):
         raise ArtifactError(
