@@ -98,3 +98,14 @@ def test_set_center_makes_the_mean_training_vector_zero():
     assert centred.mean(0).abs().max() < 1e-5
     torch.testing.assert_close(centred + model.z_center, raw, atol=1e-6, rtol=1e-6)
     assert "z_center" in model.state_dict()  # saved with the weights, so encoding reproduces it
+
+
+def test_cosine_learning_rate_falls_from_lr_to_the_floor():
+    from vecjob.config import TrainConfig
+    from vecjob.training import learning_rate
+
+    cfg = TrainConfig(lr=1e-3, lr_min_fraction=0.1)
+    rates = [learning_rate(cfg, s, 100) for s in range(0, 101, 10)]
+    assert rates[0] == 1e-3 and abs(rates[-1] - 1e-4) < 1e-12
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert learning_rate(cfg.model_copy(update={"lr_schedule": "constant"}), 50, 100) == 1e-3

@@ -159,6 +159,15 @@ def autocast_for(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+def learning_rate(train_cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The rate at a global step (a function of the step alone, so a resumed run continues the curve)."""
+    if train_cfg.lr_schedule == "constant" or total_steps <= 0:
+        return train_cfg.lr
+    progress = min(1.0, step / total_steps)
+    floor = train_cfg.lr_min_fraction
+    return train_cfg.lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -168,8 +177,10 @@ def train_epoch(
     train_cfg: TrainConfig,
     device: torch.device,
     step: int,
+    total_steps: int = 0,
 ) -> tuple[Totals, int]:
-    """One pass over the given batches; returns the totals and the new global step."""
+    """One pass over the given batches; returns the totals and the new global step.
+    `total_steps`: steps in the whole run, for the learning-rate schedule (0 = constant rate)."""
     model.train()
     totals = Totals()
     start = time.perf_counter()
@@ -183,6 +194,8 @@ def train_epoch(
         losses.total.backward()
         if train_cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(train_cfg, step, total_steps)
         optimizer.step()
         totals.add_batch(losses, len(idx))
         step += 1
@@ -247,6 +260,8 @@ def train_loop(
     val_mine = np.arange(rank, len(val), world_size)
     val_batches = batch_indices(val.lengths[val_mine], train_cfg.batch_size, None)
     val_batches = [val_mine[b] for b in val_batches]
+    # Every epoch has the same number of batches (same chunks, same pools): the run's length is known.
+    total_steps = train_cfg.epochs * len(batch_indices(train.lengths[mine], train_cfg.batch_size, None))
 
     while state.epoch < train_cfg.epochs and not state.stopped_early:
         epoch = state.epoch
@@ -254,11 +269,12 @@ def train_loop(
         torch.manual_seed(train_cfg.seed * 100_003 + epoch * 101 + rank)
         batches = [mine[b] for b in batch_indices(train.lengths[mine], train_cfg.batch_size, rng)]
         train_totals, state.step = train_epoch(
-            model, optimizer, train, batches, model_cfg, train_cfg, device, state.step
+            model, optimizer, train, batches, model_cfg, train_cfg, device, state.step, total_steps
         )
         val_totals = evaluate(model, val, val_batches, device) if len(val) else Totals()
         train_totals, val_totals = all_reduce_totals(train_totals), all_reduce_totals(val_totals)
-        metrics = {"epoch": epoch + 1, **train_totals.summary("train"), **val_totals.summary("val")}
+        metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                   **train_totals.summary("train"), **val_totals.summary("val")}
         monitored = metrics["val_loss"] if len(val) else metrics["train_loss"]
         if monitored < state.best_val - 1e-4:
             state.best_val, state.best_epoch, state.bad_epochs = monitored, epoch + 1, 0
