@@ -9,7 +9,9 @@ the peak), to show memory stays flat as the corpus grows.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +39,10 @@ def write_synthetic(folder: Path, n: int, shards: int, seed: int = 0) -> None:
                                                                row_group_size=4096, mkdir=True)
 
 
+def make_model(folder: str) -> None:
+    untrained_model_dir(pl.read_parquet(DATA / "tweets_sentiment.parquet")["text"].to_list(), Path(folder))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100000,1000000")
@@ -48,7 +54,11 @@ def main() -> None:
     from vecjob.ray_encode import encode_collection
 
     work = Path(tempfile.mkdtemp(prefix="vecjob-scale-"))
-    model = untrained_model_dir(pl.read_parquet(DATA / "tweets_sentiment.parquet")["text"].to_list(), work / "model")
+    # Built in a child process: this process plays `vecjob encode`'s driver, which never imports torch.
+    model = work / "model"
+    maker = mp.get_context("spawn").Process(target=make_model, args=(str(model),))
+    maker.start()
+    maker.join()
     runtime.connect()
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
@@ -82,7 +92,8 @@ def main() -> None:
     for r in rows:
         print_table(f"{r['docs']:,} docs: processes at the encode peak", r["encode processes at peak"],
                     ["process", "rss_gb", "pss_gb"])
-    write_json("scale.json", {"rows": rows})
+    print(f"torch imported by the driver: {'torch' in sys.modules}")
+    write_json("scale.json", {"rows": rows, "driver_imported_torch": "torch" in sys.modules})
     shutil.rmtree(work)
 
 
