@@ -39,6 +39,14 @@ def write_synthetic(folder: Path, n: int, shards: int, seed: int = 0) -> None:
                                                                row_group_size=4096, mkdir=True)
 
 
+def in_child(fn, *args) -> None:
+    child = mp.get_context("spawn").Process(target=fn, args=args)
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"{fn.__name__} failed in its child process")
+
+
 def make_model(folder: str) -> None:
     untrained_model_dir(pl.read_parquet(DATA / "tweets_sentiment.parquet")["text"].to_list(), Path(folder))
 
@@ -54,23 +62,25 @@ def main() -> None:
     from vecjob.ray_encode import encode_collection
 
     work = Path(tempfile.mkdtemp(prefix="vecjob-scale-"))
-    # Built in a child process: this process plays `vecjob encode`'s driver, which never imports torch.
+    # Model and data are made in child processes: this process plays `vecjob encode`'s driver, which
+    # never imports torch, and polars' allocator would keep the generator's memory in its RSS.
     model = work / "model"
-    maker = mp.get_context("spawn").Process(target=make_model, args=(str(model),))
-    maker.start()
-    maker.join()
+    in_child(make_model, str(model))
     runtime.connect()
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         shards = max(1, n // 10_000)
         data = work / f"data-{n}"
         t0 = time.perf_counter()
-        write_synthetic(data, n, shards)
+        in_child(write_synthetic, data, n, shards)
         gen_s = time.perf_counter() - t0
         with PeakRSS() as enc_rss:
             t0 = time.perf_counter()
             m = encode_collection(DataConfig(paths=[str(data)]), model, work / f"v-{n}", EncodeConfig(), runner="ray")
             enc_s = time.perf_counter() - t0
+        # Ray Data lets the encoder actors exit on their own, within about 2 s of the last batch;
+        # they are idle by then, but would otherwise count in the first samples of the index stage.
+        time.sleep(3)
         with PeakRSS() as idx_rss:
             t0 = time.perf_counter()
             im = index_collection(work / f"v-{n}", work / f"i-{n}", IndexConfig())

@@ -104,7 +104,7 @@ def test_cosine_learning_rate_falls_from_lr_to_the_floor():
     from vecjob.config import TrainConfig
     from vecjob.training import learning_rate
 
-    cfg = TrainConfig(lr=1e-3, lr_min_fraction=0.1)
+    cfg = TrainConfig(lr=1e-3, lr_schedule="cosine", lr_min_fraction=0.1)
     rates = [learning_rate(cfg, s, 100) for s in range(0, 101, 10)]
     assert rates[0] == 1e-3 and abs(rates[-1] - 1e-4) < 1e-12
     assert all(a > b for a, b in zip(rates, rates[1:]))

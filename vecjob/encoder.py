@@ -7,6 +7,7 @@ the length-weighted mean of its chunks' vectors. Null or blank texts are flagged
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,10 @@ from vecjob.training import ChunkSet, autocast_for, equal_length_batches
 # push the LSTM's working set out of the cache (bench/README.md); a GPU wants large batches.
 AUTO_BATCH_CPU = 128
 AUTO_BATCH_GPU = 2048
+# oneDNN keeps a compiled LSTM primitive per batch shape, up to 1,024 of them by default; equal-length
+# batches come in many shapes, and the cache alone grew each encoder process by 0.15-0.3 GB. A
+# dozen entries hold every shape in use at once (batches are visited length by length).
+ONEDNN_CACHE_ENTRIES = "16"
 
 
 @dataclass
@@ -66,6 +71,8 @@ class DocumentEncoder:
         text_col: str = "text",
         threads: int | None = None,
     ):
+        # Read by oneDNN when it first builds a primitive, so it applies if no LSTM has run yet.
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_ENTRIES)
         if threads:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
