@@ -28,8 +28,8 @@ from vecjob.training import ChunkSet, autocast_for, equal_length_batches
 AUTO_BATCH_CPU = 128
 AUTO_BATCH_GPU = 2048
 # oneDNN keeps a compiled LSTM primitive per batch shape, up to 1,024 of them by default; equal-length
-# batches come in many shapes, and the cache alone grew each encoder process by 0.15-0.3 GB. A
-# dozen entries hold every shape in use at once (batches are visited length by length).
+# batches come in many shapes, and the cache alone grew each encoder process by 0.15-0.3 GB. Sixteen
+# entries hold every shape in use at once (batches are visited length by length).
 ONEDNN_CACHE_ENTRIES = "16"
 
 
