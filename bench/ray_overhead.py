@@ -4,7 +4,8 @@ the same shards, same encoder, same thread count. Throughput ratio and peak memo
     python bench/ray_overhead.py [--copies 2] [--shards 12] [--repeats 3] [--setups local,ray,ray-2x1]
 
 Setups: `local` = the in-process loop with all threads; `ray` = the default actor pool (one actor
-using every CPU's threads); `ray-AxT` = A actors of T torch threads each.
+using every CPU's threads); `ray-AxT` = A actors of T torch threads each, where T must be CPUs ÷ A
+(vecjob gives each actor that many threads).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def encode_config(setup: str, batch_size: int):
     from vecjob.config import EncodeConfig
 
     if setup.startswith("ray-"):
-        actors, _threads = (int(v) for v in setup[4:].split("x"))
+        actors, threads = (int(v) for v in setup[4:].split("x"))
+        if threads != max(1, os.cpu_count() // actors):
+            raise SystemExit(f"{setup}: with {os.cpu_count()} CPUs, {actors} actor(s) get {os.cpu_count() // actors} thread(s)")
         return EncodeConfig(batch_size=batch_size, concurrency=actors)
     return EncodeConfig(batch_size=batch_size)
 
@@ -42,8 +45,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from vecjob import runtime
-    from vecjob.config import EncodeConfig
-    from vecjob.config import DataConfig
+    from vecjob.config import DataConfig, EncodeConfig
     from vecjob.ray_encode import encode_collection
 
     batch_size = args.batch_size or EncodeConfig().batch_size

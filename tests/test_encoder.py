@@ -49,6 +49,20 @@ def test_call_shape_is_a_batch_dict(tiny_model_dir):
     assert out["vector"].shape == (2, 16) and out["ok"].tolist() == [True, True] and list(out["id"]) == ["a", "b"]
 
 
+def test_damaged_weights_are_refused_by_the_driver_check_and_by_the_load(tiny_model_dir, tmp_path):
+    from vecjob.model_dir import read_model_info
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = (broken / "model.pt").read_bytes()
+    (broken / "model.pt").write_bytes(weights[: len(weights) // 2])  # a truncated copy
+    # The encode driver's check (no torch), then the encoder's full load.
+    with pytest.raises(ArtifactError, match="model.pt: cannot load weights"):
+        read_model_info(broken)
+    with pytest.raises(ArtifactError, match="model.pt: cannot load weights"):
+        DocumentEncoder(broken)
+
+
 def test_incomplete_model_dir_is_refused(tiny_model_dir, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)

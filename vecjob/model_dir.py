@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,6 +120,10 @@ def read_model_info(path: str | Path) -> ModelInfo:
     for name in (CONFIG, WEIGHTS):
         if not (path / name).exists():
             raise ArtifactError(f"{path}: incomplete model dir, {name} missing")
+    # torch.save writes a zip archive; checking that much here lets a driver without torch refuse a
+    # damaged file before any encoder actor starts (load_model_dir still checks the contents).
+    if not zipfile.is_zipfile(path / WEIGHTS):
+        raise ArtifactError(f"{path / WEIGHTS}: cannot load weights (not a torch weights file, or truncated)")
     config = json.loads((path / CONFIG).read_text())
     try:
         model_cfg = ModelConfig.model_validate(config["model"])

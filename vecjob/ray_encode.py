@@ -45,7 +45,7 @@ def resolve_concurrency(cfg: EncodeConfig, cpus: int, gpus: int) -> tuple[int, f
         actors = cfg.concurrency or max(1, gpus)
         return actors, 1.0, min(1.0, gpus / actors), 1
     # One single-threaded actor per CPU: a hidden-128 LSTM step is a small matrix product, and two
-    # threads synchronise on every time step; on 2 CPUs, 2 actors × 1 thread encode 1.26× faster
+    # threads synchronise on every time step; on 2 CPUs, 2 actors × 1 thread encode 1.17× faster
     # than 1 actor × 2 threads (bench/README.md, Ray overhead).
     actors = cfg.concurrency or max(1, cpus)
     threads = max(1, cpus // actors)
