@@ -1,6 +1,7 @@
 """Vector quality: vecjob's autoencoder vectors vs TF-IDF, LSA and Doc2Vec, same probe, same run.
 
-    python bench/quality.py [--variants denoising,plain,variational] [--epochs N] [--out bench/results/quality.json]
+    python bench/quality.py [--variants denoising,plain,variational] [--overrides JSON] [--corpora bbc,tweets]
+                            [--keep-models DIR] [--out bench/results/quality.json]
 
 Unsupervised training on all texts of each corpus (labels unused), one model per corpus, through the
 real `vecjob train` path (Ray Train on a local Ray). Then, for every method:
@@ -84,18 +85,23 @@ def precision_at_10(x, labels) -> float:
     return float((labels[top] == labels[:, None]).mean())
 
 
-def evaluate(name: str, bbc_x, tw_x, bbc, tweets, seconds: dict) -> dict:
-    tr, te = (bbc["split"] == "train").to_numpy(), (bbc["split"] == "test").to_numpy()
-    y = bbc["label"].to_numpy()
+def evaluate(name: str, vectors: dict, corpora: dict, seconds: dict) -> dict:
+    """Scores of one method; `vectors` and `corpora` hold the corpora this run covers ("bbc", "tweets")."""
     row = {"method": name}
-    p = probe(bbc_x[tr], y[tr], bbc_x[te], y[te])
-    row.update({"bbc_acc": p["acc"], "bbc_macro_f1": p["macro_f1"]})
-    row.update({f"bbc_{k}": v for k, v in cluster_scores(bbc_x, y).items()})
-    row["bbc_p_at_10"] = precision_at_10(bbc_x, y)
-    tr, te = (tweets["split"] == "train").to_numpy(), (tweets["split"] == "test").to_numpy()
-    y = tweets["label"].to_numpy()
-    p = probe(tw_x[tr], y[tr], tw_x[te], y[te])
-    row.update({"tweets_acc": p["acc"], "tweets_macro_f1": p["macro_f1"]})
+    if "bbc" in vectors:
+        bbc, bbc_x = corpora["bbc"], vectors["bbc"]
+        tr, te = (bbc["split"] == "train").to_numpy(), (bbc["split"] == "test").to_numpy()
+        y = bbc["label"].to_numpy()
+        p = probe(bbc_x[tr], y[tr], bbc_x[te], y[te])
+        row.update({"bbc_acc": p["acc"], "bbc_macro_f1": p["macro_f1"]})
+        row.update({f"bbc_{k}": v for k, v in cluster_scores(bbc_x, y).items()})
+        row["bbc_p_at_10"] = precision_at_10(bbc_x, y)
+    if "tweets" in vectors:
+        tweets, tw_x = corpora["tweets"], vectors["tweets"]
+        tr, te = (tweets["split"] == "train").to_numpy(), (tweets["split"] == "test").to_numpy()
+        y = tweets["label"].to_numpy()
+        p = probe(tw_x[tr], y[tr], tw_x[te], y[te])
+        row.update({"tweets_acc": p["acc"], "tweets_macro_f1": p["macro_f1"]})
     row.update(seconds)
     return row
 
@@ -129,7 +135,7 @@ def doc2vec_vectors(texts):
 # ---- vecjob -------------------------------------------------------------------------------------
 
 
-def vecjob_vectors(path: Path, work: Path, variant: str, overrides: dict) -> tuple[np.ndarray, dict]:
+def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict) -> tuple[np.ndarray, dict]:
     from vecjob import runtime
     from vecjob.config import DataConfig, JobSpec
     from vecjob.encoder import DocumentEncoder
@@ -141,9 +147,10 @@ def vecjob_vectors(path: Path, work: Path, variant: str, overrides: dict) -> tup
     train_cfg = spec.train.model_copy(update={"seed": SEED, **overrides.get("train", {})})
     runtime.connect()
     t0 = time.perf_counter()
-    manifest = train_model(spec.data, work / f"model-{path.stem}-{variant}", tok_cfg, model_cfg, train_cfg)
+    model_dir = models / f"model-{path.stem}-{variant}"
+    manifest = train_model(spec.data, model_dir, tok_cfg, model_cfg, train_cfg)
     train_s = time.perf_counter() - t0
-    encoder = DocumentEncoder(work / f"model-{path.stem}-{variant}", device="cpu", threads=os.cpu_count())
+    encoder = DocumentEncoder(model_dir, device="cpu", threads=os.cpu_count())
     texts = pl.read_parquet(path)["text"]
     t0 = time.perf_counter()
     vectors = encoder.encode_texts(texts).vectors
@@ -158,44 +165,53 @@ def main() -> None:
     ap.add_argument("--variants", default="denoising")
     ap.add_argument("--baselines", default="tfidf,lsa,doc2vec")
     ap.add_argument("--overrides", default="{}", help='JSON, e.g. {"train": {"epochs": 3}, "model": {"hidden_dim": 128}}')
+    ap.add_argument("--corpora", default="bbc,tweets", help="a subset for quicker experiments")
+    ap.add_argument("--keep-models", default="", help="write the trained model dirs here (default: a temp dir)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "quality.json"))
     args = ap.parse_args()
     if not (DATA / "bbc_news.parquet").exists():
         sys.exit(f"shared data not found at {DATA}")
-    bbc = pl.read_parquet(DATA / "bbc_news.parquet")
-    tweets = pl.read_parquet(DATA / "tweets_sentiment.parquet")
+    files = {"bbc": DATA / "bbc_news.parquet", "tweets": DATA / "tweets_sentiment.parquet"}
+    names = [c for c in args.corpora.split(",") if c]
+    if unknown := set(names) - set(files):
+        sys.exit(f"unknown corpora {sorted(unknown)}: choose from {sorted(files)}")
+    corpora = {c: pl.read_parquet(files[c]) for c in names}
     overrides = json.loads(args.overrides)
     rows, details = [], {}
+    out = Path(args.out)
+
+    def save() -> None:  # after every row: a long run stopped part-way keeps what it measured
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"rows": rows, "vecjob": details, "overrides": overrides,
+                                   "command": " ".join(sys.argv)}, indent=2, default=float))
 
     baselines = {"tfidf": ("TF-IDF 1-2gram", tfidf_vectors), "lsa": ("LSA 128", lsa_vectors),
                  "doc2vec": ("Doc2Vec PV-DBOW 128", doc2vec_vectors)}
     for key in filter(None, args.baselines.split(",")):
         name, fn = baselines[key]
         t0 = time.perf_counter()
-        bx = fn(bbc["text"].to_list())
-        b_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        tx = fn(tweets["text"].to_list())
-        rows.append(evaluate(name, bx, tx, bbc, tweets, {"fit_encode_s": b_s + time.perf_counter() - t0}))
+        vectors = {c: fn(df["text"].to_list()) for c, df in corpora.items()}
+        rows.append(evaluate(name, vectors, corpora, {"fit_encode_s": time.perf_counter() - t0}))
         print(_fmt_row(rows[-1]), flush=True)
+        save()
 
     with tempfile.TemporaryDirectory() as tmp:
+        models = Path(args.keep_models or tmp)
         for variant in filter(None, args.variants.split(",")):
-            bx, binfo = vecjob_vectors(DATA / "bbc_news.parquet", Path(tmp), variant, overrides)
-            tx, tinfo = vecjob_vectors(DATA / "tweets_sentiment.parquet", Path(tmp), variant, overrides)
-            details[variant] = {"bbc": binfo, "tweets": tinfo}
-            rows.append(evaluate(f"vecjob {variant}", bx, tx, bbc, tweets, {
-                "train_s": binfo["train_s"] + tinfo["train_s"],
-                "encode_docs_per_s_bbc": binfo["encode_docs_per_s"],
+            vectors, details[variant] = {}, {}
+            for c in corpora:
+                vectors[c], details[variant][c] = vecjob_vectors(files[c], models, variant, overrides)
+                partial = evaluate(f"  {variant}, {c} only", {c: vectors[c]}, corpora, {})
+                print(_fmt_row(partial) + f" train {details[variant][c]['train_s']:.0f} s", flush=True)
+            rows.append(evaluate(f"vecjob {variant}", vectors, corpora, {
+                "train_s": sum(info["train_s"] for info in details[variant].values()),
+                **{f"encode_docs_per_s_{c}": info["encode_docs_per_s"] for c, info in details[variant].items()},
             }))
             print(_fmt_row(rows[-1]), flush=True)
+            save()
 
     print()
     print(markdown_table(rows))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "vecjob": details, "overrides": overrides,
-                               "command": " ".join(sys.argv)}, indent=2, default=float))
 
 
 COLUMNS = [("bbc_acc", "BBC acc"), ("bbc_macro_f1", "BBC F1"), ("bbc_nmi", "BBC NMI"), ("bbc_ari", "BBC ARI"),
@@ -203,7 +219,7 @@ COLUMNS = [("bbc_acc", "BBC acc"), ("bbc_macro_f1", "BBC F1"), ("bbc_nmi", "BBC 
 
 
 def _fmt_row(row: dict) -> str:
-    return f"{row['method']:<22}" + " ".join(f"{label}={row[k]:.3f}" for k, label in COLUMNS)
+    return f"{row['method']:<22}" + " ".join(f"{label}={row[k]:.3f}" for k, label in COLUMNS if k in row)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -211,7 +227,8 @@ def markdown_table(rows: list[dict]) -> str:
              "|---|" + "---|" * (len(COLUMNS) + 1)]
     for r in rows:
         secs = r.get("train_s", r.get("fit_encode_s", float("nan")))
-        lines.append(f"| {r['method']} | " + " | ".join(f"{r[k]:.3f}" for k, _ in COLUMNS) + f" | {secs:.0f} |")
+        cells = (f"{r[k]:.3f}" if k in r else "—" for k, _ in COLUMNS)
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {secs:.0f} |")
     return "\n".join(lines)
 
 

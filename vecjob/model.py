@@ -83,9 +83,19 @@ class SequenceAutoencoder(nn.Module):
         else:
             self.output = nn.Linear(cfg.hidden_dim, vocab_size)
         self.bow = nn.Linear(cfg.dim, vocab_size) if cfg.bow_weight > 0 else None
+        # Training-only per-word weights of the bag-of-words loss (set_token_counts); not saved.
+        self.register_buffer("bow_token_weight", torch.ones(vocab_size), persistent=False)
         # Mean training-chunk vector, set after training and subtracted from every document vector:
         # a shared offset would otherwise dominate cosine similarity (all scores near 1).
         self.register_buffer("z_center", torch.zeros(cfg.dim))
+
+    def set_token_counts(self, counts) -> None:
+        """Corpus counts per token id (the vocabulary's), for the bag-of-words loss weights."""
+        counts = torch.as_tensor(counts, dtype=torch.float64)
+        if counts.shape != (self.vocab_size,):
+            raise ValueError(f"{counts.shape[0]} token counts for a vocabulary of {self.vocab_size}")
+        weight = torch.log(counts.sum() / counts.clamp(min=1)).clamp(min=0) ** self.cfg.bow_information_power
+        self.bow_token_weight.copy_(weight.to(self.bow_token_weight))
 
     # ---- encoder: what `vecjob encode` runs ---------------------------------------------------
 
@@ -185,8 +195,8 @@ class SequenceAutoencoder(nn.Module):
         logp = F.log_softmax(self.bow(z).float(), dim=-1)  # [B, V]
         tokens = batch.tokens
         nll = -logp.gather(1, tokens)  # [B, T]
-        mask = tokens > EOS
-        return (nll * mask).sum() / mask.sum().clamp(min=1)
+        weight = self.bow_token_weight[tokens] * (tokens > EOS)
+        return (nll * weight).sum() / weight.sum().clamp(min=1e-6)
 
     @torch.no_grad()
     def token_accuracy(self, z: torch.Tensor, batch: Batch) -> tuple[int, int]:

@@ -79,6 +79,7 @@ def train_model(
         train_loop_config={
             "data": [ray.put((train, val))],  # in a list so Ray passes the reference, not the bytes
             "vocab_size": len(vocab),
+            "token_counts": list(vocab.counts),
             "model": model_cfg.model_dump(),
             "train": train_cfg.model_dump(),
         },
@@ -153,7 +154,7 @@ def worker_loop(config: dict) -> None:
     train_cfg = TrainConfig.model_validate(config["train"])
     train, val = ray.get(config["data"][0])
 
-    model = build_model(model_cfg, config["vocab_size"], train_cfg.seed)
+    model = build_model(model_cfg, config["vocab_size"], train_cfg.seed, config["token_counts"])
     state, optimizer_state = TrainState(), None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

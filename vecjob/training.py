@@ -12,7 +12,7 @@ import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -303,6 +303,12 @@ def set_center(model: SequenceAutoencoder, data: ChunkSet, max_chunks: int = 20_
     model.z_center.copy_((total / max(len(idx), 1)).to(model.z_center.dtype))
 
 
-def build_model(model_cfg: ModelConfig, vocab_size: int, seed: int) -> SequenceAutoencoder:
+def build_model(
+    model_cfg: ModelConfig, vocab_size: int, seed: int, token_counts: Sequence[int] | None = None
+) -> SequenceAutoencoder:
+    """A freshly initialised model; token_counts (the vocabulary's) set the bag-of-words loss weights."""
     torch.manual_seed(seed)
-    return SequenceAutoencoder(model_cfg, vocab_size)
+    model = SequenceAutoencoder(model_cfg, vocab_size)
+    if token_counts is not None:
+        model.set_token_counts(token_counts)
+    return model
