@@ -85,22 +85,25 @@ def precision_at_10(x, labels) -> float:
     return float((labels[top] == labels[:, None]).mean())
 
 
+def split_probe(df: pl.DataFrame, x) -> dict:
+    """The probe trained on the rows with split == "train", scored on those with split == "test"."""
+    tr, te = (df["split"] == "train").to_numpy(), (df["split"] == "test").to_numpy()
+    y = df["label"].to_numpy()
+    return probe(x[tr], y[tr], x[te], y[te])
+
+
 def evaluate(name: str, vectors: dict, corpora: dict, seconds: dict) -> dict:
     """Scores of one method; `vectors` and `corpora` hold the corpora this run covers ("bbc", "tweets")."""
     row = {"method": name}
     if "bbc" in vectors:
         bbc, bbc_x = corpora["bbc"], vectors["bbc"]
-        tr, te = (bbc["split"] == "train").to_numpy(), (bbc["split"] == "test").to_numpy()
-        y = bbc["label"].to_numpy()
-        p = probe(bbc_x[tr], y[tr], bbc_x[te], y[te])
+        p = split_probe(bbc, bbc_x)
         row.update({"bbc_acc": p["acc"], "bbc_macro_f1": p["macro_f1"]})
+        y = bbc["label"].to_numpy()
         row.update({f"bbc_{k}": v for k, v in cluster_scores(bbc_x, y).items()})
         row["bbc_p_at_10"] = precision_at_10(bbc_x, y)
     if "tweets" in vectors:
-        tweets, tw_x = corpora["tweets"], vectors["tweets"]
-        tr, te = (tweets["split"] == "train").to_numpy(), (tweets["split"] == "test").to_numpy()
-        y = tweets["label"].to_numpy()
-        p = probe(tw_x[tr], y[tr], tw_x[te], y[te])
+        p = split_probe(corpora["tweets"], vectors["tweets"])
         row.update({"tweets_acc": p["acc"], "tweets_macro_f1": p["macro_f1"]})
     row.update(seconds)
     return row
