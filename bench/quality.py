@@ -201,15 +201,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(args.keep_models or tmp)
         for variant in filter(None, args.variants.split(",")):
-            vectors, details[variant] = {}, {}
-            for c in corpora:
-                vectors[c], details[variant][c] = vecjob_vectors(files[c], models, variant, overrides)
-                partial = evaluate(f"  {variant}, {c} only", {c: vectors[c]}, corpora, {})
+            scores, details[variant] = {}, {}
+            for c in corpora:  # scored as each model finishes: a long run shows its first corpus early
+                vectors, details[variant][c] = vecjob_vectors(files[c], models, variant, overrides)
+                partial = evaluate(f"  {variant}, {c} only", {c: vectors}, corpora, {})
+                scores.update(partial)
                 print(_fmt_row(partial) + f" train {details[variant][c]['train_s']:.0f} s", flush=True)
-            rows.append(evaluate(f"vecjob {variant}", vectors, corpora, {
-                "train_s": sum(info["train_s"] for info in details[variant].values()),
-                **{f"encode_docs_per_s_{c}": info["encode_docs_per_s"] for c, info in details[variant].items()},
-            }))
+            rows.append({**scores, "method": f"vecjob {variant}",
+                         "train_s": sum(info["train_s"] for info in details[variant].values()),
+                         **{f"encode_docs_per_s_{c}": info["encode_docs_per_s"]
+                            for c, info in details[variant].items()}})
             print(_fmt_row(rows[-1]), flush=True)
             save()
 
