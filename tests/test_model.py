@@ -111,6 +111,11 @@ def test_bag_of_words_loss_weighs_words_by_their_information():
         plain_mean = nll[batch.tokens != PAD].mean()
         torch.testing.assert_close(uniform._bag_of_words(z, batch), plain_mean)
         assert not torch.isclose(plain_mean, model._bag_of_words(z, batch))
+        # With document context, the bag of words to predict is the context, not the chunk itself.
+        context = _batch([9, 9, 9], seed=3).tokens
+        with_context = Batch(batch.tokens, batch.lengths, bow_tokens=context)
+        nll_context = -torch.log_softmax(uniform.bow(z), -1).gather(1, context)
+        torch.testing.assert_close(uniform._bag_of_words(z, with_context), nll_context.mean())
     # The weights are for training only: model files do not carry them.
     assert "bow_token_weight" not in model.state_dict()
     with pytest.raises(ValueError, match="token counts"):

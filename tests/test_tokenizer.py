@@ -61,3 +61,12 @@ def test_tokenizer_is_fast_enough_to_never_be_the_bottleneck():
     vocab = Vocab.from_counts(count_tokens(texts), 100, 1)
     ids = Tokenizer(vocab, 8).encode(texts)
     assert len(ids) == 20_000 and all(len(i) == 10 for i in ids[:5])
+
+
+def test_chunk_contexts_widen_each_chunk_within_its_document():
+    tok = Tokenizer(Vocab.from_counts(count_tokens(["w"]), 10, 1), max_len=4)
+    ids = np.arange(10, dtype=np.int32)
+    contexts = tok.chunk_contexts(ids, width=3)
+    assert [c.tolist() for c in contexts] == [list(range(0, 7)), list(range(1, 10)), list(range(5, 10))]
+    assert len(contexts) == len(tok.chunk(ids))
+    assert tok.chunk_contexts(np.zeros(0, np.int32), 3) == []

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from vecjob.config import ModelConfig, TrainConfig
@@ -109,3 +110,39 @@ def test_cosine_learning_rate_falls_from_lr_to_the_floor():
     assert rates[0] == 1e-3 and abs(rates[-1] - 1e-4) < 1e-12
     assert all(a > b for a, b in zip(rates, rates[1:]))
     assert learning_rate(cfg.model_copy(update={"lr_schedule": "constant"}), 50, 100) == 1e-3
+
+
+def test_chunkset_carries_bow_contexts_through_take_and_collate():
+    chunks = [np.array([5, 6, 7], np.int32), np.zeros(0, np.int32), np.array([8], np.int32)]
+    contexts = [np.array([4, 5, 6, 7, 8], np.int32), np.zeros(0, np.int32), np.array([7, 8], np.int32)]
+    cs = ChunkSet.from_chunks(chunks, contexts)
+    assert len(cs) == 2 and len(cs.context) == 2  # the empty chunk and its context are both dropped
+    batch = cs.collate(np.array([0, 1]))
+    assert batch.tokens.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch.bow_tokens.tolist() == [[4, 5, 6, 7, 8], [7, 8, 0, 0, 0]]
+    taken = cs.take(np.array([1])).collate(np.array([0]))
+    assert taken.tokens.tolist() == [[8]] and taken.bow_tokens.tolist() == [[7, 8]]
+    assert ChunkSet.from_chunks(chunks).collate(np.array([0])).bow_tokens is None
+    with pytest.raises(ValueError, match="contexts for"):
+        ChunkSet.from_chunks(chunks, contexts[:2])
+
+
+def test_training_chunks_with_bow_context_hold_each_chunk_inside_its_context(collection):
+    from vecjob.config import TokenizerConfig
+    from vecjob.dataset import build_vocab, training_chunks
+    from vecjob.parquet_io import check_shards
+    from vecjob.tokenizer import Tokenizer
+
+    shards = check_shards(str(collection), "id", "text")
+    tok_cfg = TokenizerConfig(max_vocab=200, min_count=1, max_len=8)
+    tokenizer = Tokenizer(build_vocab(shards, "id", "text", tok_cfg), tok_cfg.max_len)
+    plain_train, plain_val, _ = training_chunks(shards, tokenizer, "id", "text", TrainConfig(val_fraction=0.2))
+    train, val, _ = training_chunks(shards, tokenizer, "id", "text", TrainConfig(val_fraction=0.2), bow_context=5)
+    assert plain_train.context is None
+    for plain, data in ((plain_train, train), (plain_val, val)):
+        assert np.array_equal(plain.flat, data.flat) and np.array_equal(plain.offsets, data.offsets)
+        assert len(data.context) == len(data)
+        assert (data.context.lengths <= 8 + 2 * 5).all() and (data.context.lengths > data.lengths).any()
+        for i in range(len(data)):
+            chunk, context = data.chunk(i).tolist(), data.context.chunk(i).tolist()
+            assert any(context[s : s + len(chunk)] == chunk for s in range(len(context) - len(chunk) + 1))

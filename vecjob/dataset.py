@@ -54,10 +54,14 @@ def training_chunks(
     text_col: str,
     train_cfg: TrainConfig,
     strict: bool = False,
+    bow_context: int = 0,
 ) -> tuple[ChunkSet, ChunkSet, DocCounts]:
-    """Tokenise every document, cut it into chunks, and split by id hash into train / validation."""
+    """Tokenise every document, cut it into chunks, and split by id hash into train / validation.
+    bow_context > 0: each chunk also carries its bag-of-words target, the chunk ± that many tokens."""
     train_parts: list[np.ndarray] = []
     val_parts: list[np.ndarray] = []
+    train_contexts: list[np.ndarray] = []
+    val_contexts: list[np.ndarray] = []
     counts = DocCounts()
     for shard in shards:
         frame, n_blank = usable_texts(_read_texts(shard, id_col, text_col), shard.path, strict)
@@ -68,10 +72,13 @@ def training_chunks(
         held_out = np.array([is_validation(i, train_cfg.val_fraction) for i in frame["id"].to_list()], bool)
         for chunk, doc in zip(chunks, owner):
             (val_parts if held_out[doc] else train_parts).append(chunk)
+        if bow_context:
+            for ids, held in zip(docs, held_out):
+                (val_contexts if held else train_contexts).extend(tokenizer.chunk_contexts(ids, bow_context))
     if not train_parts:
         raise InputError(f"no usable text in {len(shards)} shard(s) ({counts.skipped_empty} empty)")
-    train = ChunkSet.from_chunks(train_parts)
+    train = ChunkSet.from_chunks(train_parts, train_contexts if bow_context else None)
     if train_cfg.max_train_chunks and len(train) > train_cfg.max_train_chunks:
         keep = np.random.default_rng(train_cfg.seed).choice(len(train), train_cfg.max_train_chunks, replace=False)
         train = train.take(np.sort(keep))
-    return train, ChunkSet.from_chunks(val_parts), counts
+    return train, ChunkSet.from_chunks(val_parts, val_contexts if bow_context else None), counts

@@ -24,14 +24,17 @@ from vecjob.tokenizer import BOS, EOS, PAD, UNK
 
 @dataclass
 class Batch:
-    """Padded chunks: tokens [B, T] (PAD after each length), lengths [B] (>= 1)."""
+    """Padded chunks: tokens [B, T] (PAD after each length), lengths [B] (>= 1), and optionally the
+    bag-of-words targets [B, C] (each chunk with its document context, PAD-padded; None = the tokens)."""
 
     tokens: torch.Tensor
     lengths: torch.Tensor
+    bow_tokens: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
         # lengths stay on the CPU: pack_padded_sequence wants them there.
-        return Batch(self.tokens.to(device, non_blocking=True), self.lengths)
+        bow = self.bow_tokens.to(device, non_blocking=True) if self.bow_tokens is not None else None
+        return Batch(self.tokens.to(device, non_blocking=True), self.lengths, bow)
 
 
 @dataclass
@@ -193,7 +196,7 @@ class SequenceAutoencoder(nn.Module):
 
     def _bag_of_words(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
         logp = F.log_softmax(self.bow(z).float(), dim=-1)  # [B, V]
-        tokens = batch.tokens
+        tokens = batch.bow_tokens if batch.bow_tokens is not None else batch.tokens
         nll = -logp.gather(1, tokens)  # [B, T]
         weight = self.bow_token_weight[tokens] * (tokens > EOS)
         return (nll * weight).sum() / weight.sum().clamp(min=1e-6)

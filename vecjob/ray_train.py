@@ -60,7 +60,9 @@ def train_model(
     inputs = [{"path": s.path, "rows": s.num_rows, "fingerprint": file_fingerprint(s.path)} for s in shards]
     vocab = build_vocab(shards, data.id_col, data.text_col, tok_cfg)
     tokenizer = Tokenizer(vocab, tok_cfg.max_len)
-    train, val, counts = training_chunks(shards, tokenizer, data.id_col, data.text_col, train_cfg, data.strict)
+    train, val, counts = training_chunks(
+        shards, tokenizer, data.id_col, data.text_col, train_cfg, data.strict, model_cfg.bow_context
+    )
     timings["prepare_s"] = time.perf_counter() - t0
 
     workers, use_gpu = resolve_workers(train_cfg)

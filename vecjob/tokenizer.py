@@ -110,6 +110,10 @@ class Tokenizer:
         """Split one document into chunks of at most max_len tokens (nothing is cut off)."""
         return [ids[i : i + self.max_len] for i in range(0, len(ids), self.max_len)]
 
+    def chunk_contexts(self, ids: np.ndarray, width: int) -> list[np.ndarray]:
+        """For each chunk of `chunk(ids)`, the chunk widened by up to `width` tokens on either side."""
+        return [ids[max(0, i - width) : i + self.max_len + width] for i in range(0, len(ids), self.max_len)]
+
 
 def document_chunks(tokenizer: Tokenizer, docs: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
     """All chunks of the given documents and, for each chunk, the index of its document."""

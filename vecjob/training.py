@@ -25,19 +25,30 @@ from vecjob.tokenizer import PAD
 
 @dataclass
 class ChunkSet:
-    """Token-id chunks stored flat (int32 + offsets): compact, fast to pickle to Ray workers."""
+    """Token-id chunks stored flat (int32 + offsets): compact, fast to pickle to Ray workers.
+    `context`, when set, holds one bag-of-words target per chunk (the chunk and its document context)."""
 
     flat: np.ndarray
     offsets: np.ndarray  # len = n + 1
+    context: "ChunkSet | None" = None
 
     @classmethod
-    def from_chunks(cls, chunks: list[np.ndarray]) -> "ChunkSet":
-        chunks = [c for c in chunks if len(c)]
+    def from_chunks(cls, chunks: list[np.ndarray], contexts: list[np.ndarray] | None = None) -> "ChunkSet":
+        keep = [i for i, c in enumerate(chunks) if len(c)]
+        if contexts is not None:
+            if len(contexts) != len(chunks):
+                raise ValueError(f"{len(contexts)} contexts for {len(chunks)} chunks")
+            context = cls.from_chunks([contexts[i] for i in keep])
+            if len(context) != len(keep):
+                raise ValueError("every non-empty chunk needs a non-empty context")
+        else:
+            context = None
+        chunks = [chunks[i] for i in keep]
         lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
         offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         flat = np.concatenate(chunks).astype(np.int32) if chunks else np.zeros(0, np.int32)
-        return cls(flat=flat, offsets=offsets)
+        return cls(flat=flat, offsets=offsets, context=context)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -46,15 +57,25 @@ class ChunkSet:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def take(self, indices: np.ndarray) -> "ChunkSet":
-        return ChunkSet.from_chunks([self.flat[self.offsets[i] : self.offsets[i + 1]] for i in indices])
+    def chunk(self, i: int) -> np.ndarray:
+        return self.flat[self.offsets[i] : self.offsets[i + 1]]
 
-    def collate(self, indices: np.ndarray) -> Batch:
+    def take(self, indices: np.ndarray) -> "ChunkSet":
+        contexts = [self.context.chunk(i) for i in indices] if self.context is not None else None
+        return ChunkSet.from_chunks([self.chunk(i) for i in indices], contexts)
+
+    def padded(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The chunks at `indices` as a PAD-padded [n, longest] array, and their lengths."""
         lengths = self.lengths[indices]
         tokens = np.full((len(indices), int(lengths.max())), PAD, dtype=np.int64)
         for row, i in enumerate(indices):
-            tokens[row, : lengths[row]] = self.flat[self.offsets[i] : self.offsets[i + 1]]
-        return Batch(torch.from_numpy(tokens), torch.from_numpy(lengths.astype(np.int64)))
+            tokens[row, : lengths[row]] = self.chunk(i)
+        return tokens, lengths
+
+    def collate(self, indices: np.ndarray) -> Batch:
+        tokens, lengths = self.padded(indices)
+        bow = torch.from_numpy(self.context.padded(indices)[0]) if self.context is not None else None
+        return Batch(torch.from_numpy(tokens), torch.from_numpy(lengths.astype(np.int64)), bow)
 
 
 def is_validation(doc_id: object, fraction: float) -> bool:
