@@ -5,6 +5,7 @@ import pytest
 
 from vecjob.encoder import DocumentEncoder
 from vecjob.errors import ArtifactError
+from vecjob.tokenizer import TOKENIZER_VERSION
 from vecjob.training import ChunkSet
 
 
@@ -83,3 +84,16 @@ def test_model_dir_from_a_newer_format_is_refused(tiny_model_dir, tmp_path):
     (newer / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(ArtifactError, match="format version 99 is not supported"):
         DocumentEncoder(newer)
+
+
+def test_model_dir_from_an_older_tokenizer_is_refused(tiny_model_dir, tmp_path):
+    import json
+
+    older = tmp_path / "older"
+    shutil.copytree(tiny_model_dir, older)
+    config = json.loads((older / "config.json").read_text())
+    assert config["tokenizer_version"] == TOKENIZER_VERSION
+    del config["tokenizer_version"]  # what a model trained before the version was recorded has
+    (older / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="trained with tokenizer version 1, .*: retrain the model"):
+        DocumentEncoder(older)

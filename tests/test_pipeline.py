@@ -10,6 +10,16 @@ from vecjob.cli import app
 runner = CliRunner()
 
 
+def test_a_new_tokenizer_version_retrains(tmp_path, monkeypatch):
+    from vecjob import pipeline
+    from vecjob.config import load_job_spec
+
+    write_collection(tmp_path / "data", [10])
+    (tmp_path / "job.toml").write_text(TINY_SPEC.format(name="tiny", factory="auto"))
+    spec = load_job_spec(tmp_path / "job.toml")
+    current = pipeline.stage_fingerprint(spec, "train")
+    monkeypatch.setattr(pipeline, "TOKENIZER_VERSION", pipeline.TOKENIZER_VERSION - 1)
+    assert pipeline.stage_fingerprint(spec, "train") != current
 
 
 def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):

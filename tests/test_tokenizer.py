@@ -12,6 +12,15 @@ def test_tokenize_lowercases_and_splits_punctuation():
     assert tokens[1] is None
 
 
+def test_urls_become_one_token_and_html_entities_are_unescaped():
+    # Tweets: a t.co link would otherwise be ~8 tokens of "http : / / t . co /" and an unknown id.
+    tokens = tokenize_column(["Read http://t.co/AbC9x now &amp; HTTPS://example.com/a?b=1!", "R&amp;D &lt;3 www.bbc.co.uk"])
+    assert tokens.to_list() == [
+        ["read", "<url>", "now", "&", "<url>"],
+        ["r", "&", "d", "<", "3", "www", ".", "bbc", ".", "co", ".", "uk"],
+    ]
+
+
 def test_vocab_orders_by_count_then_token_and_applies_min_count():
     counts = merge_counts([count_tokens(["b b a c", "a b"]), count_tokens(["d"])])
     vocab = Vocab.from_counts(counts, max_size=10, min_count=2)

@@ -26,7 +26,7 @@ from vecjob import FORMAT_VERSION
 from vecjob.config import ModelConfig, TokenizerConfig
 from vecjob.errors import ArtifactError
 from vecjob.parquet_io import MANIFEST, file_fingerprint, fingerprint, read_manifest, write_json_atomic
-from vecjob.tokenizer import Tokenizer, Vocab
+from vecjob.tokenizer import TOKENIZER_VERSION, Tokenizer, Vocab
 
 if TYPE_CHECKING:
     import torch
@@ -78,6 +78,7 @@ def write_model_dir(
     try:
         config = {
             "format_version": FORMAT_VERSION,
+            "tokenizer_version": TOKENIZER_VERSION,
             "vocab_size": len(vocab),
             "model": model_cfg.model_dump(),
             "tokenizer": tok_cfg.model_dump(),
@@ -125,6 +126,12 @@ def read_model_info(path: str | Path) -> ModelInfo:
     if not zipfile.is_zipfile(path / WEIGHTS):
         raise ArtifactError(f"{path / WEIGHTS}: cannot load weights (not a torch weights file, or truncated)")
     config = json.loads((path / CONFIG).read_text())
+    trained_with = config.get("tokenizer_version", 1)  # models from before the field used version 1
+    if trained_with != TOKENIZER_VERSION:
+        raise ArtifactError(
+            f"{path}: trained with tokenizer version {trained_with}, this vecjob tokenises with version "
+            f"{TOKENIZER_VERSION}: retrain the model (vecjob train, or vecjob run retrains it)"
+        )
     try:
         model_cfg = ModelConfig.model_validate(config["model"])
         tok_cfg = TokenizerConfig.model_validate(config["tokenizer"])

@@ -22,6 +22,7 @@ from vecjob.parquet_io import (
     read_json,
     write_json_atomic,
 )
+from vecjob.tokenizer import TOKENIZER_VERSION
 
 STATE_FILE = "run_state.json"
 
@@ -55,7 +56,8 @@ def stage_fingerprint(spec: JobSpec, stage: str) -> str:
         return fingerprint(stage, spec.corpus, __version__)
     if stage == "train":
         return fingerprint(stage, _data_fingerprint(spec), data_cols, spec.tokenizer.model_dump(),
-                           spec.model.model_dump(), spec.train.model_dump(exclude={"max_failures"}))
+                           TOKENIZER_VERSION, spec.model.model_dump(),
+                           spec.train.model_dump(exclude={"max_failures"}))
     if stage == "encode":
         return fingerprint(stage, _data_fingerprint(spec), data_cols,
                            _upstream(dirs["train"], "model_fingerprint"), spec.encode.model_dump())

@@ -1,7 +1,8 @@
 """Word-level tokeniser and vocabulary, vectorised with polars (Rust regex, no Python loop per token).
 
-Lower-cased words (with inner apostrophes) and single punctuation marks are tokens. The vocabulary is
-counted shard by shard with polars, so the corpus is never held as Python lists.
+Lower-cased words (with inner apostrophes) and single punctuation marks are tokens; an http(s) URL is
+the one token <url> and HTML entities (&amp; ...) are unescaped first. The vocabulary is counted shard
+by shard with polars, so the corpus is never held as Python lists.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import pyarrow as pa
 
 from vecjob.errors import ArtifactError
 
-TOKEN_PATTERN = r"\w+(?:'\w+)*|[^\w\s]"
+# Recorded in every model dir: a model only encodes with the tokenisation it was trained on.
+# 2: URLs and HTML entities (version 1 split a t.co link into ~8 tokens, an unknown word among them).
+TOKENIZER_VERSION = 2
+URL_TOKEN = "<url>"
+URL_PATTERN = r"https?://\S+"
+TOKEN_PATTERN = URL_TOKEN + r"|\w+(?:'\w+)*|[^\w\s]"
+HTML_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'"}
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 VOCAB_FILE = "vocab.tsv"
@@ -25,7 +32,10 @@ VOCAB_FILE = "vocab.tsv"
 def tokenize_column(texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> pl.Series:
     """Texts → list[str] tokens per text (nulls stay null)."""
     s = texts if isinstance(texts, pl.Series) else pl.Series(values=texts, dtype=pl.String)
-    return s.str.to_lowercase().str.extract_all(TOKEN_PATTERN)
+    s = s.str.to_lowercase()
+    for entity, char in HTML_ENTITIES.items():
+        s = s.str.replace_all(entity, char, literal=True)
+    return s.str.replace_all(URL_PATTERN, f" {URL_TOKEN} ").str.extract_all(TOKEN_PATTERN)
 
 
 def count_tokens(texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> pl.DataFrame:
