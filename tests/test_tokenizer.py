@@ -14,10 +14,11 @@ def test_tokenize_lowercases_and_splits_punctuation():
 
 def test_urls_become_one_token_and_html_entities_are_unescaped():
     # Tweets: a t.co link would otherwise be ~8 tokens of "http : / / t . co /" and an unknown id.
-    tokens = tokenize_column(["Read http://t.co/AbC9x now &amp; HTTPS://example.com/a?b=1!", "R&amp;D &lt;3 www.bbc.co.uk"])
+    tokens = tokenize_column(["Read http://t.co/AbC9x now &amp; HTTPS://example.com/a?b=1!", "R&amp;D &lt;3 www.bbc.co.uk", "Google&amp;#39;s"])
     assert tokens.to_list() == [
         ["read", "<url>", "now", "&", "<url>"],
         ["r", "&", "d", "<", "3", "www", ".", "bbc", ".", "co", ".", "uk"],
+        ["google's"],  # doubly escaped, as scraped tweets often are
     ]
 
 

@@ -33,6 +33,8 @@ def tokenize_column(texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> pl.
     """Texts → list[str] tokens per text (nulls stay null)."""
     s = texts if isinstance(texts, pl.Series) else pl.Series(values=texts, dtype=pl.String)
     s = s.str.to_lowercase()
+    # One pass per entity, &amp; first: scraped tweets hold doubly escaped text ("&amp;gt;",
+    # "Google&amp;#39;s") that a single simultaneous pass would leave half-escaped.
     for entity, char in HTML_ENTITIES.items():
         s = s.str.replace_all(entity, char, literal=True)
     return s.str.replace_all(URL_PATTERN, f" {URL_TOKEN} ").str.extract_all(TOKEN_PATTERN)
