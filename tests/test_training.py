@@ -6,6 +6,7 @@ from vecjob.config import ModelConfig, TrainConfig
 from vecjob.training import (
     ChunkSet,
     Totals,
+    autocast_for,
     batch_indices,
     build_model,
     equal_length_batches,
@@ -61,6 +62,14 @@ def test_totals_survive_tensor_roundtrip():
     assert Totals.from_tensor(t.as_tensor()) == t
     s = t.summary("val")
     assert s["val_loss"] == 2.0 and s["val_recon"] == 2.0 and s["val_token_acc"] == 0.4
+
+
+def test_bf16_precision_is_ignored_on_cpu_and_unknown_precisions_are_rejected():
+    linear = torch.nn.Linear(4, 4)
+    with autocast_for(torch.device("cpu"), "bf16"):
+        assert linear(torch.ones(2, 4)).dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16")
 
 
 def test_train_loop_keeps_best_epoch_and_stops_early():

@@ -87,6 +87,10 @@ class TrainConfig(_Frozen):
     max_failures: int = 1  # a dead worker restarts the group from the last checkpoint this many times
     max_train_chunks: int = 0  # 0 = all; otherwise a deterministic sample bounds the corpus held in memory
     storage_path: str = ""  # Ray Train checkpoints; "" = beside the model dir. Must be shared on multi-node.
+    # On CUDA, "bf16" runs the forward passes under bf16 autocast. On an H100 it trained 1.2-1.6× slower
+    # than fp32, in which cuDNN's LSTM already runs on TF32 tensor cores (bench/README.md, GPU): hence
+    # fp32. The CPU always trains in fp32.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 class EncodeConfig(_Frozen):

@@ -158,13 +158,14 @@ class Totals:
         return out
 
 
-def all_reduce_totals(totals: Totals) -> Totals:
-    """Sum Totals over ranks when torch.distributed is up (Ray Train workers); identity otherwise."""
+def all_reduce_totals(totals: Totals, device: torch.device) -> Totals:
+    """Sum Totals over ranks when torch.distributed is up (Ray Train workers); identity otherwise.
+    The sums travel on the training device: NCCL, the GPU workers' backend, reduces CUDA tensors only."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return totals
-    t = totals.as_tensor()
+    t = totals.as_tensor().to(device)
     torch.distributed.all_reduce(t)
-    merged = Totals.from_tensor(t)
+    merged = Totals.from_tensor(t.cpu())
     merged.seconds = totals.seconds  # wall time is not additive
     return merged
 
@@ -173,11 +174,9 @@ def unwrap(model: nn.Module) -> SequenceAutoencoder:
     return model.module if hasattr(model, "module") else model
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA (LSTM runs in cuDNN); plain fp32 on CPU, where autocast only adds casts."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast when asked for on CUDA; fp32 otherwise (on CPUs without bf16 units autocast is slower)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and precision == "bf16")
 
 
 def learning_rate(train_cfg: TrainConfig, step: int, total_steps: int) -> float:
@@ -209,7 +208,7 @@ def train_epoch(
         clean = data.collate(idx)
         noisy = corrupt(clean, model_cfg) if model_cfg.variant == "denoising" else None
         kl_scale = min(1.0, step / max(1, model_cfg.kl_anneal_steps))
-        with autocast_for(device):
+        with autocast_for(device, train_cfg.precision):
             losses = model(clean.to(device), noisy.to(device) if noisy else None, kl_scale=kl_scale)
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
@@ -225,14 +224,16 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ChunkSet, batches: list[np.ndarray], device: torch.device) -> Totals:
+def evaluate(
+    model: nn.Module, data: ChunkSet, batches: list[np.ndarray], device: torch.device, precision: str = "fp32"
+) -> Totals:
     """Validation totals: losses with z = the mean (no sampling), and teacher-forced token accuracy."""
     core = unwrap(model)
     core.eval()
     totals = Totals()
     for idx in batches:
         batch = data.collate(idx).to(device)
-        with autocast_for(device):
+        with autocast_for(device, precision):
             losses = core(batch)
             mu, _ = core.encode_states(batch)
             correct, _ = core.token_accuracy(mu, batch)
@@ -292,8 +293,8 @@ def train_loop(
         train_totals, state.step = train_epoch(
             model, optimizer, train, batches, model_cfg, train_cfg, device, state.step, total_steps
         )
-        val_totals = evaluate(model, val, val_batches, device) if len(val) else Totals()
-        train_totals, val_totals = all_reduce_totals(train_totals), all_reduce_totals(val_totals)
+        val_totals = evaluate(model, val, val_batches, device, train_cfg.precision) if len(val) else Totals()
+        train_totals, val_totals = all_reduce_totals(train_totals, device), all_reduce_totals(val_totals, device)
         metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                    **train_totals.summary("train"), **val_totals.summary("val")}
         monitored = metrics["val_loss"] if len(val) else metrics["train_loss"]
