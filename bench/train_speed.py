@@ -3,7 +3,7 @@ adaptive softmax, and the share of step time spent in the output layer; then 2 R
 
     python bench/train_speed.py [--steps 30]
 
-GPU figures (bf16 autocast, cuDNN LSTM) need a lent GPU and are not produced on a CPU machine.
+GPU figures (fp32 and bf16, cuDNN LSTM) come from bench/gpu.py, on a CUDA machine.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def main() -> None:
     print(rows[-1], flush=True)
     print_table("training step speed on BBC chunks (batch 64 × ≤64 tokens)", rows,
                 ["setup", "hidden", "output layer", "vocab", "tokens/s", "output share"])
-    write_json("train_speed.json", {"rows": rows, "gpu": "not measured: no GPU was lent to this session"})
+    write_json("train_speed.json", {"rows": rows, "gpu": "CPU only: GPU figures are bench/gpu.py's (gpu.json)"})
 
 
 if __name__ == "__main__":
