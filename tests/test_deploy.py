@@ -23,8 +23,9 @@ def test_raycluster_has_cpu_head_and_gpu_workers_on_shared_storage():
     head = cluster["spec"]["headGroupSpec"]
     assert head["rayStartParams"]["num-cpus"] == "0"
     assert "nvidia.com/gpu" not in head["template"]["spec"]["containers"][0]["resources"]["limits"]
-    gpu = cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
-    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
+    group = cluster["spec"]["workerGroupSpecs"][0]
+    assert group["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert group["minReplicas"] >= 1  # use_gpu = "auto" decides from the GPUs present at job start
     assert claim["kind"] == "PersistentVolumeClaim" and claim["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
@@ -47,6 +48,7 @@ def test_ray_up_file_has_gpu_workers():
     (cfg,) = _docs("ray-cluster.yaml")
     assert cfg["head_node_type"] in cfg["available_node_types"]
     assert cfg["available_node_types"]["head"]["resources"] == {"CPU": 0}
+    assert cfg["available_node_types"]["gpu_worker"]["min_workers"] >= 1
     assert "--gpus all" in cfg["docker"]["worker_run_options"]
 
 
