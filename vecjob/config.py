@@ -36,7 +36,7 @@ class ModelConfig(_Frozen):
     variant: Literal["plain", "denoising", "variational"] = "denoising"
     dim: int = 128  # the document vector (bottleneck) size
     embed_dim: int = 128
-    hidden_dim: int = 128  # 256 halves CPU training speed; worth it on GPUs
+    hidden_dim: int = 128  # 256 halves CPU training speed; on an H100 it gained nothing clear (bench/README.md)
     num_layers: int = 1
     bidirectional: bool = True  # a bidirectional encoder sees both ends of each chunk
     pooling: Literal["last", "mean", "meanmax"] = "meanmax"  # pooled states carry more than the last one
