@@ -92,6 +92,8 @@ def lstm_kernels(chunks, vocab, precision: str) -> dict:
     def gpu_us(e) -> float:
         return getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)
 
+    # Profiler ranges (autograd nodes, Optimizer.step) carry the device time of the kernels inside
+    # them, so these shares overlap: the list says which kernels run, not how the time divides.
     kernels = sorted((e for e in events if gpu_us(e) > 0 and not e.key.startswith("aten::")), key=gpu_us, reverse=True)
     total = sum(gpu_us(e) for e in kernels)
     top = [{"kernel": e.key[:90], "share of GPU time": gpu_us(e) / total} for e in kernels[:8]]

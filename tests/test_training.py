@@ -6,7 +6,6 @@ from vecjob.config import ModelConfig, TrainConfig
 from vecjob.training import (
     ChunkSet,
     Totals,
-    autocast_for,
     batch_indices,
     build_model,
     equal_length_batches,
@@ -65,10 +64,15 @@ def test_totals_survive_tensor_roundtrip():
 
 
 def test_bf16_precision_is_ignored_on_cpu_and_unknown_precisions_are_rejected():
-    linear = torch.nn.Linear(4, 4)
-    with autocast_for(torch.device("cpu"), "bf16"):
-        assert linear(torch.ones(2, 4)).dtype == torch.float32
-    with pytest.raises(ValueError, match="precision"):
+    model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16)
+    weights = {}
+    for precision in ("fp32", "bf16"):
+        model = build_model(model_cfg, 40, seed=0)
+        train_cfg = TrainConfig(epochs=1, batch_size=16, precision=precision)
+        train_loop(model, _chunks(64), _chunks(16, 1), model_cfg, train_cfg, device=torch.device("cpu"))
+        weights[precision] = model.state_dict()
+    assert all(torch.equal(weights["fp32"][k], weights["bf16"][k]) for k in weights["fp32"])
+    with pytest.raises(ValueError, match="Input should be 'fp32' or 'bf16'"):
         TrainConfig(precision="fp16")
 
 
