@@ -122,10 +122,29 @@ def _fmt(v) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def machine() -> dict:
+    """What ran a benchmark. Training runs of the same code and seed are bit-identical on one machine,
+    not across CPU models (their float kernels differ), so every result file records the CPU."""
+    import platform
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for name in ("torch", "numpy", "polars", "sklearn"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), **versions}
+
+
 def write_json(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
-    payload = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "cpus": os.cpu_count(),
+    payload = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
                "when": time.strftime("%Y-%m-%d %H:%M"), **payload}
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     print(f"\nwrote {path}")

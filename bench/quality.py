@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from common import machine
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
@@ -49,7 +51,10 @@ def probe(x_train, y_train, x_test, y_test) -> dict:
                         cv=StratifiedKFold(3, shuffle=True, random_state=SEED), n_jobs=1)
     grid.fit(x_train, y_train)
     pred = grid.predict(x_test)
+    classes = sorted(set(y_test))
+    per_class = f1_score(y_test, pred, labels=classes, average=None)
     return {"acc": accuracy_score(y_test, pred), "macro_f1": f1_score(y_test, pred, average="macro"),
+            "f1_per_class": {str(c): float(f) for c, f in zip(classes, per_class)},
             "C": grid.best_params_["logisticregression__C"]}
 
 
@@ -186,7 +191,7 @@ def main() -> None:
     def save() -> None:  # after every row: a long run stopped part-way keeps what it measured
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"rows": rows, "vecjob": details, "overrides": overrides,
-                                   "command": " ".join(sys.argv)}, indent=2, default=float))
+                                   "command": " ".join(sys.argv), "machine": machine()}, indent=2, default=float))
 
     baselines = {"tfidf": ("TF-IDF 1-2gram", tfidf_vectors), "lsa": ("LSA 128", lsa_vectors),
                  "doc2vec": ("Doc2Vec PV-DBOW 128", doc2vec_vectors)}

@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from vecjob.encoder import DocumentEncoder
+from vecjob.encoder import DocumentEncoder, document_means
 from vecjob.errors import ArtifactError
 from vecjob.tokenizer import TOKENIZER_VERSION
 from vecjob.training import ChunkSet
@@ -34,6 +34,15 @@ def test_long_document_is_the_length_weighted_mean_of_its_chunks(tiny_model_dir)
     chunk_vecs = enc.loaded.model.embed(ChunkSet.from_chunks(chunks).collate(np.arange(2))).numpy()
     expected = (chunk_vecs * np.array([[len(c)] for c in chunks])).sum(0) / len(ids)
     np.testing.assert_allclose(enc.encode_texts([doc]).vectors[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_document_means_weigh_chunks_by_length_and_leave_chunkless_documents_zero():
+    chunk_vecs = np.array([[1.0, 0.0], [4.0, 3.0], [2.0, 2.0]], dtype=np.float32)
+    lengths = np.array([3, 1, 5])
+    owner = np.array([0, 0, 2])  # document 1 has no chunks (a blank text)
+    means = document_means(chunk_vecs, lengths, owner, n_docs=3)
+    np.testing.assert_allclose(means, [[7 / 4, 3 / 4], [0.0, 0.0], [2.0, 2.0]])
+    assert means.dtype == np.float32
 
 
 def test_batch_size_changes_vectors_only_within_float_tolerance(tiny_model_dir):

@@ -60,6 +60,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def document_means(chunk_vecs: np.ndarray, lengths: np.ndarray, owner: np.ndarray, n_docs: int) -> np.ndarray:
+    """[n_docs, dim] float32: each document's length-weighted mean of its chunks' vectors (float64 sums);
+    zeros for a document without chunks. A document's chunks are contiguous in `owner`."""
+    vectors = np.zeros((n_docs, chunk_vecs.shape[1]), dtype=np.float32)
+    weights = lengths.astype(np.float64)
+    docs_with_chunks, starts = np.unique(owner, return_index=True)
+    sums = np.add.reduceat(chunk_vecs.astype(np.float64) * weights[:, None], starts, axis=0)
+    vectors[docs_with_chunks] = (sums / np.add.reduceat(weights, starts)[:, None]).astype(np.float32)
+    return vectors
+
+
 class DocumentEncoder:
     """`DocumentEncoder(model_dir)(batch)`: Ray Data's map_batches shape, testable on a plain dict."""
 
@@ -110,13 +121,7 @@ class DocumentEncoder:
                 batch = data.collate(idx).to(self.device)
                 with autocast_for(self.device, self.precision):
                     chunk_vecs[idx] = model.embed(batch).float().cpu().numpy()
-            # Length-weighted mean of each document's chunk vectors (float64 sums, then float32).
-            # A document's chunks are contiguous in `owner`, so each mean is one reduceat segment.
-            weights = lengths.astype(np.float64)
-            docs_with_chunks, starts = np.unique(owner, return_index=True)
-            sums = np.add.reduceat(chunk_vecs.astype(np.float64) * weights[:, None], starts, axis=0)
-            totals = np.add.reduceat(weights, starts)
-            vectors[docs_with_chunks] = (sums / totals[:, None]).astype(np.float32)
+            vectors = document_means(chunk_vecs, lengths, owner, len(docs))
             timings.tokens = int(lengths.sum())
             timings.chunks = len(data)
         timings.infer = time.perf_counter() - t0
