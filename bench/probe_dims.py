@@ -93,8 +93,8 @@ def main() -> None:
         rows.append(scored("  their top principal components", d, df,
                            PCA(d, random_state=SEED).fit_transform(pooled)))
     out = Path(args.out or REPO / "bench" / "results" / f"probe-dims-{args.corpus}.json")
-    out.write_text(json.dumps({"rows": rows, "model": args.model, "command": " ".join(sys.argv), "machine": machine()},
-                               indent=2))
+    payload = {"rows": rows, "model": args.model, "command": " ".join(sys.argv), "machine": machine()}
+    out.write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":
