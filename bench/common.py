@@ -124,20 +124,19 @@ def _fmt(v) -> str:
 
 def machine() -> dict:
     """What ran a benchmark. Training runs of the same code and seed are bit-identical on one machine,
-    not across CPU models (their float kernels differ), so every result file records the CPU."""
+    not across CPU models (their float kernels differ), so every result file records the CPU.
+    Versions are those of libraries the script imported: importing one here would change what a
+    memory benchmark (scale.py's torch-free driver) stands for."""
     import platform
 
     cpu = platform.processor()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    versions = {}
-    for name in ("torch", "numpy", "polars", "sklearn"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            pass
+    versions = {name: sys.modules[name].__version__
+                for name in ("torch", "numpy", "polars", "sklearn") if name in sys.modules}
     return {"cpu": cpu, "cpus": os.cpu_count(), **versions}
 
 

@@ -37,27 +37,29 @@ FILES = {"bbc": DATA / "bbc_news.parquet", "tweets": DATA / "tweets_sentiment.pa
 
 
 def encoder_views(model_dir: str, texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(z, pooled encoder states) per document, in document order; z is centred as `vecjob encode` writes it."""
-    from vecjob.encoder import DocumentEncoder, document_means
+    """(z, pooled encoder states) per document, in document order; z as `vecjob encode` writes it.
+    One pass: a hook on the layer that makes z catches its input, the pooled states."""
+    from vecjob.encoder import AUTO_BATCH_CPU, document_means
+    from vecjob.model_dir import load_model_dir
     from vecjob.tokenizer import document_chunks
     from vecjob.training import ChunkSet, equal_length_batches
 
-    encoder = DocumentEncoder(model_dir, device="cpu", threads=1)
-    z = encoder.encode_texts(texts).vectors
-    loaded = encoder.loaded
+    torch.set_num_threads(1)
+    loaded = load_model_dir(model_dir)
     docs = loaded.tokenizer.encode(texts)
     chunks, owner = document_chunks(loaded.tokenizer, docs)
     data = ChunkSet.from_chunks(chunks)
     model = loaded.model
     captured: list[torch.Tensor] = []
     hook = model.to_z.register_forward_hook(lambda _module, inputs, _out: captured.append(inputs[0]))
+    z = np.empty((len(data), model.to_z.out_features), dtype=np.float32)
     pooled = np.empty((len(data), model.to_z.in_features), dtype=np.float32)
-    with torch.inference_mode():
-        for idx in equal_length_batches(data.lengths, encoder.batch_size):
-            model.encode_states(data.collate(idx))
-            pooled[idx] = captured.pop().numpy()
+    for idx in equal_length_batches(data.lengths, AUTO_BATCH_CPU):
+        z[idx] = model.embed(data.collate(idx)).numpy()
+        pooled[idx] = captured.pop().numpy()
     hook.remove()
-    return z, document_means(pooled, data.lengths, owner, len(docs))
+    return (document_means(z, data.lengths, owner, len(docs)),
+            document_means(pooled, data.lengths, owner, len(docs)))
 
 
 def scored(name: str, dim: int, df: pl.DataFrame, x) -> dict:
