@@ -1,7 +1,14 @@
-"""Training speed (issue 4, benchmark 5): tokens/s of the training step on BBC chunks, full softmax vs
-adaptive softmax, and the share of step time spent in the output layer; then 2 Ray Train CPU workers.
+"""Training speed: tokens/s of the library training step on one thread, and of Ray Train's 2 CPU workers.
 
-    python bench/train_speed.py [--steps 30]
+    python bench/train_speed.py [--steps 20] [--rounds 3]
+
+1. The LSTM kernel path, on BBC chunks (with the default 1024-token bag-of-words context, as `vecjob
+   train` builds them) and on tweets: training batches as they are cut now (length-sorted: nearly all
+   of one length, which the model runs through torch's dense oneDNN LSTM kernels) against batches of
+   mixed lengths (padded, so the LSTMs take the packed path, as every training batch did before). The
+   two setups alternate in every round; the figure is the median over rounds.
+2. The output layer: full vs adaptive softmax (hidden 128 and 256), and its share of the step time.
+3. Ray Train, 2 CPU workers (DDP over gloo), one epoch on 4,000 BBC chunks.
 
 GPU figures (fp32 and bf16, cuDNN LSTM) come from bench/gpu.py, on a CUDA machine.
 """
@@ -10,96 +17,146 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 
 import numpy as np
 
 from common import DATA, print_table, write_json
 
-
-def step_timings(model_cfg, data, steps: int, batch_size: int = 64) -> dict:
-    """Median step time, and median time of the output layer's forward + backward on the same states."""
-    import torch
-
-    from vecjob.config import TrainConfig
-    from vecjob.model import corrupt
-    from vecjob.training import batch_indices, build_model
-
-    torch.set_num_threads(1)
-    model = build_model(model_cfg, data["vocab"], seed=0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    chunks = data["chunks"]
-    batches = batch_indices(chunks.lengths, batch_size, np.random.default_rng(0))[: steps + 3]
-    step_s, out_s, tokens = [], [], []
-    for i, idx in enumerate(batches):
-        clean = chunks.collate(idx)
-        noisy = corrupt(clean, model_cfg)
-        t0 = time.perf_counter()
-        losses = model(clean, noisy)
-        opt.zero_grad()
-        losses.total.backward()
-        opt.step()
-        step = time.perf_counter() - t0
-        # The output layer alone, on hidden states of the same shape (detached: no LSTM backward).
-        with torch.no_grad():
-            mu, _ = model.encode_states(clean)
-            hidden, targets = model._decoder_hidden(mu, clean)
-        keep = targets != 0
-        h = hidden[keep].detach().requires_grad_(True)
-        t0 = time.perf_counter()
-        if model_cfg.output_layer == "adaptive":
-            loss = model.output(h, targets[keep]).loss
-        else:
-            loss = torch.nn.functional.cross_entropy(model.output(h), targets[keep])
-        loss.backward()
-        out = time.perf_counter() - t0
-        if i >= 3:  # warm-up
-            step_s.append(step)
-            out_s.append(out)
-            tokens.append(losses.tokens)
-    return {"tokens/s": statistics.median(t / s for t, s in zip(tokens, step_s)),
-            "output share": statistics.median(o / s for o, s in zip(out_s, step_s))}
+CORPORA = {"BBC": "bbc_news.parquet", "tweets": "tweets_sentiment.parquet"}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=30)
-    args = ap.parse_args()
-
-    from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
+def load_chunks(corpus: str, bow_context: int):
+    from vecjob.config import TokenizerConfig, TrainConfig
     from vecjob.dataset import build_vocab, training_chunks
     from vecjob.parquet_io import check_shards
     from vecjob.tokenizer import Tokenizer
 
     tok_cfg = TokenizerConfig()
-    shards = check_shards(str(DATA / "bbc_news.parquet"), "id", "text")
+    shards = check_shards(str(DATA / CORPORA[corpus]), "id", "text")
     vocab = build_vocab(shards, "id", "text", tok_cfg)
-    train, _, _ = training_chunks(shards, Tokenizer(vocab, tok_cfg.max_len), "id", "text", TrainConfig())
-    data = {"chunks": train, "vocab": len(vocab)}
+    train, _, _ = training_chunks(shards, Tokenizer(vocab, tok_cfg.max_len), "id", "text", TrainConfig(),
+                                  bow_context=bow_context)
+    return train, len(vocab)
 
+
+def mixed_length_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random batches: chunks of several lengths, padded, so the LSTMs take the packed path."""
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def step_rate(model_cfg, chunks, vocab: int, batches: list[np.ndarray], output_share: bool = False) -> dict:
+    """Median tokens/s of full training steps (corrupt, forward, backward, AdamW) over `batches`; the first
+    three are warm-up. With output_share, also the median share of the output layer's forward + backward."""
+    import torch
+
+    from vecjob.model import corrupt
+    from vecjob.training import build_model
+
+    torch.set_num_threads(1)
+    model = build_model(model_cfg, vocab, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    rates, shares = [], []
+    for i, idx in enumerate(batches):
+        clean = chunks.collate(idx)
+        t0 = time.perf_counter()
+        losses = model(clean, corrupt(clean, model_cfg))
+        opt.zero_grad()
+        losses.total.backward()
+        opt.step()
+        step = time.perf_counter() - t0
+        if i >= 3:
+            rates.append(losses.tokens / step)
+        if output_share and i >= 3:
+            # The output layer alone, on hidden states of the same shape (detached: no LSTM backward).
+            with torch.no_grad():
+                hidden, targets = model._decoder_hidden(model.encode_states(clean)[0], clean)
+            keep = targets != 0
+            h = hidden[keep].detach().requires_grad_(True)
+            t0 = time.perf_counter()
+            if model_cfg.output_layer == "adaptive":
+                loss = model.output(h, targets[keep]).loss
+            else:
+                loss = torch.nn.functional.cross_entropy(model.output(h), targets[keep])
+            loss.backward()
+            shares.append((time.perf_counter() - t0) / step)
+    out = {"tokens/s": statistics.median(rates)}
+    if output_share:
+        out["output share"] = statistics.median(shares)
+    return out
+
+
+def kernel_paths(steps: int, rounds: int) -> list[dict]:
+    from vecjob.config import ModelConfig
+    from vecjob.training import batch_indices
+
+    model_cfg = ModelConfig()
+    setups = {"mixed-length batches (packed LSTMs; before)": False, "length-sorted batches (dense LSTMs; now)": True}
+    rows = []
+    for corpus in CORPORA:
+        chunks, vocab = load_chunks(corpus, model_cfg.bow_context)
+        rates: dict[str, list[float]] = {name: [] for name in setups}
+        for r in range(rounds):
+            rng = np.random.default_rng(r)
+            sorted_batches = batch_indices(chunks.lengths, 64, rng)[: steps + 3]
+            mixed = mixed_length_batches(len(chunks), 64, rng)[: steps + 3]
+            for name, dense in setups.items():
+                rates[name].append(step_rate(model_cfg, chunks, vocab, sorted_batches if dense else mixed)["tokens/s"])
+        base = statistics.median(next(iter(rates.values())))
+        for name in setups:
+            rows.append({"corpus": corpus, "batches": name, "tokens/s": statistics.median(rates[name]),
+                         "÷ mixed": statistics.median(rates[name]) / base, "rounds": rates[name]})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def output_layers(steps: int) -> list[dict]:
+    from vecjob.config import ModelConfig
+    from vecjob.training import batch_indices
+
+    chunks, vocab = load_chunks("BBC", 0)
+    batches = batch_indices(chunks.lengths, 64, np.random.default_rng(0))[: steps + 3]
     rows = []
     for hidden in (128, 256):
         for output in ("full", "adaptive"):
-            cfg = ModelConfig(hidden_dim=hidden, output_layer=output)
-            r = step_timings(cfg, data, args.steps)
-            rows.append({"setup": f"1 process, 1 thread", "hidden": hidden, "output layer": output,
-                         "vocab": len(vocab), **r})
+            cfg = ModelConfig(hidden_dim=hidden, output_layer=output, bow_context=0)
+            rows.append({"hidden": hidden, "output layer": output, "vocab": vocab,
+                         **step_rate(cfg, chunks, vocab, batches, output_share=True)})
             print(rows[-1], flush=True)
+    return rows
 
+
+def ray_train_rate() -> float:
     from vecjob import runtime
+    from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
     from vecjob.ray_train import train_model
-    import tempfile
 
     runtime.connect()
     with tempfile.TemporaryDirectory() as tmp:
-        m = train_model(DataConfig(paths=[str(DATA / "bbc_news.parquet")]), f"{tmp}/m", tok_cfg, ModelConfig(),
+        m = train_model(DataConfig(paths=[str(DATA / CORPORA["BBC"])]), f"{tmp}/m", TokenizerConfig(), ModelConfig(),
                         TrainConfig(epochs=1, workers=2, use_gpu="no", max_train_chunks=4000))
-    rows.append({"setup": "Ray Train, 2 CPU workers", "hidden": 128, "output layer": "adaptive",
-                 "vocab": len(vocab), "tokens/s": m["history"][0]["train_tokens_per_s"], "output share": ""})
-    print(rows[-1], flush=True)
-    print_table("training step speed on BBC chunks (batch 64 × ≤64 tokens)", rows,
-                ["setup", "hidden", "output layer", "vocab", "tokens/s", "output share"])
-    write_json("train_speed.json", {"rows": rows, "gpu": "CPU only: GPU figures are bench/gpu.py's (gpu.json)"})
+    return m["history"][0]["train_tokens_per_s"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+
+    paths = kernel_paths(args.steps, args.rounds)
+    print_table("training step, 1 thread, default model (batch 64 × ≤ 64 tokens; median of rounds)", paths,
+                ["corpus", "batches", "tokens/s", "÷ mixed"])
+    outputs = output_layers(args.steps)
+    print_table("output layer, BBC chunks, 1 thread", outputs,
+                ["hidden", "output layer", "vocab", "tokens/s", "output share"])
+    ray_rate = ray_train_rate()
+    print(f"\nRay Train, 2 CPU workers, default model, 1 epoch of 4,000 BBC chunks: {ray_rate:,.0f} tokens/s")
+    write_json("train_speed.json", {"kernel_paths": paths, "output_layers": outputs,
+                                    "ray_train_2_workers_tokens_per_s": ray_rate,
+                                    "gpu": "CPU only: GPU figures are bench/gpu.py's (gpu.json)"})
 
 
 if __name__ == "__main__":

@@ -65,6 +65,32 @@ def test_corrupt_keeps_at_least_one_token_and_valid_padding():
         assert set(row[:n].tolist()) <= set(batch.tokens.flatten().tolist()) | {UNK}
 
 
+def test_corrupt_deletes_a_fixed_share_so_equal_lengths_stay_equal():
+    cfg = ModelConfig(delete_prob=0.4, mask_prob=0.0)
+    batch = _batch([10, 10, 10, 10, 5, 1])
+    out = corrupt(batch, cfg, torch.Generator().manual_seed(2))
+    assert out.lengths.tolist() == [6, 6, 6, 6, 3, 1]  # round(0.4 × length) deleted, one token always kept
+    assert out.tokens.shape[1] == 6  # trimmed to the longest: an equal-length batch needs no padding
+    for row, src, n in zip(out.tokens, batch.tokens, out.lengths):
+        kept = row[:n].tolist()
+        it = iter(src.tolist())
+        assert all(t in it for t in kept)  # a subsequence: survivors keep their order
+
+
+def test_decoder_dense_and_packed_paths_agree():
+    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=12, dropout=0.0)
+    model = SequenceAutoencoder(cfg, VOCAB).eval()
+    equal = _batch([6, 6, 6], seed=5)
+    mixed = _batch([6, 6, 6, 9], seed=5)
+    mixed.tokens[:3] = torch.nn.functional.pad(equal.tokens, (0, 3), value=PAD)
+    with torch.no_grad():
+        z = model.encode_states(mixed)[0]
+        dense, targets = model._decoder_hidden(z[:3], equal)  # no padding: the dense call
+        packed, _ = model._decoder_hidden(z, mixed)
+    torch.testing.assert_close(dense, packed[:3, :7], atol=1e-5, rtol=1e-5)
+    assert targets[:, -1].tolist() == [3, 3, 3]  # EOS closes every chunk
+
+
 def test_training_steps_reduce_reconstruction_loss():
     torch.manual_seed(0)
     cfg = ModelConfig(variant="plain", dim=16, embed_dim=16, hidden_dim=32, word_dropout=0.0, dropout=0.0)
@@ -120,3 +146,4 @@ def test_bag_of_words_loss_weighs_words_by_their_information():
     assert "bow_token_weight" not in model.state_dict()
     with pytest.raises(ValueError, match="token counts"):
         model.set_token_counts(counts[:-1])
+

@@ -35,6 +35,16 @@ def test_batches_cover_every_chunk_once_with_little_padding():
     assert waste < 0.1 * cs.lengths.sum()
 
 
+def test_training_batches_are_mostly_of_one_length_and_their_count_depends_on_n_only():
+    lengths = np.random.default_rng(1).integers(1, 9, size=500)
+    for seed in range(3):
+        batches = batch_indices(lengths, 16, np.random.default_rng(seed))
+        assert len(batches) == 32  # ceil(500 / 16): equal steps on DDP ranks with equal shares
+        mixed = [b for b in batches if len(set(lengths[b])) > 1]
+        assert len(mixed) <= 7  # only a batch straddling one of the 7 changes of length is padded
+    assert not np.array_equal(batches[0], batch_indices(lengths, 16, np.random.default_rng(0))[0])
+
+
 def test_equal_length_batches_have_no_padding_and_cover_every_chunk_once():
     lengths = np.random.default_rng(0).integers(1, 9, size=500)
     batches = equal_length_batches(lengths, 16)

@@ -179,9 +179,12 @@ class SequenceAutoencoder(nn.Module):
         state = torch.tanh(self.z_to_state(z)).view(B, 2, self.cfg.num_layers, self.cfg.hidden_dim)
         h0 = state[:, 0].transpose(0, 1).contiguous()
         c0 = state[:, 1].transpose(0, 1).contiguous()
-        packed = pack_padded_sequence(emb, lengths + 1, batch_first=True, enforce_sorted=False)
-        out, _ = self.decoder(packed, (h0, c0))
-        hidden, _ = pad_packed_sequence(out, batch_first=True, total_length=T + 1)
+        if bool((lengths == T).all()):
+            hidden, _ = self.decoder(emb, (h0, c0))  # no padding: the dense call, oneDNN's kernel on CPU
+        else:
+            packed = pack_padded_sequence(emb, lengths + 1, batch_first=True, enforce_sorted=False)
+            out, _ = self.decoder(packed, (h0, c0))
+            hidden, _ = pad_packed_sequence(out, batch_first=True, total_length=T + 1)
         return self.drop(hidden), targets
 
     def _reconstruction(self, z: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:
@@ -215,24 +218,30 @@ class SequenceAutoencoder(nn.Module):
 
 
 def corrupt(batch: Batch, cfg: ModelConfig, generator: torch.Generator | None = None) -> Batch:
-    """Denoising input: delete tokens, mask some as <unk>, shuffle locally; every chunk keeps >= 1 token."""
+    """Denoising input: delete tokens, mask some as <unk>, shuffle locally; every chunk keeps >= 1 token.
+
+    Each chunk loses round(delete_prob × length) tokens at random positions (a fixed count, not a coin
+    per token), so chunks of equal length stay of equal length: an equal-length batch keeps the dense
+    LSTM path (see `encode_states`) instead of the packed one."""
     tokens, lengths = batch.tokens, batch.lengths
     B, T = tokens.shape
     valid = torch.arange(T)[None, :] < lengths[:, None]
-    rand = torch.rand((B, T), generator=generator)
-    keep = valid & (rand >= cfg.delete_prob)
-    keep[torch.arange(B), torch.zeros(B, dtype=torch.long)] = True  # never delete everything
-    new_lengths = keep.sum(1)
+    n_delete = torch.minimum(torch.round(lengths * cfg.delete_prob).long(), lengths - 1)
+    # The n_delete lowest random scores among a chunk's tokens are deleted; padding scores 2, never lowest.
+    scores = torch.rand((B, T), generator=generator).masked_fill(~valid, 2.0)
+    rank = scores.argsort(dim=1).argsort(dim=1)
+    keep = valid & (rank >= n_delete[:, None])
+    new_lengths = lengths - n_delete
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept tokens first, in order
     out = tokens.gather(1, order)
-    out = out.masked_fill(torch.arange(T)[None, :] >= new_lengths[:, None], PAD)
+    out = out.masked_fill(torch.arange(T)[None, :] >= new_lengths[:, None], PAD)[:, : int(new_lengths.max())]
     if cfg.mask_prob > 0:
-        mask = (torch.rand((B, T), generator=generator) < cfg.mask_prob) & (out != PAD)
+        mask = (torch.rand(out.shape, generator=generator) < cfg.mask_prob) & (out != PAD)
         out = out.masked_fill(mask, UNK)
     if cfg.shuffle_window > 0:
         # Each token moves at most shuffle_window places: sort by position + uniform noise.
-        noise = torch.rand((B, T), generator=generator) * (cfg.shuffle_window + 1)
-        key = torch.arange(T)[None, :] + noise
+        noise = torch.rand(out.shape, generator=generator) * (cfg.shuffle_window + 1)
+        key = torch.arange(out.shape[1])[None, :] + noise
         key = key.masked_fill(out == PAD, float("inf"))
         out = out.gather(1, torch.argsort(key, dim=1))
     return Batch(out, new_lengths)

@@ -84,17 +84,15 @@ def is_validation(doc_id: object, fraction: float) -> bool:
     return (h / 2**64) < fraction
 
 
-def batch_indices(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, pool_batches: int = 50
-) -> list[np.ndarray]:
-    """Batches of similar-length chunks (little padding), in random order when rng is given."""
+def batch_indices(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Batches of consecutive chunks in length order (random order among equal lengths, and of the batches,
+    when rng is given). Nearly every batch then holds chunks of one length, which the model runs densely
+    (on CPU, torch's oneDNN LSTM kernel; a padded batch takes the slower packed path): only a batch that
+    straddles a change of length is padded. Always ceil(n / batch_size) batches, so DDP ranks holding
+    equal shares run equal numbers of steps."""
     order = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
-    batches = []
-    pool = batch_size * pool_batches
-    for start in range(0, len(order), pool):
-        block = order[start : start + pool]
-        block = block[np.argsort(lengths[block], kind="stable")]
-        batches += [block[i : i + batch_size] for i in range(0, len(block), batch_size)]
+    order = order[np.argsort(lengths[order], kind="stable")]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
@@ -282,7 +280,7 @@ def train_loop(
     val_mine = np.arange(rank, len(val), world_size)
     val_batches = batch_indices(val.lengths[val_mine], train_cfg.batch_size, None)
     val_batches = [val_mine[b] for b in val_batches]
-    # Every epoch has the same number of batches (same chunks, same pools): the run's length is known.
+    # Every epoch has the same number of batches (ceil(chunks / batch size)): the run's length is known.
     total_steps = train_cfg.epochs * len(batch_indices(train.lengths[mine], train_cfg.batch_size, None))
 
     while state.epoch < train_cfg.epochs and not state.stopped_early:
