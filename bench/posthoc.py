@@ -11,7 +11,6 @@ embeddings), with and without L2 normalisation after. Deterministic; a minute or
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,8 +23,8 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 from common import machine  # noqa: E402
-from probe_dims import FILES, encoder_views  # noqa: E402
-from quality import DATA, cluster_scores, precision_at_10, split_probe  # noqa: E402
+from probe_dims import encoder_views, model_corpus_parser, read_corpus  # noqa: E402
+from quality import cluster_scores, precision_at_10, split_probe  # noqa: E402
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -49,14 +48,8 @@ def scored(name: str, df: pl.DataFrame, x: np.ndarray, with_clusters: bool) -> d
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True, help="a vecjob model dir trained on the corpus")
-    ap.add_argument("--corpus", default="bbc", choices=sorted(FILES))
-    ap.add_argument("--out", default="")
-    args = ap.parse_args()
-    if not FILES[args.corpus].exists():
-        sys.exit(f"shared data not found at {DATA}")
-    df = pl.read_parquet(FILES[args.corpus])
+    args = model_corpus_parser(__doc__.split("\n")[0], default_corpus="bbc").parse_args()
+    df = read_corpus(args.corpus)
     z, _ = encoder_views(args.model, df["text"])
     bbc = args.corpus == "bbc"
     rows = [scored("as encoded", df, z, bbc), scored("L2-normalised", df, unit(z), bbc)]

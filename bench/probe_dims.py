@@ -71,19 +71,29 @@ def scored(name: str, dim: int, df: pl.DataFrame, x) -> dict:
     return row
 
 
+def model_corpus_parser(description: str, default_corpus: str) -> argparse.ArgumentParser:
+    """The arguments of the scripts that score one trained model's vectors on one corpus."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", required=True, help="a vecjob model dir trained on the corpus")
+    ap.add_argument("--corpus", default=default_corpus, choices=sorted(FILES))
+    ap.add_argument("--out", default="")
+    return ap
+
+
+def read_corpus(corpus: str) -> pl.DataFrame:
+    if not FILES[corpus].exists():
+        sys.exit(f"shared data not found at {DATA}")
+    return pl.read_parquet(FILES[corpus])
+
+
 def main() -> None:
     from sklearn.decomposition import PCA, TruncatedSVD
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True, help="a vecjob model dir trained on the corpus")
-    ap.add_argument("--corpus", default="tweets", choices=sorted(FILES))
+    ap = model_corpus_parser(__doc__.split("\n")[0], default_corpus="tweets")
     ap.add_argument("--dims", default="128,256,512")
-    ap.add_argument("--out", default="")
     args = ap.parse_args()
-    if not FILES[args.corpus].exists():
-        sys.exit(f"shared data not found at {DATA}")
     dims = [int(d) for d in args.dims.split(",")]
-    df = pl.read_parquet(FILES[args.corpus])
+    df = read_corpus(args.corpus)
     rows = []
     tfidf = tfidf_vectors(df["text"].to_list())
     for d in dims:
