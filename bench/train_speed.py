@@ -1,6 +1,6 @@
 """Training speed: tokens/s of the library training step on one thread, and of Ray Train's 2 CPU workers.
 
-    python bench/train_speed.py [--steps 20] [--rounds 3]
+    python bench/train_speed.py [--steps 20] [--rounds 5]
 
 1. The LSTM kernel path, on BBC chunks (with the default 1024-token bag-of-words context, as `vecjob
    train` builds them) and on tweets: training batches as they are cut now (length-sorted: nearly all

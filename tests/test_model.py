@@ -146,4 +146,3 @@ def test_bag_of_words_loss_weighs_words_by_their_information():
     assert "bow_token_weight" not in model.state_dict()
     with pytest.raises(ValueError, match="token counts"):
         model.set_token_counts(counts[:-1])
-
