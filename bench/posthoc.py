@@ -36,13 +36,14 @@ def whitened(x: np.ndarray, eigenvalues: np.ndarray, axes: np.ndarray, power: fl
     return ((x - x.mean(0)) @ (axes / eigenvalues[None, :] ** (power / 2))).astype(np.float32)
 
 
-def scored(name: str, df: pl.DataFrame, x: np.ndarray, with_clusters: bool) -> dict:
+def scored(name: str, df: pl.DataFrame, x: np.ndarray, with_clusters: bool, key: str = "transform") -> dict:
+    """`quality.py`'s probe (and on BBC its clusters and neighbours) for one set of vectors, printed."""
     p = split_probe(df, x)
-    row = {"transform": name, "acc": p["acc"], "macro_f1": p["macro_f1"], "C": p["C"]}
+    row = {key: name, "acc": p["acc"], "macro_f1": p["macro_f1"], "C": p["C"]}
     if with_clusters:
         labels = df["label"].to_numpy()
         row |= cluster_scores(x, labels) | {"p_at_10": precision_at_10(x, labels)}
-    print(f"{name:<22} " + "  ".join(f"{k}={v:.3g}" for k, v in row.items() if k != "transform"), flush=True)
+    print(f"{name:<22} " + "  ".join(f"{k}={v:.3g}" for k, v in row.items() if k != key), flush=True)
     return row
 
 

@@ -36,13 +36,15 @@ from quality import DATA, SEED, split_probe, tfidf_vectors  # noqa: E402
 FILES = {"bbc": DATA / "bbc_news.parquet", "tweets": DATA / "tweets_sentiment.parquet"}
 
 
-def encoder_views(model_dir: str, texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+def encoder_views(model_dir: str, texts: pl.Series, weights: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(z, pooled encoder states) per document, in document order; z as `vecjob encode` writes it.
-    One pass: a hook on the layer that makes z catches its input, the pooled states."""
+    One pass: a hook on the layer that makes z catches its input, the pooled states.
+    `weights`: a state dict to encode with instead of the model dir's own (same config and vocabulary),
+    centred on these texts' chunks (the model dir's centre is the training chunks')."""
     from vecjob.encoder import AUTO_BATCH_CPU, document_means
     from vecjob.model_dir import load_model_dir
     from vecjob.tokenizer import document_chunks
-    from vecjob.training import ChunkSet, equal_length_batches
+    from vecjob.training import ChunkSet, equal_length_batches, set_center
 
     torch.set_num_threads(1)
     loaded = load_model_dir(model_dir)
@@ -50,6 +52,9 @@ def encoder_views(model_dir: str, texts: pl.Series) -> tuple[np.ndarray, np.ndar
     chunks, owner = document_chunks(loaded.tokenizer, docs)
     data = ChunkSet.from_chunks(chunks)
     model = loaded.model
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        set_center(model, data)
     captured: list[torch.Tensor] = []
     hook = model.to_z.register_forward_hook(lambda _module, inputs, _out: captured.append(inputs[0]))
     z = np.empty((len(data), model.to_z.out_features), dtype=np.float32)
