@@ -1,6 +1,6 @@
 """How the vectors' scores move from epoch to epoch of one training run.
 
-    python bench/epoch_probe.py --model MODEL_DIR --weights DIR [--corpus bbc]
+    python bench/epoch_probe.py --model MODEL_DIR --weights DIR [--corpus bbc] [--average 7-10,5-10]
                                 [--out bench/results/epochs-bbc.json]
 
 Training publishes only its best epoch's weights. To score every epoch, train with the one-off patch

@@ -36,7 +36,9 @@ from quality import DATA, SEED, split_probe, tfidf_vectors  # noqa: E402
 FILES = {"bbc": DATA / "bbc_news.parquet", "tweets": DATA / "tweets_sentiment.parquet"}
 
 
-def encoder_views(model_dir: str, texts: pl.Series, weights: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def encoder_views(
+    model_dir: str, texts: pl.Series, weights: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(z, pooled encoder states) per document, in document order; z as `vecjob encode` writes it.
     One pass: a hook on the layer that makes z catches its input, the pooled states.
     `weights`: a state dict to encode with instead of the model dir's own (same config and vocabulary),
