@@ -1,6 +1,6 @@
 """Training speed: tokens/s of the library training step on one thread, and of Ray Train's 2 CPU workers.
 
-    python bench/train_speed.py [--steps 20] [--rounds 5]
+    python bench/train_speed.py [--steps 20] [--rounds 5] [--only tfidf]
 
 1. The LSTM kernel path, on BBC chunks (with the default 1024-token bag-of-words context, as `vecjob
    train` builds them) and on tweets: training batches as they are cut now (length-sorted: nearly all
@@ -8,7 +8,8 @@
    mixed lengths (padded, so the LSTMs take the packed path, as every training batch did before). The
    two setups alternate in every round; the figure is the median over rounds.
 2. The output layer: full vs adaptive softmax (hidden 128 and 256), and its share of the step time.
-3. Ray Train, 2 CPU workers (DDP over gloo), one epoch on 4,000 BBC chunks.
+3. The TF-IDF regression head (`model.tfidf_weight`) on and off, alternating in every round.
+4. Ray Train, 2 CPU workers (DDP over gloo), one epoch on 4,000 BBC chunks.
 
 GPU figures (fp32 and bf16, cuDNN LSTM) come from bench/gpu.py, on a CUDA machine.
 """
@@ -88,6 +89,27 @@ def step_rate(model_cfg, chunks, vocab: int, batches: list[np.ndarray], output_s
     return out
 
 
+def alternating_rates(setups: dict, steps: int, rounds: int) -> list[dict]:
+    """Median tokens/s of each model config in `setups` on both corpora's length-sorted training
+    batches; the configs alternate in every round, so a busy machine slows them alike."""
+    from vecjob.training import batch_indices
+
+    rows = []
+    for corpus in CORPORA:
+        chunks, vocab = load_chunks(corpus, next(iter(setups.values())).bow_context)
+        rates: dict[str, list[float]] = {name: [] for name in setups}
+        for r in range(rounds):
+            batches = batch_indices(chunks.lengths, 64, np.random.default_rng(r))[: steps + 3]
+            for name, cfg in setups.items():
+                rates[name].append(step_rate(cfg, chunks, vocab, batches)["tokens/s"])
+        base = statistics.median(next(iter(rates.values())))
+        for name in setups:
+            rows.append({"corpus": corpus, "setup": name, "tokens/s": statistics.median(rates[name]),
+                         "÷ first": statistics.median(rates[name]) / base, "rounds": rates[name]})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def kernel_paths(steps: int, rounds: int) -> list[dict]:
     from vecjob.config import ModelConfig
     from vecjob.training import batch_indices
@@ -141,11 +163,23 @@ def ray_train_rate() -> float:
 
 
 def main() -> None:
+    from vecjob.config import ModelConfig
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only", choices=["tfidf"], help="run only this part; results go to train_speed-tfidf.json")
     args = ap.parse_args()
 
+    default = ModelConfig()
+    tfidf = alternating_rates({"TF-IDF head off": default.model_copy(update={"tfidf_weight": 0.0}),
+                               "TF-IDF head on": default.model_copy(update={"tfidf_weight": 8.0})},
+                              args.steps, args.rounds)
+    print_table("training step, 1 thread, default model with the TF-IDF head off and on (median of rounds)",
+                tfidf, ["corpus", "setup", "tokens/s", "÷ first"])
+    if args.only == "tfidf":
+        write_json("train_speed-tfidf.json", {"tfidf_head": tfidf})
+        return
     paths = kernel_paths(args.steps, args.rounds)
     print_table("training step, 1 thread, default model (batch 64 × ≤ 64 tokens; median of rounds)", paths,
                 ["corpus", "batches", "tokens/s", "÷ mixed"])
@@ -154,7 +188,7 @@ def main() -> None:
                 ["hidden", "output layer", "vocab", "tokens/s", "output share"])
     ray_rate = ray_train_rate()
     print(f"\nRay Train, 2 CPU workers, default model, 1 epoch of 4,000 BBC chunks: {ray_rate:,.0f} tokens/s")
-    write_json("train_speed.json", {"kernel_paths": paths, "output_layers": outputs,
+    write_json("train_speed.json", {"kernel_paths": paths, "output_layers": outputs, "tfidf_head": tfidf,
                                     "ray_train_2_workers_tokens_per_s": ray_rate,
                                     "gpu": "CPU only: GPU figures are bench/gpu.py's (gpu.json)"})
 

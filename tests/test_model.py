@@ -146,3 +146,38 @@ def test_bag_of_words_loss_weighs_words_by_their_information():
     assert "bow_token_weight" not in model.state_dict()
     with pytest.raises(ValueError, match="token counts"):
         model.set_token_counts(counts[:-1])
+
+
+def test_tfidf_target_is_scikit_learns_sublinear_tfidf_and_the_head_starts_at_its_trivial_loss():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from vecjob.training import ChunkSet, bag_document_frequencies
+
+    batch = _batch([6, 3, 8, 8], seed=4)
+    batch.tokens[0, :3] = 7  # a word three times: sublinear tf, 1 + ln 3
+    batch.tokens[1, 1] = UNK  # special tokens are no words of the target
+    chunks = [batch.tokens[i, : int(n)].numpy() for i, n in enumerate(batch.lengths)]
+    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=12, tfidf_weight=1.0)
+    model = SequenceAutoencoder(cfg, VOCAB)
+    model.set_document_frequencies(*bag_document_frequencies(ChunkSet.from_chunks(chunks), VOCAB))
+
+    words = [[str(t) for t in c if t > 3] for c in chunks]
+    sk = TfidfVectorizer(analyzer=lambda doc: doc, sublinear_tf=True)
+    rows = sk.fit_transform(words).toarray()
+    expected = np.zeros((len(chunks), VOCAB), dtype=np.float32)
+    expected[:, [int(w) for w in sk.get_feature_names_out()]] = rows
+    torch.testing.assert_close(model.tfidf_targets(batch), torch.from_numpy(expected))
+
+    # The head starts as the zero map: the squared error is each unit-norm row's, 1, until it learns.
+    losses = model(batch)
+    torch.testing.assert_close(losses.tfidf, torch.tensor(1.0))
+    torch.testing.assert_close(losses.total, losses.recon + cfg.bow_weight * losses.bow + losses.tfidf)
+    losses.total.backward()
+    assert model.tfidf.weight.grad.abs().sum() > 0
+    # Off by default: no head, nothing in the loss, and model files without the head.
+    plain = SequenceAutoencoder(cfg.model_copy(update={"tfidf_weight": 0.0}), VOCAB)
+    assert plain.tfidf is None and float(plain(batch).tfidf) == 0.0
+    assert not any(k.startswith("tfidf") for k in plain.state_dict())
+    assert "tfidf_idf" not in model.state_dict()  # training-only, like the bag-of-words weights
+    with pytest.raises(ValueError, match="document frequencies"):
+        model.set_document_frequencies(np.ones(VOCAB - 1), 4)

@@ -61,6 +61,11 @@ class ModelConfig(_Frozen):
     # accuracy (bench/README.md); 0 = the chunk's own words. Training-only (encoding is unchanged);
     # training batches hold up to (1 + 2·context/max_len)× the tokens.
     bow_context: int = Field(default=1024, ge=0, le=1024)
+    # Regress the vector, through a linear head, onto the L2-normalised TF-IDF vector of the same
+    # bag-of-words target (squared error, 0..~1 per chunk). A linear map from `dim` numbers fits it
+    # best from LSA's subspace, so the term pulls into z the word-level directions a linear probe
+    # reads. 0 = off. Training-only, like the bag-of-words head.
+    tfidf_weight: float = Field(default=0.0, ge=0.0)
     # Variational: KL weight annealed linearly from 0 over kl_anneal_steps; free bits per dimension.
     kl_weight: float = 1.0
     kl_anneal_steps: int = 2_000

@@ -6,6 +6,8 @@ z → initial decoder state, and concatenated to every decoder input → LSTM de
 Why the extras (see shared/QUALITY_NOTES.md: a naive version learns a language model and ignores z):
 - word dropout on the decoder input and z fed at every step make the decoder depend on z;
 - a bag-of-words head predicts the chunk's words from z alone, so z must carry its topic;
+- optionally, a linear head regresses z onto the chunk's TF-IDF vector (`tfidf_weight`), whose
+  optimum for a linear map is LSA's subspace: z then carries the word-level directions a linear probe reads;
 - an adaptive softmax cuts the output layer's cost, which otherwise dominates training FLOPs.
 """
 
@@ -43,6 +45,7 @@ class Losses:
     recon: torch.Tensor  # mean cross-entropy per target token (nats)
     bow: torch.Tensor  # mean cross-entropy per bag-of-words token (nats)
     kl: torch.Tensor  # mean KL per chunk (variational), else 0
+    tfidf: torch.Tensor  # mean squared error per chunk of the TF-IDF regression (0..~1), else 0
     tokens: int  # target tokens in the batch
 
 
@@ -86,8 +89,16 @@ class SequenceAutoencoder(nn.Module):
         else:
             self.output = nn.Linear(cfg.hidden_dim, vocab_size)
         self.bow = nn.Linear(cfg.dim, vocab_size) if cfg.bow_weight > 0 else None
-        # Training-only per-word weights of the bag-of-words loss (set_token_counts); not saved.
+        self.tfidf = nn.Linear(cfg.dim, vocab_size) if cfg.tfidf_weight > 0 else None
+        if self.tfidf is not None:
+            # A zero map starts the regression at its trivial loss (1 per chunk) instead of pushing
+            # z around with a random head's large errors.
+            nn.init.zeros_(self.tfidf.weight)
+            nn.init.zeros_(self.tfidf.bias)
+        # Training-only per-word weights of the bag-of-words loss (set_token_counts) and inverse
+        # document frequencies of the TF-IDF target (set_document_frequencies); not saved.
         self.register_buffer("bow_token_weight", torch.ones(vocab_size), persistent=False)
+        self.register_buffer("tfidf_idf", torch.ones(vocab_size), persistent=False)
         # Mean training-chunk vector, set after training and subtracted from every document vector:
         # a shared offset would otherwise dominate cosine similarity (all scores near 1).
         self.register_buffer("z_center", torch.zeros(cfg.dim))
@@ -99,6 +110,16 @@ class SequenceAutoencoder(nn.Module):
             raise ValueError(f"{counts.shape[0]} token counts for a vocabulary of {self.vocab_size}")
         weight = torch.log(counts.sum() / counts.clamp(min=1)).clamp(min=0) ** self.cfg.bow_information_power
         self.bow_token_weight.copy_(weight.to(self.bow_token_weight))
+
+    def set_document_frequencies(self, doc_freqs, n_docs: int) -> None:
+        """In how many of `n_docs` training targets each token id occurs: the TF-IDF target's idf
+        (scikit-learn's smoothed form, log((1 + n) / (1 + df)) + 1; special tokens weigh 0)."""
+        df = torch.as_tensor(doc_freqs, dtype=torch.float64)
+        if df.shape != (self.vocab_size,):
+            raise ValueError(f"{df.shape[0]} document frequencies for a vocabulary of {self.vocab_size}")
+        idf = torch.log((1.0 + n_docs) / (1.0 + df)) + 1.0
+        idf[: EOS + 1] = 0.0
+        self.tfidf_idf.copy_(idf.to(self.tfidf_idf))
 
     # ---- encoder: what `vecjob encode` runs ---------------------------------------------------
 
@@ -160,8 +181,10 @@ class SequenceAutoencoder(nn.Module):
 
         recon, n_tokens = self._reconstruction(z, clean)
         bow = self._bag_of_words(z, clean) if self.bow is not None else mu.new_zeros(())
-        total = recon + self.cfg.bow_weight * bow + self.cfg.kl_weight * kl_scale * kl
-        return Losses(total=total, recon=recon, bow=bow, kl=kl, tokens=n_tokens)
+        tfidf = self._tfidf_regression(z, clean) if self.tfidf is not None else mu.new_zeros(())
+        total = (recon + self.cfg.bow_weight * bow + self.cfg.tfidf_weight * tfidf
+                 + self.cfg.kl_weight * kl_scale * kl)
+        return Losses(total=total, recon=recon, bow=bow, kl=kl, tfidf=tfidf, tokens=n_tokens)
 
     def _decoder_hidden(self, z: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder outputs for targets = tokens + EOS, inputs = BOS + tokens (teacher forcing)."""
@@ -203,6 +226,18 @@ class SequenceAutoencoder(nn.Module):
         nll = -logp.gather(1, tokens)  # [B, T]
         weight = self.bow_token_weight[tokens] * (tokens > EOS)
         return (nll * weight).sum() / weight.sum().clamp(min=1e-6)
+
+    def tfidf_targets(self, batch: Batch) -> torch.Tensor:
+        """[B, V] L2-normalised TF-IDF rows (sublinear tf, as scikit-learn's sublinear_tf) of each
+        chunk's bag-of-words target."""
+        tokens = batch.bow_tokens if batch.bow_tokens is not None else batch.tokens
+        tf = torch.zeros(tokens.shape[0], self.vocab_size, device=tokens.device)
+        tf.scatter_add_(1, tokens, (tokens > EOS).float())
+        weight = (1.0 + tf.clamp(min=1.0).log()) * (tf > 0) * self.tfidf_idf
+        return weight / weight.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+    def _tfidf_regression(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return (self.tfidf(z).float() - self.tfidf_targets(batch)).pow(2).sum(1).mean()
 
     @torch.no_grad()
     def token_accuracy(self, z: torch.Tensor, batch: Batch) -> tuple[int, int]:

@@ -156,7 +156,7 @@ def worker_loop(config: dict) -> None:
     train_cfg = TrainConfig.model_validate(config["train"])
     train, val = ray.get(config["data"][0])
 
-    model = build_model(model_cfg, config["vocab_size"], train_cfg.seed, config["token_counts"])
+    model = build_model(model_cfg, config["vocab_size"], train_cfg.seed, config["token_counts"], train)
     state, optimizer_state = TrainState(), None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

@@ -123,6 +123,7 @@ class Totals:
     recon: float = 0.0  # Σ recon nats × tokens
     bow: float = 0.0  # Σ bow nats × chunks
     kl: float = 0.0  # Σ kl × chunks
+    tfidf: float = 0.0  # Σ tfidf × chunks
     correct: float = 0.0
     seconds: float = 0.0
 
@@ -133,6 +134,7 @@ class Totals:
         self.recon += losses.recon.item() * losses.tokens
         self.bow += losses.bow.item() * n_chunks
         self.kl += losses.kl.item() * n_chunks
+        self.tfidf += losses.tfidf.item() * n_chunks
 
     def as_tensor(self) -> torch.Tensor:
         return torch.tensor([getattr(self, f.name) for f in fields(self)], dtype=torch.float64)
@@ -148,6 +150,7 @@ class Totals:
             f"{prefix}_recon": self.recon / t,
             f"{prefix}_bow": self.bow / c,
             f"{prefix}_kl": self.kl / c,
+            f"{prefix}_tfidf": self.tfidf / c,
         }
         if prefix == "val":
             out["val_token_acc"] = self.correct / t
@@ -323,12 +326,28 @@ def set_center(model: SequenceAutoencoder, data: ChunkSet, max_chunks: int = 20_
     model.z_center.copy_((total / max(len(idx), 1)).to(model.z_center.dtype))
 
 
+def bag_document_frequencies(data: ChunkSet, vocab_size: int) -> tuple[np.ndarray, int]:
+    """In how many bag-of-words targets (a chunk's context, else the chunk) each token id occurs,
+    and how many targets there are: the document frequencies of the TF-IDF target."""
+    bags = data.context if data.context is not None else data
+    owner = np.repeat(np.arange(len(bags), dtype=np.int64), bags.lengths)
+    pairs = np.unique(owner * vocab_size + bags.flat)
+    return np.bincount(pairs % vocab_size, minlength=vocab_size), len(bags)
+
+
 def build_model(
-    model_cfg: ModelConfig, vocab_size: int, seed: int, token_counts: Sequence[int] | None = None
+    model_cfg: ModelConfig,
+    vocab_size: int,
+    seed: int,
+    token_counts: Sequence[int] | None = None,
+    train: ChunkSet | None = None,
 ) -> SequenceAutoencoder:
-    """A freshly initialised model; token_counts (the vocabulary's) set the bag-of-words loss weights."""
+    """A freshly initialised model. For training: token_counts (the vocabulary's) set the
+    bag-of-words loss weights, and the training chunks the TF-IDF target's document frequencies."""
     torch.manual_seed(seed)
     model = SequenceAutoencoder(model_cfg, vocab_size)
     if token_counts is not None:
         model.set_token_counts(token_counts)
+    if train is not None and model_cfg.tfidf_weight > 0:
+        model.set_document_frequencies(*bag_document_frequencies(train, vocab_size))
     return model
