@@ -149,7 +149,7 @@ def tiny_model_dir(tmp_path_factory, collection) -> Path:
     shards = check_shards(str(collection), "id", "text")
     vocab = build_vocab(shards, "id", "text", tok_cfg)
     train, val, _ = training_chunks(shards, Tokenizer(vocab, tok_cfg.max_len), "id", "text", train_cfg)
-    model = build_model(model_cfg, len(vocab), 0, vocab.counts)
+    model = build_model(model_cfg, len(vocab), 0, vocab.counts, train)
     state = train_loop(model, train, val, model_cfg, train_cfg, device=torch.device("cpu"))
     out = tmp_path_factory.mktemp("model") / "model"
     write_model_dir(out, model_cfg, tok_cfg, vocab, state.best_weights,

@@ -151,7 +151,7 @@ def test_bag_of_words_loss_weighs_words_by_their_information():
 def test_tfidf_target_is_scikit_learns_sublinear_tfidf_and_the_head_starts_at_its_trivial_loss():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from vecjob.training import ChunkSet, bag_document_frequencies
+    from vecjob.training import ChunkSet, bag_document_frequencies, build_model
 
     batch = _batch([6, 3, 8, 8], seed=4)
     batch.tokens[0, :3] = 7  # a word three times: sublinear tf, 1 + ln 3
@@ -167,6 +167,9 @@ def test_tfidf_target_is_scikit_learns_sublinear_tfidf_and_the_head_starts_at_it
     expected = np.zeros((len(chunks), VOCAB), dtype=np.float32)
     expected[:, [int(w) for w in sk.get_feature_names_out()]] = rows
     torch.testing.assert_close(model.tfidf_targets(batch), torch.from_numpy(expected))
+    # build_model, given the training chunks (as every training path passes them), sets the same idf.
+    built = build_model(cfg, VOCAB, seed=0, train=ChunkSet.from_chunks(chunks))
+    torch.testing.assert_close(built.tfidf_targets(batch), torch.from_numpy(expected))
 
     # The head starts as the zero map: the squared error is each unit-norm row's, 1, until it learns.
     losses = model(batch)
@@ -174,7 +177,7 @@ def test_tfidf_target_is_scikit_learns_sublinear_tfidf_and_the_head_starts_at_it
     torch.testing.assert_close(losses.total, losses.recon + cfg.bow_weight * losses.bow + losses.tfidf)
     losses.total.backward()
     assert model.tfidf.weight.grad.abs().sum() > 0
-    # Off by default: no head, nothing in the loss, and model files without the head.
+    # Weight 0 turns it off: no head, nothing in the loss, and model files without the head.
     plain = SequenceAutoencoder(cfg.model_copy(update={"tfidf_weight": 0.0}), VOCAB)
     assert plain.tfidf is None and float(plain(batch).tfidf) == 0.0
     assert not any(k.startswith("tfidf") for k in plain.state_dict())
