@@ -6,7 +6,7 @@ z → initial decoder state, and concatenated to every decoder input → LSTM de
 Why the extras (see shared/QUALITY_NOTES.md: a naive version learns a language model and ignores z):
 - word dropout on the decoder input and z fed at every step make the decoder depend on z;
 - a bag-of-words head predicts the chunk's words from z alone, so z must carry its topic;
-- optionally, a linear head regresses z onto the chunk's TF-IDF vector (`tfidf_weight`), whose
+- a linear head regresses z onto the same words' TF-IDF vector (`tfidf_weight`, default 4), whose
   optimum for a linear map is LSA's subspace: z then carries the word-level directions a linear probe reads;
 - an adaptive softmax cuts the output layer's cost, which otherwise dominates training FLOPs.
 """
