@@ -89,49 +89,46 @@ def step_rate(model_cfg, chunks, vocab: int, batches: list[np.ndarray], output_s
     return out
 
 
-def alternating_rates(setups: dict, steps: int, rounds: int) -> list[dict]:
-    """Median tokens/s of each model config in `setups` on both corpora's length-sorted training
-    batches; the configs alternate in every round, so a busy machine slows them alike."""
+def alternating_rates(setups: dict, steps: int, rounds: int, label: str, ratio_label: str) -> list[dict]:
+    """Median tokens/s of each setup, name → (model config, length-sorted batches or mixed-length
+    ones), on both corpora; the setups alternate in every round, so a busy machine slows them alike.
+    Each row gives its rate ÷ the first setup's under `ratio_label`."""
     from vecjob.training import batch_indices
 
     rows = []
     for corpus in CORPORA:
-        chunks, vocab = load_chunks(corpus, next(iter(setups.values())).bow_context)
+        chunks, vocab = load_chunks(corpus, next(iter(setups.values()))[0].bow_context)
         rates: dict[str, list[float]] = {name: [] for name in setups}
         for r in range(rounds):
-            batches = batch_indices(chunks.lengths, 64, np.random.default_rng(r))[: steps + 3]
-            for name, cfg in setups.items():
-                rates[name].append(step_rate(cfg, chunks, vocab, batches)["tokens/s"])
+            rng = np.random.default_rng(r)
+            sorted_batches = batch_indices(chunks.lengths, 64, rng)[: steps + 3]
+            mixed = mixed_length_batches(len(chunks), 64, rng)[: steps + 3]
+            for name, (cfg, dense) in setups.items():
+                rates[name].append(step_rate(cfg, chunks, vocab, sorted_batches if dense else mixed)["tokens/s"])
         base = statistics.median(next(iter(rates.values())))
         for name in setups:
-            rows.append({"corpus": corpus, "setup": name, "tokens/s": statistics.median(rates[name]),
-                         "÷ first": statistics.median(rates[name]) / base, "rounds": rates[name]})
+            rows.append({"corpus": corpus, label: name, "tokens/s": statistics.median(rates[name]),
+                         ratio_label: statistics.median(rates[name]) / base, "rounds": rates[name]})
             print(rows[-1], flush=True)
     return rows
 
 
 def kernel_paths(steps: int, rounds: int) -> list[dict]:
     from vecjob.config import ModelConfig
-    from vecjob.training import batch_indices
 
-    model_cfg = ModelConfig()
-    setups = {"mixed-length batches (packed LSTMs; before)": False, "length-sorted batches (dense LSTMs; now)": True}
-    rows = []
-    for corpus in CORPORA:
-        chunks, vocab = load_chunks(corpus, model_cfg.bow_context)
-        rates: dict[str, list[float]] = {name: [] for name in setups}
-        for r in range(rounds):
-            rng = np.random.default_rng(r)
-            sorted_batches = batch_indices(chunks.lengths, 64, rng)[: steps + 3]
-            mixed = mixed_length_batches(len(chunks), 64, rng)[: steps + 3]
-            for name, dense in setups.items():
-                rates[name].append(step_rate(model_cfg, chunks, vocab, sorted_batches if dense else mixed)["tokens/s"])
-        base = statistics.median(next(iter(rates.values())))
-        for name in setups:
-            rows.append({"corpus": corpus, "batches": name, "tokens/s": statistics.median(rates[name]),
-                         "÷ mixed": statistics.median(rates[name]) / base, "rounds": rates[name]})
-            print(rows[-1], flush=True)
-    return rows
+    cfg = ModelConfig()
+    setups = {"mixed-length batches (packed LSTMs; before)": (cfg, False),
+              "length-sorted batches (dense LSTMs; now)": (cfg, True)}
+    return alternating_rates(setups, steps, rounds, "batches", "÷ mixed")
+
+
+def tfidf_head(steps: int, rounds: int) -> list[dict]:
+    from vecjob.config import ModelConfig
+
+    cfg = ModelConfig()
+    setups = {"TF-IDF head off": (cfg.model_copy(update={"tfidf_weight": 0.0}), True),
+              "TF-IDF head on": (cfg.model_copy(update={"tfidf_weight": 4.0}), True)}  # any weight > 0 costs the same
+    return alternating_rates(setups, steps, rounds, "setup", "÷ first")
 
 
 def output_layers(steps: int) -> list[dict]:
@@ -163,18 +160,13 @@ def ray_train_rate() -> float:
 
 
 def main() -> None:
-    from vecjob.config import ModelConfig
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", choices=["tfidf"], help="run only this part; results go to train_speed-tfidf.json")
     args = ap.parse_args()
 
-    default = ModelConfig()
-    tfidf = alternating_rates({"TF-IDF head off": default.model_copy(update={"tfidf_weight": 0.0}),
-                               "TF-IDF head on": default.model_copy(update={"tfidf_weight": 8.0})},
-                              args.steps, args.rounds)
+    tfidf = tfidf_head(args.steps, args.rounds)
     print_table("training step, 1 thread, default model with the TF-IDF head off and on (median of rounds)",
                 tfidf, ["corpus", "setup", "tokens/s", "÷ first"])
     if args.only == "tfidf":
