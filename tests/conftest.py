@@ -88,14 +88,15 @@ def write_collection(
 def make_vectors_dir(folder: Path, vectors: np.ndarray, ids: list, shards: int = 3, extra: dict | None = None) -> Path:
     """A vectors dir as `vecjob encode` writes it, from given vectors and ids."""
     from vecjob.parquet_io import new_manifest, write_json_atomic, write_parquet_atomic
-    from vecjob.vectors import MANIFEST_KIND, vectors_table
+    from vecjob.vectors import MANIFEST_KIND, vectors_table, with_model_fingerprint
 
     folder.mkdir(parents=True, exist_ok=True)
     stats = []
     for i, part in enumerate(np.array_split(np.arange(len(ids)), shards)):
         name = f"s{i}.parquet"
         cols = {k: pa.array([v[j] for j in part]) for k, v in (extra or {}).items()}
-        write_parquet_atomic(vectors_table(pa.array([ids[j] for j in part]), vectors[part], cols), folder / name)
+        table = vectors_table(pa.array([ids[j] for j in part]), vectors[part], cols)
+        write_parquet_atomic(with_model_fingerprint(table, "m"), folder / name)
         stats.append({"output": name, "rows_out": len(part)})
     write_json_atomic(new_manifest(MANIFEST_KIND, dim=vectors.shape[1], shards=stats, model_fingerprint="m",
                                    vectors_fingerprint="v"), folder / "manifest.json")
@@ -130,8 +131,7 @@ def collection(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, collection) -> Path:
+def train_tiny_model(out: Path, collection: Path, seed: int = 0) -> Path:
     """A small model trained in-process (no Ray) on the synthetic collection."""
     import torch
 
@@ -145,13 +145,23 @@ def tiny_model_dir(tmp_path_factory, collection) -> Path:
     torch.set_num_threads(1)
     tok_cfg = TokenizerConfig(max_vocab=200, min_count=1, max_len=16)
     model_cfg = ModelConfig(dim=16, embed_dim=16, hidden_dim=24)
-    train_cfg = TrainConfig(epochs=2, batch_size=32)
+    train_cfg = TrainConfig(epochs=2, batch_size=32, seed=seed)
     shards = check_shards(str(collection), "id", "text")
     vocab = build_vocab(shards, "id", "text", tok_cfg)
     train, val, _ = training_chunks(shards, Tokenizer(vocab, tok_cfg.max_len), "id", "text", train_cfg)
-    model = build_model(model_cfg, len(vocab), 0, vocab.counts, train)
+    model = build_model(model_cfg, len(vocab), seed, vocab.counts, train)
     state = train_loop(model, train, val, model_cfg, train_cfg, device=torch.device("cpu"))
-    out = tmp_path_factory.mktemp("model") / "model"
     write_model_dir(out, model_cfg, tok_cfg, vocab, state.best_weights,
                     new_manifest(MANIFEST_KIND, history=state.history), plot_history=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, collection) -> Path:
+    return train_tiny_model(tmp_path_factory.mktemp("model") / "model", collection)
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory, collection) -> Path:
+    """A second model of the same shape (another seed): same dim, different vectors and fingerprint."""
+    return train_tiny_model(tmp_path_factory.mktemp("model-b") / "model", collection, seed=1)

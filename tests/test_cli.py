@@ -67,10 +67,11 @@ def test_vectors_match_the_input_ids_and_are_not_degenerate(pipeline, collection
 
 
 def test_ray_and_local_runners_give_the_same_vectors(pipeline, collection, tmp_path):
-    r = invoke("encode", collection, "--model", pipeline / "m", "--out", tmp_path / "local", "--runner", "local")
+    r = invoke("encode", collection, "--model", pipeline / "m", "--out", tmp_path / "local", "--runner", "local",
+               "--keep", "label")
     assert r.exit_code == 0, r.output
     for ray_path, local_path in zip(VectorsDir.open(pipeline / "v").shard_paths, VectorsDir.open(tmp_path / "local").shard_paths):
-        assert ray_path.name == local_path.name
+        assert ray_path.name == local_path.name  # same input, model and columns: the same generation
         # Ray's actors run one torch thread each and the local runner two: the same vectors up to
         # float32 rounding (the thread count changes the order of the sums inside the kernels).
         np.testing.assert_allclose(table_vectors(pq.read_table(ray_path)), table_vectors(pq.read_table(local_path)),

@@ -48,11 +48,20 @@ def test_k_auto_picks_by_silhouette_and_reports_the_curve(tmp_path):
     assert summary["k"] == 4 and [c["k"] for c in summary["k_curve"]][:3] == [2, 3, 4]
 
 
-def test_k_larger_than_the_vectors_is_refused(tmp_path):
+@pytest.mark.parametrize("k, message", [(0, "--k must be at least 2.* not 0"), (1, "--k must be at least 2"),
+                                        (10, "--k 10 needs more vectors than clusters.* holds 10"),
+                                        (11, "--k 11 needs more vectors than clusters.* holds 10")])
+def test_a_k_that_cannot_make_clusters_is_refused_leaving_nothing(tmp_path, k, message):
     make_vectors_dir(tmp_path / "v", blobs(10, 4, 2)[0], list(range(10)))
-    with pytest.raises(InputError, match="k=11 but there are only 10 vectors"):
-        cluster_collection(tmp_path / "v", tmp_path / "c", 11, ClusterConfig())
-    assert not (tmp_path / "c" / "summary.json").exists()
+    with pytest.raises(InputError, match=message):
+        cluster_collection(tmp_path / "v", tmp_path / "c", k, ClusterConfig())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v"]  # no output dir, no lock
+
+
+def test_k_one_below_the_vectors_clusters_and_scores_without_labels(tmp_path):
+    make_vectors_dir(tmp_path / "v", blobs(10, 4, 2)[0], list(range(10)))
+    summary = cluster_collection(tmp_path / "v", tmp_path / "c", 9, ClusterConfig())
+    assert summary["k"] == 9 and "silhouette" in summary["metrics"]
 
 
 def test_top_terms_are_distinctive_not_common():

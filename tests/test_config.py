@@ -43,11 +43,25 @@ def test_date_expands_in_paths(tmp_path):
     assert loaded.data.paths == [str(tmp_path / "in" / "2026-01-02" / "*.parquet")]
 
 
-def test_cloud_paths_are_left_alone(tmp_path):
+@pytest.mark.parametrize("key, toml", [
+    ("out", 'out = "s3://bucket/runs/{date}"\n[data]\npaths = ["d"]'),
+    ("out", 'out = "s3:/bucket"\n[data]\npaths = ["d"]'),
+    ("data.paths", '[data]\npaths = ["gs://b/x"]'),
+    ("train.storage_path", '[data]\npaths = ["d"]\n[train]\nstorage_path = "ftp://host/x"'),
+])
+def test_uris_in_a_spec_are_refused_until_supported(tmp_path, key, toml):
     spec = tmp_path / "job.toml"
-    spec.write_text('out = "s3://bucket/runs/{date}"\n[data]\npaths = ["gs://b/x"]\n')
-    loaded = load_job_spec(spec, run_date=dt.date(2026, 1, 2))
-    assert loaded.out == "s3://bucket/runs/2026-01-02" and loaded.data.paths == ["gs://b/x"]
+    spec.write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=f"{key} .*URIs .* not supported yet"):
+        load_job_spec(spec, run_date=dt.date(2026, 1, 2))
+    assert list(tmp_path.iterdir()) == [spec]
+
+
+def test_stages_run_in_pipeline_order_whatever_the_spec_lists():
+    spec = JobSpec(data={"paths": ["d"]}, stages=["index", "encode", "train"])
+    assert spec.stages == ["train", "encode", "index"]
+    with pytest.raises(ValueError, match="listed twice"):
+        JobSpec(data={"paths": ["d"]}, stages=["train", "train"])
 
 
 def test_override_applies_only_given_flags_and_revalidates():

@@ -5,7 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from vecjob.errors import InputError, LockedError
-from vecjob.parquet_io import atomic_path, check_shard, check_shards, dir_lock, discover, fingerprint, write_json_atomic
+from vecjob.outputs import output_lock
+from vecjob.parquet_io import atomic_path, check_shard, check_shards, discover, fingerprint, write_json_atomic
 
 
 def test_discover_files_dirs_and_globs(tmp_path):
@@ -63,11 +64,11 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
 
 
 def test_second_writer_is_refused(tmp_path):
-    with dir_lock(tmp_path):
+    with output_lock(tmp_path):
         with pytest.raises(LockedError, match="another vecjob run"):
-            with dir_lock(tmp_path):
+            with output_lock(tmp_path):
                 pass
-    with dir_lock(tmp_path):  # released after the first holder exits
+    with output_lock(tmp_path):  # released after the first holder exits
         pass
 
 

@@ -2,6 +2,7 @@
 a training worker that dies."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import write_collection
-from vecjob.config import DataConfig, EncodeConfig, ModelConfig, TokenizerConfig, TrainConfig
-from vecjob.parquet_io import dir_lock
+from vecjob.config import DataConfig, EncodeConfig, IndexConfig, ModelConfig, TokenizerConfig, TrainConfig
+from vecjob.outputs import output_lock
 from vecjob.ray_encode import encode_collection
 from vecjob.vectors import VectorsDir, table_vectors
 
@@ -27,35 +28,48 @@ def _vectors_by_shard(folder: Path) -> dict[str, np.ndarray]:
     return {p.name: table_vectors(pq.read_table(p)) for p in VectorsDir.open(folder).shard_paths}
 
 
-def test_kill_9_mid_encode_then_rerun_finishes_only_missing_shards(tiny_model_dir, tmp_path):
+def _gcs_address() -> str:
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def _encode_args(data, model, out, runner: str) -> list[str]:
+    args = [*VECJOB, "encode", str(data), "--model", str(model), "--out", str(out), "--runner", runner,
+            "--batch-size", "8"]
+    return args + (["--address", _gcs_address()] if runner == "ray" else [])
+
+
+def _killed_at(point: str, count: int, args: list[str]) -> None:
+    """Run a vecjob command that SIGKILLs itself the count-th time it reaches `point` (vecjob.faults)."""
+    env = {**os.environ, "VECJOB_KILL_AT": f"{point}:{count}"}
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+
+
+@pytest.mark.parametrize("runner", ["local", "ray"])
+def test_kill_9_mid_encode_then_rerun_finishes_only_missing_shards(request, tiny_model_dir, tmp_path, runner):
+    if runner == "ray":
+        request.getfixturevalue("ray_session")  # a second driver joins the session's Ray
     data = tmp_path / "in"
-    write_collection(data, [120] * 40, seed=3)
+    write_collection(data, [120] * 12, seed=3)
     out = tmp_path / "v"
-    proc = subprocess.Popen([*VECJOB, "encode", str(data), "--model", str(tiny_model_dir), "--out", str(out),
-                             "--runner", "local", "--batch-size", "8"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stats = out / "_stats"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (stats.exists() and len(list(stats.glob("*.json"))) >= 3):
-        assert proc.poll() is None, "encode finished before it could be killed: make the input larger"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = len(list(stats.glob("*.json")))
-    assert 3 <= done_before < 40, done_before
+    _killed_at("shard_published", 3, _encode_args(data, tiny_model_dir, out, runner))
+    assert len(list((out / "_stats").glob("*.json"))) == 3
     assert not (out / "manifest.json").exists()
     visible = [p for p in out.iterdir() if not p.name.startswith((".", "_"))]
+    assert len(visible) == 3
     for p in visible:  # whatever is visible is a complete shard
         assert pq.read_table(p).num_rows == 120
 
     # The same command again, and an uninterrupted run (same process settings: float results depend on
     # the torch thread count, so bit-identity is promised for the same command on the same machine).
     for target in (out, tmp_path / "clean"):
-        subprocess.run([*VECJOB, "encode", str(data), "--model", str(tiny_model_dir), "--out", str(target),
-                        "--runner", "local", "--batch-size", "8"], check=True, capture_output=True, timeout=300)
+        subprocess.run(_encode_args(data, tiny_model_dir, target, runner), check=True, capture_output=True,
+                       timeout=300)
     resumed = VectorsDir.open(out).manifest
-    assert resumed["counts"]["shards_encoded"] == 40 - done_before
-    assert resumed["counts"]["rows_out"] == 4800
+    assert resumed["counts"]["shards_encoded"] == 12 - 3
+    assert resumed["counts"]["rows_out"] == 1440
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     assert VectorsDir.open(tmp_path / "clean").manifest["vectors_fingerprint"] == resumed["vectors_fingerprint"]
     a, b = _vectors_by_shard(out), _vectors_by_shard(tmp_path / "clean")
@@ -64,9 +78,84 @@ def test_kill_9_mid_encode_then_rerun_finishes_only_missing_shards(tiny_model_di
         np.testing.assert_array_equal(a[name], b[name])
 
 
+@pytest.mark.parametrize("killed_after", [1, 3])
+def test_a_rerun_with_another_model_killed_part_way_leaves_the_old_generation(
+        tiny_model_dir, other_model_dir, tmp_path, killed_after):
+    from vecjob.errors import ArtifactError
+    from vecjob.index import index_collection, load_index_dir
+    from vecjob.search import search
+
+    data = tmp_path / "in"
+    write_collection(data, [40] * 4, seed=5)
+    out = tmp_path / "v"
+    first = encode_collection(DataConfig(paths=[str(data)]), tiny_model_dir, out, EncodeConfig(), runner="local")
+    before = _vectors_by_shard(out)
+    _killed_at("shard_published", killed_after, _encode_args(data, other_model_dir, out, "local"))
+
+    # Readers see model A's complete generation: its manifest, its shards, untouched.
+    vdir = VectorsDir.open(out)
+    assert vdir.manifest["model_fingerprint"] == first["model_fingerprint"]
+    after = _vectors_by_shard(out)
+    assert after.keys() == before.keys()
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name])
+    index_collection(out, tmp_path / "i", IndexConfig())
+    assert load_index_dir(tmp_path / "i").manifest["model_fingerprint"] == first["model_fingerprint"]
+    with pytest.raises(ArtifactError, match="did not make the index's vectors"):
+        search(tmp_path / "i", text="goal team", model_dir=other_model_dir)
+
+    # Finishing the rerun publishes model B's generation whole and removes A's files.
+    second = encode_collection(DataConfig(paths=[str(data)]), other_model_dir, out, EncodeConfig(), runner="local")
+    assert second["counts"]["shards_encoded"] == 4 - killed_after
+    names = {p.name for p in out.glob("*.parquet")}
+    assert names == {s["output"] for s in second["shards"]} and not names & before.keys()
+    assert len(list((out / "_stats").glob("*.json"))) == 4
+    # The index built from A no longer matches the vectors: a search by id says so.
+    with pytest.raises(ArtifactError, match="vectors changed since the index was built"):
+        search(tmp_path / "i", doc_id="doc-00001")
+
+
+def test_a_shard_of_another_generation_under_the_manifest_is_refused(tiny_model_dir, other_model_dir, tmp_path):
+    from vecjob.errors import ArtifactError
+    from vecjob.index import index_collection
+
+    data = tmp_path / "in"
+    write_collection(data, [30, 30], seed=6)
+    encode_collection(DataConfig(paths=[str(data)]), tiny_model_dir, tmp_path / "a", EncodeConfig(), runner="local")
+    encode_collection(DataConfig(paths=[str(data)]), other_model_dir, tmp_path / "b", EncodeConfig(), runner="local")
+    listed = VectorsDir.open(tmp_path / "a").shard_paths[1]
+    foreign = next(p for p in VectorsDir.open(tmp_path / "b").shard_paths if p.name.split("-")[:2] == listed.name.split("-")[:2])
+    shutil.copyfile(foreign, listed)  # what an in-place rewrite by another model would leave
+    with pytest.raises(ArtifactError, match="not written by the manifest's model"):
+        VectorsDir.open(tmp_path / "a").read_all()
+    with pytest.raises(ArtifactError, match="not written by the manifest's model"):
+        index_collection(tmp_path / "a", tmp_path / "i", IndexConfig())
+    assert not (tmp_path / "i").exists()
+
+
+def test_a_killed_rewrite_of_a_whole_folder_leaves_the_previous_one(tmp_path):
+    from conftest import blobs, make_vectors_dir
+
+    from vecjob.index import load_index_dir
+
+    vectors = make_vectors_dir(tmp_path / "v", blobs(200, 8, 3)[0], list(range(200)))
+    subprocess.run([*VECJOB, "index", str(vectors), "--out", str(tmp_path / "i"), "--factory", "Flat"], check=True,
+                   capture_output=True, timeout=120)
+    built = (tmp_path / "i" / "manifest.json").read_text()
+    _killed_at("staged_before_swap", 1,
+               [*VECJOB, "index", str(vectors), "--out", str(tmp_path / "i"), "--factory", "HNSW32"])
+    assert (tmp_path / "i" / "manifest.json").read_text() == built
+    assert load_index_dir(tmp_path / "i").manifest["factory"] == "Flat"
+    assert [p.name for p in tmp_path.glob(".i.tmp-*")], "the killed run's staging folder is hidden beside it"
+    subprocess.run([*VECJOB, "index", str(vectors), "--out", str(tmp_path / "i"), "--factory", "HNSW32"], check=True,
+                   capture_output=True, timeout=120)
+    assert load_index_dir(tmp_path / "i").manifest["factory"] == "HNSW32"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i", "v"]  # staging and lock are gone
+
+
 def test_a_second_writer_to_the_same_output_is_refused(tiny_model_dir, collection, tmp_path):
     out = tmp_path / "v"
-    with dir_lock(out):  # another run holds the directory
+    with output_lock(out):  # another run holds the directory
         r = subprocess.run([*VECJOB, "encode", str(collection), "--model", str(tiny_model_dir), "--out", str(out),
                             "--runner", "local"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
@@ -89,15 +178,18 @@ def test_a_multi_megabyte_document_is_encoded_whole(tiny_model_dir, tmp_path):
     assert np.isfinite(vecs).all() and not np.allclose(vecs[0], vecs[1])
 
 
-def _ray_train_worker_pids() -> list[int]:
+def _our_ray_train_workers() -> list[int]:
+    """RayTrainWorker processes of the Ray this test process started (its descendants), no one else's."""
     import psutil
 
-    pids = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "RayTrainWorker" in cmd and "ray::" in cmd:
-            pids.append(p.pid)
-    return pids
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(child.cmdline()):
+                found.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 def test_a_dead_training_worker_restarts_from_the_last_checkpoint(ray_session, tmp_path):
@@ -113,7 +205,7 @@ def test_a_dead_training_worker_restarts_from_the_last_checkpoint(ray_session, t
             result["manifest"] = train_model(
                 DataConfig(paths=[str(tmp_path / "in")]), out, TokenizerConfig(max_vocab=300, max_len=16),
                 ModelConfig(dim=16, embed_dim=16, hidden_dim=32),
-                TrainConfig(epochs=5, workers=2, use_gpu="no", max_failures=1, patience=10),
+                TrainConfig(epochs=6, workers=2, use_gpu="no", max_failures=1, patience=10),
             )
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             result["error"] = exc
@@ -121,16 +213,25 @@ def test_a_dead_training_worker_restarts_from_the_last_checkpoint(ray_session, t
     thread = threading.Thread(target=train)
     thread.start()
     checkpoints = tmp_path / ".m.ray-train"
+    # Kill once a checkpoint is surely registered: the controller deletes the first one (it keeps one)
+    # only after it has registered the second.
+    first_seen: set[str] = set()
     deadline = time.time() + 300
-    while time.time() < deadline and not list(checkpoints.glob("*/checkpoint_*")):
+    while time.time() < deadline:
+        names = {p.name for p in checkpoints.glob("*/checkpoint_*")}
+        if first_seen and not first_seen & names and names:
+            break
+        first_seen = first_seen or names
         assert thread.is_alive(), f"training ended before a checkpoint: {result}"
-        time.sleep(0.2)
-    victims = _ray_train_worker_pids()
-    assert victims, "no RayTrainWorker process found"
+        time.sleep(0.1)
+    victims = _our_ray_train_workers()
+    assert len(victims) == 2, victims
     os.kill(victims[-1], signal.SIGKILL)
     thread.join(timeout=600)
     assert "error" not in result, result.get("error")
     manifest = result["manifest"]
-    assert manifest["epochs_run"] == 5 and [h["epoch"] for h in manifest["history"]] == [1, 2, 3, 4, 5]
+    # The restarted group resumed from a checkpoint (at least one epoch done), not from scratch.
+    assert len(manifest["resumed_after_epochs"]) == 1 and 2 <= manifest["resumed_after_epochs"][0] < 6
+    assert manifest["epochs_run"] == 6 and [h["epoch"] for h in manifest["history"]] == [1, 2, 3, 4, 5, 6]
     assert (out / "model.pt").exists() and (out / "manifest.json").exists()
-    assert victims[-1] not in _ray_train_worker_pids()
+    assert victims[-1] not in _our_ray_train_workers()

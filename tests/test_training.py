@@ -87,14 +87,23 @@ def test_bf16_precision_is_ignored_on_cpu_and_unknown_precisions_are_rejected():
 
 
 def test_train_loop_keeps_best_epoch_and_stops_early():
+    import copy
+
+    from vecjob.training import unwrap
+
     torch.manual_seed(0)
     model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16)
-    # lr 0 after the first epochs cannot improve: patience 1 must stop the loop early.
-    train_cfg = TrainConfig(epochs=10, batch_size=16, lr=0.0, patience=1)
+    # Random tokens and a high rate: the model overfits its 64 chunks, so the validation loss turns up.
+    train_cfg = TrainConfig(epochs=30, batch_size=16, lr=0.03, patience=2)
     model = build_model(model_cfg, 40, seed=0)
-    state = train_loop(model, _chunks(64), _chunks(16, seed=1), model_cfg, train_cfg, device=torch.device("cpu"))
-    assert state.stopped_early and state.epoch == 2 and state.best_epoch == 1
-    assert len(state.history) == 2 and state.best_weights is not None
+    weights = {}
+    state = train_loop(model, _chunks(64), _chunks(16, seed=1), model_cfg, train_cfg, device=torch.device("cpu"),
+                       on_epoch_end=lambda s, o, m: weights.__setitem__(m["epoch"], copy.deepcopy(unwrap(model).state_dict())))
+    val = [h["val_loss"] for h in state.history]
+    assert state.best_epoch == int(np.argmin(val)) + 1
+    assert state.stopped_early and state.epoch == state.best_epoch + train_cfg.patience < train_cfg.epochs
+    assert all(torch.equal(state.best_weights[k], weights[state.best_epoch][k]) for k in weights[1])
+    assert not all(torch.equal(state.best_weights[k], weights[state.epoch][k]) for k in weights[1])
 
 
 def test_train_loop_resumes_from_state():

@@ -36,7 +36,10 @@ StrictOpt = Annotated[Optional[bool], typer.Option("--strict/--no-strict", help=
 
 
 def friendly_errors(fn):
-    """Expected failures print one line and exit 2; anything else keeps its traceback."""
+    """Expected failures print one line and exit 2; anything else keeps its traceback.
+
+    An OSError (a folder that cannot be written, a disk that is full) is the environment's, not a
+    bug: it is one line naming the file too."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -46,13 +49,21 @@ def friendly_errors(fn):
         except VecjobError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
 
 
 def _spec(config: Optional[Path], data: list[str], **data_flags) -> JobSpec:
     """The job spec's settings (or the defaults), with DATA and column flags applied."""
-    paths = [p if "://" in p else str(Path(p).resolve()) for p in data]
+    from vecjob.outputs import check_local
+
+    for p in data:
+        check_local(p, "DATA")
+    paths = [str(Path(p).resolve()) for p in data]
     spec = load_job_spec(config) if config else JobSpec(data={"paths": paths})
     return spec.model_copy(update={"data": override(spec.data, paths=paths, **data_flags)})
 
@@ -81,7 +92,8 @@ def train(
     address: AddressOpt = None,
 ) -> None:
     """Train the sequence autoencoder with Ray Train and write a model dir."""
-    from vecjob import reporting, runtime
+    from vecjob import reporting
+    from vecjob.pipeline import train_headline
     from vecjob.ray_train import train_model
 
     spec = _spec(config, data, id_col=id_col, text_col=text_col, strict=strict)
@@ -91,10 +103,9 @@ def train(
         spec.train, epochs=epochs, workers=workers, gpus_per_worker=gpus_per_worker, use_gpu=use_gpu,
         batch_size=batch_size, max_train_chunks=max_train_chunks, seed=seed,
     )
-    runtime.connect(address or spec.address or None)
     with reporting.status(f"training {model_cfg.variant} autoencoder (dim {model_cfg.dim})…"):
-        manifest = train_model(spec.data, out, tok_cfg, model_cfg, train_cfg)
-    best = manifest["history"][manifest["best_epoch"] - 1] if manifest["best_epoch"] > 0 else {}
+        manifest = train_model(spec.data, out, tok_cfg, model_cfg, train_cfg, address=address or spec.address or None)
+    best = train_headline(manifest)
     reporting.summary(f"model → {out}", {
         "documents": manifest["counts"]["documents"],
         "skipped (empty)": manifest["counts"]["skipped_empty"],
@@ -127,15 +138,14 @@ def encode(
     address: AddressOpt = None,
 ) -> None:
     """Encode Parquet shards into vector shards (id + vector) with Ray Data."""
-    from vecjob import reporting, runtime
+    from vecjob import reporting
     from vecjob.ray_encode import encode_collection
 
     spec = _spec(config, data, id_col=id_col, text_col=text_col, strict=strict)
     cfg = override(spec.encode, batch_size=batch_size, concurrency=concurrency, keep_columns=keep, device=device)
-    if runner == "ray":
-        runtime.connect(address or spec.address or None)
     with reporting.row_progress("encoding") as (on_plan, on_rows):
-        manifest = encode_collection(spec.data, model, out, cfg, runner=runner, on_rows=on_rows, on_plan=on_plan)
+        manifest = encode_collection(spec.data, model, out, cfg, runner=runner, on_rows=on_rows, on_plan=on_plan,
+                                     address=address or spec.address or None)
     c, t = manifest["counts"], manifest["timings"]
     reporting.summary(f"vectors → {out}", {
         "shards": f"{c['shards']} ({c['shards_encoded']} encoded, {c['shards_skipped_done']} already done)",

@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from vecjob.config import ClusterConfig
 from vecjob.errors import InputError
+from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import (
     atomic_path,
-    dir_lock,
     discover,
     new_manifest,
     write_json_atomic,
@@ -63,8 +63,8 @@ def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig):
 def silhouette(x: np.ndarray, assign: np.ndarray, seed: int) -> float:
     from sklearn.metrics import silhouette_score
 
-    if len(set(assign.tolist())) < 2:
-        return float("nan")
+    if not 2 <= len(set(assign.tolist())) < len(x):
+        return float("nan")  # silhouette is defined for 2..n-1 clusters only
     n = min(len(x), SILHOUETTE_SAMPLE)
     return float(silhouette_score(x, assign, metric="cosine", sample_size=n, random_state=seed))
 
@@ -91,22 +91,18 @@ def cluster_collection(
     label_col: str = "label",
 ) -> dict:
     """`vecjob cluster`: fit, assign every vector, summarise, write the cluster dir."""
-    out = Path(out)
+    out = check_output(out, "--out", [vectors_dir, *(data or [])])
     vdir = VectorsDir.open(vectors_dir)
     n = vdir.num_vectors
+    k_range = check_k(k, n, vectors_dir)
     timings: dict[str, float] = {}
-    with dir_lock(out):
+    with output_lock(out):
         t0 = time.perf_counter()
-        train_x, _ = _sample(vdir, MAX_TRAIN_POINTS_PER_CENTROID * max(int(k) if k != "auto" else 20, 1), cfg.seed)
+        train_x, _ = _sample(vdir, MAX_TRAIN_POINTS_PER_CENTROID * (k_range.stop - 1), cfg.seed)
         curve = None
         if k == "auto":
-            k_range = range(2, min(20, n - 1) + 1)
-            if len(k_range) == 0:
-                raise InputError(f"{vectors_dir}: {n} vectors are too few to choose k")
             k, curve = choose_k(train_x, cfg, k_range)
         k = int(k)
-        if k < 1 or k > n:
-            raise InputError(f"{vectors_dir}: k={k} but there are only {n} vectors")
         km = fit_kmeans(train_x, k, cfg)
         timings["fit_s"] = time.perf_counter() - t0
 
@@ -138,17 +134,30 @@ def cluster_collection(
             metrics = {"silhouette": silhouette(sample_x, assign[:, 0], cfg.seed)}
 
         summary = {"k": k, "n": n, "metrics": metrics, "clusters": per_cluster, "k_curve": curve}
-        write_parquet_atomic(assignments, out / "assignments.parquet")
-        with atomic_path(out / "centroids.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, km.centroids)
-        write_json_atomic(summary, out / "summary.json")
-        plot_clusters(train_x, km, out / "clusters.png")
         manifest = new_manifest(MANIFEST_KIND, vectors_dir=str(Path(vectors_dir).resolve()),
                                 vectors_fingerprint=vdir.manifest.get("vectors_fingerprint"),
                                 config=cfg.model_dump(), k=k, n=n, metrics=metrics, timings=timings)
-        write_json_atomic(manifest, out / "manifest.json")
+        with staged_dir(out) as staging:
+            write_parquet_atomic(assignments, staging / "assignments.parquet")
+            with open(staging / "centroids.npy", "wb") as f:
+                np.save(f, km.centroids)
+            write_json_atomic(summary, staging / "summary.json")
+            plot_clusters(train_x, km, staging / "clusters.png")
+            write_json_atomic(manifest, staging / MANIFEST)
     return summary
+
+
+def check_k(k: int | str, n: int, vectors_dir: str | Path) -> range:
+    """The k values to try: k itself, or 2..20 for 'auto'; a k that cannot make clusters is refused."""
+    if k == "auto":
+        if n < 3:
+            raise InputError(f"{vectors_dir}: {n} vectors are too few to choose k")
+        return range(2, min(20, n - 1) + 1)
+    if int(k) < 2:
+        raise InputError(f"--k must be at least 2 (or 'auto'), not {k}")
+    if int(k) >= n:
+        raise InputError(f"--k {k} needs more vectors than clusters, and {vectors_dir} holds {n}")
+    return range(int(k), int(k) + 1)
 
 
 def _cluster_table(frame: pl.DataFrame, k: int, examples: int = 5) -> list[dict]:

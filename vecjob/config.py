@@ -10,9 +10,10 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vecjob.errors import ConfigError
+from vecjob.outputs import check_local
 
 
 class _Frozen(BaseModel):
@@ -132,14 +133,16 @@ class SentimentConfig(_Frozen):
     split_col: str = "split"  # rows with split == "train" train the classifier; "test" evaluates it
 
 
+STAGE_ORDER = ("corpus", "train", "encode", "index", "cluster", "sentiment")
+
+
 class JobSpec(_Frozen):
     """A scheduled run: which data, which stages, where outputs go."""
 
     name: str = "job"
     out: str = "runs/{date}"  # output root; {date} expands to the run date
-    stages: list[Literal["corpus", "train", "encode", "index", "cluster", "sentiment"]] = Field(
-        default_factory=lambda: ["train", "encode", "index"]
-    )
+    # Run in the pipeline's order whatever order the spec lists them in (each stage reads the one before).
+    stages: list[Literal[STAGE_ORDER]] = Field(default_factory=lambda: ["train", "encode", "index"])
     corpus: str = ""  # builtin corpus to materialise into data.paths[0] (e.g. "bbc")
     address: str = ""  # Ray address; "" = RAY_ADDRESS or an embedded local Ray
     data: DataConfig = Field(default_factory=DataConfig)
@@ -150,6 +153,13 @@ class JobSpec(_Frozen):
     index: IndexConfig = Field(default_factory=IndexConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     sentiment: SentimentConfig = Field(default_factory=SentimentConfig)
+
+    @field_validator("stages")
+    @classmethod
+    def _pipeline_order(cls, stages: list[str]) -> list[str]:
+        if len(set(stages)) != len(stages):
+            raise ValueError(f"a stage is listed twice: {stages}")
+        return sorted(stages, key=STAGE_ORDER.index)
 
     @model_validator(mode="after")
     def _needs_data(self) -> "JobSpec":
@@ -179,15 +189,19 @@ def load_job_spec(path: str | Path, run_date: _dt.date | None = None) -> JobSpec
 def resolve_paths(spec: JobSpec, base: Path, run_date: _dt.date) -> JobSpec:
     date = run_date.isoformat()
 
-    def resolve(p: str) -> str:
+    def resolve(p: str, key: str) -> str:
         p = p.replace("{date}", date)
-        if "://" in p or Path(p).is_absolute():
-            return p
+        check_local(p, key)
         return str((base / p).resolve())
 
-    data = spec.data.model_copy(update={"paths": [resolve(p) for p in spec.data.paths]})
-    sentiment = spec.sentiment.model_copy(update={"labels": [resolve(p) for p in spec.sentiment.labels]})
-    return spec.model_copy(update={"out": resolve(spec.out), "data": data, "sentiment": sentiment})
+    data = spec.data.model_copy(update={"paths": [resolve(p, "data.paths") for p in spec.data.paths]})
+    sentiment = spec.sentiment.model_copy(
+        update={"labels": [resolve(p, "sentiment.labels") for p in spec.sentiment.labels]})
+    train = spec.train
+    if train.storage_path:
+        train = train.model_copy(update={"storage_path": resolve(train.storage_path, "train.storage_path")})
+    return spec.model_copy(update={"out": resolve(spec.out, "out"), "data": data, "sentiment": sentiment,
+                                   "train": train})
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from vecjob.errors import InputError
+from vecjob.outputs import check_output
 from vecjob.parquet_io import write_parquet_atomic
 
 CORPORA = ("bbc",)
@@ -44,8 +45,8 @@ def write_corpus(name: str, out_dir: str | Path, shards: int = 3) -> list[Path]:
     """Write the corpus as `shards` Parquet files of near-equal size; returns their paths."""
     if name not in CORPORA:
         raise InputError(f"unknown corpus '{name}' (available: {', '.join(CORPORA)})")
+    out_dir = check_output(out_dir, "--out", markers=())
     table = bbc_table()
-    out_dir = Path(out_dir)
     per = -(-table.num_rows // shards)
     paths = []
     for i in range(shards):

@@ -4,7 +4,12 @@ A unit of work (`WorkItem`) is a run of row groups of one input shard (≤ rows_
 large shards are spread over workers and small ones are not merged. `PartEncoder` turns one item into
 an Arrow table of vectors. `ShardAssembler` collects the parts of each input shard; when all its rows
 have arrived it writes the output shard (same order as the input, atomically), then a stats file.
-A shard whose output and stats exist for the same input and model is skipped on a rerun.
+
+Every output file is named after its generation: the input shard's name plus a key of its content,
+the model and the columns (`generation_key`). A rerun with another model or changed input writes new
+names beside the old ones and never rewrites a file the current manifest lists, so a run stopped part
+way leaves the previous generation whole; a shard whose output and stats exist under its key is
+skipped. Files of other generations are removed once the new manifest is published.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from vecjob import faults
 from vecjob.errors import InputError
 from vecjob.parquet_io import (
     Shard,
@@ -28,7 +34,7 @@ from vecjob.parquet_io import (
     write_json_atomic,
     write_parquet_atomic,
 )
-from vecjob.vectors import vectors_table
+from vecjob.vectors import vectors_table, with_model_fingerprint
 
 STATS_DIR = "_stats"
 
@@ -61,13 +67,22 @@ def plan_items(shards: list[Shard], rows_per_task: int) -> list[WorkItem]:
     return items
 
 
-def output_name(shard: Shard) -> str:
-    return f"{shard.name}.parquet"
+def generation_key(input_fp: str, model_fp: str, columns: dict) -> str:
+    """What an output shard's content depends on: the input's content, the model, the columns kept."""
+    return fingerprint(input_fp, model_fp, columns)[:12]
 
 
-def shard_is_done(out_dir: Path, shard: Shard, input_fp: str, model_fp: str) -> bool:
-    stats_path = out_dir / STATS_DIR / f"{shard.name}.json"
-    if not (stats_path.exists() and (out_dir / output_name(shard)).exists()):
+def output_name(shard: Shard, key: str) -> str:
+    return f"{shard.name}-{key}.parquet"
+
+
+def stats_name(shard: Shard, key: str) -> str:
+    return f"{STATS_DIR}/{shard.name}-{key}.json"
+
+
+def shard_is_done(out_dir: Path, shard: Shard, key: str, input_fp: str, model_fp: str) -> bool:
+    stats_path = out_dir / stats_name(shard, key)
+    if not (stats_path.exists() and (out_dir / output_name(shard, key)).exists()):
         return False
     try:
         stats = read_json(stats_path)
@@ -169,6 +184,7 @@ class ShardAssembler:
         out_dir: Path,
         shards: list[Shard],
         input_fps: list[str],
+        keys: list[str],
         model_fp: str,
         todo: set[int],
         empty_table: Callable[[int], pa.Table],
@@ -177,11 +193,11 @@ class ShardAssembler:
         self.out_dir = out_dir
         self.shards = shards
         self.input_fps = input_fps
+        self.keys = keys
         self.model_fp = model_fp
         self.pending: dict[int, list[pa.Table]] = {i: [] for i in todo}
         self.received: dict[int, int] = {i: 0 for i in todo}
         self.on_rows = on_rows
-        self.written: list[ShardStats] = []
         for s_idx in sorted(todo):
             if shards[s_idx].num_rows == 0:  # no part will ever arrive for an empty shard
                 self.pending[s_idx].append(empty_table(s_idx))
@@ -209,10 +225,11 @@ class ShardAssembler:
         ok = parts.column("ok").to_numpy(zero_copy_only=False)
         kept = parts.filter(pa.array(ok)).drop_columns(["ok", "_shard", "_part", "_row", "_timing"])
         t0 = time.perf_counter()
-        write_parquet_atomic(kept, self.out_dir / output_name(shard))
+        name = output_name(shard, self.keys[s_idx])
+        write_parquet_atomic(with_model_fingerprint(kept, self.model_fp), self.out_dir / name)
         stats = ShardStats(
             input=shard.path,
-            output=output_name(shard),
+            output=name,
             rows_in=shard.num_rows,
             rows_out=kept.num_rows,
             skipped_empty=int((~ok).sum()),
@@ -224,8 +241,8 @@ class ShardAssembler:
             input_fingerprint=self.input_fps[s_idx],
             model_fingerprint=self.model_fp,
         )
-        write_json_atomic(asdict(stats), self.out_dir / STATS_DIR / f"{shard.name}.json")
-        self.written.append(stats)
+        write_json_atomic(asdict(stats), self.out_dir / stats_name(shard, self.keys[s_idx]))
+        faults.reached("shard_published")
 
     def check_complete(self) -> None:
         if self.pending:
@@ -239,3 +256,15 @@ def input_fingerprints(shards: list[Shard]) -> list[str]:
 
 def vectors_fingerprint(stats: list[dict]) -> str:
     return fingerprint(sorted((s["output"], s["input_fingerprint"], s["model_fingerprint"]) for s in stats))
+
+
+def remove_other_generations(out_dir: Path, stats: list[dict]) -> int:
+    """After the manifest is published: delete the shards and stats it does not list (an earlier
+    model's, a changed input's, a removed input's). Hidden files (temporaries, the lock) are kept."""
+    listed = {s["output"] for s in stats} | {f"{STATS_DIR}/{Path(s['output']).stem}.json" for s in stats}
+    removed = 0
+    for path in [*out_dir.glob("*.parquet"), *(out_dir / STATS_DIR).glob("*.json")]:
+        if path.relative_to(out_dir).as_posix() not in listed:
+            path.unlink()
+            removed += 1
+    return removed

@@ -7,7 +7,6 @@ Cosine similarity is inner product over L2-normalised vectors (queries are norma
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ import pyarrow as pa
 
 from vecjob.config import IndexConfig
 from vecjob.errors import ArtifactError, ConfigError, InputError
+from vecjob.outputs import MANIFEST, check_local, check_output, output_lock, staged_dir
 from vecjob.parquet_io import (
-    atomic_path,
     new_manifest,
     read_manifest,
     write_json_atomic,
@@ -216,17 +215,13 @@ def _knob_from_index(index) -> str | None:
 
 
 def write_index_dir(built: BuiltIndex, out: str | Path) -> None:
-    """Index and id map first, manifest last: a dir with a manifest is complete."""
+    """Index and id map first, manifest last, in a staged folder swapped in whole."""
     import faiss
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "manifest.json").exists():
-        os.remove(out / "manifest.json")  # the old manifest must not vouch for new files mid-write
-    with atomic_path(out / INDEX_FILE) as tmp:
-        faiss.write_index(built.index, str(tmp))
-    write_parquet_atomic(pa.table({"id": built.ids}), out / IDS_FILE)
-    write_json_atomic(built.manifest, out / "manifest.json")
+    with staged_dir(out) as staging:
+        faiss.write_index(built.index, str(staging / INDEX_FILE))
+        write_parquet_atomic(pa.table({"id": built.ids}), staging / IDS_FILE)
+        write_json_atomic(built.manifest, staging / MANIFEST)
 
 
 @dataclass
@@ -255,12 +250,16 @@ def load_index_dir(path: str | Path) -> LoadedIndex:
     import faiss
     import pyarrow.parquet as pq
 
+    check_local(path, "index")
     path = Path(path)
     manifest = read_manifest(path, MANIFEST_KIND)
     for name in (INDEX_FILE, IDS_FILE):
         if not (path / name).exists():
             raise ArtifactError(f"{path}: incomplete index dir, {name} missing")
-    index = faiss.read_index(str(path / INDEX_FILE))
+    try:
+        index = faiss.read_index(str(path / INDEX_FILE))
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path / INDEX_FILE}: not a readable FAISS index ({str(exc).splitlines()[0]})") from None
     ids = pq.read_table(path / IDS_FILE).column("id").combine_chunks()
     if index.ntotal != len(ids) or index.ntotal != manifest["ntotal"]:
         raise ArtifactError(f"{path}: index holds {index.ntotal} vectors but the id map {len(ids)}")
@@ -272,9 +271,9 @@ def load_index_dir(path: str | Path) -> LoadedIndex:
 
 def index_collection(vectors_dir: str | Path, out: str | Path, cfg: IndexConfig) -> dict:
     """`vecjob index`: build and publish under a lock; returns the index manifest."""
-    from vecjob.parquet_io import dir_lock
-
-    with dir_lock(out):
+    out = check_output(out, "--out", [vectors_dir])
+    VectorsDir.open(vectors_dir)  # refused before the lock: a missing input leaves nothing behind
+    with output_lock(out):
         built = build_index(vectors_dir, cfg)
         write_index_dir(built, out)
     return built.manifest

@@ -14,9 +14,6 @@ rebuilds the model with its weights, for encoders and tests.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import TYPE_CHECKING
 from vecjob import FORMAT_VERSION
 from vecjob.config import ModelConfig, TokenizerConfig
 from vecjob.errors import ArtifactError
+from vecjob.outputs import check_local, staged_dir
 from vecjob.parquet_io import MANIFEST, file_fingerprint, fingerprint, read_manifest, write_json_atomic
 from vecjob.tokenizer import TOKENIZER_VERSION, Tokenizer, Vocab
 
@@ -71,11 +69,7 @@ def write_model_dir(
     plot_history: bool = True,
 ) -> dict:
     """Build the dir under a temporary name, then swap it into place; returns the final manifest."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with staged_dir(out) as tmp:
         config = {
             "format_version": FORMAT_VERSION,
             "tokenizer_version": TOKENIZER_VERSION,
@@ -95,25 +89,12 @@ def write_model_dir(
 
             plot_training_curves(manifest["history"], tmp / "curves.png")
         write_json_atomic(manifest, tmp / MANIFEST)
-        _swap_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return manifest
-
-
-def _swap_into_place(new: Path, dest: Path) -> None:
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dest, old)
-        os.replace(new, dest)
-        shutil.rmtree(old)
-    else:
-        os.replace(new, dest)
 
 
 def read_model_info(path: str | Path) -> ModelInfo:
     """Config, vocabulary and manifest of a model dir; any missing or mismatched part is an ArtifactError."""
+    check_local(path, "model")
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: model dir not found")
@@ -153,8 +134,39 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
     model = SequenceAutoencoder(info.model_cfg, len(info.vocab))
     try:
         state = torch.load(info.path / WEIGHTS, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
+        raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({_first_line(exc)})") from None
+    _check_weights_match_config(info, model.state_dict(), state)
+    try:
         model.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
-        raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({exc})") from None
+        raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({_first_line(exc)})") from None
     model.to(device).eval()
     return LoadedModel(**vars(info), model=model, tokenizer=Tokenizer(info.vocab, info.tok_cfg.max_len))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _check_weights_match_config(info: ModelInfo, expected: dict, state: dict) -> None:
+    """Name what disagrees when config.json does not describe model.pt (torch would dump both state dicts)."""
+    where = f"{info.path}: config.json disagrees with model.pt"
+    if not isinstance(state, dict):
+        raise ArtifactError(f"{info.path / WEIGHTS}: not a state dict")
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ArtifactError(f"{where}: the weights lack '{missing[0]}' (check model.variant, pooling, bidirectional)")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise ArtifactError(f"{where}: the weights hold '{extra[0]}', which the config's model has not")
+    for name, tensor in expected.items():
+        got = tuple(getattr(state[name], "shape", ()))
+        if got != tuple(tensor.shape):
+            m = info.model_cfg
+            raise ArtifactError(
+                f"{where}: '{name}' is {list(got)} in the weights, {list(tensor.shape)} by the config "
+                f"(model.dim={m.dim}, embed_dim={m.embed_dim}, hidden_dim={m.hidden_dim}, "
+                f"vocab_size={len(info.vocab)})"
+            )

@@ -1,4 +1,4 @@
-"""The data contract on disk: finding and checking input shards, atomic writes, manifests, locks.
+"""The data contract on disk: finding and checking input shards, atomic writes, manifests.
 
 Everything vecjob publishes goes through `atomic_path`: write to a hidden temporary name in the
 destination folder, then `os.replace`, so a reader (or a rerun after `kill -9`) never sees half a file.
@@ -7,7 +7,6 @@ destination folder, then `os.replace`, so a reader (or a rerun after `kill -9`) 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob
 import hashlib
 import json
@@ -19,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vecjob import FORMAT_VERSION, __version__
-from vecjob.errors import ArtifactError, InputError, LockedError
-
-MANIFEST = "manifest.json"
+from vecjob.errors import ArtifactError, InputError
+from vecjob.outputs import MANIFEST, check_local
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ def discover(paths: list[str] | str) -> list[str]:
         paths = [paths]
     found: list[str] = []
     for p in paths:
+        check_local(p, "input")
         if any(ch in p for ch in "*?["):
             found += sorted(f for f in glob.glob(p, recursive=True) if os.path.isfile(f))
         elif os.path.isdir(p):
@@ -69,7 +69,7 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith((".", "_")) for part in rel.parts)
 
 
-def check_shard(path: str, id_col: str, text_col: str | None) -> Shard:
+def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tuple[str, ...] = ()) -> Shard:
     """Open a shard's footer and check its schema; raise InputError naming the file on any problem."""
     try:
         meta = pq.ParquetFile(path)
@@ -89,6 +89,8 @@ def check_shard(path: str, id_col: str, text_col: str | None) -> Shard:
         t = schema.field(text_col).type
         if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
             raise InputError(f"{path}: text column '{text_col}' has type {t}; expected string")
+    for col in keep_columns:
+        _require_column(path, schema, col)
     rg_rows = tuple(meta.metadata.row_group(i).num_rows for i in range(meta.num_row_groups))
     return Shard(path=path, num_rows=meta.metadata.num_rows, row_group_rows=rg_rows, id_type=id_type)
 
@@ -98,14 +100,60 @@ def _require_column(path: str, schema: pa.Schema, col: str) -> None:
         raise InputError(f"{path}: missing column '{col}' (columns: {', '.join(schema.names)})")
 
 
-def check_shards(paths: list[str] | str, id_col: str, text_col: str | None) -> list[Shard]:
-    """Discover and check every shard before any work starts; ids must have one type across shards."""
-    shards = [check_shard(p, id_col, text_col) for p in discover(paths)]
+def check_shards(
+    paths: list[str] | str,
+    id_col: str,
+    text_col: str | None,
+    strict: bool = False,
+    keep_columns: tuple[str, ...] = (),
+) -> list[Shard]:
+    """Check every shard before any work starts, so bad input in the last shard is refused before
+    the first is written: footers and schemas, one id type across shards, no null id, and under
+    `strict` no null or blank text."""
+    shards = [check_shard(p, id_col, text_col, tuple(keep_columns)) for p in discover(paths)]
     kinds = {s.id_type for s in shards}
     if len(kinds) > 1:
         first = {k: next(s.path for s in shards if s.id_type == k) for k in kinds}
         raise InputError(f"id column '{id_col}' mixes types across shards: {first}")
+    for shard in shards:
+        nulls = _null_count(shard, id_col)
+        if nulls:
+            raise InputError(f"{shard.path}: {nulls} row(s) with a null id in column '{id_col}'")
+        if strict and text_col is not None:
+            check_no_blank_texts(shard, id_col, text_col)
     return shards
+
+
+def _null_count(shard: Shard, col: str) -> int:
+    """Nulls in a column: from the row groups' statistics when every one has them, else one column scan."""
+    meta = pq.ParquetFile(shard.path).metadata
+    idx = meta.schema.to_arrow_schema().get_field_index(col)
+    total = 0
+    for rg in range(meta.num_row_groups):
+        stats = meta.row_group(rg).column(idx).statistics
+        if stats is None or not stats.has_null_count:
+            return read_row_groups(shard.path, list(range(meta.num_row_groups)), [col]).column(col).null_count
+        total += stats.null_count
+    return total
+
+
+def blank_texts(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """True where a text is null, empty or whitespace only: such documents have nothing to encode."""
+    import pyarrow.compute as pc
+
+    stripped = pc.utf8_trim_whitespace(texts)
+    return pc.fill_null(pc.equal(pc.utf8_length(stripped), 0), True).to_numpy(zero_copy_only=False)
+
+
+def check_no_blank_texts(shard: Shard, id_col: str, text_col: str) -> None:
+    """Under --strict: a null or blank text is an error naming the file and the first such id."""
+    table = read_row_groups(shard.path, list(range(len(shard.row_group_rows))), [id_col, text_col])
+    blank = blank_texts(table.column(text_col))
+    if blank.any():
+        first = table.column(id_col)[int(blank.argmax())].as_py()
+        raise InputError(
+            f"{shard.path}: {int(blank.sum())} null or empty text(s) (first id {first!r}) and --strict is set"
+        )
 
 
 def read_row_groups(path: str, row_groups: list[int], columns: list[str]) -> pa.Table:
@@ -114,23 +162,6 @@ def read_row_groups(path: str, row_groups: list[int], columns: list[str]) -> pa.
         return pq.ParquetFile(path).read_row_groups(row_groups, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
-
-
-def read_table(paths: list[str] | str, columns: list[str]) -> pa.Table:
-    """Read whole shards (small inputs: labels, id maps); names the file that fails."""
-    tables = []
-    for p in discover(paths):
-        try:
-            pf = pq.ParquetFile(p)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"{p}: not a readable Parquet file ({exc})") from None
-        for c in columns:
-            _require_column(p, pf.schema_arrow, c)
-        try:
-            tables.append(pf.read(columns=columns))
-        except (pa.ArrowException, OSError) as exc:
-            raise InputError(f"{p}: cannot read: {exc}") from None
-    return pa.concat_tables(tables, promote_options="permissive")
 
 
 # ---- atomic writes -------------------------------------------------------------------------------
@@ -223,27 +254,3 @@ def read_manifest(folder: str | Path, kind: str) -> dict:
             f"(this vecjob {__version__} reads version {FORMAT_VERSION})"
         )
     return manifest
-
-
-# ---- locks ---------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def dir_lock(folder: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on an output dir; a second run writing there refuses at once.
-
-    flock is released by the kernel when the holder dies, so a kill -9 never leaves a stale lock.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(f"{folder}: another vecjob run is writing here (lock held)") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from vecjob.config import JobSpec
+from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import (
     MANIFEST,
     discover,
@@ -78,11 +79,14 @@ def run_job(
     force: bool = False,
     on_stage: Callable[[str, str], None] | None = None,
 ) -> dict:
-    """Run the job's stages; returns the run manifest."""
-    from vecjob import runtime
+    """Run the job's stages under one lock on the run dir; returns the run manifest."""
+    root = check_output(spec.out, "out", markers=())  # stages check their own folders
+    with output_lock(root):
+        root.mkdir(parents=True, exist_ok=True)
+        return _run_locked(spec, root, force, on_stage)
 
-    root = Path(spec.out)
-    root.mkdir(parents=True, exist_ok=True)
+
+def _run_locked(spec: JobSpec, root: Path, force: bool, on_stage: Callable[[str, str], None] | None) -> dict:
     state_path = root / STATE_FILE
     state = read_json(state_path) if state_path.exists() else {}
     dirs = stage_dirs(spec)
@@ -98,8 +102,6 @@ def run_job(
             continue
         if on_stage:
             on_stage(stage, "running")
-        if stage in ("train", "encode"):
-            runtime.connect(spec.address or None)
         t0 = time.perf_counter()
         metrics = _run_stage(spec, stage, dirs)
         # The fingerprint of a downstream stage may read this stage's fresh manifest: recompute.
@@ -114,6 +116,14 @@ def run_job(
     return manifest
 
 
+def train_headline(model_manifest: dict) -> dict:
+    """The figures of the epoch whose weights were published (the best), not of the last one run."""
+    best_epoch = model_manifest["best_epoch"]
+    best = next((h for h in model_manifest["history"] if h["epoch"] == best_epoch), {})
+    return {"best_epoch": best_epoch, "epochs_run": model_manifest["epochs_run"], "val_loss": best.get("val_loss"),
+            "val_token_acc": best.get("val_token_acc")}
+
+
 def _run_stage(spec: JobSpec, stage: str, dirs: dict[str, Path]) -> dict:
     if stage == "corpus":
         from vecjob.corpus import write_corpus
@@ -123,13 +133,12 @@ def _run_stage(spec: JobSpec, stage: str, dirs: dict[str, Path]) -> dict:
     if stage == "train":
         from vecjob.ray_train import train_model
 
-        m = train_model(spec.data, dirs["train"], spec.tokenizer, spec.model, spec.train)
-        last = m["history"][-1]
-        return {"best_epoch": m["best_epoch"], "val_loss": last.get("val_loss"), "val_token_acc": last.get("val_token_acc")}
+        m = train_model(spec.data, dirs["train"], spec.tokenizer, spec.model, spec.train, address=spec.address or None)
+        return train_headline(m)
     if stage == "encode":
         from vecjob.ray_encode import encode_collection
 
-        m = encode_collection(spec.data, dirs["train"], dirs["encode"], spec.encode)
+        m = encode_collection(spec.data, dirs["train"], dirs["encode"], spec.encode, address=spec.address or None)
         return m["counts"]
     if stage == "index":
         from vecjob.index import index_collection

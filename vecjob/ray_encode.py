@@ -15,20 +15,21 @@ from vecjob.encode_shards import (
     PartEncoder,
     ShardAssembler,
     empty_part,
+    generation_key,
     input_fingerprints,
-    output_name,
     plan_items,
+    remove_other_generations,
     shard_is_done,
+    stats_name,
     vectors_fingerprint,
 )
-from vecjob.errors import InputError, VecjobError
+from vecjob.errors import ConfigError, InputError, VecjobError
 from vecjob.model_dir import read_model_info
+from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import (
     MANIFEST,
-    check_shard,
     check_shards,
     clean_stale_temporaries,
-    dir_lock,
     new_manifest,
     read_json,
     write_json_atomic,
@@ -54,6 +55,10 @@ def resolve_concurrency(cfg: EncodeConfig, cpus: int, gpus: int) -> tuple[int, f
     return actors, max(0.25, threads - 0.5), 0.0, threads
 
 
+RUNNERS = ("ray", "local")
+RESERVED_COLUMNS = ("id", "vector")
+
+
 def encode_collection(
     data: DataConfig,
     model_dir: str | Path,
@@ -62,31 +67,40 @@ def encode_collection(
     runner: str = "ray",
     on_rows: Callable[[int], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
+    address: str | None = None,
 ) -> dict:
-    """Encode every input shard not already done; returns the vectors dir manifest."""
-    out_dir = Path(out_dir).resolve()
+    """Encode every input shard not already done; returns the vectors dir manifest.
+    `runner` "ray" connects to `address` (else RAY_ADDRESS, else a local Ray) once the checks pass.
+
+    Everything that can be known before work starts is checked first (the output location, every
+    shard's schema, null ids, --strict texts, the model dir), so bad input writes nothing.
+    """
+    if runner not in RUNNERS:
+        raise ConfigError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
+    for col in cfg.keep_columns:
+        if col in RESERVED_COLUMNS:
+            raise ConfigError(f"--keep {col}: the vector shards already have a '{col}' column")
+    out_dir = check_output(out_dir, "--out", data.paths, markers=(MANIFEST, STATS_DIR))
     t_start = time.perf_counter()
-    shards = check_shards(data.paths, data.id_col, data.text_col)
-    for shard in shards:
-        for col in cfg.keep_columns:
-            check_shard(shard.path, col, None)
-    names = [output_name(s) for s in shards]
-    if len(set(names)) != len(names):
+    shards = check_shards(data.paths, data.id_col, data.text_col, data.strict, tuple(cfg.keep_columns))
+    if len({s.name for s in shards}) != len(shards):
         raise InputError("two input shards map to the same output name")
     model = read_model_info(model_dir)
     model_fp, dim = model.fingerprint, model.dim
+    columns = {"id": data.id_col, "text": data.text_col, "keep": list(cfg.keep_columns)}
 
-    with dir_lock(out_dir):
+    with output_lock(out_dir):
+        input_fps = input_fingerprints(shards)
+        keys = [generation_key(fp, model_fp, columns) for fp in input_fps]
         for folder in (out_dir, out_dir / STATS_DIR):
             if folder.exists():
                 clean_stale_temporaries(folder)
-        input_fps = input_fingerprints(shards)
-        todo = {i for i, s in enumerate(shards) if not shard_is_done(out_dir, s, input_fps[i], model_fp)}
+        todo = {i for i, s in enumerate(shards) if not shard_is_done(out_dir, s, keys[i], input_fps[i], model_fp)}
         items = [it for it in plan_items(shards, cfg.rows_per_task) if it.shard in todo]
         if on_plan:
             on_plan(sum(shards[i].num_rows for i in todo), sum(s.num_rows for s in shards))
         assembler = ShardAssembler(
-            out_dir, shards, input_fps, model_fp, todo,
+            out_dir, shards, input_fps, keys, model_fp, todo,
             empty_table=lambda s_idx: empty_part(shards[s_idx], s_idx, data.id_col, cfg.keep_columns, dim),
             on_rows=on_rows,
         )
@@ -96,6 +110,9 @@ def encode_collection(
         )
         t0 = time.perf_counter()
         if items and runner == "ray":
+            from vecjob import runtime
+
+            runtime.connect(address)
             actors = _run_ray(items, encoder_kwargs, cfg, assembler)
         elif items:
             actors = 1
@@ -107,14 +124,14 @@ def encode_collection(
         assembler.check_complete()
         encode_s = time.perf_counter() - t0
 
-        stats = [read_json(out_dir / STATS_DIR / f"{s.name}.json") for s in shards]
+        stats = [read_json(out_dir / stats_name(s, keys[i])) for i, s in enumerate(shards)]
         manifest = new_manifest(
             MANIFEST_KIND,
             model_dir=str(Path(model_dir).resolve()),
             model_fingerprint=model_fp,
             vectors_fingerprint=vectors_fingerprint(stats),
             dim=dim,
-            columns={"id": data.id_col, "text": data.text_col, "keep": list(cfg.keep_columns)},
+            columns=columns,
             config=cfg.model_dump(),
             runner=runner,
             actors=actors,
@@ -131,6 +148,7 @@ def encode_collection(
             shards=stats,
         )
         write_json_atomic(manifest, out_dir / MANIFEST)
+        remove_other_generations(out_dir, stats)
     return manifest
 
 

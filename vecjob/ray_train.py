@@ -6,7 +6,6 @@ job's fingerprint). The model dir is written once, at the end, atomically.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 import time
@@ -18,11 +17,11 @@ from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from vecjob.dataset import build_vocab, training_chunks
 from vecjob.errors import VecjobError
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
+from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
 from vecjob.tokenizer import Tokenizer
 from vecjob.training import TrainState, build_model, set_center, train_loop
 
-log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
 
 
@@ -48,15 +47,28 @@ def train_model(
     tok_cfg: TokenizerConfig,
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
+    address: str | None = None,
 ) -> dict:
-    """Train on the shards in `data` and publish a model dir at `out`; returns its manifest."""
+    """Train on the shards in `data` and publish a model dir at `out`; returns its manifest.
+    The output and every shard are checked before Ray starts (`address`: a cluster, else a local
+    Ray); the model dir is locked throughout."""
+    from vecjob import runtime
+
+    out = check_output(out, "--out", data.paths)
+    shards = check_shards(data.paths, data.id_col, data.text_col, data.strict)
+    with output_lock(out):
+        runtime.connect(address)
+        return _train_locked(shards, out, data, tok_cfg, model_cfg, train_cfg)
+
+
+def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig, model_cfg: ModelConfig,
+                  train_cfg: TrainConfig) -> dict:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    shards = check_shards(data.paths, data.id_col, data.text_col)
     inputs = [{"path": s.path, "rows": s.num_rows, "fingerprint": file_fingerprint(s.path)} for s in shards]
     vocab = build_vocab(shards, data.id_col, data.text_col, tok_cfg)
     tokenizer = Tokenizer(vocab, tok_cfg.max_len)
@@ -72,7 +84,6 @@ def train_model(
         [i["fingerprint"] for i in inputs], tok_cfg.model_dump(), model_cfg.model_dump(),
         train_cfg.model_dump(exclude={"storage_path", "max_failures"}), workers, use_gpu,
     )
-    out = Path(out).resolve()
     storage = train_cfg.storage_path or str(out.parent / f".{out.name}.ray-train")
     run_name = f"vecjob-train-{job_fp[:16]}"
     resources = {"CPU": 1, **({"GPU": train_cfg.gpus_per_worker} if use_gpu else {})}
@@ -129,6 +140,7 @@ def train_model(
         best_epoch=state.best_epoch,
         epochs_run=state.epoch,
         stopped_early=state.stopped_early,
+        resumed_after_epochs=state.resumed_after_epochs,
         history=state.history,
         timings=timings,
         versions={"torch": torch.__version__, "ray": ray.__version__},
@@ -164,6 +176,7 @@ def worker_loop(config: dict) -> None:
             blob = torch.load(Path(ckpt) / STATE_FILE, map_location="cpu", weights_only=False)
         model.load_state_dict(blob["model"])
         state, optimizer_state = TrainState(**blob["state"]), blob["optimizer"]
+        state.resumed_after_epochs.append(state.epoch)
     # Adaptive-softmax tail clusters may get no targets in a batch: DDP must tolerate unused params.
     model = prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
 

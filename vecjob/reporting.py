@@ -14,7 +14,8 @@ console = Console(stderr=True)
 
 @contextlib.contextmanager
 def row_progress(description: str) -> Iterator[tuple[Callable[[int, int], None], Callable[[int], None]]]:
-    """Yields (on_plan(todo_rows, total_rows), on_rows(n)) callbacks driving one progress bar."""
+    """Yields (on_plan(todo_rows, total_rows), on_rows(n)) callbacks driving one progress bar.
+    The bar appears with the first encoded rows, so input refused before that prints only its error."""
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
@@ -25,10 +26,13 @@ def row_progress(description: str) -> Iterator[tuple[Callable[[int, int], None],
         progress.update(task, total=todo)
 
     def on_rows(n: int) -> None:
+        progress.start()
         progress.advance(task, n)
 
-    with progress:
+    try:
         yield on_plan, on_rows
+    finally:
+        progress.stop()
 
 
 @contextlib.contextmanager

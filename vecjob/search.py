@@ -16,7 +16,13 @@ def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, mo
     if (text is None) == (doc_id is None):
         raise InputError("give exactly one of --text or --id")
     if doc_id is not None:
-        return VectorsDir.open(index.manifest["vectors_dir"]).vector_for_id(doc_id)
+        vdir = VectorsDir.open(index.manifest["vectors_dir"])
+        if vdir.manifest.get("vectors_fingerprint") != index.manifest.get("vectors_fingerprint"):
+            raise ArtifactError(
+                f"{vdir.path}: the vectors changed since the index was built from them; rebuild the index "
+                "(vecjob index, or vecjob run)"
+            )
+        return vdir.vector_for_id(doc_id)
     if model_dir is None:
         raise InputError("--text needs --model to encode the query")
     # Imported here: a search by id answers without loading torch.
@@ -47,6 +53,8 @@ def search(
     snippet_chars: int = 160,
 ) -> list[dict]:
     """Top-k hits as dicts: rank, id, score (and snippet when `data` gives the texts)."""
+    if k < 1:
+        raise InputError(f"-k must be at least 1, not {k}")
     index = load_index_dir(index_dir)
     vector = query_vector(index, text=text, doc_id=doc_id, model_dir=model_dir)
     ids, scores = index.search(vector[None, :], k)

@@ -19,9 +19,9 @@ import pyarrow as pa
 
 from vecjob.config import SentimentConfig
 from vecjob.errors import ArtifactError, InputError
+from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import (
     atomic_path,
-    dir_lock,
     discover,
     new_manifest,
     read_manifest,
@@ -61,9 +61,8 @@ class Classifier:
         return np.asarray(self.classes, dtype=object)[self.predict_proba(x).argmax(1)]
 
     def save(self, folder: Path) -> None:
-        with atomic_path(folder / WEIGHTS) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, mean=self.mean, scale=self.scale, coef=self.coef, intercept=self.intercept)
+        with open(folder / WEIGHTS, "wb") as f:
+            np.savez(f, mean=self.mean, scale=self.scale, coef=self.coef, intercept=self.intercept)
         write_json_atomic({"classes": self.classes}, folder / "labels.json")
 
     @classmethod
@@ -113,7 +112,7 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    out = Path(out)
+    out = check_output(out, "--out", [vectors_dir, *([labels] if isinstance(labels, (str, Path)) else labels)])
     t0 = time.perf_counter()
     x, y, counts = labelled_vectors(vectors_dir, labels, cfg, id_col, split="train")
     classes, per_class = np.unique(y, return_counts=True)
@@ -128,8 +127,8 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
     grid.fit(z, y)
     best = grid.best_estimator_
     clf = Classifier([str(c) for c in best.classes_], mean, scale, best.coef_, best.intercept_)
-    with dir_lock(out):
-        clf.save(out)
+    with output_lock(out), staged_dir(out) as staging:
+        clf.save(staging)
         manifest = new_manifest(
             CLF_KIND, vectors_dir=str(Path(vectors_dir).resolve()), labels=[str(p) for p in discover(labels)],
             config=cfg.model_dump(), classes=clf.classes, dim=clf.dim, counts=counts,
@@ -137,7 +136,7 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
             chosen_C=float(grid.best_params_["C"]), cv_macro_f1=float(grid.best_score_),
             timings={"train_s": time.perf_counter() - t0},
         )
-        write_json_atomic(manifest, out / "manifest.json")
+        write_json_atomic(manifest, staging / MANIFEST)
     return manifest
 
 
@@ -165,22 +164,22 @@ def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_c
 
 
 def predict_collection(clf_dir, vectors_dir, out) -> dict:
+    out = check_output(out, "--out", [vectors_dir, clf_dir])
     clf, _ = Classifier.load(clf_dir)
     vdir = VectorsDir.open(vectors_dir)
-    out = Path(out)
     shards = []
-    with dir_lock(out):
+    with output_lock(out), staged_dir(out) as staging:
         for path, table in vdir.iter_shards(["id", "vector"]):
             proba = clf.predict_proba(table_vectors(table))
             labels = np.asarray(clf.classes, dtype=object)[proba.argmax(1)]
             cols = {"id": table.column("id"), "label": pa.array(labels.tolist(), pa.string())}
             cols.update({f"prob_{c}": pa.array(proba[:, i].astype(np.float32)) for i, c in enumerate(clf.classes)})
-            write_parquet_atomic(pa.table(cols), out / path.name)
+            write_parquet_atomic(pa.table(cols), staging / path.name)
             shards.append({"output": path.name, "rows": table.num_rows})
         manifest = new_manifest(PRED_KIND, classifier=str(Path(clf_dir).resolve()),
                                 vectors_dir=str(Path(vectors_dir).resolve()), classes=clf.classes,
                                 rows=sum(s["rows"] for s in shards), shards=shards)
-        write_json_atomic(manifest, out / "manifest.json")
+        write_json_atomic(manifest, staging / MANIFEST)
     return manifest
 
 

@@ -255,6 +255,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     best_weights: dict | None = None
     stopped_early: bool = False
+    resumed_after_epochs: list[int] = field(default_factory=list)  # epochs done at each restore from a checkpoint
 
     def to_dict(self) -> dict:
         return asdict(self)

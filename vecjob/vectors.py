@@ -1,5 +1,7 @@
 """The vectors dir contract: Parquet shards of (id, vector fixed_size_list<float32>[dim], passthrough...)
-listed in manifest.json. Readers follow the manifest, never a glob, so stray files are never read."""
+listed in manifest.json. Readers follow the manifest, never a glob, so stray files are never read, and
+each shard carries the fingerprint of the model that wrote it (Parquet key-value metadata): a shard
+of another generation under the manifest is refused, never read as if it belonged."""
 
 from __future__ import annotations
 
@@ -13,15 +15,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vecjob.errors import ArtifactError
+from vecjob.outputs import check_local
 from vecjob.parquet_io import read_manifest
 
 MANIFEST_KIND = "vecjob.vectors"
+MODEL_KEY = b"vecjob.model_fingerprint"
 
 
 def vectors_table(ids: pa.Array, vectors: np.ndarray, extra: dict[str, pa.Array] | None = None) -> pa.Table:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
     return pa.table({"id": ids, "vector": column, **(extra or {})})
+
+
+def with_model_fingerprint(table: pa.Table, model_fp: str) -> pa.Table:
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), MODEL_KEY: model_fp.encode()})
 
 
 def table_vectors(table: pa.Table) -> np.ndarray:
@@ -38,6 +46,7 @@ class VectorsDir:
 
     @classmethod
     def open(cls, path: str | Path) -> "VectorsDir":
+        check_local(path, "vectors")
         path = Path(path)
         if not path.is_dir():
             raise ArtifactError(f"{path}: vectors dir not found")
@@ -60,11 +69,20 @@ class VectorsDir:
         return [self.path / s["output"] for s in self.manifest["shards"]]
 
     def iter_shards(self, columns: list[str] | None = None) -> Iterator[tuple[Path, pa.Table]]:
+        expected = str(self.manifest.get("model_fingerprint", "")).encode()
         for p in self.shard_paths:
             try:
-                yield p, pq.read_table(p, columns=columns)
+                table = pq.read_table(p, columns=columns)
             except (pa.ArrowException, OSError) as exc:
                 raise ArtifactError(f"{p}: cannot read vector shard ({exc})") from None
+            written_by = (table.schema.metadata or {}).get(MODEL_KEY)
+            if written_by != expected:
+                raise ArtifactError(
+                    f"{self.path}: shard {p.name} was not written by the manifest's model "
+                    f"({(written_by or b'unknown').decode()[:12]} vs {expected.decode()[:12]}); "
+                    "the folder mixes two runs: encode it again"
+                )
+            yield p, table
 
     def read_all(self, columns: list[str] | None = None) -> pa.Table:
         tables = [t for _, t in self.iter_shards(columns)]

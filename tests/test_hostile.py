@@ -1,0 +1,219 @@
+"""Hostile inputs through the CLI: each is refused with one line naming the file, flag or value and
+exit code 2, leaving nothing behind, or works as documented."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from conftest import blobs, make_vectors_dir, write_collection
+from vecjob.cli import app
+from vecjob.config import DataConfig, IndexConfig, ModelConfig, TokenizerConfig, TrainConfig
+from vecjob.errors import InputError
+from vecjob.index import index_collection
+from vecjob.outputs import output_lock
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def refused(result, *fragments: str) -> str:
+    """Exit 2 with exactly one line, starting 'error:', holding every fragment."""
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def listing(folder: Path) -> list[str]:
+    """Everything under a folder, hidden files included."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.fixture
+def vectors(tmp_path) -> Path:
+    return make_vectors_dir(tmp_path / "v", blobs(60, 8, 3)[0], [f"d{i}" for i in range(60)])
+
+
+# ---- bad input in a later shard: refused before the first write -------------------------------
+
+
+def _spoil(path: Path, problem: str) -> None:
+    table = pq.read_table(path)
+    if problem == "null id":
+        ids = table.column("id").to_pylist()
+        table = table.set_column(0, "id", pa.array([None] + ids[1:], pa.string()))
+    else:
+        texts = table.column("text").to_pylist()
+        table = table.set_column(1, "text", pa.array(texts[:5] + ["   "] + texts[6:]))
+    pq.write_table(table, path)
+
+
+@pytest.mark.parametrize("runner", ["local", "ray"])
+@pytest.mark.parametrize("problem, flags, message", [
+    ("null id", [], "1 row(s) with a null id"),
+    ("blank text", ["--strict"], "null or empty text(s) (first id 'doc-00065') and --strict is set"),
+])
+def test_bad_input_in_the_last_shard_is_refused_before_the_first_is_written(request, tiny_model_dir, tmp_path, problem,
+                                                                            flags, message, runner):
+    if runner == "ray":
+        request.getfixturevalue("ray_session")
+    data = tmp_path / "in"
+    write_collection(data, [30, 30, 30])
+    _spoil(data / "part-02.parquet", problem)
+    before = listing(tmp_path)
+    r = invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v", "--runner", runner, *flags)
+    refused(r, "part-02.parquet", message)
+    assert listing(tmp_path) == before
+
+
+def test_training_refuses_a_null_id_before_anything_starts(tmp_path):
+    from vecjob.ray_train import train_model
+
+    data = tmp_path / "in"
+    write_collection(data, [30, 30])
+    _spoil(data / "part-01.parquet", "null id")
+    before = listing(tmp_path)
+    with pytest.raises(InputError, match="part-01.parquet: 1 row.s. with a null id"):
+        train_model(DataConfig(paths=[str(data)]), tmp_path / "m", TokenizerConfig(), ModelConfig(), TrainConfig())
+    assert listing(tmp_path) == before
+
+
+# ---- locks --------------------------------------------------------------------------------------
+
+
+def test_train_and_run_refuse_an_output_another_run_holds(collection, tmp_path):
+    with output_lock(tmp_path / "m"):
+        refused(invoke("train", collection, "--out", tmp_path / "m"), "another vecjob run is writing here")
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'out = "out"\n[data]\npaths = ["{collection}"]\n')
+    with output_lock(tmp_path / "out"):
+        refused(invoke("run", spec), "another vecjob run is writing here")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.toml"]  # locks are removed on release
+
+
+# ---- locations: URIs, overlaps, files, unwritable folders ---------------------------------------
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/x", "gs://b/x", "s3:/x", "ftp://host/x"])
+def test_uri_locations_are_refused_and_nothing_is_created(tiny_model_dir, collection, vectors, tmp_path, uri,
+                                                         monkeypatch):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    commands = [
+        ["train", collection, "--out", uri],
+        ["encode", collection, "--model", tiny_model_dir, "--out", uri, "--runner", "local"],
+        ["encode", uri, "--model", tiny_model_dir, "--out", "v2", "--runner", "local"],
+        ["encode", collection, "--model", uri, "--out", "v2", "--runner", "local"],
+        ["index", vectors, "--out", uri],
+        ["index", uri, "--out", "i"],
+        ["cluster", vectors, "--k", "2", "--out", uri],
+        ["sentiment", "predict", "clf", vectors, "--out", uri],
+        ["search", uri, "--id", "d1"],
+    ]
+    for command in commands:
+        refused(invoke(*command), "URIs (s3://, gs://, …) are not supported yet")
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_an_output_overlapping_an_input_is_refused(tiny_model_dir, tmp_path, where, vectors):
+    data = tmp_path / "in"
+    write_collection(data, [20])
+    out = data if where == "same" else data / "vectors"
+    before = listing(tmp_path)
+    refused(invoke("encode", data, "--model", tiny_model_dir, "--out", out, "--runner", "local"), "overlaps the input")
+    refused(invoke("train", data, "--out", data / "model" if where == "inside" else data), "overlaps the input")
+    refused(invoke("index", vectors, "--out", vectors / "index" if where == "inside" else vectors), "overlaps the input")
+    assert listing(tmp_path) == before
+
+
+def test_output_locations_that_cannot_be_used_are_one_line(tiny_model_dir, collection, vectors, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    refused(invoke("index", vectors, "--out", afile), "exists and is not a directory")
+    refused(invoke("cluster", vectors, "--k", "2", "--out", afile), "exists and is not a directory")
+    refused(invoke("encode", collection, "--model", tiny_model_dir, "--out", afile, "--runner", "local"),
+            "exists and is not a directory")
+    refused(invoke("index", vectors, "--out", afile / "sub"), "is a file, not a directory")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    refused(invoke("index", vectors, "--out", theirs), "vecjob did not write")
+    refused(invoke("encode", collection, "--model", tiny_model_dir, "--out", theirs, "--runner", "local"),
+            "vecjob did not write")
+    assert listing(theirs) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "theirs", "v"]
+
+
+def test_an_unwritable_output_folder_is_one_line(vectors, tmp_path):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    # Root ignores permission bits; an immutable folder refuses even root.
+    if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this file system")
+    try:
+        refused(invoke("index", vectors, "--out", locked / "i"), "cannot write in", "permission denied")
+        assert list(locked.iterdir()) == []
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+
+
+# ---- values of flags ----------------------------------------------------------------------------
+
+
+def test_search_k_below_one_is_one_line(vectors, tmp_path):
+    index_collection(vectors, tmp_path / "i", IndexConfig())
+    for k in ("0", "-3"):
+        refused(invoke("search", tmp_path / "i", "--id", "d1", "-k", k), f"-k must be at least 1, not {k}")
+    assert invoke("search", tmp_path / "i", "--id", "d1", "-k", "3", "--json").exit_code == 0
+
+
+def test_cluster_k_edge_values_are_one_line_and_leave_nothing(vectors, tmp_path):
+    refused(invoke("cluster", vectors, "--k", "0", "--out", tmp_path / "c"), "--k must be at least 2")
+    refused(invoke("cluster", vectors, "--k", "60", "--out", tmp_path / "c"), "--k 60 needs more vectors than clusters")
+    refused(invoke("cluster", vectors, "--k", "-3", "--out", tmp_path / "c"), "'-3'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v"]
+
+
+def test_a_model_dir_whose_config_disagrees_with_its_weights_names_the_field(tiny_model_dir, collection, tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config["model"]["hidden_dim"] = 32
+    (model / "config.json").write_text(json.dumps(config))
+    line = refused(invoke("encode", collection, "--model", model, "--out", tmp_path / "v", "--runner", "local"),
+                   "config.json disagrees with model.pt", "hidden_dim=32")
+    assert len(line) < 400
+    assert not (tmp_path / "v" / "manifest.json").exists()
+
+
+def test_keep_columns_are_checked_as_columns_not_as_ids(tiny_model_dir, tmp_path):
+    data = tmp_path / "in"
+    data.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["goal team", "chip robot"], "score": [0.5, 1.5]}),
+                   data / "a.parquet")
+    r = invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v", "--keep", "score", "--runner", "local")
+    assert r.exit_code == 0, r.output
+    shard = next((tmp_path / "v").glob("*.parquet"))
+    assert pq.read_table(shard).column("score").to_pylist() == [0.5, 1.5]
+    refused(invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v2", "--keep", "nope",
+                   "--runner", "local"), "a.parquet: missing column 'nope'")
+    refused(invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v2", "--keep", "id",
+                   "--runner", "local"), "--keep id")
+    refused(invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v2", "--runner", "foo"),
+            "--runner 'foo'")
+    assert not (tmp_path / "v2").exists()
+    assert np.isfinite(pq.read_table(shard).column("vector").combine_chunks().values.to_numpy()).all()
