@@ -18,19 +18,23 @@ import pyarrow as pa
 from common import PeakRSS, print_table, write_json
 
 
-def write_vectors_dir(folder: Path, n: int, dim: int = 128, shards: int = 20, seed: int = 0) -> None:
-    """Vectors around 1,000 random centres (document vectors are clustered, not uniform)."""
+def write_vectors_dir(folder: Path, n: int, dim: int = 128, shards: int = 20, seed: int = 0,
+                      model_fp: str = "synthetic") -> None:
+    """Vectors around 1,000 random centres (document vectors are clustered, not uniform), as if the
+    model with fingerprint `model_fp` had written them."""
     from vecjob.parquet_io import new_manifest, write_json_atomic, write_parquet_atomic
-    from vecjob.vectors import MANIFEST_KIND, vectors_table
+    from vecjob.vectors import MANIFEST_KIND, vectors_table, with_model_fingerprint
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(1000, dim)).astype(np.float32)
     stats = []
     for s, part in enumerate(np.array_split(np.arange(n), shards)):
         x = centres[rng.integers(1000, size=len(part))] + 0.5 * rng.normal(size=(len(part), dim)).astype(np.float32)
-        write_parquet_atomic(vectors_table(pa.array(part), x), folder / f"s{s:03d}.parquet")
+        table = with_model_fingerprint(vectors_table(pa.array(part), x), model_fp)
+        write_parquet_atomic(table, folder / f"s{s:03d}.parquet")
         stats.append({"output": f"s{s:03d}.parquet", "rows_out": len(part)})
-    write_json_atomic(new_manifest(MANIFEST_KIND, dim=dim, shards=stats), folder / "manifest.json")
+    write_json_atomic(new_manifest(MANIFEST_KIND, dim=dim, shards=stats, model_fingerprint=model_fp,
+                                   vectors_fingerprint=f"synthetic-{n}-{seed}"), folder / "manifest.json")
 
 
 def _compare_with_exact(vectors_dir: Path, index_dir: Path, queries: int = 1000, k: int = 10):

@@ -22,7 +22,7 @@ import polars as pl
 from common import DATA, PeakRSS, print_table, untrained_model_dir, write_json
 
 
-def write_synthetic(folder: Path, n: int, shards: int, seed: int = 0) -> None:
+def write_synthetic(folder: Path, n: int, shards: int, seed: int = 0, id_prefix: str = "") -> None:
     """Tweet-length documents of words drawn from the tweets vocabulary (vectorised: no Python loop)."""
     words = (pl.read_parquet(DATA / "tweets_sentiment.parquet")["text"].str.split(" ").explode()
              .drop_nulls().unique().sort())
@@ -34,7 +34,7 @@ def write_synthetic(folder: Path, n: int, shards: int, seed: int = 0) -> None:
         flat = words.gather(idx)
         texts = pl.DataFrame({"w": flat, "doc": np.repeat(np.arange(per), lengths)}).group_by(
             "doc", maintain_order=True).agg(pl.col("w").str.join(" "))["w"]
-        ids = pl.Series([f"s{s:03d}-{i:06d}" for i in range(per)])
+        ids = pl.Series([f"{id_prefix}s{s:03d}-{i:06d}" for i in range(per)])
         pl.DataFrame({"id": ids, "text": texts}).write_parquet(folder / f"part-{s:03d}.parquet",
                                                                row_group_size=4096, mkdir=True)
 

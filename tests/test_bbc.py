@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import polars as pl
-import pytest
 from typer.testing import CliRunner
 
 from conftest import SHARED_DATA, needs_shared

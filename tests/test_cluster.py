@@ -27,7 +27,7 @@ def test_clusters_recover_separated_groups(tmp_path):
     summary = cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), data=[str(data)])
     assert summary["metrics"]["nmi"] > 0.95 and summary["metrics"]["purity"] > 0.95
     assignments = pq.read_table(tmp_path / "c" / "assignments.parquet")
-    assert assignments.num_rows == 300 and assignments.column_names == ["id", "cluster", "distance"]
+    assert assignments.num_rows == 300 and assignments.column_names == ["id", "cluster", "distance", "shard"]
     assert sorted(c["size"] for c in summary["clusters"]) == sorted(np.bincount(assignments.column("cluster").to_numpy()))
     assert np.load(tmp_path / "c" / "centroids.npy").shape == (3, 16)
     assert {p.name for p in (tmp_path / "c").iterdir()} >= {"summary.json", "manifest.json", "clusters.png"}
@@ -85,3 +85,31 @@ def test_cluster_real_text_vectors_names_topic_words(collection, tiny_model_dir,
     words = {w for c in summary["clusters"] for w in c["top_terms"]}
     assert words and not words & {"the", "and", "of"}
     assert json.loads((tmp_path / "c" / "summary.json").read_text())["n"] == 282
+
+
+def test_an_update_assigns_new_vectors_to_the_existing_centroids(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from vecjob.vectors import vectors_table, with_model_fingerprint
+
+    vecs, _ = blobs(600, 8, 3, seed=4, spread=0.1, orthogonal=True)
+    vdir = make_vectors_dir(tmp_path / "v", vecs, list(range(600)))
+    first = cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), update=True)
+    centroids = np.load(tmp_path / "c" / "centroids.npy")
+    # The next night: shard s2 leaves, a shard of 30 new vectors (near the first 30's) comes.
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    table = with_model_fingerprint(vectors_table(pa.array(list(range(1000, 1030))), vecs[:30] + 0.01), "m")
+    pq.write_table(table, vdir / "s3.parquet")
+    manifest["shards"] = manifest["shards"][:2] + [{"output": "s3.parquet", "rows_out": 30}]
+    (vdir / "manifest.json").write_text(json.dumps(manifest))
+    second = cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), update=True)
+    done = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert done["action"] == "assigned" and done["added"] == 30 and done["removed"] == 200
+    np.testing.assert_array_equal(np.load(tmp_path / "c" / "centroids.npy"), centroids)
+    assignments = pl.read_parquet(tmp_path / "c" / "assignments.parquet")
+    assert assignments.height == 430 == second["n"] and not set(range(400, 600)) & set(assignments["id"])
+    old = dict(zip(assignments["id"], assignments["cluster"]))
+    assert all(old[1000 + i] == old[i] for i in range(30))  # each lands with its neighbour
+    assert sum(c["size"] for c in second["clusters"]) == 430 and first["k"] == second["k"]

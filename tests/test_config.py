@@ -69,3 +69,10 @@ def test_override_applies_only_given_flags_and_revalidates():
     assert cfg.dim == 64 and cfg.variant == "denoising"
     with pytest.raises(ConfigError, match="variant"):
         override(ModelConfig(), variant="fancy")
+
+
+def test_the_nightly_spec_loads_with_its_model_policy():
+    spec = load_job_spec(REPO / "jobs" / "nightly.toml")
+    assert spec.out == "/data/collection" and spec.data.paths == ["/data/docs/*/*.parquet"]
+    assert spec.train.max_model_age_days == 90 and spec.train.retrain_drift == 0.07
+    assert spec.stages[:3] == ["train", "encode", "index"]

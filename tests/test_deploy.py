@@ -56,3 +56,19 @@ def test_dockerfile_installs_the_cluster_extra_and_a_cuda_variant():
     text = (DEPLOY / "Dockerfile").read_text()
     assert "ARG BASE=rayproject/ray:2.60.0-py311-cpu" in text and "py311-gpu" in text
     assert '".[cluster]"' in text
+
+
+def test_rayservice_serves_the_search_application_from_the_shared_volume():
+    (service,) = _docs("kuberay/rayservice.yaml")
+    assert service["kind"] == "RayService" and service["apiVersion"] == "ray.io/v1"
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    (application,) = config["applications"]
+    assert application["import_path"] == "vecjob.ray_serve:build_app"
+    assert application["args"]["index"].startswith("/data/") and application["args"]["model"].startswith("/data/")
+    module, _, name = application["import_path"].partition(":")
+    pytest.importorskip("ray.serve")
+    import importlib
+
+    assert callable(getattr(importlib.import_module(module), name))
+    worker = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert {"name": "vecjob-data", "mountPath": "/data"} in worker["containers"][0]["volumeMounts"]

@@ -1,6 +1,5 @@
 """`ray job submit -- vecjob run JOB.toml` against a real Ray head started (and stopped) by this test."""
 
-import json
 import os
 import signal
 import socket

@@ -48,17 +48,22 @@ def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):
     second = runner.invoke(app, ["run", str(spec)])
     assert second.exit_code == 0, second.output
     manifest = json.loads((tmp_path / "out" / "run_manifest.json").read_text())
-    assert [s["status"] for s in manifest["stages"]] == ["skipped (up to date)"] * 3
+    kept = "skipped: kept (drift 0.000 ≤ 0.07)"  # the model is pinned: no new documents, no drift
+    assert [s["status"] for s in manifest["stages"]] == [kept] + ["skipped (up to date)"] * 2
+    assert manifest["night"]["model"]["action"] == "kept" and manifest["night"]["shards_unchanged"] == 2
 
     # A changed index setting reruns only the index stage.
     spec.write_text(TINY_SPEC.format(name="tiny", factory="Flat"))
     third = runner.invoke(app, ["run", str(spec)])
     statuses = [s["status"] for s in json.loads((tmp_path / "out" / "run_manifest.json").read_text())["stages"]]
-    assert third.exit_code == 0 and statuses == ["skipped (up to date)"] * 2 + ["ran"]
+    assert third.exit_code == 0 and statuses == [kept, "skipped (up to date)", "ran"]
 
     forced = runner.invoke(app, ["run", str(spec), "--force", "--address", ""])
-    statuses = [s["status"] for s in json.loads((tmp_path / "out" / "run_manifest.json").read_text())["stages"]]
-    assert forced.exit_code == 0 and statuses == ["ran"] * 3
+    stages = json.loads((tmp_path / "out" / "run_manifest.json").read_text())["stages"]
+    # The retrained model is the same (same data, settings and seed), so it is published at once.
+    assert forced.exit_code == 0 and [s["status"] for s in stages] == ["ran"] * 4
+    assert [s["stage"] for s in stages] == ["train", "publish model", "encode", "index"]
+    assert not (tmp_path / "out" / ".model-next").exists()
 
 
 def test_invalid_spec_is_one_line(tmp_path):

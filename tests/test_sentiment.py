@@ -34,7 +34,7 @@ def test_train_eval_predict(tmp_path):
     assert (tmp_path / "clf" / "confusion.png").exists() and (tmp_path / "clf" / "report.json").exists()
     pred = predict_collection(tmp_path / "clf", vdir, tmp_path / "pred")
     assert pred["rows"] == 600 and len(pred["shards"]) == 3
-    table = pq.read_table(tmp_path / "pred" / "s0.parquet")
+    table = pq.read_table(next((tmp_path / "pred").glob("s0-*.parquet")))
     probs = np.stack([table.column(f"prob_{c}").to_numpy() for c in CLASSES], axis=1)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     assert set(table.column("label").to_pylist()) <= set(CLASSES)
@@ -80,3 +80,30 @@ def test_binary_classifier_probabilities():
     clf = Classifier(["a", "b"], np.zeros(2), np.ones(2), np.array([[1.0, 0.0]]), np.array([0.0]))
     p = clf.predict_proba(np.array([[5.0, 0.0], [-5.0, 0.0]]))
     assert p.shape == (2, 2) and p[0, 1] > 0.99 and p[1, 0] > 0.99
+
+
+def test_predictions_follow_the_collection_shard_by_shard(tmp_path):
+    import json
+
+    from vecjob.vectors import vectors_table, with_model_fingerprint
+
+    vdir, labels = _data(tmp_path)
+    train_classifier(vdir, str(labels), tmp_path / "clf", SentimentConfig())
+    first = predict_collection(tmp_path / "clf", vdir, tmp_path / "pred")
+    assert first["counts"] == {"shards_predicted": 3, "shards_kept": 0}
+    assert predict_collection(tmp_path / "clf", vdir, tmp_path / "pred")["counts"]["shards_predicted"] == 0
+
+    # The next night: shard s2 leaves; a new shard brings 50 new documents and id 0 again (it replaces
+    # the older row in s0, so s0's live rows change and its predictions are made again).
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    vecs = blobs(51, 12, 3, seed=8)[0]
+    table = with_model_fingerprint(vectors_table(pa.array([0] + list(range(1000, 1050))), vecs), "m")
+    pq.write_table(table, vdir / "s3.parquet")
+    manifest["shards"] = manifest["shards"][:2] + [{"output": "s3.parquet", "rows_out": 51}]
+    (vdir / "manifest.json").write_text(json.dumps(manifest))
+    second = predict_collection(tmp_path / "clf", vdir, tmp_path / "pred")
+    assert second["counts"] == {"shards_predicted": 2, "shards_kept": 1} and second["rows"] == 199 + 200 + 51
+    names = sorted(p.name.split("-")[0] for p in (tmp_path / "pred").glob("*.parquet"))
+    assert names == ["s0", "s1", "s3"]
+    s0 = pq.read_table(next((tmp_path / "pred").glob("s0-*.parquet")))
+    assert 0 not in s0.column("id").to_pylist() and s0.num_rows == 199

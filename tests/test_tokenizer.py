@@ -80,3 +80,18 @@ def test_chunk_contexts_widen_each_chunk_within_its_document():
     assert [c.tolist() for c in contexts] == [list(range(0, 7)), list(range(1, 10)), list(range(5, 10))]
     assert len(contexts) == len(tok.chunk(ids))
     assert tok.chunk_contexts(np.zeros(0, np.int32), 3) == []
+
+
+def test_the_few_texts_path_gives_the_column_path_s_ids():
+    from vecjob.tokenizer import FEW_TEXTS, Tokenizer
+
+    texts = ["Don't stop &amp; go!", "See https://t.co/AbC?x=1 now...", "rock'n'roll & &amp;gt; 3.5 x_y",
+             "  ", "", "UPPER lower 123 -- ok", "it's 'quoted' (paren) [b] {c}", "tab\tand\nnewline\r\fend"]
+    counts = count_tokens(texts)
+    tok = Tokenizer(Vocab.from_counts(counts, 50, 1), max_len=8)
+    column = tok.encode(pl.Series(values=texts))
+    few = tok.encode(texts)
+    assert len(texts) <= FEW_TEXTS and len(few) == len(column)
+    for a, b in zip(few, column):
+        assert a.tolist() == b.tolist()
+    assert tok.encode(["unseen words here"])[0].tolist() == [1, 1, 1]  # <unk>

@@ -165,20 +165,23 @@ def index(
     out: Annotated[Path, typer.Option("--out", help="Index dir to write.")],
     factory: Annotated[Optional[str], typer.Option(help="auto, or a FAISS factory: Flat, HNSW32, IVF1024,Flat, …")] = None,
     metric: Annotated[Optional[str], typer.Option(help="cosine | l2")] = None,
+    update: Annotated[bool, typer.Option("--update", help="Update an existing index in place (rebuilt when needed).")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Build a FAISS index (with id map and measured recall@10) from a vectors dir."""
+    """Build a FAISS index (with id map and measured recall@10) from a vectors dir, or update one."""
     from vecjob import reporting
     from vecjob.index import index_collection
 
     base = load_job_spec(config).index if config else IndexConfig()
     cfg = override(base, factory=factory, metric=metric)
-    with reporting.status("building index…"):
-        m = index_collection(vectors, out, cfg)
+    with reporting.status("updating index…" if update else "building index…"):
+        m = index_collection(vectors, out, cfg, update=update)
+    last = m["updates"][-1]
     reporting.summary(f"index → {out}", {
+        "action": f"{last['action']} ({last['why']})", "added / removed": f"{last['added']:,} / {last['removed']:,}",
         "factory": m["factory"], "metric": m["metric"], "vectors": m["ntotal"], "dim": m["dim"],
         "recall@10 vs exact": m.get("recall_at_10"), "search params": m["search_params"] or "-",
-        "build seconds": m["timings"]["train_s"] + m["timings"]["add_s"],
+        "seconds": last["seconds"],
     })
 
 
@@ -213,6 +216,51 @@ def search(
     for h in hits:
         table.add_row(str(h["rank"]), str(h["id"]), f"{h['score']:.4f}", *([h["snippet"]] if data else []))
     console.print(table)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    index_dir: Annotated[Path, typer.Argument(help="Index dir written by `vecjob index`.")],
+    model: Annotated[Optional[Path], typer.Option("--model", help="Model dir that made the index (for text queries).")] = None,
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="Parquet collection: hits get text snippets.")] = None,
+    host: Annotated[str, typer.Option(help="Address the HTTP proxy listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    replicas: Annotated[int, typer.Option(help="Serve replicas (each loads the index and the model).")] = 1,
+    poll_s: Annotated[float, typer.Option(help="Seconds between checks for a newer index at INDEX_DIR.")] = 5.0,
+    detach: Annotated[bool, typer.Option(help="Leave the service running on the cluster and exit.")] = False,
+    address: AddressOpt = None,
+) -> None:
+    """Serve similarity search over HTTP (Ray Serve): POST /search, /search/batch; GET /healthz, /info."""
+    import time
+
+    from vecjob import runtime
+    from vecjob.errors import ConfigError
+    from vecjob.search import check_search_pair
+
+    if replicas < 1 or not 0 < port < 65536 or poll_s <= 0:
+        raise ConfigError(f"--replicas {replicas}, --port {port}, --poll-s {poll_s}: need ≥ 1, 1-65535, > 0")
+    index_dir, model = index_dir.resolve(), model.resolve() if model else None
+    check_search_pair(index_dir, model)  # a corrupt or missing index, or another model: one line, exit 2
+    runtime.connect(address)
+    from vecjob.ray_serve import APP_NAME, deploy
+
+    url = deploy(str(index_dir), str(model) if model else None, [str(Path(d).resolve()) for d in data or []] or None,
+                 host=host, port=port, replicas=replicas, poll_s=poll_s)
+    typer.echo(f"serving {index_dir} at {url} (POST /search, /search/batch; GET /healthz, /info)", err=True)
+    if detach:
+        return
+    import signal
+
+    from ray import serve as ray_serve
+
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a background job ignores SIGINT: TERM stops it too
+        signal.signal(sig, lambda *_: stop.append(True))
+    while not stop:
+        time.sleep(0.5)
+    ray_serve.delete(APP_NAME)  # the service lives as long as this command, on a local Ray or a cluster
+    typer.echo("stopped", err=True)
 
 
 @app.command()
@@ -338,7 +386,8 @@ def corpus(
 @friendly_errors
 def run(
     job: Annotated[Path, typer.Argument(help="Job spec (TOML), e.g. jobs/quickstart.toml.")],
-    force: Annotated[bool, typer.Option("--force", help="Redo stages that are up to date.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo stages that are up to date (and retrain).")] = False,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Train a new model; switch to it once its index is built.")] = False,
     address: AddressOpt = None,
 ) -> None:
     """Run the stages a job spec names, skipping those whose outputs are up to date."""
@@ -352,7 +401,7 @@ def run(
     def on_stage(stage: str, state: str) -> None:
         reporting.console.print(f"[bold]{stage}[/]: {state}")
 
-    manifest = run_job(spec, force=force, on_stage=on_stage)
+    manifest = run_job(spec, force=force, on_stage=on_stage, retrain=retrain)
     reporting.summary(f"job '{spec.name}' → {spec.out}", {
         r["stage"]: r["status"] + (f" in {r['seconds']}s" if "seconds" in r else "") for r in manifest["stages"]
     })

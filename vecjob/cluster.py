@@ -7,7 +7,9 @@ when labels are known, else a silhouette estimate), clusters.png (PCA map of a s
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from vecjob.parquet_io import (
     atomic_path,
     discover,
     new_manifest,
+    read_manifest,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -89,17 +92,22 @@ def cluster_collection(
     id_col: str = "id",
     text_col: str = "text",
     label_col: str = "label",
+    update: bool = False,
 ) -> dict:
-    """`vecjob cluster`: fit, assign every vector, summarise, write the cluster dir."""
+    """`vecjob cluster`: fit, assign every vector, summarise, write the cluster dir. With `update`, an
+    existing clustering of the same model and settings keeps its centroids: only the vectors that are
+    new since are assigned (`assign_increment`)."""
     out = check_output(out, "--out", [vectors_dir, *(data or [])])
     vdir = VectorsDir.open(vectors_dir)
     n = vdir.num_vectors
     k_range = check_k(k, n, vectors_dir)
     timings: dict[str, float] = {}
     with output_lock(out):
+        if update and _can_follow(out, vdir, k, cfg):
+            return assign_increment(vdir, out, data, id_col, text_col, label_col)
         t0 = time.perf_counter()
         train_x, _ = _sample(vdir, MAX_TRAIN_POINTS_PER_CENTROID * (k_range.stop - 1), cfg.seed)
-        curve = None
+        curve, k_requested = None, k
         if k == "auto":
             k, curve = choose_k(train_x, cfg, k_range)
         k = int(k)
@@ -108,13 +116,16 @@ def cluster_collection(
 
         t0 = time.perf_counter()
         ids, clusters, dists = [], [], []
-        for _, table in vdir.iter_shards(["id", "vector"]):
+        shards = []
+        for path, table in vdir.iter_shards(["id", "vector"]):
             sims, assign = km.index.search(_unit(table_vectors(table)), 1)
             ids.append(table.column("id"))
             clusters.append(assign[:, 0].astype(np.int32))
             dists.append((1.0 - sims[:, 0]).astype(np.float32))  # cosine distance to the centroid
+            shards += [path.name] * table.num_rows
         assignments = pa.table({"id": pa.chunked_array(ids).combine_chunks(),
-                                "cluster": np.concatenate(clusters), "distance": np.concatenate(dists)})
+                                "cluster": np.concatenate(clusters), "distance": np.concatenate(dists),
+                                "shard": pa.array(shards, pa.string())})
         timings["assign_s"] = time.perf_counter() - t0
 
         frame = pl.from_arrow(assignments)
@@ -136,7 +147,9 @@ def cluster_collection(
         summary = {"k": k, "n": n, "metrics": metrics, "clusters": per_cluster, "k_curve": curve}
         manifest = new_manifest(MANIFEST_KIND, vectors_dir=str(Path(vectors_dir).resolve()),
                                 vectors_fingerprint=vdir.manifest.get("vectors_fingerprint"),
-                                config=cfg.model_dump(), k=k, n=n, metrics=metrics, timings=timings)
+                                model_fingerprint=vdir.manifest.get("model_fingerprint"), requested_k=k_requested,
+                                config=cfg.model_dump(), k=k, n=n, fitted_on=n, assigned_since_fit=0,
+                                action="clustered", metrics=metrics, timings=timings)
         with staged_dir(out) as staging:
             write_parquet_atomic(assignments, staging / "assignments.parquet")
             with open(staging / "centroids.npy", "wb") as f:
@@ -144,6 +157,68 @@ def cluster_collection(
             write_json_atomic(summary, staging / "summary.json")
             plot_clusters(train_x, km, staging / "clusters.png")
             write_json_atomic(manifest, staging / MANIFEST)
+    return summary
+
+
+REFIT_GROWTH = 0.5  # re-cluster once half as many vectors were assigned since the fit as it was fitted on
+
+
+def _can_follow(out: Path, vdir: VectorsDir, k: int | str, cfg: ClusterConfig) -> bool:
+    """Whether an existing clustering can take the new vectors: same model and settings, not outgrown."""
+    if not (out / MANIFEST).exists():
+        return False
+    old = read_manifest(out, MANIFEST_KIND)
+    return (old.get("model_fingerprint") == vdir.manifest.get("model_fingerprint") and "fitted_on" in old
+            and old.get("requested_k") == k and old.get("config") == cfg.model_dump()
+            and old["assigned_since_fit"] < REFIT_GROWTH * old["fitted_on"])
+
+
+def assign_increment(vdir: VectorsDir, out: Path, data: list[str] | None, id_col: str, text_col: str,
+                     label_col: str) -> dict:
+    """Keep the centroids and the assignments of unchanged rows; assign the new rows; drop the gone.
+    Sizes, examples and label metrics are recomputed; the top terms are the last full clustering's."""
+    t0 = time.perf_counter()
+    old = read_manifest(out, MANIFEST_KIND)
+    centroids = np.load(out / "centroids.npy")
+    held = pl.read_parquet(out / "assignments.parquet")
+    live = pl.concat([pl.from_arrow(t.select(["id"])).with_columns(pl.lit(p.name).alias("shard"))
+                      for p, t in vdir.iter_shards(["id"])])
+    kept = held.join(live, on=["id", "shard"], how="semi")
+    new = live.join(held, on=["id", "shard"], how="anti")
+    parts = [kept]
+    for path, table in vdir.iter_shards(["id", "vector"]):
+        wanted = new.filter(pl.col("shard") == path.name)
+        if wanted.height == 0:
+            continue
+        rows = pl.from_arrow(table.select(["id"])).with_row_index("row").join(wanted.select("id"), on="id", how="semi")
+        x = _unit(table_vectors(table.take(pa.array(rows["row"].to_numpy()))))
+        sims = x @ _unit(centroids).T
+        parts.append(pl.DataFrame({"id": rows["id"], "cluster": sims.argmax(1).astype(np.int32),
+                                   "distance": (1.0 - sims.max(1)).astype(np.float32), "shard": path.name}))
+    frame = pl.concat(parts, how="vertical_relaxed")
+    k, previous = old["k"], json.loads((out / "summary.json").read_text())
+    per_cluster = _cluster_table(frame, k)
+    terms = {c["cluster"]: c.get("top_terms", []) for c in previous["clusters"]}
+    for c in per_cluster:
+        c["top_terms"] = terms.get(c["cluster"], [])
+    metrics = previous["metrics"]
+    if data and "labelled" in metrics:
+        texts = _join_data(frame, data, id_col, text_col, label_col)
+        metrics = {**label_metrics(texts["label"].to_numpy(), texts["cluster"].to_numpy()), "labelled": texts.height}
+    summary = {**previous, "n": frame.height, "metrics": metrics, "clusters": per_cluster}
+    manifest = {**new_manifest(MANIFEST_KIND, **{k_: v for k_, v in old.items() if k_ not in (
+        "kind", "format_version", "vecjob_version", "created", "host")}),
+        "vectors_fingerprint": vdir.manifest.get("vectors_fingerprint"), "n": frame.height,
+        "assigned_since_fit": old["assigned_since_fit"] + new.height, "action": "assigned",
+        "added": new.height, "removed": held.height - kept.height, "metrics": metrics,
+        "timings": {"assign_s": time.perf_counter() - t0}}
+    with staged_dir(out) as staging:
+        write_parquet_atomic(frame.to_arrow(), staging / "assignments.parquet")
+        shutil.copy(out / "centroids.npy", staging / "centroids.npy")
+        if (out / "clusters.png").exists():
+            shutil.copy(out / "clusters.png", staging / "clusters.png")  # the map of the last full fit
+        write_json_atomic(summary, staging / "summary.json")
+        write_json_atomic(manifest, staging / MANIFEST)
     return summary
 
 

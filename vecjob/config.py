@@ -100,6 +100,19 @@ class TrainConfig(_Frozen):
     # than fp32, in which cuDNN's LSTM already runs on TF32 tensor cores (bench/README.md, GPU): hence
     # fp32. The CPU always trains in fp32.
     precision: Literal["fp32", "bf16"] = "fp32"
+    # `vecjob run` keeps a trained model until asked (--retrain), until it is this many days old
+    # (0 = no age limit), or until the night's new documents drift from what it was trained on.
+    max_model_age_days: int = Field(default=0, ge=0)
+    # Drift: the share of the night's new tokens the vocabulary does not know, minus that share in
+    # held-out training documents. Unknown tokens carry nothing into a vector, so this is what the
+    # vocabulary loses on the new text beyond what it lost on unseen text of its own collection.
+    # Between the next documents of the same corpus (up to 0.04) and another corpus (0.11 and more;
+    # bench/README.md, "Drift").
+    retrain_drift: float = Field(default=0.07, gt=0.0, le=1.0)
+
+    def what_shapes_the_weights(self) -> dict:
+        """The settings a trained model depends on: not where checkpoints go or when to retrain."""
+        return self.model_dump(exclude={"storage_path", "max_failures", "max_model_age_days", "retrain_drift"})
 
 
 class EncodeConfig(_Frozen):

@@ -14,7 +14,7 @@ import polars as pl
 from vecjob.config import TokenizerConfig, TrainConfig
 from vecjob.errors import InputError
 from vecjob.parquet_io import Shard, read_row_groups
-from vecjob.tokenizer import Tokenizer, Vocab, count_tokens, document_chunks, merge_counts
+from vecjob.tokenizer import Tokenizer, Vocab, count_tokens, document_chunks, merge_counts, unknown_share
 from vecjob.training import ChunkSet, is_validation
 
 
@@ -45,6 +45,26 @@ def build_vocab(shards: list[Shard], id_col: str, text_col: str, cfg: TokenizerC
     if len(vocab) <= 4:
         raise InputError(f"no token occurs at least {cfg.min_count} times in {len(shards)} shard(s)")
     return vocab
+
+
+def heldout_unknown_share(shards: list[Shard], id_col: str, text_col: str, cfg: TokenizerConfig,
+                          val_fraction: float) -> float:
+    """The share of unknown tokens in documents a vocabulary has not seen: the validation documents'
+    under a vocabulary counted from the others. The baseline of the drift signal (vecjob.lifecycle):
+    a vocabulary always knows its own documents better than new ones, so the in-sample share would
+    call every night a drift (BBC, 400 articles: 0.09 in sample, 0.21 on the next articles)."""
+    counts, held_out = [], []
+    for shard in shards:
+        frame = _read_texts(shard, id_col, text_col).drop_nulls("text")
+        val = np.array([is_validation(i, val_fraction) for i in frame["id"].to_list()], bool)
+        counts.append(count_tokens(frame["text"].filter(~val)))
+        held_out.append(frame["text"].filter(val))
+    texts = pl.concat(held_out)
+    if texts.len() == 0:
+        return 0.0
+    vocab = Vocab.from_counts(merge_counts(counts), cfg.max_vocab, cfg.min_count)
+    ids = Tokenizer(vocab, cfg.max_len).encode(texts)
+    return unknown_share(np.concatenate(ids)) if ids else 0.0
 
 
 def training_chunks(

@@ -102,9 +102,13 @@ class DocumentEncoder:
     def encode_texts(self, texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> EncodedBatch:
         timings = EncodeTimings()
         t0 = time.perf_counter()
-        series = texts if isinstance(texts, pl.Series) else pl.Series(values=texts, dtype=pl.String)
-        ok = (~(series.is_null() | (series.str.strip_chars() == ""))).to_numpy()
-        docs = self.loaded.tokenizer.encode(series)
+        if isinstance(texts, list):  # a few query texts: the tokenizer's Python path, no polars overhead
+            ok = np.array([t is not None and t.strip() != "" for t in texts], dtype=bool)
+            docs = self.loaded.tokenizer.encode(texts)
+        else:
+            series = texts if isinstance(texts, pl.Series) else pl.Series(values=texts, dtype=pl.String)
+            ok = (~(series.is_null() | (series.str.strip_chars() == ""))).to_numpy()
+            docs = self.loaded.tokenizer.encode(series)
         # A text of only unknown characters can tokenize to nothing; treat it as blank.
         ok &= np.fromiter((len(d) > 0 for d in docs), bool, count=len(docs))
         chunks, owner = document_chunks(self.loaded.tokenizer, docs)

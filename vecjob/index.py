@@ -1,5 +1,13 @@
-"""FAISS index over a vectors dir: choose a factory, train on a sample, add shard by shard,
-measure recall@10 against exact search, and save index + id map + manifest.
+"""FAISS index over a vectors dir: choose a factory, train on a sample, add shard by shard, measure
+recall@10 against exact search, and save index + id map + manifest; or update a built index in place.
+
+Every vector is stored under a label (its *slot*, an int64) that `ids.parquet` maps back to the
+document's id and the vector shard it came from. An update removes the slots of documents that
+left the collection or were replaced by a newer shard, adds the new live rows under fresh slots,
+and re-measures recall@10, without retraining the quantizer. It rebuilds from scratch instead when
+the model changed, the settings changed, the index type cannot remove vectors (HNSW), the vectors
+added since the quantizer was trained reach `MAX_GROWTH` of those it was trained with, or recall
+falls below `index.target_recall`. The manifest logs each build and update (`updates`).
 
 Cosine similarity is inner product over L2-normalised vectors (queries are normalised the same way).
 """
@@ -9,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +27,7 @@ import pyarrow as pa
 from vecjob.config import IndexConfig
 from vecjob.errors import ArtifactError, ConfigError, InputError
 from vecjob.outputs import MANIFEST, check_local, check_output, output_lock, staged_dir
-from vecjob.parquet_io import (
-    new_manifest,
-    read_manifest,
-    write_json_atomic,
-    write_parquet_atomic,
-)
+from vecjob.parquet_io import new_manifest, read_manifest, write_json_atomic, write_parquet_atomic
 from vecjob.vectors import VectorsDir, table_vectors
 
 INDEX_FILE = "index.faiss"
@@ -31,6 +35,12 @@ IDS_FILE = "ids.parquet"
 MANIFEST_KIND = "vecjob.index"
 EXACT_LIMIT = 50_000  # up to this many vectors, exact search is fast enough and needs no training
 MEMORY_BUDGET = 4 << 30  # bytes of raw float32 vectors an IVF,Flat index may hold before PQ is used
+# Rebuild once the vectors added since the quantizer was trained reach half of those it was trained
+# with: `auto` sizes IVF lists for the collection it saw (nlist ≈ 4√n), so by then each list holds
+# 1.5× the vectors it was planned for (each probe scans 1.5× more) and nlist is 20% below what auto
+# would pick; the recall check catches a shift in the vectors' distribution sooner.
+MAX_GROWTH = 0.5
+UPDATES_KEPT = 100  # the manifest's update log keeps the last this many entries
 
 
 def choose_factory(n: int, dim: int, memory_budget: int = MEMORY_BUDGET) -> str:
@@ -67,32 +77,73 @@ def _sample_rows(vdir: VectorsDir, count: int, seed: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _knob_from_index(index) -> str | None:
+    """The search-time accuracy knob of an index: nprobe (IVF), efSearch (HNSW) or none (Flat)."""
+    import faiss
+
+    try:
+        faiss.extract_index_ivf(index)
+        return "nprobe"
+    except RuntimeError:
+        pass
+    return "efSearch" if "HNSW" in type(index).__name__ or "HNSW" in type(getattr(index, "index", None)).__name__ \
+        else None
+
+
+def _labelled_index(factory: str, dim: int, metric: str):
+    """An empty index that stores vectors under given int64 labels and can drop them again: IVF keeps
+    labels itself (a hash-table direct map also finds a label's vector); others go in an IndexIDMap2."""
+    import faiss
+
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    try:
+        index = faiss.index_factory(dim, factory, faiss_metric)
+    except RuntimeError as exc:
+        raise ConfigError(f"FAISS factory '{factory}' is not valid for dim {dim}: {exc}") from None
+    if _knob_from_index(index) == "nprobe":
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        return index
+    return faiss.IndexIDMap2(index)
+
+
 @dataclass
 class BuiltIndex:
     index: object  # faiss.Index
-    ids: pa.Array
+    labels: pa.Table  # slot (int64), id, shard: what each stored vector is
     manifest: dict
 
 
-def build_index(vectors_dir: str | Path, cfg: IndexConfig) -> BuiltIndex:
-    import faiss
+def _slots_per_shard(vdir: VectorsDir, labels: pa.Table) -> list[np.ndarray]:
+    """For each shard's live rows, in order, the slot its vector is stored under."""
+    slot_of = pl.from_arrow(labels.select(["id", "slot"]))
+    out = []
+    for _, table in vdir.iter_shards(["id"]):
+        rows = pl.from_arrow(table.select(["id"])).with_row_index("row")
+        joined = rows.join(slot_of, on="id", how="left").sort("row")
+        out.append(joined["slot"].to_numpy())
+    return out
 
+
+def _prep(metric: str):
+    return _normalise if metric == "cosine" else (lambda x: np.ascontiguousarray(x, np.float32))
+
+
+def build_index(vectors_dir: str | Path, cfg: IndexConfig, why: str = "no index yet") -> BuiltIndex:
+    """A new index over every live vector of the dir (slots 0..n-1 in shard order)."""
     vdir = VectorsDir.open(vectors_dir)
     n, dim = vdir.num_vectors, vdir.dim
     if n == 0:
         raise InputError(f"{vectors_dir}: holds no vectors to index")
     factory = choose_factory(n, dim) if cfg.factory == "auto" else cfg.factory
-    metric = faiss.METRIC_INNER_PRODUCT if cfg.metric == "cosine" else faiss.METRIC_L2
-    try:
-        index = faiss.index_factory(dim, factory, metric)
-    except RuntimeError as exc:
-        raise ConfigError(f"FAISS factory '{factory}' is not valid for dim {dim}: {exc}") from None
-    prep = _normalise if cfg.metric == "cosine" else (lambda x: np.ascontiguousarray(x, np.float32))
+    index = _labelled_index(factory, dim, cfg.metric)
+    prep = _prep(cfg.metric)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
     train_size = 0
     if not index.is_trained:
+        import faiss
+
         nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 0
         train_size = min(n, max(50 * nlist, 20_000), 200_000)
         if train_size < max(nlist, 1) * 4:
@@ -101,60 +152,145 @@ def build_index(vectors_dir: str | Path, cfg: IndexConfig) -> BuiltIndex:
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    id_chunks = []
-    for _, table in vdir.iter_shards(["id", "vector"]):
-        index.add(prep(table_vectors(table)))
-        id_chunks.append(table.column("id"))
-    ids = pa.chunked_array(id_chunks).combine_chunks()
+    parts, start = [], 0
+    for path, table in vdir.iter_shards(["id", "vector"]):
+        slots = np.arange(start, start + table.num_rows, dtype=np.int64)
+        index.add_with_ids(prep(table_vectors(table)), slots)
+        parts.append(pa.table({"slot": slots, "id": table.column("id"),
+                               "shard": pa.array([path.name] * table.num_rows, pa.string())}))
+        start += table.num_rows
+    labels = pa.concat_tables(parts)
     timings["add_s"] = time.perf_counter() - t0
-    _check_unique(ids, vectors_dir)
+    _check_unique(labels.column("id"), vectors_dir)
 
     t0 = time.perf_counter()
-    quality = tune_and_measure(index, vdir, cfg, prep)
+    quality = tune_and_measure(index, vdir, cfg, prep, [p.column("slot").to_numpy() for p in parts])
     timings["recall_s"] = time.perf_counter() - t0
+    manifest = _manifest(vdir, cfg, factory, index, labels, train_size, trained_with=n, added_since_training=0,
+                         timings=timings, quality=quality, previous=[],
+                         update={"action": "built", "why": why, "added": n, "removed": 0})
+    return BuiltIndex(index=index, labels=labels, manifest=manifest)
 
-    manifest = new_manifest(
+
+def _manifest(vdir, cfg, factory, index, labels, train_size, *, trained_with, added_since_training, timings,
+              quality, previous, update) -> dict:
+    entry = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **update,
+             "ntotal": int(index.ntotal), f"recall_at_{quality['k']}": quality[f"recall_at_{quality['k']}"],
+             "seconds": round(sum(timings.values()), 3)}
+    return new_manifest(
         MANIFEST_KIND,
-        vectors_dir=str(Path(vectors_dir).resolve()),
+        vectors_dir=str(vdir.path.resolve()),
         model_fingerprint=vdir.manifest.get("model_fingerprint"),
         vectors_fingerprint=vdir.manifest.get("vectors_fingerprint"),
+        config=cfg.model_dump(),
         factory=factory,
         metric=cfg.metric,
-        dim=dim,
+        dim=vdir.dim,
         ntotal=int(index.ntotal),
+        next_slot=int(labels.column("slot").to_numpy().max()) + 1 if labels.num_rows else 0,
         train_size=train_size,
+        trained_with=trained_with,
+        added_since_training=added_since_training,
         timings=timings,
-        **quality,
+        **{k: v for k, v in quality.items() if k != "k"},
+        updates=(previous + [entry])[-UPDATES_KEPT:],
     )
-    return BuiltIndex(index=index, ids=ids, manifest=manifest)
 
 
-def _check_unique(ids: pa.Array, where: str | Path) -> None:
+def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConfig) -> BuiltIndex:
+    """Bring a loaded index up to date with the vectors dir in place, or rebuild when the policy says so."""
+    vdir = VectorsDir.open(vectors_dir)
+    m = current.manifest
+    why = _rebuild_reason(vdir, current, cfg)
+    if why:
+        return build_index(vectors_dir, cfg, why=why)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    held = pl.from_arrow(current.labels)
+    live = pl.concat([pl.from_arrow(t.select(["id"])).with_columns(pl.lit(p.name).alias("shard"))
+                      for p, t in vdir.iter_shards(["id"])])
+    gone = held.join(live, on=["id", "shard"], how="anti")
+    new = live.join(held, on=["id", "shard"], how="anti")
+    growth = (m["added_since_training"] + new.height) / max(m["trained_with"], 1)
+    if gone.height and _knob_from_index(current.index) == "efSearch":
+        return build_index(vectors_dir, cfg, why=f"{m['factory']} cannot remove vectors ({gone.height} to remove)")
+    if m["train_size"] and growth >= MAX_GROWTH:
+        return build_index(vectors_dir, cfg, why=f"{growth:.0%} more vectors than the quantizer was trained with")
+    index, prep = current.index, _prep(cfg.metric)
+    if gone.height:
+        index.remove_ids(gone["slot"].to_numpy().astype(np.int64))
+    next_slot = m["next_slot"]
+    added_parts = []
+    new_shards = set(new["shard"].to_list())
+    for path, table in vdir.iter_shards(["id", "vector"]):
+        if path.name not in new_shards:
+            continue
+        wanted = pl.from_arrow(table.select(["id"])).with_row_index("row").join(
+            new.filter(pl.col("shard") == path.name).select("id"), on="id", how="semi")["row"].to_numpy()
+        rows = table.take(pa.array(wanted))
+        slots = np.arange(next_slot, next_slot + rows.num_rows, dtype=np.int64)
+        index.add_with_ids(prep(table_vectors(rows)), slots)
+        added_parts.append(pa.table({"slot": slots, "id": rows.column("id"),
+                                     "shard": pa.array([path.name] * rows.num_rows, pa.string())}))
+        next_slot += rows.num_rows
+    kept = held.join(gone.select(["slot"]), on="slot", how="anti").to_arrow()
+    labels = pa.concat_tables([kept.cast(added_parts[0].schema) if added_parts else kept, *added_parts])
+    timings["update_s"] = time.perf_counter() - t0
+    _check_unique(labels.column("id"), vectors_dir)
+
+    t0 = time.perf_counter()
+    quality = tune_and_measure(index, vdir, cfg, prep, _slots_per_shard(vdir, labels))
+    timings["recall_s"] = time.perf_counter() - t0
+    recall = quality[f"recall_at_{quality['k']}"]
+    if recall < cfg.target_recall:
+        return build_index(vectors_dir, cfg, why=f"recall@{quality['k']} {recall:.3f} after the update is below "
+                                                  f"{cfg.target_recall}")
+    manifest = _manifest(vdir, cfg, m["factory"], index, labels, m["train_size"], trained_with=m["trained_with"],
+                         added_since_training=m["added_since_training"] + new.height, timings=timings,
+                         quality=quality, previous=m.get("updates", []),
+                         update={"action": "updated", "why": "new or removed vector shards",
+                                 "added": new.height, "removed": gone.height})
+    return BuiltIndex(index=index, labels=labels, manifest=manifest)
+
+
+def _rebuild_reason(vdir: VectorsDir, current: "LoadedIndex", cfg: IndexConfig) -> str:
+    m = current.manifest
+    if "next_slot" not in m:
+        return "the index was written by an earlier vecjob (no slots)"
+    if m.get("model_fingerprint") != vdir.manifest.get("model_fingerprint"):
+        return "the vectors come from another model"
+    if m.get("config", {}).get("factory") != cfg.factory or m["metric"] != cfg.metric or m["dim"] != vdir.dim:
+        return "the index settings changed"
+    if cfg.factory == "auto" and choose_factory(vdir.num_vectors, vdir.dim).split(",")[0][:3] != m["factory"][:3]:
+        return f"{vdir.num_vectors:,} vectors call for {choose_factory(vdir.num_vectors, vdir.dim)}, not {m['factory']}"
+    return ""
+
+
+def _check_unique(ids: pa.Array | pa.ChunkedArray, where: str | Path) -> None:
     dup = pl.Series(values=ids).is_duplicated()
     if dup.any():
         examples = pl.Series(values=ids).filter(dup).unique().head(3).to_list()
         raise InputError(f"{where}: {int(dup.sum())} rows share an id (e.g. {examples}); ids must be unique")
 
 
-def _exact_topk(vdir: VectorsDir, queries: np.ndarray, k: int, metric: str, prep) -> np.ndarray:
-    """Exact top-k row numbers, merged shard by shard so memory stays at one shard."""
+def _exact_topk(vdir: VectorsDir, queries: np.ndarray, k: int, metric: str, prep,
+                slots: list[np.ndarray]) -> np.ndarray:
+    """Exact top-k slots, merged shard by shard so memory stays at one shard."""
     import faiss
 
     heap_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     keep_max = heap_metric == faiss.METRIC_INNER_PRODUCT
     best_d = np.full((len(queries), k), -np.inf if keep_max else np.inf, dtype=np.float32)
     best_i = np.full((len(queries), k), -1, dtype=np.int64)
-    offset = 0
-    for _, table in vdir.iter_shards(["vector"]):
+    for (_, table), shard_slots in zip(vdir.iter_shards(["vector"]), slots):
         base = prep(table_vectors(table))
         d, i = faiss.knn(queries, base, min(k, len(base)), metric=heap_metric)
-        i = np.where(i >= 0, i + offset, -1)
+        i = np.where(i >= 0, shard_slots[np.maximum(i, 0)], -1)
         all_d = np.concatenate([best_d, d], axis=1)
         all_i = np.concatenate([best_i, i], axis=1)
         order = np.argsort(-all_d if keep_max else all_d, axis=1, kind="stable")[:, :k]
         best_d = np.take_along_axis(all_d, order, 1)
         best_i = np.take_along_axis(all_i, order, 1)
-        offset += len(base)
     return best_i
 
 
@@ -163,14 +299,14 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx, exact)]))
 
 
-def tune_and_measure(index, vdir: VectorsDir, cfg: IndexConfig, prep, k: int = 10) -> dict:
+def tune_and_measure(index, vdir: VectorsDir, cfg: IndexConfig, prep, slots: list[np.ndarray], k: int = 10) -> dict:
     """Recall@k on sampled queries; for IVF / HNSW, raise the search knob until target_recall."""
     import faiss
 
     queries = prep(_sample_rows(vdir, cfg.recall_queries, cfg.seed + 1))
     k = min(k, vdir.num_vectors)
     t0 = time.perf_counter()
-    exact = _exact_topk(vdir, queries, k, cfg.metric, prep)
+    exact = _exact_topk(vdir, queries, k, cfg.metric, prep, slots)
     exact_s = time.perf_counter() - t0
 
     knob = _knob_from_index(index)
@@ -193,6 +329,7 @@ def tune_and_measure(index, vdir: VectorsDir, cfg: IndexConfig, prep, k: int = 1
         if recall >= cfg.target_recall:
             break
     return {
+        "k": k,
         f"recall_at_{k}": recall,
         "recall_queries": len(queries),
         "search_params": params,
@@ -201,49 +338,73 @@ def tune_and_measure(index, vdir: VectorsDir, cfg: IndexConfig, prep, k: int = 1
     }
 
 
-def _knob_from_index(index) -> str | None:
-    """The search-time accuracy knob of an index: nprobe (IVF), efSearch (HNSW) or none (Flat)."""
-    import faiss
-
-    try:
-        faiss.extract_index_ivf(index)
-        return "nprobe"
-    except RuntimeError:
-        pass
-    name = type(index).__name__
-    return "efSearch" if "HNSW" in name else None
-
-
 def write_index_dir(built: BuiltIndex, out: str | Path) -> None:
     """Index and id map first, manifest last, in a staged folder swapped in whole."""
     import faiss
 
     with staged_dir(out) as staging:
         faiss.write_index(built.index, str(staging / INDEX_FILE))
-        write_parquet_atomic(pa.table({"id": built.ids}), staging / IDS_FILE)
+        write_parquet_atomic(built.labels, staging / IDS_FILE)
         write_json_atomic(built.manifest, staging / MANIFEST)
 
 
 @dataclass
 class LoadedIndex:
+    path: Path
     index: object
-    ids: pa.Array
+    labels: pa.Table  # slot, id, shard
     manifest: dict
 
     @property
     def metric(self) -> str:
         return self.manifest["metric"]
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[list[list[object]], np.ndarray]:
-        """Top-k original ids and scores (cosine similarity, or squared L2 distance) per query."""
+    @cached_property
+    def id_of_slot(self) -> dict:
+        return dict(zip(self.labels.column("slot").to_pylist(), self.labels.column("id").to_pylist()))
+
+    @cached_property
+    def slot_of_id(self) -> dict:
+        return {v: k for k, v in self.id_of_slot.items()}
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[list[list[object]], np.ndarray]:
+        """Top-k original ids and scores (cosine similarity, or squared L2 distance) per query.
+        `nprobe` overrides the index's tuned value for this call (IVF indexes only)."""
+        import faiss
+
         q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if q.shape[1] != self.manifest["dim"]:
             raise InputError(f"query vectors have dim {q.shape[1]}, the index holds dim {self.manifest['dim']}")
         if self.metric == "cosine":
             q = _normalise(q)
-        scores, rows = self.index.search(q, min(k, self.index.ntotal))
-        id_list = self.ids.to_pylist()
-        return [[id_list[r] for r in row if r >= 0] for row in rows], scores
+        params = None
+        if nprobe is not None:
+            if _knob_from_index(self.index) != "nprobe":
+                raise InputError(f"nprobe applies to IVF indexes; this one is {self.manifest['factory']}")
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+        scores, slots = self.index.search(q, min(k, self.index.ntotal), params=params)
+        return [[self.id_of_slot[s] for s in row if s >= 0] for row in slots], scores
+
+    def stored_vector(self, doc_id: object) -> np.ndarray:
+        """A stored document's vector: from the index itself where it stores vectors exactly (Flat,
+        IVF-Flat), else from the vectors dir the index was built from (if it has not moved on)."""
+        slot = self.slot_of_id.get(doc_id)
+        if slot is None and isinstance(doc_id, str) and doc_id.lstrip("-").isdigit():
+            slot = self.slot_of_id.get(int(doc_id))
+        if slot is None and not isinstance(doc_id, str):
+            slot = self.slot_of_id.get(str(doc_id))
+        if slot is None:
+            raise InputError(f"{self.path}: no document with id {doc_id!r} in the index")
+        if "PQ" not in self.manifest["factory"] and "SQ" not in self.manifest["factory"]:
+            try:
+                return self.index.reconstruct(int(slot))
+            except RuntimeError:
+                pass  # an index without a direct map: read the vectors dir
+        vdir = VectorsDir.open(self.manifest["vectors_dir"])
+        if vdir.manifest.get("vectors_fingerprint") != self.manifest.get("vectors_fingerprint"):
+            raise ArtifactError(f"{vdir.path}: the vectors changed since the index was built from them; rebuild "
+                                "the index (vecjob index, or vecjob run)")
+        return vdir.vector_for_id(doc_id)
 
 
 def load_index_dir(path: str | Path) -> LoadedIndex:
@@ -260,20 +421,26 @@ def load_index_dir(path: str | Path) -> LoadedIndex:
         index = faiss.read_index(str(path / INDEX_FILE))
     except RuntimeError as exc:
         raise ArtifactError(f"{path / INDEX_FILE}: not a readable FAISS index ({str(exc).splitlines()[0]})") from None
-    ids = pq.read_table(path / IDS_FILE).column("id").combine_chunks()
-    if index.ntotal != len(ids) or index.ntotal != manifest["ntotal"]:
-        raise ArtifactError(f"{path}: index holds {index.ntotal} vectors but the id map {len(ids)}")
+    labels = pq.read_table(path / IDS_FILE)
+    if "slot" not in labels.column_names:  # written before slots: the row number is the label
+        labels = labels.add_column(0, "slot", pa.array(np.arange(labels.num_rows, dtype=np.int64)))
+    if index.ntotal != labels.num_rows or index.ntotal != manifest["ntotal"]:
+        raise ArtifactError(f"{path}: index holds {index.ntotal} vectors but the id map {labels.num_rows}")
     space = faiss.ParameterSpace()
     for knob, value in manifest.get("search_params", {}).items():
         space.set_index_parameter(index, knob, value)
-    return LoadedIndex(index=index, ids=ids, manifest=manifest)
+    return LoadedIndex(path=path, index=index, labels=labels, manifest=manifest)
 
 
-def index_collection(vectors_dir: str | Path, out: str | Path, cfg: IndexConfig) -> dict:
-    """`vecjob index`: build and publish under a lock; returns the index manifest."""
+def index_collection(vectors_dir: str | Path, out: str | Path, cfg: IndexConfig, update: bool = False) -> dict:
+    """`vecjob index`: build (or with `update`, bring an existing index up to date) and publish under
+    a lock; returns the index manifest."""
     out = check_output(out, "--out", [vectors_dir])
     VectorsDir.open(vectors_dir)  # refused before the lock: a missing input leaves nothing behind
     with output_lock(out):
-        built = build_index(vectors_dir, cfg)
+        if update and (out / MANIFEST).exists():
+            built = update_index(vectors_dir, load_index_dir(out), cfg)
+        else:
+            built = build_index(vectors_dir, cfg)
         write_index_dir(built, out)
     return built.manifest

@@ -2,8 +2,11 @@
 
 A stage's fingerprint hashes its inputs (file contents or the upstream output's fingerprint) and its
 config. After a stage succeeds its fingerprint goes into `<out>/run_state.json`; the next run skips a
-stage whose fingerprint matches and whose output manifest exists. `<out>/run_manifest.json` records
-each run: stages, ran or skipped, fingerprints, timings, headline metrics.
+stage whose fingerprint matches and whose output manifest exists. Training is the exception: the
+model is pinned and retrained only as `vecjob.lifecycle` decides, so a night over a grown collection
+encodes its new shards, updates the index in place and keeps the model. `<out>/run_manifest.json`
+records each run: stages, ran or skipped and why, timings, headline metrics, and the night's report
+(shards new and removed, vectors added and removed, the drift measured, the index action).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from vecjob.config import JobSpec
+from vecjob.lifecycle import active_model, decide, publish_when_ready, settings_fingerprint
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import (
     MANIFEST,
@@ -56,12 +60,11 @@ def stage_fingerprint(spec: JobSpec, stage: str) -> str:
 
         return fingerprint(stage, spec.corpus, __version__)
     if stage == "train":
-        return fingerprint(stage, _data_fingerprint(spec), data_cols, spec.tokenizer.model_dump(),
-                           TOKENIZER_VERSION, spec.model.model_dump(),
-                           spec.train.model_dump(exclude={"max_failures"}))
+        return fingerprint(stage, data_cols, settings_fingerprint(spec.tokenizer, spec.model, spec.train),
+                           TOKENIZER_VERSION)
     if stage == "encode":
         return fingerprint(stage, _data_fingerprint(spec), data_cols,
-                           _upstream(dirs["train"], "model_fingerprint"), spec.encode.model_dump())
+                           _upstream(active_model(dirs["train"]), "model_fingerprint"), spec.encode.model_dump())
     if stage == "index":
         return fingerprint(stage, _upstream(dirs["encode"], "vectors_fingerprint"), spec.index.model_dump())
     if stage == "cluster":
@@ -78,42 +81,107 @@ def run_job(
     spec: JobSpec,
     force: bool = False,
     on_stage: Callable[[str, str], None] | None = None,
+    retrain: bool = False,
 ) -> dict:
-    """Run the job's stages under one lock on the run dir; returns the run manifest."""
+    """Run the job's stages under one lock on the run dir; returns the run manifest.
+    `force` redoes every stage (and retrains); `retrain` trains a new model and switches to it."""
     root = check_output(spec.out, "out", markers=())  # stages check their own folders
     with output_lock(root):
         root.mkdir(parents=True, exist_ok=True)
-        return _run_locked(spec, root, force, on_stage)
+        return _run_locked(spec, root, force, retrain or force, on_stage or (lambda stage, line: None))
 
 
-def _run_locked(spec: JobSpec, root: Path, force: bool, on_stage: Callable[[str, str], None] | None) -> dict:
+def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage: Callable[[str, str], None]) -> dict:
     state_path = root / STATE_FILE
     state = read_json(state_path) if state_path.exists() else {}
     dirs = stage_dirs(spec)
+    before = _collection_state(dirs)
     records = []
     t_run = time.perf_counter()
     for stage in spec.stages:
         fp = stage_fingerprint(spec, stage)
-        output_ready = (dirs[stage] / MANIFEST).exists() if stage != "corpus" else dirs[stage].exists()
-        if not force and state.get(stage) == fp and output_ready:
-            records.append({"stage": stage, "status": "skipped (up to date)", "fingerprint": fp})
-            if on_stage:
-                on_stage(stage, "skipped")
-            continue
-        if on_stage:
-            on_stage(stage, "running")
+        if stage == "train":
+            decision = decide(spec, dirs["train"], dirs["encode"], retrain)
+            if not decision["train"]:
+                records.append({"stage": stage, "status": "skipped: " + decision["why"], "fingerprint": fp,
+                                "metrics": _plain(decision)})
+                on_stage(stage, records[-1]["status"])
+                continue
+        else:
+            output_ready = (dirs[stage] / MANIFEST).exists() if stage != "corpus" else dirs[stage].exists()
+            if not force and state.get(stage) == fp and output_ready:
+                records.append({"stage": stage, "status": "skipped (up to date)", "fingerprint": fp})
+                on_stage(stage, "skipped (up to date)")
+                continue
+        on_stage(stage, "running" + (f": {decision['why']}" if stage == "train" else ""))
         t0 = time.perf_counter()
-        metrics = _run_stage(spec, stage, dirs)
+        if stage == "train":
+            metrics = {**_plain(decision), **_train(spec, decision["target"])}
+        else:
+            metrics = _run_stage(spec, stage, dirs)
         # The fingerprint of a downstream stage may read this stage's fresh manifest: recompute.
         fp = stage_fingerprint(spec, stage)
         state[stage] = fp
         write_json_atomic(state, state_path)
         records.append({"stage": stage, "status": "ran", "fingerprint": fp,
                         "seconds": round(time.perf_counter() - t0, 2), "metrics": metrics})
+        on_stage(stage, f"ran in {records[-1]['seconds']:.1f}s: {_headline(metrics)}")
+        made_with_model = [dirs[s] for s in ("encode", "index") if s in spec.stages]
+        if publish_when_ready(dirs["train"], made_with_model):
+            on_stage("train", "published the retrained model (its vectors and index are published)")
+            records.append({"stage": "publish model", "status": "ran",
+                            "metrics": {"model_fingerprint": _upstream(dirs["train"], "model_fingerprint")}})
     manifest = new_manifest("vecjob.run", job=spec.name, spec=spec.model_dump(), stages=records,
+                            night=_night_report(before, _collection_state(dirs), records),
                             seconds=round(time.perf_counter() - t_run, 2))
     write_json_atomic(manifest, root / "run_manifest.json")
     return manifest
+
+
+def _plain(decision: dict) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in decision.items() if k not in ("train", "target")}
+
+
+def _headline(metrics: dict) -> str:
+    keys = ("why", "best_epoch", "val_loss", "shards_encoded", "rows_out", "action", "added", "removed",
+            "recall_at_10", "k", "nmi", "accuracy", "macro_f1")
+    shown = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if k in keys]
+    return ", ".join(shown) or "-"
+
+
+def _collection_state(dirs: dict[str, Path]) -> dict:
+    """What the collection holds now: the vector shards' inputs and the index's size."""
+    vectors = read_json(dirs["encode"] / MANIFEST) if (dirs["encode"] / MANIFEST).exists() else {}
+    return {"inputs": {s["input"]: s["input_fingerprint"] for s in vectors.get("shards", [])}}
+
+
+def _night_report(before: dict, after: dict, records: list[dict]) -> dict:
+    """The night in a few numbers: what came, went and changed, and what the model and index did."""
+    old, new = before["inputs"], after["inputs"]
+    report = {
+        "shards_new": sum(1 for p in new if p not in old),
+        "shards_changed": sum(1 for p in new if p in old and old[p] != new[p]),
+        "shards_removed": sum(1 for p in old if p not in new),
+        "shards_unchanged": sum(1 for p in new if old.get(p) == new[p]),
+    }
+    for r in records:
+        m = r.get("metrics", {})
+        if r["stage"] == "train":
+            report["model"] = {"action": "trained" if r["status"] == "ran" else "kept", "why": m.get("why"),
+                               **{k: m[k] for k in ("drift", "unknown_share_new", "unknown_share_training",
+                                                    "age_days") if k in m}}
+        if r["stage"] == "index" and r["status"] == "ran":
+            report["index"] = {k: m.get(k) for k in ("action", "why", "added", "removed", "ntotal", "recall_at_10")}
+        if "seconds" in r:
+            report.setdefault("seconds", {})[r["stage"]] = r["seconds"]
+    return report
+
+
+def _train(spec: JobSpec, target: Path) -> dict:
+    from vecjob.ray_train import train_model
+
+    return train_headline(train_model(spec.data, target, spec.tokenizer, spec.model, spec.train,
+                                      address=spec.address or None))
 
 
 def train_headline(model_manifest: dict) -> dict:
@@ -130,26 +198,25 @@ def _run_stage(spec: JobSpec, stage: str, dirs: dict[str, Path]) -> dict:
 
         paths = write_corpus(spec.corpus, dirs["corpus"])
         return {"shards": len(paths)}
-    if stage == "train":
-        from vecjob.ray_train import train_model
-
-        m = train_model(spec.data, dirs["train"], spec.tokenizer, spec.model, spec.train, address=spec.address or None)
-        return train_headline(m)
     if stage == "encode":
         from vecjob.ray_encode import encode_collection
+        from vecjob.vectors import VectorsDir
 
-        m = encode_collection(spec.data, dirs["train"], dirs["encode"], spec.encode, address=spec.address or None)
-        return m["counts"]
+        m = encode_collection(spec.data, active_model(dirs["train"]), dirs["encode"], spec.encode,
+                              address=spec.address or None)
+        return {**m["counts"], "replaced": VectorsDir.open(dirs["encode"]).replaced}
     if stage == "index":
         from vecjob.index import index_collection
 
-        m = index_collection(dirs["encode"], dirs["index"], spec.index)
-        return {"factory": m["factory"], "ntotal": m["ntotal"], "recall_at_10": m.get("recall_at_10")}
+        m = index_collection(dirs["encode"], dirs["index"], spec.index, update=True)
+        last = m["updates"][-1]
+        return {"factory": m["factory"], "ntotal": m["ntotal"], "recall_at_10": m.get("recall_at_10"),
+                **{k: last[k] for k in ("action", "why", "added", "removed")}}
     if stage == "cluster":
         from vecjob.cluster import cluster_collection
 
         s = cluster_collection(dirs["encode"], dirs["cluster"], spec.cluster.k, spec.cluster, data=spec.data.paths,
-                               id_col=spec.data.id_col, text_col=spec.data.text_col)
+                               id_col=spec.data.id_col, text_col=spec.data.text_col, update=True)
         return {"k": s["k"], **s["metrics"]}
     if stage == "sentiment":
         from vecjob.sentiment import evaluate_classifier, predict_collection, train_classifier

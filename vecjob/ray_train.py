@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
-from vecjob.dataset import build_vocab, training_chunks
+from vecjob.dataset import build_vocab, heldout_unknown_share, training_chunks
 from vecjob.errors import VecjobError
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
-from vecjob.tokenizer import Tokenizer
+from vecjob.tokenizer import Tokenizer, unknown_share
 from vecjob.training import TrainState, build_model, set_center, train_loop
 
 STATE_FILE = "train_state.pt"
@@ -82,7 +82,7 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
         raise VecjobError(f"only {len(train)} training chunks for {workers} workers: add data or lower --workers")
     job_fp = fingerprint(
         [i["fingerprint"] for i in inputs], tok_cfg.model_dump(), model_cfg.model_dump(),
-        train_cfg.model_dump(exclude={"storage_path", "max_failures"}), workers, use_gpu,
+        train_cfg.what_shapes_the_weights(), workers, use_gpu,
     )
     storage = train_cfg.storage_path or str(out.parent / f".{out.name}.ray-train")
     run_name = f"vecjob-train-{job_fp[:16]}"
@@ -134,6 +134,10 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
             "val_chunks": len(val),
             "train_tokens": int(train.lengths.sum()),
             "vocab_size": len(vocab),
+            "unknown_share": unknown_share(train.flat),
+            # The drift baseline (vecjob.lifecycle): the unknown share of documents the vocabulary has not seen.
+            "unknown_share_heldout": heldout_unknown_share(shards, data.id_col, data.text_col, tok_cfg,
+                                                           train_cfg.val_fraction),
         },
         workers=workers,
         use_gpu=use_gpu,

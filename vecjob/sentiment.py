@@ -23,6 +23,8 @@ from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import (
     atomic_path,
     discover,
+    file_fingerprint,
+    fingerprint,
     new_manifest,
     read_manifest,
     write_json_atomic,
@@ -31,6 +33,7 @@ from vecjob.parquet_io import (
 from vecjob.vectors import VectorsDir, table_vectors
 
 CLF_KIND = "vecjob.classifier"
+WRITING_MARK = ".vecjob-predictions"  # marks a predictions dir vecjob writes, before its first manifest
 PRED_KIND = "vecjob.predictions"
 WEIGHTS = "classifier.npz"
 
@@ -164,22 +167,38 @@ def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_c
 
 
 def predict_collection(clf_dir, vectors_dir, out) -> dict:
-    out = check_output(out, "--out", [vectors_dir, clf_dir])
+    """One prediction shard per vector shard, named after the vector shard (whose name keys its
+    content), which of its rows are live, and the classifier: a nightly rerun predicts only the shards
+    that are new or changed and keeps the rest. Like the vectors dir, the manifest is written last
+    and lists the generation; prediction shards of other generations are removed after it."""
+    out = check_output(out, "--out", [vectors_dir, clf_dir], markers=(MANIFEST, WRITING_MARK))
     clf, _ = Classifier.load(clf_dir)
+    clf_key = fingerprint(*(file_fingerprint(Path(clf_dir) / name) for name in (WEIGHTS, "labels.json")))
     vdir = VectorsDir.open(vectors_dir)
-    shards = []
-    with output_lock(out), staged_dir(out) as staging:
-        for path, table in vdir.iter_shards(["id", "vector"]):
-            proba = clf.predict_proba(table_vectors(table))
-            labels = np.asarray(clf.classes, dtype=object)[proba.argmax(1)]
-            cols = {"id": table.column("id"), "label": pa.array(labels.tolist(), pa.string())}
-            cols.update({f"prob_{c}": pa.array(proba[:, i].astype(np.float32)) for i, c in enumerate(clf.classes)})
-            write_parquet_atomic(pa.table(cols), staging / path.name)
-            shards.append({"output": path.name, "rows": table.num_rows})
-        manifest = new_manifest(PRED_KIND, classifier=str(Path(clf_dir).resolve()),
+    shards, predicted = [], 0
+    with output_lock(out):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / WRITING_MARK).touch()
+        for i, (path, live) in enumerate(zip(vdir.shard_paths, vdir.live_masks)):
+            name = f"{path.stem}-{fingerprint(clf_key, np.packbits(live).tobytes().hex())[:8]}.parquet"
+            if not (out / name).exists():
+                table = vdir.read_shard(i, ["id", "vector"])
+                proba = clf.predict_proba(table_vectors(table))
+                labels = np.asarray(clf.classes, dtype=object)[proba.argmax(1)]
+                cols = {"id": table.column("id"), "label": pa.array(labels.tolist(), pa.string())}
+                cols.update({f"prob_{c}": pa.array(proba[:, j].astype(np.float32)) for j, c in enumerate(clf.classes)})
+                write_parquet_atomic(pa.table(cols), out / name)
+                predicted += 1
+            shards.append({"output": name, "rows": int(live.sum())})
+        manifest = new_manifest(PRED_KIND, classifier=str(Path(clf_dir).resolve()), classifier_fingerprint=clf_key,
                                 vectors_dir=str(Path(vectors_dir).resolve()), classes=clf.classes,
-                                rows=sum(s["rows"] for s in shards), shards=shards)
-        write_json_atomic(manifest, staging / MANIFEST)
+                                rows=sum(s["rows"] for s in shards), shards=shards,
+                                counts={"shards_predicted": predicted, "shards_kept": len(shards) - predicted})
+        write_json_atomic(manifest, out / MANIFEST)
+        listed = {s["output"] for s in shards}
+        for stale in out.glob("*.parquet"):
+            if stale.name not in listed:
+                stale.unlink()
     return manifest
 
 

@@ -7,6 +7,7 @@ by shard with polars, so the corpus is never held as Python lists.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -27,6 +28,9 @@ HTML_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;":
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 VOCAB_FILE = "vocab.tsv"
+_URL_RE = re.compile(URL_PATTERN)
+_TOKEN_RE = re.compile(TOKEN_PATTERN)
+FEW_TEXTS = 64  # up to this many ASCII texts, plain Python regex beats polars' per-call overhead
 
 
 def tokenize_column(texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> pl.Series:
@@ -96,12 +100,15 @@ class Tokenizer:
     def __init__(self, vocab: Vocab, max_len: int):
         self.vocab = vocab
         self.max_len = max_len
+        self._ids: dict[str, int] | None = None
         self._lookup = pl.DataFrame(
             {"token": list(vocab.tokens), "tid": np.arange(len(vocab), dtype=np.int32)}
         )
 
     def encode(self, texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> list[np.ndarray]:
         """One int32 id array per text; null/empty texts give an empty array."""
+        if isinstance(texts, list) and len(texts) <= FEW_TEXTS and all(isinstance(t, str) and t.isascii() for t in texts):
+            return [self._encode_ascii(t) for t in texts]
         tokens = tokenize_column(texts)
         n = len(tokens)
         exploded = (
@@ -118,6 +125,17 @@ class Tokenizer:
         lengths = np.bincount(ids["doc"].to_numpy(), minlength=n)
         return np.split(flat, np.cumsum(lengths)[:-1])
 
+    def _encode_ascii(self, text: str) -> np.ndarray:
+        """The polars path's tokens for one ASCII text, without its per-call overhead (a search query
+        is one short text). On ASCII, Python's and Rust's regex classes (\\w, \\s) and lower-casing agree."""
+        if self._ids is None:
+            self._ids = {t: i for i, t in enumerate(self.vocab.tokens)}
+        s = text.lower()
+        for entity, char in HTML_ENTITIES.items():
+            s = s.replace(entity, char)
+        tokens = _TOKEN_RE.findall(_URL_RE.sub(f" {URL_TOKEN} ", s))
+        return np.fromiter((self._ids.get(t, UNK) for t in tokens), dtype=np.int32, count=len(tokens))
+
     def chunk(self, ids: np.ndarray) -> list[np.ndarray]:
         """Split one document into chunks of at most max_len tokens (nothing is cut off)."""
         return [ids[i : i + self.max_len] for i in range(0, len(ids), self.max_len)]
@@ -125,6 +143,11 @@ class Tokenizer:
     def chunk_contexts(self, ids: np.ndarray, width: int) -> list[np.ndarray]:
         """For each chunk of `chunk(ids)`, the chunk widened by up to `width` tokens on either side."""
         return [ids[max(0, i - width) : i + self.max_len + width] for i in range(0, len(ids), self.max_len)]
+
+
+def unknown_share(token_ids: np.ndarray) -> float:
+    """The share of tokens the vocabulary does not know (0 for no tokens)."""
+    return float(np.mean(token_ids == UNK)) if len(token_ids) else 0.0
 
 
 def document_chunks(tokenizer: Tokenizer, docs: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:

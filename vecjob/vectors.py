@@ -1,20 +1,27 @@
 """The vectors dir contract: Parquet shards of (id, vector fixed_size_list<float32>[dim], passthrough...)
 listed in manifest.json. Readers follow the manifest, never a glob, so stray files are never read, and
 each shard carries the fingerprint of the model that wrote it (Parquet key-value metadata): a shard
-of another generation under the manifest is refused, never read as if it belonged."""
+of another generation under the manifest is refused, never read as if it belonged.
+
+A collection grows shard by shard, and a document may come again in a newer shard (an edit, a
+correction). The newer is the shard later in the manifest's order, which is the sorted order of the
+input paths (e.g. one folder per day, named by date): its row replaces the older ones, and readers
+see only each id's *live* row. An id twice in one shard is an error."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vecjob.errors import ArtifactError
+from vecjob.errors import ArtifactError, InputError
 from vecjob.outputs import check_local
 from vecjob.parquet_io import read_manifest
 
@@ -62,15 +69,51 @@ class VectorsDir:
 
     @property
     def num_vectors(self) -> int:
-        return int(sum(s["rows_out"] for s in self.manifest["shards"]))
+        """Live vectors: one per document id."""
+        return int(sum(int(mask.sum()) for mask in self.live_masks))
+
+    @cached_property
+    def live_masks(self) -> list[np.ndarray]:
+        """Per listed shard, which rows are live: an id's row in the latest shard that holds it."""
+        frames = []
+        for path, table in self._read_shards(["id"]):
+            frame = pl.from_arrow(table.select(["id"]))
+            dup = frame["id"].is_duplicated()
+            if dup.any():
+                examples = frame.filter(dup)["id"].unique().head(3).to_list()
+                raise InputError(f"{path}: {int(dup.sum())} rows share an id (e.g. {examples}); ids must be unique "
+                                 "within a shard")
+            frames.append(frame)
+        if not frames:
+            return []
+        everything = pl.concat(frames)
+        live = everything["id"].is_last_distinct().to_numpy()
+        bounds = np.cumsum([0] + [f.height for f in frames])
+        return [live[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    @property
+    def replaced(self) -> int:
+        """Rows that a newer shard's row for the same id replaces."""
+        return int(sum(len(m) - int(m.sum()) for m in self.live_masks))
 
     @property
     def shard_paths(self) -> list[Path]:
         return [self.path / s["output"] for s in self.manifest["shards"]]
 
     def iter_shards(self, columns: list[str] | None = None) -> Iterator[tuple[Path, pa.Table]]:
+        """Each shard's live rows, in order."""
+        for i, path in enumerate(self.shard_paths):
+            yield path, self.read_shard(i, columns)
+
+    def read_shard(self, i: int, columns: list[str] | None = None) -> pa.Table:
+        """The live rows of the i-th listed shard."""
+        (_, table), live = next(self._read_shards(columns, [self.shard_paths[i]])), self.live_masks[i]
+        return table if live.all() else table.filter(pa.array(live))
+
+    def _read_shards(self, columns: list[str] | None, paths: list[Path] | None = None
+                     ) -> Iterator[tuple[Path, pa.Table]]:
         expected = str(self.manifest.get("model_fingerprint", "")).encode()
-        for p in self.shard_paths:
+        for p in paths or self.shard_paths:
             try:
                 table = pq.read_table(p, columns=columns)
             except (pa.ArrowException, OSError) as exc:

@@ -1,0 +1,201 @@
+"""`vecjob serve` on the session's local Ray: Ray Serve on a free loopback port, real HTTP requests in
+bounded loops, indexes published while it answers. One service for the whole module."""
+
+import json
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from vecjob.cli import app
+from vecjob.config import DataConfig, EncodeConfig, IndexConfig
+from vecjob.index import index_collection
+from vecjob.outputs import staged_dir
+from vecjob.ray_encode import encode_collection
+from vecjob.search import search
+from vecjob.vectors import VectorsDir
+
+pytest.importorskip("ray.serve")
+pytest.importorskip("fastapi")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url: str, path: str, body=None, timeout: float = 30.0) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, method="POST" if data is not None else "GET",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def _publish_model(source, dest) -> None:
+    with staged_dir(dest) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, tiny_model_dir, collection, tmp_path_factory):
+    from ray import serve
+
+    from vecjob.ray_serve import deploy
+
+    root = tmp_path_factory.mktemp("serve")
+    _publish_model(tiny_model_dir, root / "model")  # a copy: the swap test publishes another model here
+    encode_collection(DataConfig(paths=[str(collection)]), root / "model", root / "v", EncodeConfig(), runner="local")
+    index_collection(root / "v", root / "index", IndexConfig())
+    url = deploy(str(root / "index"), str(root / "model"), [str(collection)], port=_free_port(), poll_s=0.3)
+    deadline = time.time() + 60
+    while time.time() < deadline and call(url, "/healthz")[0] != 200:
+        time.sleep(0.2)
+    yield SimpleNamespace(url=url, root=root, collection=collection)
+    serve.shutdown()
+
+
+def test_text_id_and_vector_queries_answer_as_vecjob_search_does(service):
+    index, model = service.root / "index", service.root / "model"
+    for text in ("goal team league", "oven flour sugar"):
+        status, answer = call(service.url, "/search", {"text": text, "k": 5})
+        assert status == 200, answer
+        expected = search(index, text=text, model_dir=model, k=5)
+        assert [h["id"] for h in answer["hits"]] == [h["id"] for h in expected]
+        assert [h["score"] for h in answer["hits"]] == pytest.approx([h["score"] for h in expected], abs=1e-5)
+    for doc_id in ("doc-00003", "doc-00200"):
+        status, answer = call(service.url, "/search", {"id": doc_id, "k": 4})
+        expected = search(index, doc_id=doc_id, k=4)
+        assert status == 200 and [h["id"] for h in answer["hits"]] == [h["id"] for h in expected]
+        assert answer["hits"][0]["id"] == doc_id and "snippet" in answer["hits"][0]
+    vector = VectorsDir.open(service.root / "v").vector_for_id("doc-00010").tolist()
+    status, answer = call(service.url, "/search", {"vector": vector, "k": 3})
+    assert status == 200 and answer["hits"][0]["id"] == "doc-00010"
+
+
+def test_batch_answers_each_query_and_names_the_one_it_refuses(service):
+    status, answer = call(service.url, "/search/batch", {"queries": [
+        {"id": "doc-00001", "k": 2}, {"text": "chip robot network", "k": 2}, {"id": "no-such-doc"}]})
+    assert status == 200
+    first, second, third = answer["results"]
+    assert first["hits"][0]["id"] == "doc-00001" and len(second["hits"]) == 2
+    assert third == {"error": "no document with id 'no-such-doc' in the index", "status": 404}
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({}, 422, "exactly one of text, id or vector"),
+    ({"text": "goal", "id": "doc-00001"}, 422, "exactly one of text, id or vector"),
+    ({"id": "no-such-doc"}, 404, "no document with id 'no-such-doc'"),
+    ({"vector": [0.1, 0.2]}, 422, "vector has 2 numbers, the index holds dim 16"),
+    ({"id": "doc-00001", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
+    ({"id": "doc-00001", "k": -3}, 422, "k: Input should be greater than or equal to 1"),
+    ({"id": "doc-00001", "nprobe": 4}, 422, "nprobe applies to IVF indexes"),
+    ({"text": "   "}, 422, "text is empty"),
+    ({"text": "goal", "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 422, "Input should be a valid dictionary"),
+    (json.dumps({"text": "goal " * 300_000}).encode(), 413, "over the limit of 1048576"),
+    ({"queries": []}, 422, "Extra inputs are not permitted"),
+])
+def test_bad_requests_get_a_4xx_naming_the_problem_and_the_service_keeps_answering(service, body, status, fragment):
+    got, answer = call(service.url, "/search", body)
+    assert got == status and fragment in answer["error"], answer
+    assert call(service.url, "/search", {"id": "doc-00001", "k": 1})[0] == 200
+
+
+def test_healthz_and_info_describe_the_loaded_index(service):
+    status, health = call(service.url, "/healthz")
+    status_info, info = call(service.url, "/info")
+    assert status == status_info == 200 and health["generation"] == info["generation"]
+    manifest = json.loads((service.root / "index" / "manifest.json").read_text())
+    assert info["ntotal"] == manifest["ntotal"] == 282 and info["model_fingerprint"] == manifest["model_fingerprint"]
+    assert info["recall_at_10"] == manifest["recall_at_10"] and info["text_queries"] is True
+
+
+def _query_loop(url: str, stop: threading.Event, answers: list, failures: list, limit: int = 400) -> None:
+    """A bounded client loop: queries until told to stop or `limit` requests, whichever comes first."""
+    for i in range(limit):
+        if stop.is_set():
+            return
+        body = {"id": f"doc-{i % 30:05d}", "k": 10} if i % 2 else {"text": "goal team match", "k": 10}
+        try:
+            status, answer = call(url, "/search", body)
+        except OSError as exc:
+            failures.append(repr(exc))
+            continue
+        (answers if status == 200 else failures).append(answer)
+
+
+def test_a_newly_published_index_is_swapped_in_while_queries_run(service, other_model_dir, collection, tmp_path):
+    old_generation = call(service.url, "/info")[1]["generation"]
+    # The new index holds the first two shards only: an answer from it never names a third-shard id.
+    dropped = {f"doc-{i:05d}" for i in range(187, 282)}
+    kept = [str(p) for p in sorted(collection.glob("*.parquet"))[:2]]
+    encode_collection(DataConfig(paths=kept), service.root / "model", tmp_path / "v", EncodeConfig(), runner="local")
+
+    stop, answers, failures = threading.Event(), [], []
+    clients = [threading.Thread(target=_query_loop, args=(service.url, stop, answers, failures)) for _ in range(3)]
+    for c in clients:
+        c.start()
+    time.sleep(1.0)
+    index_collection(tmp_path / "v", service.root / "index", IndexConfig())  # published by a swap of the folder
+    new_generation = call(service.url, "/info")[1]["generation"]
+    deadline = time.time() + 30
+    while time.time() < deadline and new_generation == old_generation:
+        time.sleep(0.2)
+        new_generation = call(service.url, "/info")[1]["generation"]
+    time.sleep(1.0)
+    stop.set()
+    for c in clients:
+        c.join(timeout=60)
+
+    assert failures == [] and new_generation != old_generation
+    seen = {a["generation"] for a in answers}
+    assert seen == {old_generation, new_generation}, seen
+    for a in answers:
+        if a["generation"] == new_generation:
+            assert not dropped & {h["id"] for h in a["hits"]}
+
+    # A new model published before its index is not used: the service keeps the pair it has.
+    _publish_model(other_model_dir, service.root / "model")
+    time.sleep(1.0)
+    assert call(service.url, "/info")[1]["generation"] == new_generation
+    assert call(service.url, "/search", {"text": "goal team", "k": 3})[0] == 200
+    # Once the index made with that model is published, both move together.
+    encode_collection(DataConfig(paths=kept), service.root / "model", tmp_path / "v2", EncodeConfig(), runner="local")
+    index_collection(tmp_path / "v2", service.root / "index", IndexConfig())
+    deadline = time.time() + 30
+    while time.time() < deadline and call(service.url, "/info")[1]["generation"] == new_generation:
+        time.sleep(0.2)
+    other = json.loads((other_model_dir / "manifest.json").read_text())["model_fingerprint"]
+    assert call(service.url, "/info")[1]["model_fingerprint"] == other
+    status, answer = call(service.url, "/search", {"text": "goal team", "k": 3})
+    expected = search(service.root / "index", text="goal team", model_dir=service.root / "model", k=3)
+    assert status == 200 and [h["id"] for h in answer["hits"]] == [h["id"] for h in expected]
+
+
+def test_a_corrupt_or_missing_index_at_start_is_one_line(tmp_path, tiny_model_dir, other_model_dir, service):
+    runner = CliRunner()
+    (tmp_path / "broken").mkdir()
+    shutil.copy(service.root / "index" / "manifest.json", tmp_path / "broken" / "manifest.json")
+    shutil.copy(service.root / "index" / "ids.parquet", tmp_path / "broken" / "ids.parquet")
+    (tmp_path / "broken" / "index.faiss").write_bytes(b"not an index")
+    made_by = json.loads((service.root / "index" / "manifest.json").read_text())["model_fingerprint"]
+    other = next(m for m in (tiny_model_dir, other_model_dir)
+                 if json.loads((m / "manifest.json").read_text())["model_fingerprint"] != made_by)
+    for args, fragment in ([["serve", str(tmp_path / "missing")], "no manifest.json"],
+                           [["serve", str(tmp_path / "broken")], "not a readable FAISS index"],
+                           [["serve", str(service.root / "index"), "--model", str(other)], "did not make"]):
+        r = runner.invoke(app, args)
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and fragment in lines[0], r.output

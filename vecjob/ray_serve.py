@@ -1,0 +1,158 @@
+"""`vecjob serve`: the search service as a Ray Serve application (FastAPI ingress), one `Snapshot` per
+replica (`vecjob.service`).
+
+Index swaps without a failed request, two ways:
+- a new generation published at the same location (`vecjob index` or a nightly `vecjob run` swaps the
+  index dir whole): each replica checks the index manifest every `poll_s` seconds, loads the new
+  snapshot beside the old one, then switches its reference; requests in flight finish on the snapshot
+  they took. A new model published before its index is not used until the index follows.
+- another location: `deploy` again with other paths, and Serve calls `reconfigure` on the live
+  replicas (user_config), which load and switch the same way; no replica restarts.
+Text queries are encoded in micro-batches (`serve.batch`), so concurrent queries share a forward pass.
+Serve's own metrics (requests, errors and latency per route) stay available on Ray's metrics endpoint.
+"""
+
+import asyncio
+import logging
+import os
+import threading
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from vecjob.errors import VecjobError
+from vecjob.service import BatchQuery, Query, RequestError, Snapshot, parse
+
+log = logging.getLogger(__name__)
+APP_NAME = "vecjob-search"
+api = FastAPI(title="vecjob search", docs_url=None, redoc_url=None)
+
+
+def _error(exc: RequestError) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+@serve.ingress(api)
+class SearchService:
+    def __init__(self) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # one query per search call: threads would only contend
+        # Micro-batches come in many (size, length) shapes: keep a compiled LSTM kernel for each.
+        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "256"
+        self.snapshot: Snapshot | None = None
+        self.config: dict = {}
+        self._swap_lock = threading.Lock()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def reconfigure(self, config: dict) -> None:
+        """Serve applies a new user_config here: load the new location, then switch."""
+        snapshot = Snapshot.load(config["index"], config.get("model"))
+        with self._swap_lock:
+            self.config, self.snapshot = config, snapshot
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.config.get("poll_s", 5.0) if self.config else 0.5)
+            with self._swap_lock:
+                current, config = self.snapshot, self.config
+                if current is None or current.is_current():
+                    continue
+                try:
+                    self.snapshot = Snapshot.load(config["index"], config.get("model"))
+                    log.warning("now serving %s", self.snapshot.generation)
+                except (VecjobError, OSError, RuntimeError) as exc:  # half-published: retry at the next poll
+                    log.warning("newer index not loaded yet: %s", exc)
+
+    def check_health(self) -> None:
+        if self.snapshot is None:
+            raise RuntimeError("no index loaded")
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _encode(self, items: list[tuple[Snapshot, str]]) -> list:
+        """Concurrent text queries in one forward pass per snapshot (a swap may split a batch)."""
+        results: list = [None] * len(items)
+        groups: dict[int, list[int]] = {}
+        for i, (snapshot, _) in enumerate(items):
+            groups.setdefault(id(snapshot), []).append(i)
+        for positions in groups.values():
+            snapshot = items[positions[0]][0]
+            vectors = snapshot.encode([items[i][1] for i in positions])
+            for i, v in zip(positions, vectors):
+                results[i] = v
+        return results
+
+    async def _answer(self, snapshot: Snapshot, query: Query, encoded=None) -> dict:
+        if query.text is not None and encoded is None:
+            encoded = await self._encode((snapshot, query.text))
+        if isinstance(encoded, RequestError):
+            raise encoded
+        result = snapshot.search(query, snapshot.query_vector(query, encoded))
+        data = self.config.get("data")
+        if data:
+            from vecjob.search import add_snippets
+
+            await asyncio.to_thread(add_snippets, result["hits"], data)
+        return result
+
+    async def _body(self, request: Request, model):
+        limit = int(self.config.get("max_body_bytes", 1 << 20))
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise RequestError(413, f"request body is {declared} bytes, over the limit of {limit}")
+        return parse(await request.body(), model, limit)
+
+    @api.post("/search")
+    async def search(self, request: Request):
+        snapshot = self.snapshot
+        try:
+            return await self._answer(snapshot, await self._body(request, Query))
+        except RequestError as exc:
+            return _error(exc)
+
+    @api.post("/search/batch")
+    async def search_batch(self, request: Request):
+        snapshot = self.snapshot
+        try:
+            batch = await self._body(request, BatchQuery)
+        except RequestError as exc:
+            return _error(exc)
+        texts = [q.text for q in batch.queries if q.text is not None]
+        encoded = iter(snapshot.encode(texts) if texts else [])
+        results = []
+        for query in batch.queries:
+            try:
+                results.append(await self._answer(snapshot, query, next(encoded) if query.text is not None else None))
+            except RequestError as exc:
+                results.append({"error": str(exc), "status": exc.status})
+        return {"generation": snapshot.generation, "results": results}
+
+    @api.get("/healthz")
+    async def healthz(self):
+        if self.snapshot is None:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return {"status": "ok", "generation": self.snapshot.generation}
+
+    @api.get("/info")
+    async def info(self):
+        return self.snapshot.info()
+
+
+def build_app(args: dict):
+    """The application from its arguments: what a Serve config file (a KubeRay RayService) imports as
+    `vecjob.ray_serve:build_app`. args: index, model, data (list), poll_s, replicas, max_body_bytes."""
+    config = {"index": args["index"], "model": args.get("model"), "data": args.get("data"),
+              "poll_s": float(args.get("poll_s", 5.0)), "max_body_bytes": int(args.get("max_body_bytes", 1 << 20))}
+    return SearchService.options(num_replicas=int(args.get("replicas", 1)), user_config=config).bind()
+
+
+def deploy(index: str, model: str | None, data: list[str] | None, *, host: str = "127.0.0.1", port: int = 8000,
+           replicas: int = 1, poll_s: float = 5.0) -> str:
+    """Start (or update) the search application on the connected Ray cluster; returns its URL."""
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app({"index": index, "model": model, "data": data, "poll_s": poll_s, "replicas": replicas}),
+              name=APP_NAME, route_prefix="/")
+    return f"http://{host}:{port}"

@@ -1,0 +1,160 @@
+"""Search as a service, without Ray: the requests it accepts, the index and model it answers from.
+
+A `Snapshot` is one published index with the encoder of the model that built it (and the id map to
+find a stored document's row). A request is answered from one snapshot only, so an answer never
+mixes two indexes, and a text is always encoded by the index's own model. `Snapshot.load` refuses a
+model whose fingerprint is not the index's: a newer model published before its index is not used
+until that index is published too. `vecjob.ray_serve` puts this behind Ray Serve.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vecjob.errors import InputError
+from vecjob.index import LoadedIndex, load_index_dir
+from vecjob.outputs import MANIFEST
+from vecjob.parquet_io import fingerprint
+from vecjob.search import check_model_made_index
+
+MAX_K = 1_000
+MAX_BATCH = 256
+
+
+class Query(BaseModel):
+    """One search: exactly one of text, id or vector; k neighbours; nprobe overrides the index's (IVF)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = None
+    id: str | int | None = None
+    vector: list[float] | None = None
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    nprobe: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Query":
+        given = [name for name in ("text", "id", "vector") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of text, id or vector (got {', '.join(given) or 'none'})")
+        if self.text is not None and not self.text.strip():
+            raise ValueError("text is empty")
+        return self
+
+
+class BatchQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    queries: list[Query] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RequestError(Exception):
+    """A request the service refuses: an HTTP status and a message naming the problem."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def parse(body: bytes, model: type[BaseModel], max_bytes: int) -> BaseModel:
+    """Raw request body → a validated request, or a RequestError (413, 400, 422) naming the problem."""
+    if len(body) > max_bytes:
+        raise RequestError(413, f"request body is {len(body)} bytes, over the limit of {max_bytes}")
+    try:
+        raw = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"request body is not valid JSON ({exc})") from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise RequestError(422, f"{where + ': ' if where else ''}{err['msg']}") from None
+
+
+def generation(manifest: dict) -> str:
+    """What tells two published indexes apart: a hash of the index manifest (each build's differs)."""
+    return fingerprint(manifest)[:16]
+
+
+@dataclass
+class Snapshot:
+    index_dir: str
+    index: LoadedIndex
+    encoder: object | None  # DocumentEncoder of the index's model; None: text queries are refused
+    loaded_at: float
+
+    @property
+    def generation(self) -> str:
+        return generation(self.index.manifest)
+
+    @classmethod
+    def load(cls, index_dir: str | Path, model_dir: str | Path | None) -> "Snapshot":
+        index = load_index_dir(index_dir)
+        encoder = None
+        if model_dir is not None:
+            check_model_made_index(model_dir, index.manifest)  # before loading torch weights
+            from vecjob.encoder import DocumentEncoder
+
+            encoder = DocumentEncoder(model_dir, device="cpu", threads=1)
+        index.slot_of_id  # built now, not by the first query
+        return cls(str(index_dir), index, encoder, time.time())
+
+    def is_current(self) -> bool:
+        """Whether the index dir still holds the generation this snapshot loaded."""
+        try:
+            manifest = json.loads((Path(self.index_dir) / MANIFEST).read_text())
+        except (OSError, json.JSONDecodeError):
+            return True  # mid-swap or unreadable: keep serving what is loaded
+        return generation(manifest) == self.generation
+
+    def info(self) -> dict:
+        m = self.index.manifest
+        return {
+            "generation": self.generation, "index_dir": self.index_dir, "model_fingerprint": m.get("model_fingerprint"),
+            "ntotal": m["ntotal"], "dim": m["dim"], "factory": m["factory"], "metric": m["metric"],
+            "recall_at_10": m.get("recall_at_10"), "built": m.get("created"), "text_queries": self.encoder is not None,
+            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.loaded_at)),
+        }
+
+    def stored_vector(self, doc_id: str | int) -> np.ndarray:
+        try:
+            return self.index.stored_vector(doc_id)
+        except InputError as exc:
+            raise RequestError(404, f"no document with id {doc_id!r} in the index") from exc
+
+    def query_vector(self, query: Query, encoded: np.ndarray | None = None) -> np.ndarray:
+        if query.vector is not None:
+            if len(query.vector) != self.index.manifest["dim"]:
+                raise RequestError(422, f"vector has {len(query.vector)} numbers, the index holds dim "
+                                        f"{self.index.manifest['dim']}")
+            vector = np.asarray(query.vector, dtype=np.float32)
+            if not np.isfinite(vector).all():
+                raise RequestError(422, "vector holds NaN or infinite numbers")
+            return vector
+        if query.id is not None:
+            return self.stored_vector(query.id)
+        if encoded is None:
+            raise RequestError(422, "this service has no model (start it with --model) to encode text queries")
+        return encoded
+
+    def encode(self, texts: list[str]) -> list[np.ndarray | RequestError]:
+        """One forward pass for many texts; each gets its vector, or the error that refuses it alone."""
+        if self.encoder is None:
+            return [RequestError(422, "this service has no model (start it with --model) to encode text queries")
+                    ] * len(texts)
+        batch = self.encoder.encode_texts(texts)
+        return [v if ok else RequestError(422, "the query text has no token the model knows")
+                for v, ok in zip(batch.vectors, batch.ok)]
+
+    def search(self, query: Query, vector: np.ndarray) -> dict:
+        try:
+            ids, scores = self.index.search(vector[None, :], query.k, nprobe=query.nprobe)
+        except InputError as exc:
+            raise RequestError(422, str(exc)) from None
+        hits = [{"rank": r + 1, "id": i, "score": float(s)} for r, (i, s) in enumerate(zip(ids[0], scores[0]))]
+        return {"generation": self.generation, "hits": hits}
