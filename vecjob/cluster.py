@@ -181,15 +181,15 @@ def assign_increment(vdir: VectorsDir, out: Path, data: list[str] | None, id_col
     old = read_manifest(out, MANIFEST_KIND)
     centroids = np.load(out / "centroids.npy")
     held = pl.read_parquet(out / "assignments.parquet")
-    live = pl.concat([pl.from_arrow(t.select(["id"])).with_columns(pl.lit(p.name).alias("shard"))
-                      for p, t in vdir.iter_shards(["id"])])
+    live = vdir.live_ids()
     kept = held.join(live, on=["id", "shard"], how="semi")
     new = live.join(held, on=["id", "shard"], how="anti")
     parts = [kept]
-    for path, table in vdir.iter_shards(["id", "vector"]):
+    for i, path in enumerate(vdir.shard_paths):
         wanted = new.filter(pl.col("shard") == path.name)
         if wanted.height == 0:
-            continue
+            continue  # only the shards holding new rows are read
+        table = vdir.read_shard(i, ["id", "vector"])
         rows = pl.from_arrow(table.select(["id"])).with_row_index("row").join(wanted.select("id"), on="id", how="semi")
         x = _unit(table_vectors(table.take(pa.array(rows["row"].to_numpy()))))
         sims = x @ _unit(centroids).T

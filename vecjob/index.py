@@ -164,7 +164,7 @@ def build_index(vectors_dir: str | Path, cfg: IndexConfig, why: str = "no index 
     _check_unique(labels.column("id"), vectors_dir)
 
     t0 = time.perf_counter()
-    quality = tune_and_measure(index, vdir, cfg, prep, [p.column("slot").to_numpy() for p in parts])
+    quality = tune_and_measure(index, vdir, cfg, prep, lambda: [p.column("slot").to_numpy() for p in parts])
     timings["recall_s"] = time.perf_counter() - t0
     manifest = _manifest(vdir, cfg, factory, index, labels, train_size, trained_with=n, added_since_training=0,
                          timings=timings, quality=quality, previous=[],
@@ -207,8 +207,7 @@ def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConf
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     held = pl.from_arrow(current.labels)
-    live = pl.concat([pl.from_arrow(t.select(["id"])).with_columns(pl.lit(p.name).alias("shard"))
-                      for p, t in vdir.iter_shards(["id"])])
+    live = vdir.live_ids()
     gone = held.join(live, on=["id", "shard"], how="anti")
     new = live.join(held, on=["id", "shard"], how="anti")
     growth = (m["added_since_training"] + new.height) / max(m["trained_with"], 1)
@@ -222,9 +221,10 @@ def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConf
     next_slot = m["next_slot"]
     added_parts = []
     new_shards = set(new["shard"].to_list())
-    for path, table in vdir.iter_shards(["id", "vector"]):
+    for i, path in enumerate(vdir.shard_paths):
         if path.name not in new_shards:
-            continue
+            continue  # only the shards holding new rows are read
+        table = vdir.read_shard(i, ["id", "vector"])
         wanted = pl.from_arrow(table.select(["id"])).with_row_index("row").join(
             new.filter(pl.col("shard") == path.name).select("id"), on="id", how="semi")["row"].to_numpy()
         rows = table.take(pa.array(wanted))
@@ -239,7 +239,7 @@ def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConf
     _check_unique(labels.column("id"), vectors_dir)
 
     t0 = time.perf_counter()
-    quality = tune_and_measure(index, vdir, cfg, prep, _slots_per_shard(vdir, labels))
+    quality = tune_and_measure(index, vdir, cfg, prep, lambda: _slots_per_shard(vdir, labels))
     timings["recall_s"] = time.perf_counter() - t0
     recall = quality[f"recall_at_{quality['k']}"]
     if recall < cfg.target_recall:
@@ -273,19 +273,19 @@ def _check_unique(ids: pa.Array | pa.ChunkedArray, where: str | Path) -> None:
         raise InputError(f"{where}: {int(dup.sum())} rows share an id (e.g. {examples}); ids must be unique")
 
 
-def _exact_topk(vdir: VectorsDir, queries: np.ndarray, k: int, metric: str, prep,
-                slots: list[np.ndarray]) -> np.ndarray:
-    """Exact top-k slots, merged shard by shard so memory stays at one shard."""
+def _exact_topk(chunks, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """Exact top-k labels over (vectors, labels) chunks, merged chunk by chunk (memory: one chunk)."""
     import faiss
 
     heap_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     keep_max = heap_metric == faiss.METRIC_INNER_PRODUCT
     best_d = np.full((len(queries), k), -np.inf if keep_max else np.inf, dtype=np.float32)
     best_i = np.full((len(queries), k), -1, dtype=np.int64)
-    for (_, table), shard_slots in zip(vdir.iter_shards(["vector"]), slots):
-        base = prep(table_vectors(table))
+    for base, labels in chunks:
+        if not len(base):
+            continue
         d, i = faiss.knn(queries, base, min(k, len(base)), metric=heap_metric)
-        i = np.where(i >= 0, shard_slots[np.maximum(i, 0)], -1)
+        i = np.where(i >= 0, labels[np.maximum(i, 0)], -1)
         all_d = np.concatenate([best_d, d], axis=1)
         all_i = np.concatenate([best_i, i], axis=1)
         order = np.argsort(-all_d if keep_max else all_d, axis=1, kind="stable")[:, :k]
@@ -294,19 +294,67 @@ def _exact_topk(vdir: VectorsDir, queries: np.ndarray, k: int, metric: str, prep
     return best_i
 
 
+def _stored_chunks(index, rows: int = 65_536):
+    """The vectors an index stores as they are (Flat, IVF-Flat), with their labels, in chunks read
+    from memory; None for indexes that store codes (PQ, SQ) or graphs (HNSW)."""
+    import faiss
+
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexFlat):
+        vectors = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(-1, inner.d)
+        labels = faiss.vector_to_array(index.id_map) if isinstance(index, faiss.IndexIDMap) else np.arange(inner.ntotal)
+        return ((vectors[i:i + rows], labels[i:i + rows]) for i in range(0, inner.ntotal, rows))
+    if not isinstance(inner, faiss.IndexIVFFlat):
+        return None
+
+    def lists():
+        invlists, vecs, labels, held = inner.invlists, [], [], 0
+        for lst in range(inner.nlist):
+            n = invlists.list_size(lst)
+            if n:
+                codes = faiss.rev_swig_ptr(invlists.get_codes(lst), n * inner.code_size)
+                vecs.append(np.frombuffer(codes, dtype=np.float32).reshape(n, inner.d))
+                labels.append(faiss.rev_swig_ptr(invlists.get_ids(lst), n))
+                held += n
+            if held >= rows or (lst == inner.nlist - 1 and held):
+                yield np.concatenate(vecs), np.concatenate(labels).astype(np.int64)
+                vecs, labels, held = [], [], 0
+
+    return lists()
+
+
+def _sample_chunks(chunks, total: int, count: int, seed: int) -> np.ndarray:
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=min(count, total), replace=False))
+    out, start = [], 0
+    for base, _ in chunks:
+        local = chosen[(chosen >= start) & (chosen < start + len(base))] - start
+        if len(local):
+            out.append(np.array(base[local], dtype=np.float32))
+        start += len(base)
+    return np.concatenate(out)
+
+
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     k = exact.shape[1]
     return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx, exact)]))
 
 
-def tune_and_measure(index, vdir: VectorsDir, cfg: IndexConfig, prep, slots: list[np.ndarray], k: int = 10) -> dict:
-    """Recall@k on sampled queries; for IVF / HNSW, raise the search knob until target_recall."""
+def tune_and_measure(index, vdir: VectorsDir, cfg: IndexConfig, prep, slots, k: int = 10) -> dict:
+    """Recall@k on sampled queries; for IVF / HNSW, raise the search knob until target_recall.
+    `slots()`: each shard's live rows' labels, needed only when the index does not hold raw vectors."""
     import faiss
 
-    queries = prep(_sample_rows(vdir, cfg.recall_queries, cfg.seed + 1))
-    k = min(k, vdir.num_vectors)
+    # Queries and exact neighbours come from the vectors the index holds when it holds them as they
+    # are (already normalised): no pass over the vectors dir, which at 1M vectors is most of an update.
+    if _stored_chunks(index) is not None:
+        queries = _sample_chunks(_stored_chunks(index), index.ntotal, cfg.recall_queries, cfg.seed + 1)
+        chunks = _stored_chunks(index)
+    else:
+        queries = prep(_sample_rows(vdir, cfg.recall_queries, cfg.seed + 1))
+        chunks = ((prep(table_vectors(t)), s) for (_, t), s in zip(vdir.iter_shards(["vector"]), slots()))
+    k = min(k, index.ntotal)
     t0 = time.perf_counter()
-    exact = _exact_topk(vdir, queries, k, cfg.metric, prep, slots)
+    exact = _exact_topk(chunks, queries, k, cfg.metric)
     exact_s = time.perf_counter() - t0
 
     knob = _knob_from_index(index)

@@ -200,11 +200,10 @@ def _run_stage(spec: JobSpec, stage: str, dirs: dict[str, Path]) -> dict:
         return {"shards": len(paths)}
     if stage == "encode":
         from vecjob.ray_encode import encode_collection
-        from vecjob.vectors import VectorsDir
 
         m = encode_collection(spec.data, active_model(dirs["train"]), dirs["encode"], spec.encode,
                               address=spec.address or None)
-        return {**m["counts"], "replaced": VectorsDir.open(dirs["encode"]).replaced}
+        return m["counts"]
     if stage == "index":
         from vecjob.index import index_collection
 

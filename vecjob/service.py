@@ -18,9 +18,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vecjob.errors import InputError
+from vecjob.index import MANIFEST_KIND as INDEX_KIND
 from vecjob.index import LoadedIndex, load_index_dir
 from vecjob.outputs import MANIFEST
-from vecjob.parquet_io import fingerprint
+from vecjob.parquet_io import fingerprint, read_manifest
 from vecjob.search import check_model_made_index
 
 MAX_K = 1_000
@@ -94,10 +95,12 @@ class Snapshot:
 
     @classmethod
     def load(cls, index_dir: str | Path, model_dir: str | Path | None) -> "Snapshot":
+        if model_dir is not None:  # cheap checks first: a poll may find a model still waiting for its index
+            check_model_made_index(model_dir, read_manifest(index_dir, INDEX_KIND))
         index = load_index_dir(index_dir)
         encoder = None
         if model_dir is not None:
-            check_model_made_index(model_dir, index.manifest)  # before loading torch weights
+            check_model_made_index(model_dir, index.manifest)
             from vecjob.encoder import DocumentEncoder
 
             encoder = DocumentEncoder(model_dir, device="cpu", threads=1)

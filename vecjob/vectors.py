@@ -75,6 +75,17 @@ class VectorsDir:
     @cached_property
     def live_masks(self) -> list[np.ndarray]:
         """Per listed shard, which rows are live: an id's row in the latest shard that holds it."""
+        return self._ids_and_live[1]
+
+    def live_ids(self) -> pl.DataFrame:
+        """Every live row's id and vector shard (file name), in order."""
+        frames, masks = self._ids_and_live
+        return pl.concat([f.filter(pl.Series(m)).with_columns(pl.lit(p.name).alias("shard"))
+                          for f, m, p in zip(frames, masks, self.shard_paths)]) if frames else \
+            pl.DataFrame({"id": [], "shard": []})
+
+    @cached_property
+    def _ids_and_live(self) -> tuple[list[pl.DataFrame], list[np.ndarray]]:
         frames = []
         for path, table in self._read_shards(["id"]):
             frame = pl.from_arrow(table.select(["id"]))
@@ -85,16 +96,10 @@ class VectorsDir:
                                  "within a shard")
             frames.append(frame)
         if not frames:
-            return []
-        everything = pl.concat(frames)
-        live = everything["id"].is_last_distinct().to_numpy()
+            return [], []
+        live = pl.concat(frames)["id"].is_last_distinct().to_numpy()
         bounds = np.cumsum([0] + [f.height for f in frames])
-        return [live[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-    @property
-    def replaced(self) -> int:
-        """Rows that a newer shard's row for the same id replaces."""
-        return int(sum(len(m) - int(m.sum()) for m in self.live_masks))
+        return frames, [live[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     @property
     def shard_paths(self) -> list[Path]:
