@@ -195,7 +195,11 @@ def test_a_corrupt_or_missing_index_at_start_is_one_line(tmp_path, tiny_model_di
                  if json.loads((m / "manifest.json").read_text())["model_fingerprint"] != made_by)
     for args, fragment in ([["serve", str(tmp_path / "missing")], "no manifest.json"],
                            [["serve", str(tmp_path / "broken")], "not a readable FAISS index"],
-                           [["serve", str(service.root / "index"), "--model", str(other)], "did not make"]):
+                           [["serve", str(service.root / "index"), "--model", str(other)], "did not make"],
+                           [["serve", str(service.root / "index"), "--port", "0"], "--port 0: must be between 1"],
+                           [["serve", str(service.root / "index"), "--replicas", "0"], "--replicas 0: must be"],
+                           [["serve", str(service.root / "index"), "--port", service.url.rsplit(":", 1)[1]],
+                            "cannot listen there"]):
         r = runner.invoke(app, args)
         lines = r.output.strip().splitlines()
         assert r.exit_code == 2 and len(lines) == 1 and fragment in lines[0], r.output

@@ -232,21 +232,36 @@ def serve(
     address: AddressOpt = None,
 ) -> None:
     """Serve similarity search over HTTP (Ray Serve): POST /search, /search/batch; GET /healthz, /info."""
+    import os
+    import socket
     import time
 
     from vecjob import runtime
     from vecjob.errors import ConfigError
     from vecjob.search import check_search_pair
 
-    if replicas < 1 or not 0 < port < 65536 or poll_s <= 0:
-        raise ConfigError(f"--replicas {replicas}, --port {port}, --poll-s {poll_s}: need ≥ 1, 1-65535, > 0")
+    for flag, value, ok, need in (("--replicas", replicas, replicas >= 1, "at least 1"),
+                                  ("--port", port, 0 < port < 65536, "between 1 and 65535"),
+                                  ("--poll-s", poll_s, poll_s > 0, "above 0")):
+        if not ok:
+            raise ConfigError(f"{flag} {value}: must be {need}")
     index_dir, model = index_dir.resolve(), model.resolve() if model else None
     check_search_pair(index_dir, model)  # a corrupt or missing index, or another model: one line, exit 2
+    if not (address or os.environ.get("RAY_ADDRESS")):  # the proxy will listen on this machine
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
     runtime.connect(address)
     from vecjob.ray_serve import APP_NAME, deploy
 
-    url = deploy(str(index_dir), str(model) if model else None, [str(Path(d).resolve()) for d in data or []] or None,
-                 host=host, port=port, replicas=replicas, poll_s=poll_s)
+    try:
+        url = deploy(str(index_dir), str(model) if model else None,
+                     [str(Path(d).resolve()) for d in data or []] or None,
+                     host=host, port=port, replicas=replicas, poll_s=poll_s)
+    except RuntimeError as exc:  # Serve's own failures (a proxy that cannot bind on a cluster node)
+        raise ConfigError(f"the search service did not start: {str(exc).strip().splitlines()[-1]}") from None
     typer.echo(f"serving {index_dir} at {url} (POST /search, /search/batch; GET /healthz, /info)", err=True)
     if detach:
         return
