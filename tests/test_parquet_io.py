@@ -75,3 +75,10 @@ def test_second_writer_is_refused(tmp_path):
 def test_fingerprint_is_order_sensitive_and_stable():
     assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
     assert fingerprint([1, 2]) != fingerprint([2, 1])
+
+
+def test_null_ids_are_found_after_a_nested_column(tmp_path):
+    # Parquet numbers leaf columns: a list column before the id shifts them against the Arrow fields.
+    pq.write_table(pa.table({"tags": [[1, 2], [3]], "id": ["a", None], "text": ["x", "y"]}), tmp_path / "a.parquet")
+    with pytest.raises(InputError, match="a.parquet: 1 row.s. with a null id"):
+        check_shards(str(tmp_path), "id", "text")

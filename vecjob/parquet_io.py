@@ -127,7 +127,8 @@ def check_shards(
 def _null_count(shard: Shard, col: str) -> int:
     """Nulls in a column: from the row groups' statistics when every one has them, else one column scan."""
     meta = pq.ParquetFile(shard.path).metadata
-    idx = meta.schema.to_arrow_schema().get_field_index(col)
+    # The Parquet leaf column, not the Arrow field: nested columns before it shift the numbering.
+    idx = next(i for i in range(meta.num_columns) if meta.schema.column(i).path == col)
     total = 0
     for rg in range(meta.num_row_groups):
         stats = meta.row_group(rg).column(idx).statistics
