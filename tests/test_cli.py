@@ -33,7 +33,7 @@ def pipeline(ray_session, collection, tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("command", ["train", "encode", "index", "search", "run", "corpus"])
+@pytest.mark.parametrize("command", ["train", "encode", "index", "search", "serve", "run", "corpus"])
 def test_every_command_has_help(command):
     r = invoke(command, "--help")
     assert r.exit_code == 0 and "Usage" in r.output

@@ -3,11 +3,11 @@
 One promise for every output folder: a reader sees a complete generation (one run's files under
 that run's manifest) or a folder that is visibly incomplete, never a mix. Two ways keep it:
 
-- a folder rewritten as a whole (model, index, clusters, classifier, predictions) is built under a
-  hidden temporary name beside it and swapped in (`staged_dir`);
-- the vectors dir, which reruns resume shard by shard, names each shard after its generation (input
-  content and model), so no file is ever rewritten in place; its manifest is written last and lists
-  the generation (`vecjob.encode_shards`).
+- a folder rewritten as a whole (model, index, clusters, classifier) is built under a hidden
+  temporary name beside it and swapped in (`staged_dir`);
+- a folder that reruns update shard by shard (vectors, predictions) names each shard after its
+  generation (what its content depends on), so no file is ever rewritten in place; its manifest is
+  written last and lists the generation (`vecjob.encode_shards`, `vecjob.sentiment`).
 
 Locks live beside the folder (`.<name>.lock`) so a swap never replaces the lock a writer holds, and
 are removed on release so a refused or finished run leaves nothing behind.
