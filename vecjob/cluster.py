@@ -185,15 +185,9 @@ def assign_increment(vdir: VectorsDir, out: Path, data: list[str] | None, id_col
     kept = held.join(live, on=["id", "shard"], how="semi")
     new = live.join(held, on=["id", "shard"], how="anti")
     parts = [kept]
-    for i, path in enumerate(vdir.shard_paths):
-        wanted = new.filter(pl.col("shard") == path.name)
-        if wanted.height == 0:
-            continue  # only the shards holding new rows are read
-        table = vdir.read_shard(i, ["id", "vector"])
-        rows = pl.from_arrow(table.select(["id"])).with_row_index("row").join(wanted.select("id"), on="id", how="semi")
-        x = _unit(table_vectors(table.take(pa.array(rows["row"].to_numpy()))))
-        sims = x @ _unit(centroids).T
-        parts.append(pl.DataFrame({"id": rows["id"], "cluster": sims.argmax(1).astype(np.int32),
+    for path, rows in vdir.new_rows(new):
+        sims = _unit(table_vectors(rows)) @ _unit(centroids).T
+        parts.append(pl.DataFrame({"id": pl.from_arrow(rows.column("id")), "cluster": sims.argmax(1).astype(np.int32),
                                    "distance": (1.0 - sims.max(1)).astype(np.float32), "shard": path.name}))
     frame = pl.concat(parts, how="vertical_relaxed")
     k, previous = old["k"], json.loads((out / "summary.json").read_text())

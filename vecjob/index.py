@@ -161,7 +161,6 @@ def build_index(vectors_dir: str | Path, cfg: IndexConfig, why: str = "no index 
         start += table.num_rows
     labels = pa.concat_tables(parts)
     timings["add_s"] = time.perf_counter() - t0
-    _check_unique(labels.column("id"), vectors_dir)
 
     t0 = time.perf_counter()
     quality = tune_and_measure(index, vdir, cfg, prep, lambda: [p.column("slot").to_numpy() for p in parts])
@@ -220,14 +219,7 @@ def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConf
         index.remove_ids(gone["slot"].to_numpy().astype(np.int64))
     next_slot = m["next_slot"]
     added_parts = []
-    new_shards = set(new["shard"].to_list())
-    for i, path in enumerate(vdir.shard_paths):
-        if path.name not in new_shards:
-            continue  # only the shards holding new rows are read
-        table = vdir.read_shard(i, ["id", "vector"])
-        wanted = pl.from_arrow(table.select(["id"])).with_row_index("row").join(
-            new.filter(pl.col("shard") == path.name).select("id"), on="id", how="semi")["row"].to_numpy()
-        rows = table.take(pa.array(wanted))
+    for path, rows in vdir.new_rows(new):
         slots = np.arange(next_slot, next_slot + rows.num_rows, dtype=np.int64)
         index.add_with_ids(prep(table_vectors(rows)), slots)
         added_parts.append(pa.table({"slot": slots, "id": rows.column("id"),
@@ -236,7 +228,6 @@ def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConf
     kept = held.join(gone.select(["slot"]), on="slot", how="anti").to_arrow()
     labels = pa.concat_tables([kept.cast(added_parts[0].schema) if added_parts else kept, *added_parts])
     timings["update_s"] = time.perf_counter() - t0
-    _check_unique(labels.column("id"), vectors_dir)
 
     t0 = time.perf_counter()
     quality = tune_and_measure(index, vdir, cfg, prep, lambda: _slots_per_shard(vdir, labels))
@@ -264,13 +255,6 @@ def _rebuild_reason(vdir: VectorsDir, current: "LoadedIndex", cfg: IndexConfig) 
     if cfg.factory == "auto" and choose_factory(vdir.num_vectors, vdir.dim).split(",")[0][:3] != m["factory"][:3]:
         return f"{vdir.num_vectors:,} vectors call for {choose_factory(vdir.num_vectors, vdir.dim)}, not {m['factory']}"
     return ""
-
-
-def _check_unique(ids: pa.Array | pa.ChunkedArray, where: str | Path) -> None:
-    dup = pl.Series(values=ids).is_duplicated()
-    if dup.any():
-        examples = pl.Series(values=ids).filter(dup).unique().head(3).to_list()
-        raise InputError(f"{where}: {int(dup.sum())} rows share an id (e.g. {examples}); ids must be unique")
 
 
 def _exact_topk(chunks, queries: np.ndarray, k: int, metric: str) -> np.ndarray:

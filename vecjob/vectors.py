@@ -110,6 +110,17 @@ class VectorsDir:
         for i, path in enumerate(self.shard_paths):
             yield path, self.read_shard(i, columns)
 
+    def new_rows(self, new: pl.DataFrame) -> Iterator[tuple[Path, pa.Table]]:
+        """The id and vector of each (id, shard) row in `new`, shard by shard, reading only those shards."""
+        for i, path in enumerate(self.shard_paths):
+            wanted = new.filter(pl.col("shard") == path.name)
+            if wanted.height == 0:
+                continue
+            table = self.read_shard(i, ["id", "vector"])
+            rows = pl.from_arrow(table.select(["id"])).with_row_index("row").join(
+                wanted.select("id"), on="id", how="semi")["row"].to_numpy()
+            yield path, table.take(pa.array(rows))
+
     def read_shard(self, i: int, columns: list[str] | None = None) -> pa.Table:
         """The live rows of the i-th listed shard."""
         (_, table), live = next(self._read_shards(columns, [self.shard_paths[i]])), self.live_masks[i]
