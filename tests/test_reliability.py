@@ -230,8 +230,8 @@ def test_a_dead_training_worker_restarts_from_the_last_checkpoint(ray_session, t
     thread.join(timeout=600)
     assert "error" not in result, result.get("error")
     manifest = result["manifest"]
-    # The restarted group resumed from a checkpoint (at least one epoch done), not from scratch.
-    assert len(manifest["resumed_after_epochs"]) == 1 and 2 <= manifest["resumed_after_epochs"][0] < 6
-    assert manifest["epochs_run"] == 6 and [h["epoch"] for h in manifest["history"]] == [1, 2, 3, 4, 5, 6]
+    # The restarted group resumed from a checkpoint (at least one round done), not from scratch.
+    assert len(manifest["resumed_after_rounds"]) == 1 and 2 <= manifest["resumed_after_rounds"][0] < 6
+    assert manifest["rounds_run"] == 6 and [h["round"] for h in manifest["history"]] == [1, 2, 3, 4, 5, 6]
     assert (out / "model.pt").exists() and (out / "manifest.json").exists()
     assert victims[-1] not in _our_ray_train_workers()

@@ -11,6 +11,7 @@ from vecjob.training import (
     equal_length_batches,
     is_validation,
     rank_shard,
+    round_line,
     train_loop,
 )
 
@@ -86,7 +87,7 @@ def test_bf16_precision_is_ignored_on_cpu_and_unknown_precisions_are_rejected():
         TrainConfig(precision="fp16")
 
 
-def test_train_loop_keeps_best_epoch_and_stops_early():
+def test_train_loop_keeps_best_round_and_stops_early():
     import copy
 
     from vecjob.training import unwrap
@@ -98,12 +99,12 @@ def test_train_loop_keeps_best_epoch_and_stops_early():
     model = build_model(model_cfg, 40, seed=0)
     weights = {}
     state = train_loop(model, _chunks(64), _chunks(16, seed=1), model_cfg, train_cfg, device=torch.device("cpu"),
-                       on_epoch_end=lambda s, o, m: weights.__setitem__(m["epoch"], copy.deepcopy(unwrap(model).state_dict())))
+                       on_round_end=lambda s, o, m: weights.__setitem__(m["round"], copy.deepcopy(unwrap(model).state_dict())))
     val = [h["val_loss"] for h in state.history]
-    assert state.best_epoch == int(np.argmin(val)) + 1
-    assert state.stopped_early and state.epoch == state.best_epoch + train_cfg.patience < train_cfg.epochs
-    assert all(torch.equal(state.best_weights[k], weights[state.best_epoch][k]) for k in weights[1])
-    assert not all(torch.equal(state.best_weights[k], weights[state.epoch][k]) for k in weights[1])
+    assert state.best_round == int(np.argmin(val)) + 1
+    assert state.stop_reason == "patience" and state.round == state.best_round + train_cfg.patience < train_cfg.epochs
+    assert all(torch.equal(state.best_weights[k], weights[state.best_round][k]) for k in weights[1])
+    assert not all(torch.equal(state.best_weights[k], weights[state.round][k]) for k in weights[1])
 
 
 def test_train_loop_resumes_from_state():
@@ -114,8 +115,86 @@ def test_train_loop_resumes_from_state():
     state = train_loop(model, _chunks(64), _chunks(16, 1), model_cfg, train_cfg.model_copy(update={"epochs": 1}),
                        device=torch.device("cpu"))
     state = train_loop(model, _chunks(64), _chunks(16, 1), model_cfg, train_cfg, device=torch.device("cpu"),
-                       state=state, on_epoch_end=lambda s, o, m: seen.append(m["epoch"]))
-    assert seen == [2, 3] and state.epoch == 3
+                       state=state, on_round_end=lambda s, o, m: seen.append(m["round"]))
+    assert seen == [2, 3] and state.round == 3 and state.stop_reason == "budget"
+
+
+def test_the_token_budget_sets_the_run_length_whatever_the_collection_size():
+    from vecjob.training import ROUNDS, RunPlan
+
+    cfg = TrainConfig(tokens=100_000, batch_size=16)
+    small, large = np.full(100, 20), np.full(100_000, 20)  # 2,000 and 2,000,000 tokens an epoch
+    small_plan, large_plan = RunPlan.make(cfg, small, 1), RunPlan.make(cfg, large, 1)
+    # The small collection is seen 50 times, the large one in part: the same tokens either way.
+    assert small_plan.total_steps / small_plan.steps_per_epoch * 2_000 == pytest.approx(100_000, rel=0.01)
+    assert large_plan.total_steps / large_plan.steps_per_epoch * 2_000_000 == pytest.approx(100_000, rel=0.01)
+    # Ten validations either way: a round spans 5 epochs of the small collection, part of one of the large.
+    assert small_plan.rounds == large_plan.rounds == ROUNDS
+    assert small_plan.steps_per_round == 5 * small_plan.steps_per_epoch  # ceil(100 / 16) = 7 steps an epoch
+    assert large_plan.steps_per_round < large_plan.steps_per_epoch
+    # Two workers split each step's chunks: half the steps, the same tokens.
+    assert RunPlan.make(cfg, large, 2).total_steps == pytest.approx(large_plan.total_steps / 2, abs=1)
+    assert RunPlan.make(TrainConfig(epochs=3, batch_size=16), large, 1).rounds == 3
+
+
+def test_a_budgeted_run_sees_its_tokens_and_says_why_it_stopped():
+    model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16)
+    train, val = _chunks(64), _chunks(16, 1)
+    tokens = int(train.lengths.sum())
+    cfg = TrainConfig(tokens=5 * tokens, batch_size=16, patience=100)
+    state = train_loop(build_model(model_cfg, 40, seed=0), train, val, model_cfg, cfg, device=torch.device("cpu"))
+    assert state.stop_reason == "budget" and state.history[-1]["epochs"] == pytest.approx(5, rel=0.05)
+    assert state.round == 10  # ten validations, whatever the collection size
+    line = round_line(state.history[-1])
+    assert line.startswith("train round 10/10: 5.0") and "val loss" in line and "≤ 0.0 min left" in line
+    # A round that reaches the wall-clock cap is the last one.
+    capped = cfg.model_copy(update={"max_minutes": 1e-9})
+    state = train_loop(build_model(model_cfg, 40, seed=0), train, val, model_cfg, capped, device=torch.device("cpu"))
+    assert state.stop_reason == "time" and state.round == 1 and state.best_weights is not None
+
+
+def test_resuming_mid_epoch_continues_the_same_step_sequence():
+    """Rounds shorter than an epoch: a run stopped after a round and resumed equals an unbroken one."""
+    model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16, variant="plain")
+    train, val = _chunks(256), _chunks(16, 1)
+    cfg = TrainConfig(tokens=int(train.lengths.sum()) * 2, batch_size=8, patience=100)
+    whole = build_model(model_cfg, 40, seed=0)
+    unbroken = train_loop(whole, train, val, model_cfg, cfg, device=torch.device("cpu"))
+    assert unbroken.round >= 10 and unbroken.history[0]["epochs"] < 1  # rounds inside epochs
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_three(state, optimizer, metrics):
+        if state.round == 3:
+            raise Stop(state, optimizer.state_dict())
+
+    broken = build_model(model_cfg, 40, seed=0)
+    with pytest.raises(Stop) as stopped:
+        train_loop(broken, train, val, model_cfg, cfg, device=torch.device("cpu"), on_round_end=stop_after_three)
+    state, optimizer_state = stopped.value.args
+    resumed = train_loop(broken, train, val, model_cfg, cfg, device=torch.device("cpu"), state=state,
+                         optimizer_state=optimizer_state)
+    assert [h["val_loss"] for h in resumed.history] == pytest.approx([h["val_loss"] for h in unbroken.history])
+    assert all(torch.equal(whole.state_dict()[k], broken.state_dict()[k]) for k in whole.state_dict())
+
+
+def test_lsa_warm_start_places_words_of_one_topic_together():
+    from vecjob.warm_start import lsa_term_vectors
+
+    # Two topics: words 4-9 co-occur in one half of the bags, words 10-15 in the other.
+    rng = np.random.default_rng(0)
+    bags = [rng.choice(np.arange(4, 10) if i % 2 else np.arange(10, 16), 8) for i in range(200)]
+    data = ChunkSet.from_chunks(bags)
+    vectors = lsa_term_vectors(data.flat, data.offsets, 20, 8)
+    assert vectors.shape == (20, 8) and not vectors[:4].any() and not vectors[16:].any()  # specials, unseen
+    unit = vectors[4:16] / np.linalg.norm(vectors[4:16], axis=1, keepdims=True)
+    cos = unit @ unit.T
+    assert cos[:6, :6].mean() > 0.6 and np.abs(cos[:6, 6:]).mean() < 0.1
+    model = build_model(ModelConfig(dim=8, embed_dim=8, hidden_dim=16), 20, seed=0, train=data)
+    assert torch.allclose(model.embedding.weight, torch.from_numpy(vectors))
+    random = build_model(ModelConfig(dim=8, embed_dim=8, hidden_dim=16, init_embeddings="random"), 20, 0, train=data)
+    assert not torch.allclose(random.embedding.weight, torch.from_numpy(vectors))
 
 
 def test_set_center_makes_the_mean_training_vector_zero():

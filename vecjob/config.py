@@ -43,6 +43,9 @@ class ModelConfig(_Frozen):
     pooling: Literal["last", "mean", "meanmax"] = "meanmax"  # pooled states carry more than the last one
     output_layer: Literal["full", "adaptive"] = "adaptive"  # adaptive softmax: far fewer FLOPs per token
     dropout: float = 0.1
+    # The word embeddings training starts from: "lsa", the collection's own LSA term vectors
+    # (vecjob/warm_start.py), which small collections need to get past TF-IDF; "random".
+    init_embeddings: Literal["lsa", "random"] = "lsa"
     # Denoising: corrupt the encoder input, reconstruct the clean text (TSDAE: heavy deletion works best).
     delete_prob: float = 0.4
     mask_prob: float = 0.1
@@ -77,10 +80,20 @@ class ModelConfig(_Frozen):
 
 
 class TrainConfig(_Frozen):
-    epochs: int = 10
+    # How long training runs. "auto": as many steps as show the model `tokens` training tokens, so a
+    # 300-document collection is seen many times and a large one in part; validated 10 times in all.
+    # A number: that many epochs, validated after each.
+    epochs: int | Literal["auto"] = "auto"
+    # The token budget of epochs = "auto": what an autoencoder needs to learn a collection's
+    # vocabulary in context, whatever the collection's size (bench/README.md, "Vector quality on any
+    # collection").
+    tokens: int = Field(default=3_000_000, gt=0)
+    # Training stops after the round in which it reaches this many minutes (0 = no cap), keeping the
+    # best round's weights: a bound on what a nightly run spends on a collection larger than expected.
+    max_minutes: float = Field(default=60.0, ge=0.0)
     batch_size: int = 64  # chunks per step per worker
     lr: float = 2e-3
-    # cosine: the rate falls from lr to lr × lr_min_fraction over the planned epochs; constant: lr
+    # cosine: the rate falls from lr to lr × lr_min_fraction over the planned steps; constant: lr
     # throughout. Constant is the default: with 10 CPU epochs the model is far from converged, and
     # a cosine run had a higher validation loss at epoch 9 (18.08 vs 17.59, bench/README.md).
     lr_schedule: Literal["cosine", "constant"] = "constant"
@@ -88,7 +101,7 @@ class TrainConfig(_Frozen):
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     val_fraction: float = 0.05  # documents held out for validation (by id hash, stable across runs)
-    patience: int = 2  # epochs without validation improvement before stopping
+    patience: int = 3  # validations without improvement before stopping
     seed: int = 0
     workers: int = 0  # 0 = auto: one per GPU when the cluster has GPUs, else one per CPU (at most 2 locally)
     use_gpu: Literal["auto", "yes", "no"] = "auto"
@@ -113,6 +126,13 @@ class TrainConfig(_Frozen):
     def what_shapes_the_weights(self) -> dict:
         """The settings a trained model depends on: not where checkpoints go or when to retrain."""
         return self.model_dump(exclude={"storage_path", "max_failures", "max_model_age_days", "retrain_drift"})
+
+    @field_validator("epochs")
+    @classmethod
+    def _positive_epochs(cls, epochs: int | str) -> int | str:
+        if epochs != "auto" and epochs < 1:
+            raise ValueError('must be "auto" or at least 1')
+        return epochs
 
 
 class EncodeConfig(_Frozen):

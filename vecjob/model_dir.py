@@ -2,8 +2,8 @@
 
     config.json   model + tokeniser settings, vocab size
     vocab.tsv     token <TAB> count, id = line number
-    model.pt      weights of the best validation epoch (a state dict; loads with weights_only=True)
-    manifest.json data fingerprint, metrics per epoch, timings, versions, model fingerprint
+    model.pt      weights of the best validation round (a state dict; loads with weights_only=True)
+    manifest.json data fingerprint, metrics per round, why training stopped, timings, versions, model fingerprint
     curves.png    training curves
 
 `read_model_info` checks a dir and reads what describes it without importing torch (the encode

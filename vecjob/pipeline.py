@@ -143,8 +143,8 @@ def _plain(decision: dict) -> dict:
 
 
 def _headline(metrics: dict) -> str:
-    keys = ("why", "best_epoch", "val_loss", "shards_encoded", "rows_out", "action", "added", "removed",
-            "recall_at_10", "k", "nmi", "accuracy", "macro_f1")
+    keys = ("why", "best_round", "epochs_seen", "stop_reason", "val_loss", "shards_encoded", "rows_out", "action",
+            "added", "removed", "recall_at_10", "k", "nmi", "accuracy", "macro_f1")
     shown = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if k in keys]
     return ", ".join(shown) or "-"
 
@@ -185,11 +185,13 @@ def _train(spec: JobSpec, target: Path) -> dict:
 
 
 def train_headline(model_manifest: dict) -> dict:
-    """The figures of the epoch whose weights were published (the best), not of the last one run."""
-    best_epoch = model_manifest["best_epoch"]
-    best = next((h for h in model_manifest["history"] if h["epoch"] == best_epoch), {})
-    return {"best_epoch": best_epoch, "epochs_run": model_manifest["epochs_run"], "val_loss": best.get("val_loss"),
-            "val_token_acc": best.get("val_token_acc")}
+    """The figures of the round whose weights were published (the best), not of the last one run,
+    and why training stopped."""
+    best_round = model_manifest["best_round"]
+    best = next((h for h in model_manifest["history"] if h["round"] == best_round), {})
+    return {"best_round": best_round, "rounds_run": model_manifest["rounds_run"],
+            "epochs_seen": model_manifest["epochs_seen"], "stop_reason": model_manifest["stop_reason"],
+            "val_loss": best.get("val_loss"), "val_token_acc": best.get("val_token_acc")}
 
 
 def _run_stage(spec: JobSpec, stage: str, dirs: dict[str, Path]) -> dict:

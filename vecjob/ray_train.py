@@ -1,5 +1,5 @@
 """`vecjob train`: vocabulary and chunks on the driver, then a Ray Train TorchTrainer whose worker loop
-is `vecjob.training.train_loop`. Rank 0 reports a checkpoint every epoch; a failed worker group
+is `vecjob.training.train_loop`. Rank 0 reports a checkpoint every round; a failed worker group
 restarts from it (FailureConfig), and rerunning the same job resumes from it (the run name is the
 job's fingerprint). The model dir is written once, at the end, atomically.
 """
@@ -20,7 +20,7 @@ from vecjob.model_dir import MANIFEST_KIND, write_model_dir
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
 from vecjob.tokenizer import Tokenizer, unknown_share
-from vecjob.training import TrainState, build_model, set_center, train_loop
+from vecjob.training import TrainState, build_model, round_line, set_center, train_loop
 
 STATE_FILE = "train_state.pt"
 
@@ -141,10 +141,13 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
         },
         workers=workers,
         use_gpu=use_gpu,
-        best_epoch=state.best_epoch,
-        epochs_run=state.epoch,
-        stopped_early=state.stopped_early,
-        resumed_after_epochs=state.resumed_after_epochs,
+        best_round=state.best_round,
+        rounds_run=state.round,
+        steps=state.step,
+        epochs_seen=state.history[-1]["epochs"] if state.history else 0.0,
+        stop_reason=state.stop_reason,
+        train_minutes=state.seconds / 60,
+        resumed_after_rounds=state.resumed_after_rounds,
         history=state.history,
         timings=timings,
         versions={"torch": torch.__version__, "ray": ray.__version__},
@@ -156,7 +159,7 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
 
 
 def worker_loop(config: dict) -> None:
-    """Runs on every Ray Train worker: restore, wrap in DDP, run the library loop, report per epoch."""
+    """Runs on every Ray Train worker: restore, wrap in DDP, run the library loop, report per round."""
     import ray
     import ray.train
     from ray.train.torch import get_device, prepare_model
@@ -180,14 +183,16 @@ def worker_loop(config: dict) -> None:
             blob = torch.load(Path(ckpt) / STATE_FILE, map_location="cpu", weights_only=False)
         model.load_state_dict(blob["model"])
         state, optimizer_state = TrainState(**blob["state"]), blob["optimizer"]
-        state.resumed_after_epochs.append(state.epoch)
+        state.resumed_after_rounds.append(state.round)
     # Adaptive-softmax tail clusters may get no targets in a batch: DDP must tolerate unused params.
     model = prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
-    def on_epoch_end(state: TrainState, optimizer: torch.optim.Optimizer, metrics: dict) -> None:
+    def on_round_end(state: TrainState, optimizer: torch.optim.Optimizer, metrics: dict) -> None:
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
+        # In the worker's log; a driver connected to a cluster (log_to_driver) shows it too.
+        print(round_line(metrics), flush=True)
         core = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(
@@ -199,7 +204,7 @@ def worker_loop(config: dict) -> None:
     train_loop(
         model, train, val, model_cfg, train_cfg,
         device=device, rank=rank, world_size=world,
-        state=state, optimizer_state=optimizer_state, on_epoch_end=on_epoch_end,
+        state=state, optimizer_state=optimizer_state, on_round_end=on_round_end,
     )
 
 

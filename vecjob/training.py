@@ -1,4 +1,4 @@
-"""Training: chunk sets, length-bucketed batches, one epoch, evaluation, early stopping.
+"""Training: chunk sets, length-bucketed batches, the run plan, rounds of steps, evaluation, early stopping.
 
 `train_loop` is the whole loop for one process. In-process training (tests, benchmarks) calls it
 with world_size=1; the Ray Train worker (`vecjob.ray_train`) calls it with its rank and a hook that
@@ -21,6 +21,7 @@ from torch import nn
 from vecjob.config import ModelConfig, TrainConfig
 from vecjob.model import Batch, SequenceAutoencoder, corrupt
 from vecjob.tokenizer import PAD
+from vecjob.warm_start import lsa_term_vectors
 
 
 @dataclass
@@ -189,7 +190,7 @@ def learning_rate(train_cfg: TrainConfig, step: int, total_steps: int) -> float:
     return train_cfg.lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def train_epoch(
+def train_steps(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: ChunkSet,
@@ -200,7 +201,7 @@ def train_epoch(
     step: int,
     total_steps: int = 0,
 ) -> tuple[Totals, int]:
-    """One pass over the given batches; returns the totals and the new global step.
+    """One optimizer step per batch; returns the totals and the new global step.
     `total_steps`: steps in the whole run, for the learning-rate schedule (0 = constant rate)."""
     model.train()
     totals = Totals()
@@ -247,18 +248,71 @@ def evaluate(
 class TrainState:
     """Everything a checkpoint holds, so a restarted worker group continues where it stopped."""
 
-    epoch: int = 0  # epochs completed
+    round: int = 0  # rounds completed (a round: the steps between two validations, at most one epoch)
     step: int = 0
+    seconds: float = 0.0  # training time so far, across restarts (the wall-clock cap counts it)
     best_val: float = math.inf
-    best_epoch: int = -1
-    bad_epochs: int = 0
+    best_round: int = -1
+    bad_rounds: int = 0
     history: list[dict] = field(default_factory=list)
     best_weights: dict | None = None
-    stopped_early: bool = False
-    resumed_after_epochs: list[int] = field(default_factory=list)  # epochs done at each restore from a checkpoint
+    stop_reason: str = ""  # "budget" (planned steps done), "patience" (validation flat), "time" (cap reached)
+    resumed_after_rounds: list[int] = field(default_factory=list)  # rounds done at each restore from a checkpoint
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Validations in a budgeted run (epochs = "auto"): each round is this share of the run, whether that is
+# part of one epoch (a large collection) or many epochs (a small one), so patience and the choice of the
+# best weights have the same points to use on any collection, and a tiny one is not validated and
+# checkpointed after every step.
+ROUNDS = 10
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How long a run is, the same on every rank: its steps, the steps of one epoch, and of one round."""
+
+    total_steps: int
+    steps_per_epoch: int
+    steps_per_round: int
+
+    @classmethod
+    def make(cls, train_cfg: TrainConfig, chunk_lengths: np.ndarray, world_size: int) -> "RunPlan":
+        """epochs = N: N epochs of one round each. epochs = "auto": the steps that show the model
+        `train_cfg.tokens` training tokens (all ranks together), in whole steps, whatever the
+        collection's size: a small collection is seen many times, a large one in part."""
+        per_rank = len(chunk_lengths) // world_size
+        per_epoch = max(1, math.ceil(per_rank / train_cfg.batch_size))
+        if train_cfg.epochs != "auto":
+            return cls(train_cfg.epochs * per_epoch, per_epoch, per_epoch)
+        tokens_per_epoch = max(1.0, float(chunk_lengths.sum()))
+        total = max(1, math.ceil(train_cfg.tokens / tokens_per_epoch * per_epoch))
+        return cls(total, per_epoch, math.ceil(total / ROUNDS))
+
+    @property
+    def rounds(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_round)
+
+
+def round_line(metrics: dict) -> str:
+    """One progress line per round, for a terminal or a nightly log."""
+    done = metrics["round"] / metrics["rounds_planned"]
+    left = metrics["seconds"] * (1 - done) / max(done, 1e-9)
+    return (f"train round {metrics['round']}/{metrics['rounds_planned']}: {metrics['epochs']:.2f} epochs, "
+            f"train loss {metrics['train_loss']:.3f}, val loss {metrics['val_loss']:.3f}, "
+            f"{metrics['train_tokens_per_s']:,.0f} tokens/s, ≤ {left / 60:.1f} min left")
+
+
+def agreed_max(value: float, device: torch.device) -> float:
+    """The largest of each rank's value (identity without torch.distributed): ranks that decide to stop
+    on their own clocks must decide alike, or one would wait forever for the others."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t.item())
 
 
 def train_loop(
@@ -273,9 +327,11 @@ def train_loop(
     world_size: int = 1,
     state: TrainState | None = None,
     optimizer_state: dict | None = None,
-    on_epoch_end: Callable[[TrainState, torch.optim.Optimizer, dict], None] | None = None,
+    on_round_end: Callable[[TrainState, torch.optim.Optimizer, dict], None] | None = None,
 ) -> TrainState:
-    """Train until epochs or patience run out; keeps the best validation epoch's weights."""
+    """Train round by round until the planned steps, patience or the wall-clock cap run out; keeps the
+    best validation round's weights. Step s of the run is batch s mod steps_per_epoch of epoch
+    s // steps_per_epoch, a function of the step alone: a resumed run continues the same sequence."""
     state = state or TrainState()
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     if optimizer_state:
@@ -284,32 +340,49 @@ def train_loop(
     val_mine = np.arange(rank, len(val), world_size)
     val_batches = batch_indices(val.lengths[val_mine], train_cfg.batch_size, None)
     val_batches = [val_mine[b] for b in val_batches]
-    # Every epoch has the same number of batches (ceil(chunks / batch size)): the run's length is known.
-    total_steps = train_cfg.epochs * len(batch_indices(train.lengths[mine], train_cfg.batch_size, None))
+    plan = RunPlan.make(train_cfg, train.lengths, world_size)
+    epoch_batches: dict[int, list[np.ndarray]] = {}
 
-    while state.epoch < train_cfg.epochs and not state.stopped_early:
-        epoch = state.epoch
-        rng = np.random.default_rng([train_cfg.seed, epoch, rank])
-        torch.manual_seed(train_cfg.seed * 100_003 + epoch * 101 + rank)
-        batches = [mine[b] for b in batch_indices(train.lengths[mine], train_cfg.batch_size, rng)]
-        train_totals, state.step = train_epoch(
-            model, optimizer, train, batches, model_cfg, train_cfg, device, state.step, total_steps
+    def batch_at(step: int) -> np.ndarray:
+        epoch = step // plan.steps_per_epoch
+        if epoch not in epoch_batches:
+            epoch_batches.clear()
+            rng = np.random.default_rng([train_cfg.seed, epoch, rank])
+            epoch_batches[epoch] = [mine[b] for b in batch_indices(train.lengths[mine], train_cfg.batch_size, rng)]
+        return epoch_batches[epoch][step % plan.steps_per_epoch]
+
+    # A run that ended on its budget may be extended (a larger budget); patience and time are final.
+    while state.step < plan.total_steps and state.stop_reason in ("", "budget"):
+        state.stop_reason = ""
+        started = time.perf_counter()
+        torch.manual_seed(train_cfg.seed * 100_003 + state.round * 101 + rank)
+        end = min(state.step + plan.steps_per_round, plan.total_steps)
+        batches = [batch_at(s) for s in range(state.step, end)]
+        train_totals, state.step = train_steps(
+            model, optimizer, train, batches, model_cfg, train_cfg, device, state.step, plan.total_steps
         )
         val_totals = evaluate(model, val, val_batches, device, train_cfg.precision) if len(val) else Totals()
         train_totals, val_totals = all_reduce_totals(train_totals, device), all_reduce_totals(val_totals, device)
-        metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+        state.round += 1
+        state.seconds += agreed_max(time.perf_counter() - started, device)
+        metrics = {"round": state.round, "step": state.step, "epochs": state.step / plan.steps_per_epoch,
+                   "rounds_planned": plan.rounds, "seconds": state.seconds, "lr": optimizer.param_groups[0]["lr"],
                    **train_totals.summary("train"), **val_totals.summary("val")}
         monitored = metrics["val_loss"] if len(val) else metrics["train_loss"]
         if monitored < state.best_val - 1e-4:
-            state.best_val, state.best_epoch, state.bad_epochs = monitored, epoch + 1, 0
+            state.best_val, state.best_round, state.bad_rounds = monitored, state.round, 0
             state.best_weights = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()})
         else:
-            state.bad_epochs += 1
-            state.stopped_early = state.bad_epochs >= train_cfg.patience
+            state.bad_rounds += 1
+            if state.bad_rounds >= train_cfg.patience:
+                state.stop_reason = "patience"
+        if not state.stop_reason and train_cfg.max_minutes and state.seconds >= 60 * train_cfg.max_minutes:
+            state.stop_reason = "time"
+        if not state.stop_reason and state.step >= plan.total_steps:
+            state.stop_reason = "budget"
         state.history.append(metrics)
-        state.epoch = epoch + 1
-        if on_epoch_end is not None:
-            on_epoch_end(state, optimizer, metrics)
+        if on_round_end is not None:
+            on_round_end(state, optimizer, metrics)
     return state
 
 
@@ -344,11 +417,17 @@ def build_model(
     train: ChunkSet | None = None,
 ) -> SequenceAutoencoder:
     """A freshly initialised model. For training: token_counts (the vocabulary's) set the
-    bag-of-words loss weights, and the training chunks the TF-IDF target's document frequencies."""
+    bag-of-words loss weights, and the training chunks the TF-IDF target's document frequencies and,
+    under init_embeddings = "lsa", the starting word embeddings."""
     torch.manual_seed(seed)
     model = SequenceAutoencoder(model_cfg, vocab_size)
     if token_counts is not None:
         model.set_token_counts(token_counts)
     if train is not None and model_cfg.tfidf_weight > 0:
         model.set_document_frequencies(*bag_document_frequencies(train, vocab_size))
+    if train is not None and model_cfg.init_embeddings == "lsa":
+        bags = train.context if train.context is not None else train
+        vectors = lsa_term_vectors(bags.flat, bags.offsets, vocab_size, model_cfg.embed_dim, seed)
+        with torch.no_grad():
+            model.embedding.weight.copy_(torch.from_numpy(vectors))
     return model
