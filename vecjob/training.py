@@ -248,7 +248,7 @@ def evaluate(
 class TrainState:
     """Everything a checkpoint holds, so a restarted worker group continues where it stopped."""
 
-    round: int = 0  # rounds completed (a round: the steps between two validations, at most one epoch)
+    round: int = 0  # rounds completed (a round: the steps between two validations)
     step: int = 0
     seconds: float = 0.0  # training time so far, across restarts (the wall-clock cap counts it)
     best_val: float = math.inf
