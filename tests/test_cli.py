@@ -26,6 +26,9 @@ def pipeline(ray_session, collection, tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     r = invoke("train", collection, "--out", root / "m", *TINY)
     assert r.exit_code == 0, r.output
+    # A line per round reaches the driver's terminal, though the embedded Ray forwards no worker output.
+    assert "train round 1/2: 1.00 epochs" in r.output and "train round 2/2: 2.00 epochs" in r.output
+    assert not list((root / ".m.ray-train").glob("*.progress"))
     r = invoke("encode", collection, "--model", root / "m", "--out", root / "v", "--keep", "label")
     assert r.exit_code == 0, r.output
     r = invoke("index", root / "v", "--out", root / "i")

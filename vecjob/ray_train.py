@@ -6,8 +6,10 @@ job's fingerprint). The model dir is written once, at the end, atomically.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +88,11 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
     )
     storage = train_cfg.storage_path or str(out.parent / f".{out.name}.ray-train")
     run_name = f"vecjob-train-{job_fp[:16]}"
+    # Rank 0 appends a line per round here and the driver echoes it: the embedded Ray does not forward
+    # workers' output. On a cluster storage_path is shared (Ray Train needs it so), so this works there too.
+    progress = Path(storage) / f"{run_name}.progress"
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    progress.unlink(missing_ok=True)
     resources = {"CPU": 1, **({"GPU": train_cfg.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         worker_loop,
@@ -95,6 +102,7 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
             "token_counts": list(vocab.counts),
             "model": model_cfg.model_dump(),
             "train": train_cfg.model_dump(),
+            "progress": str(progress),
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -106,7 +114,8 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
     )
     t0 = time.perf_counter()
     try:
-        result = trainer.fit()
+        with _echo_lines(progress):
+            result = trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types
         raise VecjobError(f"training failed: {_root_message(exc)}") from exc
     timings["fit_s"] = time.perf_counter() - t0
@@ -155,7 +164,40 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
     )
     published = write_model_dir(out, model_cfg, tok_cfg, vocab, best.state_dict(), manifest)
     shutil.rmtree(Path(storage) / run_name, ignore_errors=True)
+    progress.unlink(missing_ok=True)
     return published
+
+
+@contextlib.contextmanager
+def _echo_lines(path: Path, every_s: float = 1.0):
+    """Print the lines appended to `path` while the block runs (and those left when it ends)."""
+    from vecjob.reporting import console
+
+    stop, offset = threading.Event(), 0
+
+    def echo() -> None:
+        nonlocal offset
+        if path.exists():
+            with path.open("rb") as f:
+                f.seek(offset)
+                data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]  # a line being written waits for the next look
+            offset += len(complete)
+            for line in complete.decode().splitlines():
+                console.print(line, highlight=False)
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            echo()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        echo()
 
 
 def worker_loop(config: dict) -> None:
@@ -191,8 +233,8 @@ def worker_loop(config: dict) -> None:
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
-        # In the worker's log; a driver connected to a cluster (log_to_driver) shows it too.
-        print(round_line(metrics), flush=True)
+        with open(config["progress"], "a") as progress:
+            progress.write(round_line(metrics) + "\n")
         core = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(
