@@ -5,7 +5,16 @@ Library tests need no Ray. Tests that use Ray take the `ray_session` fixture (st
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +174,150 @@ def tiny_model_dir(tmp_path_factory, collection) -> Path:
 def other_model_dir(tmp_path_factory, collection) -> Path:
     """A second model of the same shape (another seed): same dim, different vectors and fingerprint."""
     return train_tiny_model(tmp_path_factory.mktemp("model-b") / "model", collection, seed=1)
+
+
+# ---- real servers and clusters, started once per session and shared ------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+    """Stop a process this suite started, with its process group (never anything else)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    root: str  # bucket, or bucket/prefix
+    env: dict  # what a client needs: endpoint, region, the access key the server knows
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([f"s3://{self.root}", *parts])
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3 server (moto's server mode) on a free loopback port, checking credentials like S3.
+
+    IAM checks are on (INITIAL_NO_AUTH_ACTION_COUNT): the first three calls create a user, its policy
+    and its access key; every later call must be signed with that key.
+    """
+    pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the dev extra)")
+    import boto3
+
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "moto_server did not start"
+                time.sleep(0.2)
+        anonymous = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
+                         aws_secret_access_key="setup")
+        iam = boto3.client("iam", **anonymous)
+        iam.create_user(UserName="vecjob")
+        iam.put_user_policy(UserName="vecjob", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="vecjob")["AccessKey"]
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+               "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket="vecjob-test")
+        yield S3Server(endpoint, "vecjob-test", env)
+    finally:
+        stop_group(server)
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, tmp_path):
+    """The S3 server's settings in this process's environment, a fresh local cache, and a fresh
+    prefix in the bucket for this test."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("VECJOB_CACHE", str(tmp_path / "vecjob-cache"))
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    return S3Server(s3_server.endpoint, f"{s3_server.root}/{prefix}", s3_server.env)
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    gcs: str  # the address drivers connect to
+    dashboard: str  # the Jobs API and the state API
+    env: dict  # for a driver or `ray` CLI run against this cluster
+    nodes: dict  # custom resource name → its node's id
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server):
+    """Two Ray nodes on this machine, each a `ray start --block` process group with its own temp dir,
+    one CPU and a custom resource naming it; the head serves the Jobs API. Every process of it has the
+    S3 server's settings in its environment, as a cluster's nodes have their store's."""
+    pytest.importorskip("ray.dashboard", reason="the Jobs API and the state API need ray[default]")
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, **s3_server.env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    gcs = f"127.0.0.1:{free_port()}"
+    # Processes of this cluster must not find the session's own Ray: with two, the State API asks both.
+    env["RAY_ADDRESS"] = gcs
+    dashboard = f"http://127.0.0.1:{free_port()}"
+
+    def node(name: str, *role: str) -> subprocess.Popen:
+        ports = {flag: free_port() for flag in ("node-manager-port", "object-manager-port", "metrics-export-port",
+                                                 "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                 "runtime-env-agent-port")}
+        return subprocess.Popen(
+            [str(bin_dir / "ray"), "start", *role, "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+             f"--resources={json.dumps({name: 1})}", f"--temp-dir=/tmp/vj{os.getpid()}-{name}",
+             "--object-store-memory=300000000", "--disable-usage-stats",
+             *(f"--{flag}={port}" for flag, port in ports.items())],
+            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    processes = [node("node_head", "--head", f"--port={gcs.split(':')[1]}", "--include-dashboard=true",
+                      "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard.rsplit(':', 1)[1]}")]
+    try:
+        from ray.util.state import list_nodes
+
+        _wait_for(lambda: subprocess.run([str(bin_dir / "ray"), "job", "list", "--address", dashboard], env=env,
+                                         capture_output=True).returncode == 0, processes, "the head's Jobs API")
+        processes.append(node("node_worker", f"--address={gcs}"))
+        alive = lambda: [n for n in list_nodes(address=dashboard, detail=True) if n.state == "ALIVE"]  # noqa: E731
+        _wait_for(lambda: len(alive()) == 2, processes, "the second node")
+        nodes = {r: n.node_id for n in alive() for r in n.resources_total if r.startswith("node_")}
+        yield RayCluster(gcs, dashboard, env, nodes)
+    finally:
+        # `ray start --block` stops its node on SIGINT (it ignores SIGTERM); the worker node first.
+        for proc in reversed(processes):
+            stop_group(proc, signal.SIGINT)
+
+
+def _wait_for(ready, processes: list, what: str, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if ready():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        assert all(p.poll() is None for p in processes), f"a Ray node exited while waiting for {what}"
+        assert time.time() < deadline, f"{what} did not come up within {timeout_s:.0f} s"
+        time.sleep(2)

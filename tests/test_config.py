@@ -43,16 +43,23 @@ def test_date_expands_in_paths(tmp_path):
     assert loaded.data.paths == [str(tmp_path / "in" / "2026-01-02" / "*.parquet")]
 
 
-@pytest.mark.parametrize("key, toml", [
-    ("out", 'out = "s3://bucket/runs/{date}"\n[data]\npaths = ["d"]'),
-    ("out", 'out = "s3:/bucket"\n[data]\npaths = ["d"]'),
-    ("data.paths", '[data]\npaths = ["gs://b/x"]'),
-    ("train.storage_path", '[data]\npaths = ["d"]\n[train]\nstorage_path = "ftp://host/x"'),
+def test_object_store_uris_in_a_spec_are_kept_as_they_are(tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text('out = "s3://bucket/runs/{date}"\n[data]\npaths = ["gs://bucket/in/*.parquet", "local"]\n')
+    loaded = load_job_spec(spec, run_date=dt.date(2026, 1, 2))
+    assert loaded.out == "s3://bucket/runs/2026-01-02"
+    assert loaded.data.paths == ["gs://bucket/in/*.parquet", str(tmp_path / "local")]
+
+
+@pytest.mark.parametrize("key, toml, problem", [
+    ("out", 'out = "s3:/bucket"\n[data]\npaths = ["d"]', "malformed URI"),
+    ("data.paths", '[data]\npaths = ["gs://b/x"]', "malformed URI"),
+    ("train.storage_path", '[data]\npaths = ["d"]\n[train]\nstorage_path = "ftp://host/x"', "unsupported scheme"),
 ])
-def test_uris_in_a_spec_are_refused_until_supported(tmp_path, key, toml):
+def test_malformed_or_foreign_uris_in_a_spec_are_refused(tmp_path, key, toml, problem):
     spec = tmp_path / "job.toml"
     spec.write_text(toml + "\n")
-    with pytest.raises(ConfigError, match=f"{key} .*URIs .* not supported yet"):
+    with pytest.raises(ConfigError, match=f"{key} .*{problem}"):
         load_job_spec(spec, run_date=dt.date(2026, 1, 2))
     assert list(tmp_path.iterdir()) == [spec]
 
@@ -73,6 +80,6 @@ def test_override_applies_only_given_flags_and_revalidates():
 
 def test_the_nightly_spec_loads_with_its_model_policy():
     spec = load_job_spec(REPO / "jobs" / "nightly.toml")
-    assert spec.out == "/data/collection" and spec.data.paths == ["/data/docs/*/*.parquet"]
+    assert spec.out == "s3://vecjob-data/collection" and spec.data.paths == ["s3://vecjob-data/docs/*/*.parquet"]
     assert spec.train.max_model_age_days == 90 and spec.train.retrain_drift == 0.07
     assert spec.stages[:3] == ["train", "encode", "index"]

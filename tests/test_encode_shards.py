@@ -107,6 +107,8 @@ def test_concurrency_follows_the_cluster():
     assert resolve_concurrency(EncodeConfig(), cpus=16, gpus=0) == (16, 0.5, 0.0, 1)
     assert resolve_concurrency(EncodeConfig(concurrency=4), cpus=16, gpus=0) == (4, 3.5, 0.0, 4)
     assert resolve_concurrency(EncodeConfig(), cpus=16, gpus=4) == (4, 1.0, 1.0, 1)
+    # An actor lives on one node: on two 1-CPU nodes, one actor gets one thread, not two.
+    assert resolve_concurrency(EncodeConfig(concurrency=1), cpus=2, gpus=0, node_cpus=1) == (1, 0.5, 0.0, 1)
     with pytest.raises(VecjobError, match="no GPUs"):
         resolve_concurrency(EncodeConfig(device="cuda"), cpus=2, gpus=0)
 

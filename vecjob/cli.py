@@ -6,14 +6,16 @@ A VecjobError becomes one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 
+from vecjob import storage
 from vecjob.config import ClusterConfig, IndexConfig, JobSpec, SentimentConfig, load_job_spec, override
 from vecjob.errors import VecjobError
 
@@ -57,13 +59,24 @@ def friendly_errors(fn):
     return wrapper
 
 
+@contextlib.contextmanager
+def _writable(out: str, what: str = "--out") -> Iterator[str]:
+    """The folder a command writes: `out` itself, or for an object-store URI its local mirror,
+    published to the store when the command succeeds."""
+    storage.check_location(out, what)
+    storage.check_lasting(out, what)
+    if not storage.is_uri(out):
+        yield out
+        return
+    with storage.mirrored(out, what) as local:
+        yield str(local)
+
+
 def _spec(config: Optional[Path], data: list[str], **data_flags) -> JobSpec:
     """The job spec's settings (or the defaults), with DATA and column flags applied."""
-    from vecjob.outputs import check_local
-
     for p in data:
-        check_local(p, "DATA")
-    paths = [str(Path(p).resolve()) for p in data]
+        storage.check_location(p, "DATA")
+    paths = [storage.absolute(p) for p in data]
     spec = load_job_spec(config) if config else JobSpec(data={"paths": paths})
     return spec.model_copy(update={"data": override(spec.data, paths=paths, **data_flags)})
 
@@ -72,7 +85,7 @@ def _spec(config: Optional[Path], data: list[str], **data_flags) -> JobSpec:
 @friendly_errors
 def train(
     data: DataArg,
-    out: Annotated[Path, typer.Option("--out", help="Model dir to write.")],
+    out: Annotated[str, typer.Option("--out", help="Model dir to write.")],
     variant: Annotated[Optional[str], typer.Option(help="plain | denoising | variational")] = None,
     dim: Annotated[Optional[int], typer.Option(help="Document vector size (bottleneck).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs instead of the token budget (early stopping may end sooner).")] = None,
@@ -104,7 +117,9 @@ def train(
         batch_size=batch_size, max_train_chunks=max_train_chunks, seed=seed,
     )
     with reporting.status(f"training {model_cfg.variant} autoencoder (dim {model_cfg.dim})…"):
-        manifest = train_model(spec.data, out, tok_cfg, model_cfg, train_cfg, address=address or spec.address or None)
+        with _writable(out) as target:
+            manifest = train_model(spec.data, target, tok_cfg, model_cfg, train_cfg,
+                                   address=address or spec.address or None)
     best = train_headline(manifest)
     reporting.summary(f"model → {out}", {
         "documents": manifest["counts"]["documents"],
@@ -126,8 +141,8 @@ def train(
 @friendly_errors
 def encode(
     data: DataArg,
-    model: Annotated[Path, typer.Option("--model", help="Model dir written by `vecjob train`.")],
-    out: Annotated[Path, typer.Option("--out", help="Vectors dir to write (reruns resume).")],
+    model: Annotated[str, typer.Option("--model", help="Model dir written by `vecjob train`.")],
+    out: Annotated[str, typer.Option("--out", help="Vectors dir to write (reruns resume).")],
     batch_size: Annotated[Optional[int], typer.Option(help="Chunks per forward pass (0 = auto).")] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Encoder actors (0 = auto).")] = None,
     keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Input column to copy into the vector shards.")] = None,
@@ -146,8 +161,9 @@ def encode(
     spec = _spec(config, data, id_col=id_col, text_col=text_col, strict=strict)
     cfg = override(spec.encode, batch_size=batch_size, concurrency=concurrency, keep_columns=keep, device=device)
     with reporting.row_progress("encoding") as (on_plan, on_rows):
-        manifest = encode_collection(spec.data, model, out, cfg, runner=runner, on_rows=on_rows, on_plan=on_plan,
-                                     address=address or spec.address or None)
+        with _writable(out) as target:
+            manifest = encode_collection(spec.data, model, target, cfg, runner=runner, on_rows=on_rows,
+                                         on_plan=on_plan, address=address or spec.address or None)
     c, t = manifest["counts"], manifest["timings"]
     reporting.summary(f"vectors → {out}", {
         "shards": f"{c['shards']} ({c['shards_encoded']} encoded, {c['shards_skipped_done']} already done)",
@@ -163,8 +179,8 @@ def encode(
 @app.command()
 @friendly_errors
 def index(
-    vectors: Annotated[Path, typer.Argument(help="Vectors dir written by `vecjob encode`.")],
-    out: Annotated[Path, typer.Option("--out", help="Index dir to write.")],
+    vectors: Annotated[str, typer.Argument(help="Vectors dir written by `vecjob encode`.")],
+    out: Annotated[str, typer.Option("--out", help="Index dir to write.")],
     factory: Annotated[Optional[str], typer.Option(help="auto, or a FAISS factory: Flat, HNSW32, IVF1024,Flat, …")] = None,
     metric: Annotated[Optional[str], typer.Option(help="cosine | l2")] = None,
     update: Annotated[bool, typer.Option("--update", help="Update an existing index in place (rebuilt when needed).")] = False,
@@ -177,7 +193,8 @@ def index(
     base = load_job_spec(config).index if config else IndexConfig()
     cfg = override(base, factory=factory, metric=metric)
     with reporting.status("updating index…" if update else "building index…"):
-        m = index_collection(vectors, out, cfg, update=update)
+        with _writable(out) as target:
+            m = index_collection(vectors, target, cfg, update=update)
     last = m["updates"][-1]
     reporting.summary(f"index → {out}", {
         "action": f"{last['action']} ({last['why']})", "added / removed": f"{last['added']:,} / {last['removed']:,}",
@@ -190,8 +207,8 @@ def index(
 @app.command()
 @friendly_errors
 def search(
-    index_dir: Annotated[Path, typer.Argument(help="Index dir written by `vecjob index`.")],
-    model: Annotated[Optional[Path], typer.Option("--model", help="Model dir (needed for --text).")] = None,
+    index_dir: Annotated[str, typer.Argument(help="Index dir written by `vecjob index`.")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Model dir (needed for --text).")] = None,
     text: Annotated[Optional[str], typer.Option("--text", help="Query text.")] = None,
     doc_id: Annotated[Optional[str], typer.Option("--id", help="Query by a stored document's id.")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of neighbours.")] = 10,
@@ -223,8 +240,8 @@ def search(
 @app.command()
 @friendly_errors
 def serve(
-    index_dir: Annotated[Path, typer.Argument(help="Index dir written by `vecjob index`.")],
-    model: Annotated[Optional[Path], typer.Option("--model", help="Model dir that made the index (for text queries).")] = None,
+    index_dir: Annotated[str, typer.Argument(help="Index dir written by `vecjob index`.")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Model dir that made the index (for text queries).")] = None,
     data: Annotated[Optional[list[str]], typer.Option("--data", help="Parquet collection: hits get text snippets.")] = None,
     host: Annotated[str, typer.Option(help="Address the HTTP proxy listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
@@ -247,7 +264,7 @@ def serve(
                                   ("--poll-s", poll_s, poll_s > 0, "above 0")):
         if not ok:
             raise ConfigError(f"{flag} {value}: must be {need}")
-    index_dir, model = index_dir.resolve(), model.resolve() if model else None
+    index_dir, model = storage.absolute(index_dir), storage.absolute(model) if model else None
     check_search_pair(index_dir, model)  # a corrupt or missing index, or another model: one line, exit 2
     if not (address or os.environ.get("RAY_ADDRESS")):  # the proxy will listen on this machine
         with socket.socket() as probe:
@@ -260,7 +277,7 @@ def serve(
 
     try:
         url = deploy(str(index_dir), str(model) if model else None,
-                     [str(Path(d).resolve()) for d in data or []] or None,
+                     [storage.absolute(d) for d in data or []] or None,
                      host=host, port=port, replicas=replicas, poll_s=poll_s)
     except RuntimeError as exc:  # Serve's own failures (a proxy that cannot bind on a cluster node)
         raise ConfigError(f"the search service did not start: {str(exc).strip().splitlines()[-1]}") from None
@@ -283,9 +300,9 @@ def serve(
 @app.command()
 @friendly_errors
 def cluster(
-    vectors: Annotated[Path, typer.Argument(help="Vectors dir written by `vecjob encode`.")],
+    vectors: Annotated[str, typer.Argument(help="Vectors dir written by `vecjob encode`.")],
     k: Annotated[str, typer.Option("--k", help="Number of clusters, or 'auto' (best silhouette in 2..20).")],
-    out: Annotated[Path, typer.Option("--out", help="Cluster dir to write.")],
+    out: Annotated[str, typer.Option("--out", help="Cluster dir to write.")],
     data: Annotated[Optional[list[str]], typer.Option("--data", help="Parquet collection: texts give top terms, labels give NMI/ARI.")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="k-means restarts.")] = None,
     iterations: Annotated[Optional[int], typer.Option(help="k-means iterations.")] = None,
@@ -305,8 +322,9 @@ def cluster(
     base = load_job_spec(config).cluster if config else ClusterConfig()
     cfg = override(base, seeds=seeds, iterations=iterations)
     with reporting.status("clustering…"):
-        summary = cluster_collection(vectors, out, k if k == "auto" else int(k), cfg, data=data,
-                                     id_col=id_col, text_col=text_col, label_col=label_col)
+        with _writable(out) as target:
+            summary = cluster_collection(vectors, target, k if k == "auto" else int(k), cfg, data=data,
+                                         id_col=id_col, text_col=text_col, label_col=label_col)
     if as_json:
         typer.echo(json.dumps(summary, default=str))
         return
@@ -326,9 +344,9 @@ LabelColOpt = Annotated[str, typer.Option("--label-col", help="Label column.")]
 @sentiment_app.command("train")
 @friendly_errors
 def sentiment_train(
-    vectors: Annotated[Path, typer.Argument(help="Vectors dir.")],
+    vectors: Annotated[str, typer.Argument(help="Vectors dir.")],
     labels: LabelsOpt,
-    out: Annotated[Path, typer.Option("--out", help="Classifier dir to write.")],
+    out: Annotated[str, typer.Option("--out", help="Classifier dir to write.")],
     label_col: LabelColOpt = "label",
     id_col: Annotated[str, typer.Option("--id-col")] = "id",
 ) -> None:
@@ -336,7 +354,8 @@ def sentiment_train(
     from vecjob import reporting
     from vecjob.sentiment import train_classifier
 
-    m = train_classifier(vectors, labels, out, SentimentConfig(label_col=label_col), id_col=id_col)
+    with _writable(out) as target:
+        m = train_classifier(vectors, labels, target, SentimentConfig(label_col=label_col), id_col=id_col)
     reporting.summary(f"classifier → {out}", {
         "classes": ", ".join(m["classes"]), "training rows": m["counts"]["joined"],
         "labels without a vector": m["counts"]["labels_without_vector"], "C (by CV)": m["chosen_C"],
@@ -347,8 +366,8 @@ def sentiment_train(
 @sentiment_app.command("eval")
 @friendly_errors
 def sentiment_eval(
-    clf: Annotated[Path, typer.Argument(help="Classifier dir.")],
-    vectors: Annotated[Path, typer.Argument(help="Vectors dir.")],
+    clf: Annotated[str, typer.Argument(help="Classifier dir.")],
+    vectors: Annotated[str, typer.Argument(help="Vectors dir.")],
     labels: LabelsOpt,
     label_col: LabelColOpt = "label",
     split: Annotated[str, typer.Option(help="Rows of this split ('all' = every labelled row).")] = "test",
@@ -373,15 +392,16 @@ def sentiment_eval(
 @sentiment_app.command("predict")
 @friendly_errors
 def sentiment_predict(
-    clf: Annotated[Path, typer.Argument(help="Classifier dir.")],
-    vectors: Annotated[Path, typer.Argument(help="Vectors dir.")],
-    out: Annotated[Path, typer.Option("--out", help="Predictions dir to write.")],
+    clf: Annotated[str, typer.Argument(help="Classifier dir.")],
+    vectors: Annotated[str, typer.Argument(help="Vectors dir.")],
+    out: Annotated[str, typer.Option("--out", help="Predictions dir to write.")],
 ) -> None:
     """Write one prediction shard (id, label, prob_<class>) per vector shard."""
     from vecjob import reporting
     from vecjob.sentiment import predict_collection
 
-    m = predict_collection(clf, vectors, out)
+    with _writable(out) as target:
+        m = predict_collection(clf, vectors, target)
     reporting.summary(f"predictions → {out}", {"rows": m["rows"], "shards": len(m["shards"])})
 
 
@@ -389,13 +409,14 @@ def sentiment_predict(
 @friendly_errors
 def corpus(
     name: Annotated[str, typer.Argument(help="Built-in corpus: bbc (BBC News, 2,225 articles, 5 topics).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the Parquet shards.")],
+    out: Annotated[str, typer.Option("--out", help="Folder for the Parquet shards.")],
     shards: Annotated[int, typer.Option(help="Number of shards.")] = 3,
 ) -> None:
     """Write a corpus that installs with vecjob as Parquet shards (id, text, label, split)."""
     from vecjob.corpus import write_corpus
 
-    paths = write_corpus(name, out, shards)
+    with _writable(out) as target:
+        paths = write_corpus(name, target, shards)
     typer.echo(f"wrote {len(paths)} shards to {out}", err=True)
 
 
@@ -405,13 +426,18 @@ def run(
     job: Annotated[Path, typer.Argument(help="Job spec (TOML), e.g. jobs/quickstart.toml.")],
     force: Annotated[bool, typer.Option("--force", help="Redo stages that are up to date (and retrain).")] = False,
     retrain: Annotated[bool, typer.Option("--retrain", help="Train a new model; switch to it once its index is built.")] = False,
+    out: Annotated[Optional[str], typer.Option("--out", help="Run dir (a local path or s3://, gs://); overrides the spec's.")] = None,
     address: AddressOpt = None,
 ) -> None:
     """Run the stages a job spec names, skipping those whose outputs are up to date."""
     from vecjob import reporting
     from vecjob.pipeline import run_job
 
-    spec = load_job_spec(job)
+    if out:
+        storage.check_location(out, "--out")
+        storage.check_lasting(out, "--out")
+        out = storage.absolute(out)
+    spec = load_job_spec(job, out=out)
     if address:
         spec = spec.model_copy(update={"address": address})
 

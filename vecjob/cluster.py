@@ -25,6 +25,7 @@ from vecjob.parquet_io import (
     discover,
     new_manifest,
     read_manifest,
+    scan,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -239,14 +240,14 @@ def _cluster_table(frame: pl.DataFrame, k: int, examples: int = 5) -> list[dict]
 
 def _join_data(frame: pl.DataFrame, data: list[str], id_col: str, text_col: str, label_col: str) -> pl.DataFrame:
     paths = discover(data)
-    schema = pl.scan_parquet(paths).collect_schema()
+    schema = scan(paths).collect_schema()
     for col in (id_col, text_col):
         if col not in schema:
             raise InputError(f"{paths[0]}: missing column '{col}' (columns: {', '.join(schema.names())})")
     cols = [pl.col(id_col).alias("id"), pl.col(text_col).alias("text")]
     if label_col in schema:
         cols.append(pl.col(label_col).cast(pl.String).alias("label"))
-    source = pl.scan_parquet(paths).select(cols).collect()
+    source = scan(paths).select(cols).collect()
     return frame.join(source, on="id", how="inner")
 
 

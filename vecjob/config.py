@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vecjob import storage
 from vecjob.errors import ConfigError
-from vecjob.outputs import check_local
 
 
 class _Frozen(BaseModel):
@@ -173,7 +173,7 @@ class JobSpec(_Frozen):
     """A scheduled run: which data, which stages, where outputs go."""
 
     name: str = "job"
-    out: str = "runs/{date}"  # output root; {date} expands to the run date
+    out: str = "runs/{date}"  # output root, a local path or s3:// / gs://; {date} expands to the run date
     # Run in the pipeline's order whatever order the spec lists them in (each stage reads the one before).
     stages: list[Literal[STAGE_ORDER]] = Field(default_factory=lambda: ["train", "encode", "index"])
     corpus: str = ""  # builtin corpus to materialise into data.paths[0] (e.g. "bbc")
@@ -203,8 +203,9 @@ class JobSpec(_Frozen):
         return self
 
 
-def load_job_spec(path: str | Path, run_date: _dt.date | None = None) -> JobSpec:
-    """Parse and validate a TOML job spec; relative paths resolve against the spec's folder."""
+def load_job_spec(path: str | Path, run_date: _dt.date | None = None, out: str | None = None) -> JobSpec:
+    """Parse and validate a TOML job spec; relative paths resolve against the spec's folder.
+    `out` (the --out flag: absolute or a URI) replaces the spec's own."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -212,6 +213,8 @@ def load_job_spec(path: str | Path, run_date: _dt.date | None = None) -> JobSpec
         raise ConfigError(f"{path}: job spec not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if out is not None:
+        raw["out"] = out
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
@@ -222,18 +225,26 @@ def load_job_spec(path: str | Path, run_date: _dt.date | None = None) -> JobSpec
 def resolve_paths(spec: JobSpec, base: Path, run_date: _dt.date) -> JobSpec:
     date = run_date.isoformat()
 
-    def resolve(p: str, key: str) -> str:
+    def resolve(p: str, key: str, written: bool = False) -> str:
+        if "{out}" in p:  # a path inside the run dir follows it, wherever --out puts it
+            return storage.join(out, p.replace("{out}", "").lstrip("/"))
         p = p.replace("{date}", date)
-        check_local(p, key)
-        return str((base / p).resolve())
+        storage.check_location(p, key)
+        if written:
+            storage.check_lasting(p, key)
+        return p if storage.is_uri(p) else str((base / p).resolve())
 
-    data = spec.data.model_copy(update={"paths": [resolve(p, "data.paths") for p in spec.data.paths]})
+    out = resolve(spec.out, "out", True)
+
+    corpus_writes = "corpus" in spec.stages  # into data.paths[0]
+    data = spec.data.model_copy(update={"paths": [resolve(p, "data.paths", corpus_writes and i == 0)
+                                                  for i, p in enumerate(spec.data.paths)]})
     sentiment = spec.sentiment.model_copy(
         update={"labels": [resolve(p, "sentiment.labels") for p in spec.sentiment.labels]})
     train = spec.train
     if train.storage_path:
-        train = train.model_copy(update={"storage_path": resolve(train.storage_path, "train.storage_path")})
-    return spec.model_copy(update={"out": resolve(spec.out, "out"), "data": data, "sentiment": sentiment,
+        train = train.model_copy(update={"storage_path": resolve(train.storage_path, "train.storage_path", True)})
+    return spec.model_copy(update={"out": out, "data": data, "sentiment": sentiment,
                                    "train": train})
 
 

@@ -29,6 +29,7 @@ from vecjob.parquet_io import (
     Shard,
     file_fingerprint,
     fingerprint,
+    parquet_file,
     read_json,
     read_row_groups,
     write_json_atomic,
@@ -152,9 +153,7 @@ def tag_part(table: pa.Table, ok: np.ndarray, shard: int, part: int, timing: lis
 
 def empty_part(shard: Shard, s_idx: int, id_col: str, keep_columns: list[str], dim: int) -> pa.Table:
     """The encoded form of a shard with no rows, typed like a real one."""
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(shard.path)
+    schema = parquet_file(shard.path).schema_arrow
     extra = {c: pa.array([], schema.field(c).type) for c in keep_columns}
     table = vectors_table(pa.array([], schema.field(id_col).type), np.zeros((0, dim), np.float32), extra)
     return tag_part(table, np.zeros(0, bool), s_idx, 0, [0.0, 0.0, 0.0, 0.0])

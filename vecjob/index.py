@@ -24,9 +24,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from vecjob import storage
 from vecjob.config import IndexConfig
 from vecjob.errors import ArtifactError, ConfigError, InputError
-from vecjob.outputs import MANIFEST, check_local, check_output, output_lock, staged_dir
+from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import new_manifest, read_manifest, write_json_atomic, write_parquet_atomic
 from vecjob.vectors import VectorsDir, table_vectors
 
@@ -443,8 +444,7 @@ def load_index_dir(path: str | Path) -> LoadedIndex:
     import faiss
     import pyarrow.parquet as pq
 
-    check_local(path, "index")
-    path = Path(path)
+    path = storage.snapshot(str(path), "index")
     manifest = read_manifest(path, MANIFEST_KIND)
     for name in (INDEX_FILE, IDS_FILE):
         if not (path / name).exists():

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vecjob import FORMAT_VERSION
+from vecjob import FORMAT_VERSION, storage
 from vecjob.config import ModelConfig, TokenizerConfig
 from vecjob.errors import ArtifactError
-from vecjob.outputs import check_local, staged_dir
+from vecjob.outputs import staged_dir
 from vecjob.parquet_io import MANIFEST, file_fingerprint, fingerprint, read_manifest, write_json_atomic
 from vecjob.tokenizer import TOKENIZER_VERSION, Tokenizer, Vocab
 
@@ -94,8 +94,7 @@ def write_model_dir(
 
 def read_model_info(path: str | Path) -> ModelInfo:
     """Config, vocabulary and manifest of a model dir; any missing or mismatched part is an ArtifactError."""
-    check_local(path, "model")
-    path = Path(path)
+    path = storage.snapshot(str(path), "model")
     if not path.is_dir():
         raise ArtifactError(f"{path}: model dir not found")
     manifest = read_manifest(path, MANIFEST_KIND)

@@ -1,4 +1,6 @@
-"""Where vecjob writes: checking an output location before any work, locking it, publishing it.
+"""Where vecjob writes on disk: checking an output location before any work, locking it, publishing it.
+An output in an object store is written into a local mirror of this kind and published from there by
+`vecjob.storage`, which has no rename or flock to rely on.
 
 One promise for every output folder: a reader sees a complete generation (one run's files under
 that run's manifest) or a folder that is visibly incomplete, never a mix. Two ways keep it:
@@ -27,19 +29,18 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from vecjob import faults
+from vecjob import faults, storage
 from vecjob.errors import ConfigError, LockedError
 
 MANIFEST = "manifest.json"
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # s3://b/x, gs://b, s3:/x, ftp:x (not a relative path)
 
 
-def check_local(location: str | Path, what: str) -> None:
-    """Refuse a URI: every location is a local path (or a shared volume) in this version."""
-    if _URI.match(str(location)):
-        raise ConfigError(
-            f"{what} {location}: URIs (s3://, gs://, …) are not supported yet; use a local path or a shared volume"
-        )
+def _check_local(location: str | Path, what: str) -> None:
+    """Refuse a location vecjob cannot use, and an object-store URI where a local folder is needed
+    (callers publish to a store through `vecjob.storage.mirrored`, which hands them a local one)."""
+    storage.check_location(location, what)
+    if storage.is_uri(location):
+        raise ConfigError(f"{what} {location}: an object-store location must be written through vecjob.storage")
 
 
 def _input_root(location: str) -> Path:
@@ -60,7 +61,7 @@ def check_output(
     so the outputs would become input), and a non-empty folder holding none of the `markers` that
     show vecjob wrote it (its files would be replaced or removed); no markers: any folder will do.
     """
-    check_local(out, what)
+    _check_local(out, what)
     path = Path(out).resolve()
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{what} {out}: exists and is not a directory")
@@ -72,7 +73,9 @@ def check_output(
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {out}: cannot write in {ancestor} (permission denied)")
     for location in inputs:
-        check_local(location, "input")
+        storage.check_location(location, "input")
+        if storage.is_uri(location):
+            continue  # an object store never overlaps a local folder
         root = _input_root(str(location))
         if path == root or root in path.parents or path in root.parents:
             raise ConfigError(

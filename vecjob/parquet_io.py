@@ -1,5 +1,8 @@
 """The data contract on disk: finding and checking input shards, atomic writes, manifests.
 
+Input shards may be local paths or object-store URIs (`vecjob.storage`); they are read through
+pyarrow.fs either way, so a shard's path is what Ray workers on any node open too.
+
 Everything vecjob publishes goes through `atomic_path`: write to a hidden temporary name in the
 destination folder, then `os.replace`, so a reader (or a rerun after `kill -9`) never sees half a file.
 """
@@ -7,11 +10,13 @@ destination folder, then `os.replace`, so a reader (or a rerun after `kill -9`) 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import hashlib
 import json
 import os
 import platform
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,11 +25,12 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from vecjob import FORMAT_VERSION, __version__
+from vecjob import FORMAT_VERSION, __version__, storage
 from vecjob.errors import ArtifactError, InputError
-from vecjob.outputs import MANIFEST, check_local
+from vecjob.outputs import MANIFEST
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class Shard:
     def name(self) -> str:
         """Deterministic output name: the input stem plus a hash of the full path (stems may repeat)."""
         digest = hashlib.blake2b(self.path.encode(), digest_size=4).hexdigest()
-        return f"{Path(self.path).stem}-{digest}"
+        return f"{storage.basename(self.path).removesuffix('.parquet')}-{digest}"
 
 
 def discover(paths: list[str] | str) -> list[str]:
@@ -49,7 +55,10 @@ def discover(paths: list[str] | str) -> list[str]:
         paths = [paths]
     found: list[str] = []
     for p in paths:
-        check_local(p, "input")
+        storage.check_location(p, "input")
+        if storage.is_uri(p):
+            found += _discover_uri(p)
+            continue
         if any(ch in p for ch in "*?["):
             found += sorted(f for f in glob.glob(p, recursive=True) if os.path.isfile(f))
         elif os.path.isdir(p):
@@ -62,7 +71,34 @@ def discover(paths: list[str] | str) -> list[str]:
             raise InputError(f"{p}: no such file or directory")
     if not found:
         raise InputError(f"{', '.join(paths)}: no Parquet files found")
-    return sorted(dict.fromkeys(os.path.abspath(f) for f in found))
+    return sorted(dict.fromkeys(f if storage.is_uri(f) else os.path.abspath(f) for f in found))
+
+
+def _discover_uri(location: str) -> list[str]:
+    """Files, prefixes and globs in an object store, as URIs (a store lists; it has no directories)."""
+    scheme = location.split("://", 1)[0] + "://"
+    storage.check_reachable(location, "input")
+    fs, path = storage.filesystem(location)
+    if any(ch in path for ch in "*?["):
+        prefix = re.split(r"[*?\[]", path, maxsplit=1)[0].rsplit("/", 1)[0]
+        listed = storage.list_files(scheme + prefix)
+        return sorted(scheme + i.path for i in listed.values() if fnmatch.fnmatchcase(i.path, path))
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return [location]
+    listed = storage.list_files(location)
+    if not listed and info.type == pafs.FileType.NotFound:
+        raise InputError(f"{location}: no such file or prefix")
+    return sorted(scheme + i.path for rel, i in listed.items()
+                  if rel.endswith(".parquet") and not _hidden(Path(rel)))
+
+
+def parquet_file(path: str) -> pq.ParquetFile:
+    """Open a shard's footer, local or in an object store."""
+    if storage.is_uri(path):
+        fs, inner = storage.filesystem(path)
+        return pq.ParquetFile(fs.open_input_file(inner))
+    return pq.ParquetFile(path)
 
 
 def _hidden(rel: Path) -> bool:
@@ -72,7 +108,7 @@ def _hidden(rel: Path) -> bool:
 def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tuple[str, ...] = ()) -> Shard:
     """Open a shard's footer and check its schema; raise InputError naming the file on any problem."""
     try:
-        meta = pq.ParquetFile(path)
+        meta = parquet_file(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
     schema = meta.schema_arrow
@@ -126,7 +162,7 @@ def check_shards(
 
 def _null_count(shard: Shard, col: str) -> int:
     """Nulls in a column: from the row groups' statistics when every one has them, else one column scan."""
-    meta = pq.ParquetFile(shard.path).metadata
+    meta = parquet_file(shard.path).metadata
     # The Parquet leaf column, not the Arrow field: nested columns before it shift the numbering.
     idx = next(i for i in range(meta.num_columns) if meta.schema.column(i).path == col)
     total = 0
@@ -160,7 +196,7 @@ def check_no_blank_texts(shard: Shard, id_col: str, text_col: str) -> None:
 def read_row_groups(path: str, row_groups: list[int], columns: list[str]) -> pa.Table:
     """Read some row groups of one shard; a corrupt page raises InputError naming the file."""
     try:
-        return pq.ParquetFile(path).read_row_groups(row_groups, columns=columns)
+        return parquet_file(path).read_row_groups(row_groups, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
 
@@ -194,6 +230,8 @@ def write_json_atomic(obj: Any, dest: str | Path) -> None:
 
 def read_json(path: str | Path) -> dict:
     try:
+        if storage.is_uri(path):
+            return json.loads(storage.read_bytes(str(path)))
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing") from None
@@ -217,10 +255,24 @@ def clean_stale_temporaries(folder: str | Path) -> int:
 def file_fingerprint(path: str | Path) -> str:
     """Content hash of a file (blake2b, 16 bytes): stable across copies and machines."""
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    fs, inner = storage.filesystem(path)
+    with fs.open_input_stream(inner) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def scan(paths: list[str]):
+    """A polars LazyFrame over shards, local or in an object store (through pyarrow.fs)."""
+    import polars as pl
+
+    if not any(storage.is_uri(p) for p in paths):
+        return pl.scan_parquet(paths)
+    import pyarrow.dataset as pads
+
+    fs = storage.filesystem(paths[0])[0]
+    return pl.scan_pyarrow_dataset(pads.dataset([storage.filesystem(p)[1] for p in paths], filesystem=fs,
+                                                format="parquet"))
 
 
 def fingerprint(*parts: Any) -> str:
@@ -243,8 +295,8 @@ def new_manifest(kind: str, **fields: Any) -> dict:
 
 def read_manifest(folder: str | Path, kind: str) -> dict:
     """Read and check a manifest; an absent, foreign or newer-format one is an ArtifactError."""
-    path = Path(folder) / MANIFEST
-    if not path.exists():
+    path = storage.join(str(folder), MANIFEST)
+    if not storage.exists(path):
         raise ArtifactError(f"{folder}: no {MANIFEST} (not a complete vecjob {kind.split('.')[-1]} dir)")
     manifest = read_json(path)
     if manifest.get("kind") != kind:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from vecjob import storage
 from vecjob.config import JobSpec
 from vecjob.lifecycle import active_model, decide, publish_when_ready, settings_fingerprint
 from vecjob.outputs import check_output, output_lock
@@ -35,7 +36,7 @@ STATE_FILE = "run_state.json"
 def stage_dirs(spec: JobSpec) -> dict[str, Path]:
     root = Path(spec.out)
     return {
-        "corpus": Path(spec.data.paths[0]),
+        "corpus": spec.data.paths[0],  # may be an object-store URI
         "train": root / "model",
         "encode": root / "vectors",
         "index": root / "index",
@@ -82,16 +83,27 @@ def run_job(
     force: bool = False,
     on_stage: Callable[[str, str], None] | None = None,
     retrain: bool = False,
+    publish: Callable[[], object] | None = None,
+    published_at: str | None = None,
 ) -> dict:
     """Run the job's stages under one lock on the run dir; returns the run manifest.
-    `force` redoes every stage (and retrains); `retrain` trains a new model and switches to it."""
+    `force` redoes every stage (and retrains); `retrain` trains a new model and switches to it.
+    An `out` in an object store runs in its local mirror, which `publish` pushes after each stage;
+    `published_at` is where readers (Ray workers on any node) find the run dir's folders."""
+    on_stage = on_stage or (lambda stage, line: None)
+    if storage.is_uri(spec.out):  # worked on in a local mirror, published after every stage
+        with storage.mirrored(spec.out, "out") as local:
+            return run_job(spec.model_copy(update={"out": str(local)}), force, on_stage, retrain,
+                           publish=lambda: storage.push(local, spec.out), published_at=spec.out)
     root = check_output(spec.out, "out", markers=())  # stages check their own folders
     with output_lock(root):
         root.mkdir(parents=True, exist_ok=True)
-        return _run_locked(spec, root, force, retrain or force, on_stage or (lambda stage, line: None))
+        return _run_locked(spec, root, force, retrain or force, on_stage, publish or (lambda: None),
+                           published_at or str(root))
 
 
-def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage: Callable[[str, str], None]) -> dict:
+def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage: Callable[[str, str], None],
+                publish: Callable[[], object], published_at: str) -> dict:
     state_path = root / STATE_FILE
     state = read_json(state_path) if state_path.exists() else {}
     dirs = stage_dirs(spec)
@@ -108,7 +120,7 @@ def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage:
                 on_stage(stage, records[-1]["status"])
                 continue
         else:
-            output_ready = (dirs[stage] / MANIFEST).exists() if stage != "corpus" else dirs[stage].exists()
+            output_ready = (dirs[stage] / MANIFEST).exists() if stage != "corpus" else _corpus_written(dirs[stage])
             if not force and state.get(stage) == fp and output_ready:
                 records.append({"stage": stage, "status": "skipped (up to date)", "fingerprint": fp})
                 on_stage(stage, "skipped (up to date)")
@@ -116,25 +128,28 @@ def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage:
         on_stage(stage, "running" + (f": {decision['why']}" if stage == "train" else ""))
         t0 = time.perf_counter()
         if stage == "train":
-            metrics = {**_plain(decision), **_train(spec, decision["target"])}
+            metrics = {**_plain(decision), **_train(spec, decision["target"], published_at)}
         else:
-            metrics = _run_stage(spec, stage, dirs)
+            metrics = _run_stage(spec, stage, dirs, root, published_at)
         # The fingerprint of a downstream stage may read this stage's fresh manifest: recompute.
         fp = stage_fingerprint(spec, stage)
         state[stage] = fp
         write_json_atomic(state, state_path)
+        publish()
         records.append({"stage": stage, "status": "ran", "fingerprint": fp,
                         "seconds": round(time.perf_counter() - t0, 2), "metrics": metrics})
         on_stage(stage, f"ran in {records[-1]['seconds']:.1f}s: {_headline(metrics)}")
         made_with_model = [dirs[s] for s in ("encode", "index") if s in spec.stages]
         if publish_when_ready(dirs["train"], made_with_model):
+            publish()
             on_stage("train", "published the retrained model (its vectors and index are published)")
             records.append({"stage": "publish model", "status": "ran",
                             "metrics": {"model_fingerprint": _upstream(dirs["train"], "model_fingerprint")}})
-    manifest = new_manifest("vecjob.run", job=spec.name, spec=spec.model_dump(), stages=records,
+    manifest = new_manifest("vecjob.run", job=spec.name, spec={**spec.model_dump(), "out": published_at}, stages=records,
                             night=_night_report(before, _collection_state(dirs), records),
                             seconds=round(time.perf_counter() - t_run, 2))
     write_json_atomic(manifest, root / "run_manifest.json")
+    publish()
     return manifest
 
 
@@ -177,10 +192,13 @@ def _night_report(before: dict, after: dict, records: list[dict]) -> dict:
     return report
 
 
-def _train(spec: JobSpec, target: Path) -> dict:
+def _train(spec: JobSpec, target: Path, published_at: str) -> dict:
     from vecjob.ray_train import train_model
 
-    return train_headline(train_model(spec.data, target, spec.tokenizer, spec.model, spec.train,
+    train_cfg = spec.train
+    if storage.is_uri(published_at) and not train_cfg.storage_path:  # Ray Train needs storage every node reaches
+        train_cfg = train_cfg.model_copy(update={"storage_path": storage.join(published_at, storage.TRAIN_STORAGE)})
+    return train_headline(train_model(spec.data, target, spec.tokenizer, spec.model, train_cfg,
                                       address=spec.address or None))
 
 
@@ -194,16 +212,33 @@ def train_headline(model_manifest: dict) -> dict:
             "val_loss": best.get("val_loss"), "val_token_acc": best.get("val_token_acc")}
 
 
-def _run_stage(spec: JobSpec, stage: str, dirs: dict[str, Path]) -> dict:
+def _corpus_written(location: str) -> bool:
+    return bool(storage.list_files(location)) if storage.is_uri(location) else Path(location).exists()
+
+
+def _published_model(model_dir: Path, root: Path, published_at: str) -> str:
+    """The model this run encodes with, where every Ray worker can read it (the store, when there)."""
+    return storage.join(published_at, active_model(model_dir).relative_to(root).as_posix())
+
+
+def _run_stage(spec: JobSpec, stage: str, dirs: dict[str, Path], root: Path, published_at: str) -> dict:
     if stage == "corpus":
         from vecjob.corpus import write_corpus
 
-        paths = write_corpus(spec.corpus, dirs["corpus"])
+        dest, inside = dirs["corpus"], published_at.rstrip("/") + "/"
+        if storage.is_uri(dest) and dest.startswith(inside):  # published with the run dir, by its mirror
+            paths = write_corpus(spec.corpus, root / dest[len(inside):])
+        elif storage.is_uri(dest):
+            with storage.mirrored(dest, "data.paths") as local:
+                paths = write_corpus(spec.corpus, local)
+        else:
+            paths = write_corpus(spec.corpus, dest)
         return {"shards": len(paths)}
     if stage == "encode":
         from vecjob.ray_encode import encode_collection
 
-        m = encode_collection(spec.data, active_model(dirs["train"]), dirs["encode"], spec.encode,
+        model = _published_model(dirs["train"], root, published_at)
+        m = encode_collection(spec.data, model, dirs["encode"], spec.encode,
                               address=spec.address or None)
         return m["counts"]
     if stage == "index":

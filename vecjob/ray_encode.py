@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+from vecjob import storage
 from vecjob.config import DataConfig, EncodeConfig
 from vecjob.encode_shards import (
     STATS_DIR,
@@ -37,8 +38,10 @@ from vecjob.parquet_io import (
 from vecjob.vectors import MANIFEST_KIND
 
 
-def resolve_concurrency(cfg: EncodeConfig, cpus: int, gpus: int) -> tuple[int, float, float, int]:
-    """(actors, cpus per actor, gpus per actor, torch threads per actor)."""
+def resolve_concurrency(cfg: EncodeConfig, cpus: int, gpus: int, node_cpus: int | None = None
+                        ) -> tuple[int, float, float, int]:
+    """(actors, cpus per actor, gpus per actor, torch threads per actor), for a cluster of `cpus` in
+    all whose largest node has `node_cpus` (an actor lives on one node)."""
     if cfg.device == "cuda" and gpus == 0:
         raise VecjobError("--device cuda, but the Ray cluster has no GPUs (the actors could never start)")
     use_gpu = cfg.device == "cuda" or (cfg.device == "auto" and gpus > 0)
@@ -49,13 +52,14 @@ def resolve_concurrency(cfg: EncodeConfig, cpus: int, gpus: int) -> tuple[int, f
     # threads synchronise on every time step; on 2 CPUs, 2 actors × 1 thread encode 1.17× faster
     # than 1 actor × 2 threads (bench/README.md, Ray overhead).
     actors = cfg.concurrency or max(1, cpus)
-    threads = max(1, cpus // actors)
+    threads = max(1, min(cpus // actors, node_cpus or cpus))
     # A fraction below the threads it uses leaves the scheduler room for Ray Data's own tasks:
     # actors that hold every CPU starve them and the pipeline hangs (shared/RAY_NOTES.md).
     return actors, max(0.25, threads - 0.5), 0.0, threads
 
 
 RUNNERS = ("ray", "local")
+ACTORS_START_S = 300  # longest wait for the encoder actors to start before the run fails
 RESERVED_COLUMNS = ("id", "vector")
 
 
@@ -105,7 +109,7 @@ def encode_collection(
             on_rows=on_rows,
         )
         encoder_kwargs = dict(
-            model_dir=str(Path(model_dir).resolve()), id_col=data.id_col, text_col=data.text_col,
+            model_dir=storage.absolute(model_dir), id_col=data.id_col, text_col=data.text_col,
             keep_columns=list(cfg.keep_columns), batch_size=cfg.batch_size, strict=data.strict,
         )
         t0 = time.perf_counter()
@@ -127,7 +131,7 @@ def encode_collection(
         stats = [read_json(out_dir / stats_name(s, keys[i])) for i, s in enumerate(shards)]
         manifest = new_manifest(
             MANIFEST_KIND,
-            model_dir=str(Path(model_dir).resolve()),
+            model_dir=storage.absolute(model_dir),
             model_fingerprint=model_fp,
             vectors_fingerprint=vectors_fingerprint(stats),
             dim=dim,
@@ -156,11 +160,14 @@ def _run_ray(items, encoder_kwargs: dict, cfg: EncodeConfig, assembler: ShardAss
     import pyarrow as pa
     import ray
 
-    from vecjob.runtime import cluster_cpus_gpus
+    from vecjob.runtime import cluster_cpus_gpus, largest_node_cpus
 
     cpus, gpus = cluster_cpus_gpus()
-    actors, cpus_per_actor, gpus_per_actor, threads = resolve_concurrency(cfg, cpus, gpus)
+    actors, cpus_per_actor, gpus_per_actor, threads = resolve_concurrency(cfg, cpus, gpus, largest_node_cpus())
     device = "cuda" if gpus_per_actor > 0 else ("cpu" if cfg.device == "auto" else cfg.device)
+    # Start encoding once every actor is up: otherwise the first one ready takes the items while the
+    # others wait for CPUs that, say, a finishing training run still holds (seen on two nodes).
+    ray.data.DataContext.get_current().wait_for_min_actors_s = ACTORS_START_S
     ds = ray.data.from_items([asdict(it) for it in items], override_num_blocks=len(items))
     ds = ds.map_batches(
         PartEncoder,

@@ -7,7 +7,6 @@ job's fingerprint). The model dir is written once, at the end, atomically.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from vecjob import storage
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from vecjob.dataset import build_vocab, heldout_unknown_share, training_chunks
 from vecjob.errors import VecjobError
@@ -86,13 +86,13 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
         [i["fingerprint"] for i in inputs], tok_cfg.model_dump(), model_cfg.model_dump(),
         train_cfg.what_shapes_the_weights(), workers, use_gpu,
     )
-    storage = train_cfg.storage_path or str(out.parent / f".{out.name}.ray-train")
+    checkpoints = train_cfg.storage_path or str(out.parent / f".{out.name}{storage.TRAIN_STORAGE}")
     run_name = f"vecjob-train-{job_fp[:16]}"
-    # Rank 0 appends a line per round here and the driver echoes it: the embedded Ray does not forward
-    # workers' output. On a cluster storage_path is shared (Ray Train needs it so), so this works there too.
-    progress = Path(storage) / f"{run_name}.progress"
-    progress.parent.mkdir(parents=True, exist_ok=True)
-    progress.unlink(missing_ok=True)
+    # Rank 0 writes a line per round here and the driver echoes it: the embedded Ray does not forward
+    # workers' output. On a cluster storage_path is shared or in a store (Ray Train needs it so).
+    progress = storage.join(checkpoints, f"{run_name}.progress")
+    storage.remove(progress)
+    checkpoints_fs, checkpoints_path = storage.filesystem(checkpoints)
     resources = {"CPU": 1, **({"GPU": train_cfg.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         worker_loop,
@@ -102,12 +102,13 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
             "token_counts": list(vocab.counts),
             "model": model_cfg.model_dump(),
             "train": train_cfg.model_dump(),
-            "progress": str(progress),
+            "progress": progress,
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=run_name,
-            storage_path=storage,
+            storage_path=checkpoints_path,
+            storage_filesystem=checkpoints_fs,
             failure_config=FailureConfig(max_failures=train_cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
@@ -163,27 +164,24 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
         config={"model": model_cfg.model_dump(), "tokenizer": tok_cfg.model_dump(), "train": train_cfg.model_dump()},
     )
     published = write_model_dir(out, model_cfg, tok_cfg, vocab, best.state_dict(), manifest)
-    shutil.rmtree(Path(storage) / run_name, ignore_errors=True)
-    progress.unlink(missing_ok=True)
+    storage.remove(storage.join(checkpoints, run_name))
+    storage.remove(progress)
     return published
 
 
 @contextlib.contextmanager
-def _echo_lines(path: Path, every_s: float = 1.0):
-    """Print the lines appended to `path` while the block runs (and those left when it ends)."""
+def _echo_lines(location: str, every_s: float = 1.0):
+    """Print the lines added to the file at `location` while the block runs (and those left at its end)."""
     from vecjob.reporting import console
 
     stop, offset = threading.Event(), 0
 
     def echo() -> None:
         nonlocal offset
-        if path.exists():
-            with path.open("rb") as f:
-                f.seek(offset)
-                data = f.read()
-            complete = data[: data.rfind(b"\n") + 1]  # a line being written waits for the next look
-            offset += len(complete)
-            for line in complete.decode().splitlines():
+        if storage.exists(location):
+            data = storage.read_bytes(location)[offset:]
+            offset += len(data)
+            for line in data.decode().splitlines():
                 console.print(line, highlight=False)
 
     def loop() -> None:
@@ -229,12 +227,15 @@ def worker_loop(config: dict) -> None:
     # Adaptive-softmax tail clusters may get no targets in a batch: DDP must tolerate unused params.
     model = prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
+    # A restarted worker group goes on after the lines already written (they are rewritten whole).
+    lines = [storage.read_bytes(config["progress"]).decode()] if rank == 0 and storage.exists(config["progress"]) else []
+
     def on_round_end(state: TrainState, optimizer: torch.optim.Optimizer, metrics: dict) -> None:
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
-        with open(config["progress"], "a") as progress:
-            progress.write(round_line(metrics) + "\n")
+        lines.append(round_line(metrics) + "\n")  # rewritten whole: an object store cannot append
+        storage.write_bytes(config["progress"], "".join(lines).encode())
         core = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(

@@ -16,7 +16,7 @@ def connect(address: str | None = None) -> dict:
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
             log.info("connecting to Ray cluster at %s", address)
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True, **_storage_env())
         else:
             # Local runs need no token auth; the default object store (30% of RAM) is far more than needed.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -27,9 +27,22 @@ def connect(address: str | None = None) -> dict:
                 # Worker errors still reach the driver as exceptions; their chatter does not.
                 log_to_driver=False,
                 logging_level=logging.WARNING,
+                **_storage_env(),
             )
         _quiet_ray_data()
     return ray.cluster_resources()
+
+
+STORAGE_ENV = ("AWS_", "GOOGLE_", "VECJOB_CACHE")
+
+
+def _storage_env() -> dict:
+    """Object-store settings (endpoint, region, credentials) for every worker, as the driver has them.
+    A job submitted through the Jobs API already carries its own runtime env, which this would replace."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV)}
+    if not env or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        return {}
+    return {"runtime_env": {"env_vars": env}}
 
 
 def _local_object_store_bytes() -> int:
@@ -54,3 +67,9 @@ def cluster_cpus_gpus() -> tuple[int, int]:
 
     res = ray.cluster_resources()
     return int(res.get("CPU", 0)), int(res.get("GPU", 0))
+
+
+def largest_node_cpus() -> int:
+    import ray
+
+    return int(max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0))

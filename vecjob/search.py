@@ -9,7 +9,7 @@ import polars as pl
 
 from vecjob.errors import ArtifactError, InputError
 from vecjob.index import LoadedIndex, load_index_dir
-from vecjob.parquet_io import discover
+from vecjob.parquet_io import discover, scan
 
 
 def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, model_dir: str | Path | None):
@@ -95,7 +95,7 @@ def add_snippets(hits: list[dict], data: list[str], id_col: str = "id", text_col
 def lookup_texts(data: list[str], ids: list, id_col: str, text_col: str) -> dict:
     """Texts of the given ids, read lazily from the Parquet collection (only the matching rows)."""
     frame = (
-        pl.scan_parquet(discover(data))
+        scan(discover(data))
         .select([pl.col(id_col).alias("id"), pl.col(text_col).alias("text")])
         .filter(pl.col("id").is_in(ids))
         .collect()

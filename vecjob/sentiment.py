@@ -27,6 +27,7 @@ from vecjob.parquet_io import (
     fingerprint,
     new_manifest,
     read_manifest,
+    scan,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -86,7 +87,7 @@ def labelled_vectors(
     """Vectors joined to labels by id (optionally one split); returns x, y and join counts."""
     vdir = VectorsDir.open(vectors_dir)
     paths = discover(labels)
-    schema = pl.scan_parquet(paths).collect_schema()
+    schema = scan(paths).collect_schema()
     for col in (id_col, cfg.label_col):
         if col not in schema:
             raise InputError(f"{paths[0]}: missing column '{col}' (columns: {', '.join(schema.names())})")
@@ -94,7 +95,7 @@ def labelled_vectors(
     use_split = split is not None and cfg.split_col in schema
     if use_split:
         cols.append(pl.col(cfg.split_col).alias("split"))
-    frame = pl.scan_parquet(paths).select(cols).collect()
+    frame = scan(paths).select(cols).collect()
     if use_split:
         frame = frame.filter(pl.col("split") == split)
     frame = frame.drop_nulls("label")

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vecjob.errors import InputError
+from vecjob import storage
+from vecjob.errors import InputError, VecjobError
 from vecjob.index import MANIFEST_KIND as INDEX_KIND
 from vecjob.index import LoadedIndex, load_index_dir
 from vecjob.outputs import MANIFEST
-from vecjob.parquet_io import fingerprint, read_manifest
+from vecjob.parquet_io import fingerprint, read_json, read_manifest
 from vecjob.search import check_model_made_index
 
 MAX_K = 1_000
@@ -110,8 +111,8 @@ class Snapshot:
     def is_current(self) -> bool:
         """Whether the index dir still holds the generation this snapshot loaded."""
         try:
-            manifest = json.loads((Path(self.index_dir) / MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError):
+            manifest = read_json(storage.join(self.index_dir, MANIFEST))
+        except (OSError, VecjobError):
             return True  # mid-swap or unreadable: keep serving what is loaded
         return generation(manifest) == self.generation
 

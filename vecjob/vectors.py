@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vecjob import storage
 from vecjob.errors import ArtifactError, InputError
-from vecjob.outputs import check_local
 from vecjob.parquet_io import read_manifest
 
 MANIFEST_KIND = "vecjob.vectors"
@@ -53,8 +53,7 @@ class VectorsDir:
 
     @classmethod
     def open(cls, path: str | Path) -> "VectorsDir":
-        check_local(path, "vectors")
-        path = Path(path)
+        path = storage.snapshot(str(path), "vectors")
         if not path.is_dir():
             raise ArtifactError(f"{path}: vectors dir not found")
         manifest = read_manifest(path, MANIFEST_KIND)

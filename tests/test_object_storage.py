@@ -1,0 +1,103 @@
+"""`vecjob run` with its data and every output in object storage (a local S3 server), as a user runs
+it: a fresh process, an embedded Ray, then search by id and by text on the published index."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import write_collection
+from typer.testing import CliRunner
+
+from vecjob import storage
+from vecjob.cli import app
+
+S3_SPEC = """
+name = "in-the-bucket"
+out = "{out}"
+stages = ["train", "encode", "index", "cluster", "sentiment"]
+[data]
+paths = ["{data}"]
+[tokenizer]
+max_vocab = 300
+max_len = 16
+[model]
+dim = 16
+hidden_dim = 24
+[train]
+epochs = 1
+workers = 1
+[encode]
+concurrency = 1
+keep_columns = ["label"]
+[cluster]
+k = 3
+"""
+
+
+def upload_collection(s3, tmp_path, sizes=(60, 40)) -> str:
+    for p in write_collection(tmp_path / "staging", list(sizes)):
+        storage.write_bytes(s3.uri("data", p.name), p.read_bytes())
+    return s3.uri("data")
+
+
+def vecjob(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).parent / "vecjob"), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_job_in_a_bucket_runs_resumes_and_answers_searches(s3, tmp_path, monkeypatch):
+    spec = tmp_path / "jobs" / "job.toml"
+    spec.parent.mkdir()
+    spec.write_text(S3_SPEC.format(out=s3.uri("runs", "nightly"), data=upload_collection(s3, tmp_path)))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    env = {**os.environ, "VECJOB_CACHE": os.environ["VECJOB_CACHE"], "RAY_ADDRESS": ""}
+
+    first = vecjob("run", str(spec), cwd=work, env=env)
+    assert first.returncode == 0, first.stderr[-3000:] + first.stdout[-3000:]
+    published = storage.list_files(s3.uri("runs", "nightly"))
+    for name in ("model/manifest.json", "model/model.pt", "vectors/manifest.json", "index/manifest.json",
+                 "clusters/manifest.json", "sentiment/manifest.json", "run_manifest.json"):
+        assert name in published, sorted(published)
+    assert not [n for n in published if storage.LEASE in n or "ray-train" in n or ".tmp-" in n]
+    run = json.loads(storage.read_bytes(s3.uri("runs", "nightly", "run_manifest.json")))
+    assert run["spec"]["out"] == s3.uri("runs", "nightly")
+    assert [r["status"] for r in run["stages"]] == ["ran"] * 5
+
+    second = vecjob("run", str(spec), cwd=work, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    run = json.loads(storage.read_bytes(s3.uri("runs", "nightly", "run_manifest.json")))
+    assert all(r["status"].startswith("skipped") for r in run["stages"]), run["stages"]
+    assert list(work.iterdir()) == []  # nothing written where the job was started
+
+    runner = CliRunner()
+    by_id = runner.invoke(app, ["search", s3.uri("runs", "nightly", "index"), "--id", "doc-00003", "--json"])
+    assert by_id.exit_code == 0, by_id.output
+    hits = json.loads(by_id.output)["hits"]
+    assert hits[0]["id"] == "doc-00003" and len(hits) == 10
+    by_text = runner.invoke(app, ["search", s3.uri("runs", "nightly", "index"), "--model",
+                                  s3.uri("runs", "nightly", "model"), "--text", "match goal team league", "--json"])
+    assert by_text.exit_code == 0, by_text.output
+    assert len(json.loads(by_text.output)["hits"]) == 10
+    assert list(work.iterdir()) == []
+
+
+def test_bad_run_locations_exit_2_with_one_line_and_create_nothing(s3, tmp_path, monkeypatch):
+    spec = tmp_path / "job.toml"
+    spec.write_text(S3_SPEC.format(out="unused", data=s3.uri("data")))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    runner = CliRunner()
+    cases = {"s3:/x": "malformed URI", "ftp://x": "unsupported scheme", "s3://no-such-bucket-vj/runs": "the bucket does not exist"}
+    for out, problem in cases.items():
+        result = runner.invoke(app, ["run", str(spec), "--out", out])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and problem in lines[0], result.output
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    result = runner.invoke(app, ["run", str(spec), "--out", s3.uri("runs", "x")])
+    assert result.exit_code == 2 and "credentials were rejected" in result.output, result.output
+    assert "wrong" not in result.output.replace("credentials were rejected (wrong secret key)", "")
+    assert list(work.iterdir()) == [] and not storage.cache_root().exists()

@@ -1,0 +1,126 @@
+"""vecjob.storage against a real S3 server (moto, started once per session): the publish protocol,
+readers that never see a mix of generations, the lease, and bad locations. No Ray here."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import write_collection
+
+from vecjob import storage
+from vecjob.errors import ArtifactError, ConfigError, LockedError
+
+
+def _folder(root, generation: int, shards: int) -> None:
+    """A published folder of one generation: data files named after it, a manifest listing them."""
+    (root / "index").mkdir(parents=True, exist_ok=True)
+    for old in (root / "index").iterdir():
+        old.unlink()
+    names = [f"part-{generation}-{i}.bin" for i in range(shards)]
+    for name in names:
+        (root / "index" / name).write_bytes(f"gen {generation} {name}".encode() * 100)
+    (root / "index" / "weights.bin").write_bytes(f"weights of generation {generation}".encode())
+    (root / "index" / "manifest.json").write_text(json.dumps({"generation": generation, "files": names}))
+
+
+def test_push_publishes_a_folder_and_a_rerun_replaces_it_whole(s3, tmp_path):
+    local = tmp_path / "mirror"
+    _folder(local, 1, shards=3)
+    assert storage.push(local, s3.uri("run"))["uploaded"] == 5
+    _folder(local, 2, shards=2)
+    storage.push(local, s3.uri("run"))
+    remote = storage.list_files(s3.uri("run"))
+    assert sorted(remote) == ["index/manifest.json", "index/part-2-0.bin", "index/part-2-1.bin",
+                              "index/weights.bin"]
+    got = storage.snapshot(s3.uri("run", "index"), "index")
+    assert json.loads((got / "manifest.json").read_text())["generation"] == 2
+    assert (got / "weights.bin").read_bytes() == b"weights of generation 2"
+    assert storage.push(local, s3.uri("run"))["uploaded"] == 0  # nothing changed, nothing sent
+
+    elsewhere = tmp_path / "another-machine"
+    assert storage.pull(s3.uri("run"), elsewhere) == 4
+    assert (elsewhere / "index" / "weights.bin").read_bytes() == b"weights of generation 2"
+    assert storage.pull(s3.uri("run"), elsewhere) == 0
+
+
+def test_a_publish_killed_midway_leaves_no_folder_a_reader_accepts(s3, tmp_path):
+    """Killed after the next generation's data went up, before its manifest: readers refuse the
+    folder (its manifest was deleted first) instead of pairing the old manifest with new files."""
+    local = tmp_path / "mirror"
+    _folder(local, 1, shards=2)
+    storage.push(local, s3.uri("run"))
+    _folder(local, 2, shards=2)
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from vecjob import storage
+        storage.push(Path({str(local)!r}), {s3.uri("run")!r})
+    """)
+    killed = subprocess.run([sys.executable, "-c", script], env={**os.environ, "VECJOB_KILL_AT": "pushed_data:1"})
+    assert killed.returncode == -9
+    assert "index/weights.bin" in storage.list_files(s3.uri("run"))  # the new data went up
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        storage.snapshot(s3.uri("run", "index"), "index")
+    storage.push(local, s3.uri("run"))  # the rerun completes the publish
+    got = storage.snapshot(s3.uri("run", "index"), "index")
+    assert json.loads((got / "manifest.json").read_text())["generation"] == 2
+    assert sorted(p.name for p in got.iterdir()) == ["manifest.json", "part-2-0.bin", "part-2-1.bin", "weights.bin"]
+
+
+def test_one_writer_per_run_dir(s3):
+    with storage.lease(s3.uri("run")):
+        with pytest.raises(LockedError, match="another vecjob run is writing here"):
+            with storage.lease(s3.uri("run")):
+                pass
+    assert storage.LEASE not in storage.list_files(s3.uri("run"))  # released
+    # A holder that died stops renewing: once its lease expires, the next run takes over.
+    storage.write_bytes(s3.uri("run", storage.LEASE), json.dumps({"token": "dead", "expires": 0}).encode())
+    with storage.lease(s3.uri("run")):
+        assert json.loads(storage.read_bytes(s3.uri("run", storage.LEASE)))["token"] != "dead"
+
+
+def test_shards_are_discovered_and_read_from_the_store(s3, tmp_path):
+    from vecjob.parquet_io import check_shards, discover, file_fingerprint, read_row_groups
+
+    paths = write_collection(tmp_path / "data", [30, 20])
+    for p in paths:
+        storage.write_bytes(s3.uri("data", "day=1", p.name), p.read_bytes())
+    found = discover(s3.uri("data"))
+    assert found == [s3.uri("data", "day=1", p.name) for p in paths]
+    assert discover(s3.uri("data", "*", "part-01.parquet")) == [found[1]]
+    shards = check_shards(s3.uri("data"), "id", "text")
+    assert [s.num_rows for s in shards] == [30, 20]
+    assert file_fingerprint(found[0]) == file_fingerprint(paths[0])  # same content, same fingerprint
+    assert read_row_groups(found[1], [0], ["id"]).column("id")[0].as_py() == "doc-00030"
+
+
+@pytest.mark.parametrize("location, problem", [
+    ("s3:/x", "malformed URI"),
+    ("ftp://host/x", "unsupported scheme 'ftp:'"),
+    ("s3://Not_A_Bucket/x", "malformed URI"),
+    ("s3://no-such-bucket-vecjob/x", "the bucket does not exist"),
+])
+def test_a_bad_location_is_named_before_anything_is_created(s3, location, problem):
+    with pytest.raises(ConfigError, match=problem):
+        with storage.mirrored(location, "--out"):
+            pass
+    assert not storage.cache_root().exists()
+
+
+def test_wrong_credentials_are_refused_without_echoing_them(s3, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(ConfigError) as refused:
+        storage.check_reachable(s3.uri("run"), "--out")
+    assert "credentials were rejected" in str(refused.value) or "access denied" in str(refused.value)
+    assert "not-the-secret" not in str(refused.value) and s3.env["AWS_ACCESS_KEY_ID"] not in str(refused.value)
+
+
+def test_a_relative_output_in_a_job_with_a_working_dir_is_refused(monkeypatch):
+    storage.check_lasting("runs/x", "out")  # outside a submitted job: fine
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x"}}))
+    with pytest.raises(ConfigError, match="out runs/x: a relative output path .* use an absolute path or a URI"):
+        storage.check_lasting("runs/x", "out")
+    storage.check_lasting("/abs/runs/x", "out")
+    storage.check_lasting("s3://bucket/runs/x", "out")

@@ -1,0 +1,451 @@
+"""Where vecjob reads and writes: a local path, or an object-store URI (s3://, gs://) through pyarrow.fs.
+
+Object stores have no rename and no flock, so a run dir on one is worked on in a local mirror
+(`workspace`) and published to the store with one protocol (`push`), the same for every folder:
+
+1. in each folder whose files changed, the manifest is deleted first (the folder is then visibly
+   incomplete: readers refuse a folder without its manifest);
+2. the changed data objects are uploaded;
+3. the manifests are uploaded, the run dir's own state files last;
+4. objects the local generation no longer has (an earlier generation's shards) are deleted.
+
+A reader (`snapshot`) downloads a folder, then checks that its manifest did not change meanwhile
+and that no file is newer than the manifest (the store stamps every upload, so a file of the next
+generation always is): a reader never pairs one generation's manifest with another's files.
+
+One writer per run dir: a lease object beside it, created with a conditional put (S3's
+If-None-Match), renewed while the run lives and deleted when it ends; a lease whose holder stopped
+renewing it expires. gs:// has no conditional put through pyarrow: its lease is checked, then written.
+
+Credentials come only from the standard environment (AWS_*, with AWS_ENDPOINT_URL for an
+S3-compatible store; GOOGLE_APPLICATION_CREDENTIALS); they never enter a message or a manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import posixpath
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.fs as pafs
+
+from vecjob import faults
+from vecjob.errors import ArtifactError, ConfigError, LockedError
+
+SCHEMES = ("s3", "gs")
+MANIFESTS = ("manifest.json",)
+RUN_STATE_FILES = ("run_state.json", "run_manifest.json")  # the run dir's own, published last
+LEASE = ".vecjob-lease.json"
+TRAIN_STORAGE = ".ray-train"  # Ray Train's checkpoints while a model trains; never mirrored
+SYNC_RECORD = ".vecjob-sync.json"  # in a workspace: what it holds of the store, file by file
+LEASE_TTL_S = 600.0
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$")
+
+
+def is_uri(location: str | Path) -> bool:
+    return bool(_SCHEME.match(str(location)))
+
+
+def check_location(location: str | Path, what: str) -> None:
+    """Refuse a URI vecjob cannot use, naming `what` (the flag or key): an unknown scheme or a
+    malformed URI (s3:/x, s3://, a bucket with characters no store allows)."""
+    match = _SCHEME.match(str(location))
+    if not match:
+        return
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if scheme not in SCHEMES:
+        raise ConfigError(f"{what} {location}: unsupported scheme '{scheme}:' (use a local path, s3:// or gs://)")
+    bucket = rest[2:].split("/", 1)[0] if rest.startswith("//") else ""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError(f"{what} {location}: malformed URI (expected {scheme}://BUCKET/PATH)")
+
+
+def absolute(location: str | Path) -> str:
+    """A location any process can open, whatever its working dir: a URI as it is, a path made absolute."""
+    return str(location) if is_uri(location) else os.path.abspath(location)
+
+
+def join(location: str, *parts: str) -> str:
+    """A location below `location`: posix joins for a URI, the OS's for a local path."""
+    return posixpath.join(location, *parts) if is_uri(location) else os.path.join(location, *parts)
+
+
+def parent(location: str) -> str:
+    return posixpath.dirname(location.rstrip("/")) if is_uri(location) else os.path.dirname(location)
+
+
+def basename(location: str) -> str:
+    return posixpath.basename(location.rstrip("/"))
+
+
+_FILESYSTEMS: dict[tuple, pafs.FileSystem] = {}
+_FS_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+           "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST")
+
+
+def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow file system holding `location`, and the path within it."""
+    location = str(location)
+    if not is_uri(location):
+        return pafs.LocalFileSystem(), os.path.abspath(location)
+    check_location(location, "location")
+    scheme, rest = location.split("://", 1)
+    scheme = scheme.lower()
+    key = (scheme, *(os.environ.get(k) for k in _FS_ENV))  # one per store and identity, not per call
+    if key not in _FILESYSTEMS:
+        if scheme == "s3":
+            # Credentials come from the environment (the AWS SDK's own chain); an S3-compatible store's
+            # endpoint from AWS_ENDPOINT_URL(_S3), as the AWS CLI and boto3 read it.
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+            url_scheme, _, host = endpoint.rpartition("://")
+            _FILESYSTEMS[key] = pafs.S3FileSystem(
+                region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+                endpoint_override=host or None, scheme=url_scheme or "https",
+                connect_timeout=10, request_timeout=60,
+                retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+            )
+        else:
+            _FILESYSTEMS[key] = pafs.GcsFileSystem(retry_time_limit=60)
+    return _FILESYSTEMS[key], rest.rstrip("/")
+
+
+def check_lasting(location: str | Path, what: str) -> None:
+    """Refuse a relative output location in a job submitted with a working dir (`ray job submit
+    --working-dir`): it would resolve inside Ray's temporary copy of that dir, deleted with the job."""
+    location = str(location)
+    if is_uri(location) or os.path.isabs(location):
+        return
+    try:
+        runtime_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env") or {}
+    except json.JSONDecodeError:
+        return
+    if runtime_env.get("working_dir"):
+        raise ConfigError(f"{what} {location}: a relative output path in a job submitted with a working dir would "
+                          f"be written into Ray's temporary copy of it and lost; use an absolute path or a URI")
+
+
+def _problem(exc: OSError) -> str:
+    """A store's error in a few words, never with credentials (pyarrow's messages carry none)."""
+    text = str(exc)
+    for marker, words in (
+        ("NO_SUCH_BUCKET", "the bucket does not exist"),
+        ("INVALID_ACCESS_KEY_ID", "the credentials were rejected (unknown access key)"),
+        ("SIGNATURE_DOES_NOT_MATCH", "the credentials were rejected (wrong secret key)"),
+        ("ACCESS_DENIED", "access denied (check the AWS_* credentials and the bucket's policy)"),
+        ("credentials", "no usable credentials in the environment"),
+        ("Couldn't connect", "cannot reach the store's endpoint"),
+        ("Connection refused", "cannot reach the store's endpoint"),
+    ):
+        if marker in text:
+            return words
+    return text.split(" (Request ID")[0].splitlines()[0]
+
+
+def check_reachable(location: str, what: str) -> None:
+    """Before any work: the bucket exists and the credentials may list it; else one line, nothing written."""
+    if not is_uri(location):
+        return
+    fs, path = filesystem(location)
+    try:  # a listing names the problem (a HEAD request's error has no body to say which)
+        fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
+        bucket = fs.get_file_info(path.split("/", 1)[0])
+    except OSError as exc:
+        raise ConfigError(f"{what} {location}: {_problem(exc)}") from None
+    if bucket.type == pafs.FileType.NotFound:
+        raise ConfigError(f"{what} {location}: the bucket does not exist")
+
+
+# ---- objects -------------------------------------------------------------------------------------
+
+
+def read_bytes(location: str) -> bytes:
+    fs, path = filesystem(location)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ArtifactError(f"{location}: missing") from None
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    """Write a whole object (on local disk: a temporary name, then a rename)."""
+    if not is_uri(location):
+        from vecjob.parquet_io import atomic_path
+
+        with atomic_path(location) as tmp:
+            tmp.write_bytes(data)
+        return
+    fs, path = filesystem(location)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def exists(location: str) -> bool:
+    fs, path = filesystem(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def delete(location: str) -> None:
+    fs, path = filesystem(location)
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_file(path)
+
+
+def remove(location: str) -> None:
+    """Delete a file or a whole folder (prefix), if there."""
+    fs, path = filesystem(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def list_files(location: str) -> dict[str, pafs.FileInfo]:
+    """Every file below `location`, by its path relative to it (empty when there is none)."""
+    fs, root = filesystem(location)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return {posixpath.relpath(i.path, root): i for i in infos if i.type == pafs.FileType.File}
+
+
+def _published(uri: str) -> dict[str, pafs.FileInfo]:
+    return {rel: info for rel, info in list_files(uri).items()
+            if rel != LEASE and not _training_scratch(rel)}
+
+
+def _training_scratch(rel: str) -> bool:
+    return rel.split("/", 1)[0].endswith(TRAIN_STORAGE)
+
+
+def _stamp(info: pafs.FileInfo) -> list:
+    return [info.size, info.mtime_ns]
+
+
+# ---- a run dir in the store, worked on in a local mirror -------------------------------------------
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VECJOB_CACHE") or Path.home() / ".cache" / "vecjob")
+
+
+def workspace(uri: str) -> Path:
+    """The local mirror of a run dir in the store: one per URI, reused by later runs on this machine."""
+    return cache_root() / "runs" / hashlib.blake2b(uri.encode(), digest_size=8).hexdigest()
+
+
+def _load_record(local: Path) -> dict:
+    try:
+        return json.loads((local / SYNC_RECORD).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _save_record(local: Path, record: dict) -> None:
+    write_bytes(str(local / SYNC_RECORD), json.dumps(record).encode())
+
+
+def _local_files(local: Path) -> dict[str, os.stat_result]:
+    found = {}
+    for path in local.rglob("*"):
+        rel = path.relative_to(local).as_posix()
+        if path.is_file() and rel != SYNC_RECORD and ".tmp-" not in rel and not path.name.endswith(".lock") \
+                and not _training_scratch(rel):
+            found[rel] = path.stat()
+    return found
+
+
+def pull(uri: str, local: Path) -> int:
+    """Bring the local mirror up to the store's published state; returns the files downloaded.
+    A file is downloaded when the store's copy differs from what the mirror last saw of it."""
+    local.mkdir(parents=True, exist_ok=True)
+    record, fs = _load_record(local), filesystem(uri)[0]
+    remote = _published(uri)
+    here = _local_files(local)
+    downloaded = 0
+    for rel, info in remote.items():
+        seen = record.get(rel)
+        if seen and seen["remote"] == _stamp(info) and rel in here and seen["local"] == _local_stamp(here[rel]):
+            continue
+        dest = local / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(info.path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        record[rel] = {"remote": _stamp(info), "local": _local_stamp(dest.stat())}
+        downloaded += 1
+    for rel in set(here) - set(remote):  # published by nobody: an earlier generation, or a killed run's
+        (local / rel).unlink()
+    for rel in set(record) - set(remote):
+        del record[rel]
+    _save_record(local, record)
+    return downloaded
+
+
+def _upload(source: Path, dest: str, fs: pafs.FileSystem) -> None:
+    pafs.copy_files(str(source), dest, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def _local_stamp(st: os.stat_result) -> list:
+    return [st.st_size, st.st_mtime_ns]
+
+
+def push(local: Path, uri: str) -> dict:
+    """Publish the local mirror's state to the store by the protocol in this module's docstring."""
+    record, (fs, root) = _load_record(local), filesystem(uri)
+    here = _local_files(local)
+    remote = _published(uri)
+    changed = [rel for rel, st in here.items()
+               if rel not in remote or record.get(rel, {}).get("local") != _local_stamp(st)
+               or record[rel]["remote"] != _stamp(remote[rel])]
+    is_manifest = lambda rel: posixpath.basename(rel) in MANIFESTS or rel in RUN_STATE_FILES  # noqa: E731
+    touched = {posixpath.dirname(rel) for rel in changed if not is_manifest(rel)}
+    for rel in remote:
+        if is_manifest(rel) and posixpath.dirname(rel) in touched and rel not in RUN_STATE_FILES:
+            fs.delete_file(remote[rel].path)
+    data = [rel for rel in changed if not is_manifest(rel)]
+    for rel in data:
+        _upload(local / rel, f"{root}/{rel}", fs)
+    faults.reached("pushed_data")
+    manifests = sorted((rel for rel in here if is_manifest(rel) and (rel in changed or posixpath.dirname(rel) in touched)),
+                       key=lambda rel: (rel in RUN_STATE_FILES, -rel.count("/"), rel))
+    for rel in manifests:
+        _upload(local / rel, f"{root}/{rel}", fs)
+    after = list_files(uri)
+    for rel in set(remote) - set(here):
+        fs.delete_file(remote[rel].path)
+    for rel in data + manifests:
+        record[rel] = {"remote": _stamp(after[rel]), "local": _local_stamp(here[rel])}
+    for rel in set(record) - set(here):
+        del record[rel]
+    _save_record(local, record)
+    return {"uploaded": len(data) + len(manifests), "deleted": len(set(remote) - set(here))}
+
+
+@contextlib.contextmanager
+def mirrored(uri: str, what: str) -> Iterator[Path]:
+    """Work on a folder in the store through its local mirror, under its lease: checked before
+    anything is created, pulled, handed to the block, pushed when the block succeeds."""
+    check_location(uri, what)
+    check_reachable(uri, what)
+    with lease(uri):
+        local = workspace(uri)
+        pull(uri, local)
+        yield local
+        push(local, uri)
+
+
+# ---- reading a published folder ---------------------------------------------------------------------
+
+
+def snapshot(location: str, what: str, tries: int = 3) -> Path:
+    """A local copy of a published folder (model, index, vectors): the folder itself when local, else
+    a download into the cache keyed by its manifest's content, checked to be one generation."""
+    if not is_uri(location):
+        return Path(location)
+    check_reachable(location, what)
+    manifest_uri = join(location, MANIFESTS[0])
+    for _ in range(tries):
+        try:
+            before = read_bytes(manifest_uri)
+        except ArtifactError:
+            raise ArtifactError(f"{location}: no {MANIFESTS[0]} (not a complete vecjob folder)") from None
+        key = hashlib.blake2b(before, digest_size=12).hexdigest()
+        dest = cache_root() / "published" / key
+        if (dest / MANIFESTS[0]).exists():
+            return dest
+        files = list_files(location)
+        staging = dest.parent / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+        fs = filesystem(location)[0]
+        for rel, info in files.items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(info.path, str(staging / rel), source_filesystem=fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+        manifest_time = files.get(MANIFESTS[0])
+        newer = manifest_time is None or any(i.mtime_ns > manifest_time.mtime_ns for i in files.values())
+        if not newer and read_bytes(manifest_uri) == before:
+            with contextlib.suppress(OSError):
+                os.replace(staging, dest)
+            _remove_tree(staging)
+            return dest
+        _remove_tree(staging)
+        time.sleep(1.0)
+    raise ArtifactError(f"{location}: changed while it was read ({tries} tries); a run is publishing it")
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- one writer per run dir ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def lease(uri: str, ttl_s: float = LEASE_TTL_S) -> Iterator[None]:
+    """Hold the run dir's lease object while the block runs; a second writer refuses at once."""
+    location = join(uri, LEASE)
+    token = uuid.uuid4().hex
+    body = lambda: json.dumps({"token": token, "host": platform.node(), "pid": os.getpid(),  # noqa: E731
+                               "expires": time.time() + ttl_s}).encode()
+    if not _create(location, body()):
+        held = _lease_holder(location)
+        if held and held.get("expires", 0) > time.time():
+            raise LockedError(f"{uri}: another vecjob run is writing here (lease held by {held.get('host')} "
+                              f"pid {held.get('pid')}, expires in {held['expires'] - time.time():.0f}s)")
+        delete(location)  # expired: its holder stopped renewing it
+        if not _create(location, body()):
+            raise LockedError(f"{uri}: another vecjob run took the lease just now")
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(ttl_s / 3):
+            held = _lease_holder(location)
+            if held is None or held.get("token") != token:
+                return  # taken over: this run's pushes are then refused at the next check
+            write_bytes(location, body())
+
+    thread = threading.Thread(target=renew, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        held = _lease_holder(location)
+        if held and held.get("token") == token:
+            delete(location)
+
+
+def _lease_holder(location: str) -> dict | None:
+    try:
+        return json.loads(read_bytes(location))
+    except (ArtifactError, json.JSONDecodeError):
+        return None
+
+
+def _create(location: str, data: bytes) -> bool:
+    """Write an object only if none exists; False if one does."""
+    if location.startswith("s3://"):
+        import boto3
+        from botocore.exceptions import ClientError
+
+        bucket, key = location[5:].split("/", 1)
+        try:
+            boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise ConfigError(f"{location}: {exc.response.get('Error', {}).get('Code', 'refused')}") from None
+        return True
+    if exists(location):
+        return False
+    write_bytes(location, data)
+    return True
