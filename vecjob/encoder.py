@@ -40,10 +40,6 @@ class EncodeTimings:
     tokens: int = 0
     chunks: int = 0
 
-    def add(self, other: "EncodeTimings") -> None:
-        for k in ("tokenize", "infer", "tokens", "chunks"):
-            setattr(self, k, getattr(self, k) + getattr(other, k))
-
 
 @dataclass
 class EncodedBatch:

@@ -19,3 +19,17 @@ class ConfigError(VecjobError):
 
 class LockedError(VecjobError):
     """Another run holds the output directory."""
+
+
+def from_worker(exc: BaseException, doing: str) -> VecjobError:
+    """What a Ray worker's failure means to the user. Ray nests the worker's exception several levels
+    deep: a VecjobError in the chain is kept as it is (it names the file), else the innermost message."""
+    seen, innermost = exc, exc
+    while seen is not None:
+        if isinstance(seen, VecjobError):
+            return type(seen)(str(seen))
+        innermost = seen
+        following = getattr(seen, "cause", None) or seen.__cause__
+        seen = None if following is seen else following
+    text = str(innermost).strip().splitlines()
+    return VecjobError(f"{doing} failed: {text[-1] if text else type(innermost).__name__}")

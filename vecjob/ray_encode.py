@@ -24,7 +24,7 @@ from vecjob.encode_shards import (
     stats_name,
     vectors_fingerprint,
 )
-from vecjob.errors import ConfigError, InputError, VecjobError
+from vecjob.errors import ConfigError, InputError, VecjobError, from_worker
 from vecjob.model_dir import read_model_info
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import (
@@ -182,17 +182,5 @@ def _run_ray(items, encoder_kwargs: dict, cfg: EncodeConfig, assembler: ShardAss
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             assembler.add(block if isinstance(block, pa.Table) else pa.Table.from_pydict(block))
     except Exception as exc:  # noqa: BLE001 - surface the worker's own message (it names the file)
-        raise _user_error(exc) from exc
+        raise from_worker(exc, "encoding") from exc
     return actors
-
-
-def _user_error(exc: BaseException) -> VecjobError:
-    """Ray wraps an InputError raised in an actor; keep the innermost message (it names the file)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, VecjobError):
-            return type(seen)(str(seen))
-        seen = getattr(seen, "cause", None) or seen.__cause__
-    lines = [ln for ln in str(exc).splitlines() if "Error:" in ln]
-    return VecjobError(f"encoding failed: {lines[-1].strip() if lines else exc}")
-

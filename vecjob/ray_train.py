@@ -17,7 +17,7 @@ import torch
 from vecjob import storage
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from vecjob.dataset import build_vocab, heldout_unknown_share, training_chunks
-from vecjob.errors import VecjobError
+from vecjob.errors import VecjobError, from_worker
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
@@ -118,7 +118,7 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
         with _echo_lines(progress):
             result = trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types
-        raise VecjobError(f"training failed: {_root_message(exc)}") from exc
+        raise from_worker(exc, "training") from exc
     timings["fit_s"] = time.perf_counter() - t0
     if result.checkpoint is None:
         raise VecjobError("training finished without a checkpoint")
@@ -249,16 +249,3 @@ def worker_loop(config: dict) -> None:
         device=device, rank=rank, world_size=world,
         state=state, optimizer_state=optimizer_state, on_round_end=on_round_end,
     )
-
-
-def _root_message(exc: BaseException) -> str:
-    """The innermost error's message: Ray nests the worker's exception several levels deep."""
-    seen = exc
-    while True:
-        nxt = getattr(seen, "cause", None) or seen.__cause__
-        if nxt is None or nxt is seen:
-            break
-        seen = nxt
-    text = str(seen).strip().splitlines()
-    return text[-1] if text else type(seen).__name__
-
