@@ -7,33 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import write_collection
+from conftest import TINY_SPEC, write_collection
 from typer.testing import CliRunner
 
 from vecjob import storage
 from vecjob.cli import app
 
-S3_SPEC = """
-name = "in-the-bucket"
-out = "{out}"
-stages = ["train", "encode", "index", "cluster", "sentiment"]
-[data]
-paths = ["{data}"]
-[tokenizer]
-max_vocab = 300
-max_len = 16
-[model]
-dim = 16
-hidden_dim = 24
-[train]
-epochs = 1
-workers = 1
-[encode]
-concurrency = 1
-keep_columns = ["label"]
-[cluster]
-k = 3
-"""
+# The suite's tiny job, with its data and outputs at URIs and every stage after training.
+S3_SPEC = (TINY_SPEC.replace('out = "out"', 'out = "{out}"').replace('paths = ["data"]', 'paths = ["{data}"]')
+           .replace('"index"]', '"index", "cluster", "sentiment"]')
+           .replace("concurrency = 1", 'concurrency = 1\nkeep_columns = ["label"]')
+           .replace('"{factory}"', '"auto"').replace('"{name}"', '"in-the-bucket"') + "[cluster]\nk = 3\n")
 
 
 def upload_collection(s3, tmp_path, sizes=(60, 40)) -> str:

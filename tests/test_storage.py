@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from conftest import write_collection
@@ -124,3 +125,18 @@ def test_a_relative_output_in_a_job_with_a_working_dir_is_refused(monkeypatch):
         storage.check_lasting("runs/x", "out")
     storage.check_lasting("/abs/runs/x", "out")
     storage.check_lasting("s3://bucket/runs/x", "out")
+
+
+def test_a_run_whose_lease_was_taken_over_publishes_nothing_more(s3, tmp_path):
+    local = tmp_path / "mirror"
+    _folder(local, 1, shards=1)
+    with storage.lease(s3.uri("run"), ttl_s=0.6):
+        storage.push(local, s3.uri("run"))
+        # Another run took the lease (this one stalled past its expiry); the renewal notices.
+        storage.write_bytes(s3.uri("run", storage.LEASE), json.dumps({"token": "other", "expires": 1e12}).encode())
+        time.sleep(0.5)
+        _folder(local, 2, shards=1)
+        with pytest.raises(LockedError, match="lease was taken over"):
+            storage.push(local, s3.uri("run"))
+    assert json.loads(storage.read_bytes(s3.uri("run", "index", "manifest.json")))["generation"] == 1
+    assert json.loads(storage.read_bytes(s3.uri("run", storage.LEASE)))["token"] == "other"  # not ours to delete

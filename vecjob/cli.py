@@ -431,7 +431,7 @@ def run(
 ) -> None:
     """Run the stages a job spec names, skipping those whose outputs are up to date."""
     from vecjob import reporting
-    from vecjob.pipeline import run_job
+    from vecjob.pipeline import headline, run_job
 
     if out:
         storage.check_location(out, "--out")
@@ -445,6 +445,7 @@ def run(
         reporting.console.print(f"[bold]{stage}[/]: {state}")
 
     manifest = run_job(spec, force=force, on_stage=on_stage, retrain=retrain)
-    reporting.summary(f"job '{spec.name}' → {spec.out}", {
-        r["stage"]: r["status"] + (f" in {r['seconds']}s" if "seconds" in r else "") for r in manifest["stages"]
+    reporting.summary(f"job '{spec.name}' → {spec.out} in {manifest['seconds']:.0f}s", {
+        r["stage"]: r["status"] + (f" in {r['seconds']:.0f}s: {headline(r['metrics'])}" if "seconds" in r else "")
+        for r in manifest["stages"]
     })

@@ -138,7 +138,7 @@ def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage:
         publish()
         records.append({"stage": stage, "status": "ran", "fingerprint": fp,
                         "seconds": round(time.perf_counter() - t0, 2), "metrics": metrics})
-        on_stage(stage, f"ran in {records[-1]['seconds']:.1f}s: {_headline(metrics)}")
+        on_stage(stage, f"ran in {records[-1]['seconds']:.1f}s: {headline(metrics)}")
         made_with_model = [dirs[s] for s in ("encode", "index") if s in spec.stages]
         if publish_when_ready(dirs["train"], made_with_model):
             publish()
@@ -157,7 +157,8 @@ def _plain(decision: dict) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in decision.items() if k not in ("train", "target")}
 
 
-def _headline(metrics: dict) -> str:
+def headline(metrics: dict) -> str:
+    """A stage's measured figures in one line (best round, vectors written, recall, NMI, accuracy, …)."""
     keys = ("why", "best_round", "epochs_seen", "stop_reason", "val_loss", "shards_encoded", "rows_out", "action",
             "added", "removed", "recall_at_10", "k", "nmi", "accuracy", "macro_f1")
     shown = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if k in keys]

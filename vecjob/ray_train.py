@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -174,7 +173,7 @@ def _echo_lines(location: str, every_s: float = 1.0):
     """Print the lines added to the file at `location` while the block runs (and those left at its end)."""
     from vecjob.reporting import console
 
-    stop, offset = threading.Event(), 0
+    offset = 0
 
     def echo() -> None:
         nonlocal offset
@@ -184,17 +183,10 @@ def _echo_lines(location: str, every_s: float = 1.0):
             for line in data.decode().splitlines():
                 console.print(line, highlight=False)
 
-    def loop() -> None:
-        while not stop.wait(every_s):
-            echo()
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
     try:
-        yield
+        with storage.every(every_s, echo):
+            yield
     finally:
-        stop.set()
-        thread.join()
         echo()
 
 

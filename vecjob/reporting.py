@@ -42,6 +42,14 @@ def status(message: str) -> Iterator[None]:
 
 
 def summary(title: str, rows: dict[str, object]) -> None:
+    """A titled two-column summary: a table in a terminal, plain aligned lines in a log (a nightly
+    job's), where a table would be cut to the width rich guesses."""
+    if not console.is_terminal:
+        width = max(map(len, rows), default=0)
+        console.print(title, highlight=False, soft_wrap=True)
+        for key, value in rows.items():
+            console.print(f"  {key:<{width}}  {_fmt(value)}", highlight=False, soft_wrap=True)
+        return
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()

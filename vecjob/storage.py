@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow.fs as pafs
 
@@ -48,6 +48,7 @@ LEASE = ".vecjob-lease.json"
 TRAIN_STORAGE = ".ray-train"  # Ray Train's checkpoints while a model trains; never mirrored
 SYNC_RECORD = ".vecjob-sync.json"  # in a workspace: what it holds of the store, file by file
 LEASE_TTL_S = 600.0
+_LOST: set[str] = set()  # run dirs whose lease this process held and another run took over
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$")
 
 
@@ -288,6 +289,10 @@ def pull(uri: str, local: Path) -> int:
     return downloaded
 
 
+def _is_manifest(rel: str) -> bool:
+    return posixpath.basename(rel) in MANIFESTS or rel in RUN_STATE_FILES
+
+
 def _upload(source: Path, dest: str, fs: pafs.FileSystem) -> None:
     pafs.copy_files(str(source), dest, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
 
@@ -304,16 +309,17 @@ def push(local: Path, uri: str) -> dict:
     changed = [rel for rel, st in here.items()
                if rel not in remote or record.get(rel, {}).get("local") != _local_stamp(st)
                or record[rel]["remote"] != _stamp(remote[rel])]
-    is_manifest = lambda rel: posixpath.basename(rel) in MANIFESTS or rel in RUN_STATE_FILES  # noqa: E731
-    touched = {posixpath.dirname(rel) for rel in changed if not is_manifest(rel)}
+    if uri in _LOST:
+        raise LockedError(f"{uri}: this run's lease was taken over by another run; nothing more is published")
+    touched = {posixpath.dirname(rel) for rel in changed if not _is_manifest(rel)}
     for rel in remote:
-        if is_manifest(rel) and posixpath.dirname(rel) in touched and rel not in RUN_STATE_FILES:
+        if _is_manifest(rel) and posixpath.dirname(rel) in touched and rel not in RUN_STATE_FILES:
             fs.delete_file(remote[rel].path)
-    data = [rel for rel in changed if not is_manifest(rel)]
+    data = [rel for rel in changed if not _is_manifest(rel)]
     for rel in data:
         _upload(local / rel, f"{root}/{rel}", fs)
     faults.reached("pushed_data")
-    manifests = sorted((rel for rel in here if is_manifest(rel) and (rel in changed or posixpath.dirname(rel) in touched)),
+    manifests = sorted((rel for rel in here if _is_manifest(rel) and (rel in changed or posixpath.dirname(rel) in touched)),
                        key=lambda rel: (rel in RUN_STATE_FILES, -rel.count("/"), rel))
     for rel in manifests:
         _upload(local / rel, f"{root}/{rel}", fs)
@@ -376,7 +382,8 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
             return dest
         _remove_tree(staging)
         time.sleep(1.0)
-    raise ArtifactError(f"{location}: changed while it was read ({tries} tries); a run is publishing it")
+    raise ArtifactError(f"{location}: a file is newer than its {MANIFESTS[0]} in every one of {tries} reads: a run "
+                        f"is publishing it, or it was copied there file by file (publish the manifest last)")
 
 
 def _remove_tree(path: Path) -> None:
@@ -403,25 +410,41 @@ def lease(uri: str, ttl_s: float = LEASE_TTL_S) -> Iterator[None]:
         delete(location)  # expired: its holder stopped renewing it
         if not _create(location, body()):
             raise LockedError(f"{uri}: another vecjob run took the lease just now")
+
+    def renew() -> bool:
+        held = _lease_holder(location)
+        if held is None or held.get("token") != token:
+            _LOST.add(uri)  # taken over (this run stalled past the expiry): its pushes are refused
+            return False
+        write_bytes(location, body())
+        return True
+
+    try:
+        with every(ttl_s / 3, renew):
+            yield
+    finally:
+        _LOST.discard(uri)
+        held = _lease_holder(location)
+        if held and held.get("token") == token:
+            delete(location)
+
+
+@contextlib.contextmanager
+def every(seconds: float, fn: Callable[[], object]) -> Iterator[None]:
+    """Call `fn` every `seconds` in a background thread while the block runs, until it returns False."""
     stop = threading.Event()
 
-    def renew() -> None:
-        while not stop.wait(ttl_s / 3):
-            held = _lease_holder(location)
-            if held is None or held.get("token") != token:
-                return  # taken over: this run's pushes are then refused at the next check
-            write_bytes(location, body())
+    def loop() -> None:
+        while not stop.wait(seconds) and fn() is not False:
+            pass
 
-    thread = threading.Thread(target=renew, daemon=True)
+    thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
-        held = _lease_holder(location)
-        if held and held.get("token") == token:
-            delete(location)
 
 
 def _lease_holder(location: str) -> dict | None:
