@@ -107,3 +107,14 @@ def test_predictions_follow_the_collection_shard_by_shard(tmp_path):
     assert names == ["s0", "s1", "s3"]
     s0 = pq.read_table(next((tmp_path / "pred").glob("s0-*.parquet")))
     assert 0 not in s0.column("id").to_pylist() and s0.num_rows == 199
+
+
+def test_c_is_the_strongest_regularisation_within_one_standard_error_of_the_best():
+    from vecjob.sentiment import one_standard_error_C
+
+    params = [{"C": c} for c in (0.01, 0.1, 1.0, 10.0)]
+    close = {"params": params, "mean_test_score": np.array([0.9709, 0.9747, 0.9754, 0.9721]),
+             "std_test_score": np.array([0.004, 0.004, 0.0047, 0.004])}
+    assert one_standard_error_C(close, folds=3) == 0.1  # 0.9747 is within 0.0027 of 0.9754
+    clear = {**close, "mean_test_score": np.array([0.90, 0.93, 0.9754, 0.9721])}
+    assert one_standard_error_C(clear, folds=3) == 1.0
