@@ -85,3 +85,27 @@ def test_bad_run_locations_exit_2_with_one_line_and_create_nothing(s3, tmp_path,
     assert result.exit_code == 2 and "credentials were rejected" in result.output, result.output
     assert "wrong" not in result.output.replace("credentials were rejected (wrong secret key)", "")
     assert list(work.iterdir()) == [] and not storage.cache_root().exists()
+
+
+def test_a_run_in_a_bucket_killed_mid_encode_resumes_shard_by_shard(s3, tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text(S3_SPEC.format(out=s3.uri("killed"), data=upload_collection(s3, tmp_path, (50, 40, 30)))
+                    .replace(', "cluster", "sentiment"]', "]"))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    env = {**os.environ, "RAY_ADDRESS": ""}
+
+    killed = vecjob("run", str(spec), cwd=work, env={**env, "VECJOB_KILL_AT": "shard_published:2"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    published = storage.list_files(s3.uri("killed"))
+    assert "model/manifest.json" in published and "vectors/manifest.json" not in published
+    # The killed run's lease stays until it expires (10 minutes); expire it as time would.
+    lease = json.loads(storage.read_bytes(s3.uri("killed", storage.LEASE)))
+    storage.write_bytes(s3.uri("killed", storage.LEASE), json.dumps({**lease, "expires": 0}).encode())
+
+    rerun = vecjob("run", str(spec), cwd=work, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    stages = {r["stage"]: r for r in json.loads(storage.read_bytes(s3.uri("killed", "run_manifest.json")))["stages"]}
+    assert stages["train"]["status"].startswith("skipped")  # the published model is kept
+    assert stages["encode"]["metrics"]["shards_skipped_done"] == 2  # the two shards encoded before the kill
+    assert stages["index"]["metrics"]["ntotal"] == 120

@@ -140,3 +140,27 @@ def test_a_run_whose_lease_was_taken_over_publishes_nothing_more(s3, tmp_path):
             storage.push(local, s3.uri("run"))
     assert json.loads(storage.read_bytes(s3.uri("run", "index", "manifest.json")))["generation"] == 1
     assert json.loads(storage.read_bytes(s3.uri("run", storage.LEASE)))["token"] == "other"  # not ours to delete
+
+
+def test_the_services_snapshot_of_an_index_in_a_bucket_follows_a_newer_generation(s3, tmp_path):
+    """What each search-service replica does on its poll: load an index from the bucket, notice that a
+    newer one was published there, load that one (by id queries; no model needed)."""
+    from conftest import blobs, make_vectors_dir
+    from vecjob.config import IndexConfig
+    from vecjob.index import index_collection
+    from vecjob.service import Snapshot
+
+    ids = [f"d{i}" for i in range(60)]
+    for generation, seed in ((1, 0), (2, 1)):
+        vectors = make_vectors_dir(tmp_path / f"vectors-{generation}", blobs(60, 8, 3, seed=seed)[0], ids)
+        index_collection(vectors, tmp_path / f"index-{generation}", IndexConfig(factory="Flat"))
+    storage.push(tmp_path / "index-1", s3.uri("collection", "index"))
+
+    first = Snapshot.load(s3.uri("collection", "index"), None)
+    assert first.is_current() and first.index.manifest["ntotal"] == 60
+    storage.push(tmp_path / "index-2", s3.uri("collection", "index"))
+    assert not first.is_current()
+    second = Snapshot.load(s3.uri("collection", "index"), None)
+    assert second.generation != first.generation and second.is_current()
+    expected = json.loads((tmp_path / "index-2" / "manifest.json").read_text())
+    assert second.index.manifest["created"] == expected["created"]

@@ -266,7 +266,8 @@ def _local_files(local: Path) -> dict[str, os.stat_result]:
 
 def pull(uri: str, local: Path) -> int:
     """Bring the local mirror up to the store's published state; returns the files downloaded.
-    A file is downloaded when the store's copy differs from what the mirror last saw of it."""
+    A file is downloaded when the store's copy differs from what the mirror last saw of it: what the
+    store publishes wins over the mirror's copy."""
     local.mkdir(parents=True, exist_ok=True)
     record, fs = _load_record(local), filesystem(uri)[0]
     remote = _published(uri)
@@ -281,8 +282,11 @@ def pull(uri: str, local: Path) -> int:
         pafs.copy_files(info.path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
         record[rel] = {"remote": _stamp(info), "local": _local_stamp(dest.stat())}
         downloaded += 1
-    for rel in set(here) - set(remote):  # published by nobody: an earlier generation, or a killed run's
-        (local / rel).unlink()
+    for rel in set(here) - set(remote):
+        if rel in record:  # published once and removed from the store since: an earlier generation
+            (local / rel).unlink()
+        # else: made here by a run that stopped before publishing it (an encoded shard): the rerun
+        # resumes from it; the stage that made it publishes or removes it
     for rel in set(record) - set(remote):
         del record[rel]
     _save_record(local, record)
@@ -412,11 +416,14 @@ def lease(uri: str, ttl_s: float = LEASE_TTL_S) -> Iterator[None]:
             raise LockedError(f"{uri}: another vecjob run took the lease just now")
 
     def renew() -> bool:
-        held = _lease_holder(location)
-        if held is None or held.get("token") != token:
-            _LOST.add(uri)  # taken over (this run stalled past the expiry): its pushes are refused
-            return False
-        write_bytes(location, body())
+        try:
+            held = _lease_holder(location)
+            if held is None or held.get("token") != token:
+                _LOST.add(uri)  # taken over (this run stalled past the expiry): its pushes are refused
+                return False
+            write_bytes(location, body())
+        except OSError:
+            pass  # the store did not answer this time; the lease lasts three renewals
         return True
 
     try:
