@@ -109,3 +109,23 @@ def test_a_run_in_a_bucket_killed_mid_encode_resumes_shard_by_shard(s3, tmp_path
     assert stages["train"]["status"].startswith("skipped")  # the published model is kept
     assert stages["encode"]["metrics"]["shards_skipped_done"] == 2  # the two shards encoded before the kill
     assert stages["index"]["metrics"]["ntotal"] == 120
+
+
+def test_each_command_reads_and_writes_a_bucket(s3, tmp_path, tiny_model_dir, monkeypatch):
+    """encode → index → cluster → search, every input and output in the bucket (in-process runner)."""
+    monkeypatch.chdir(tmp_path)
+    data = upload_collection(s3, tmp_path, (40, 30))
+    runner = CliRunner()
+    steps = [
+        ["encode", data, "--model", str(tiny_model_dir), "--out", s3.uri("v"), "--runner", "local", "--keep", "label"],
+        ["index", s3.uri("v"), "--out", s3.uri("i"), "--factory", "Flat"],
+        ["cluster", s3.uri("v"), "--k", "3", "--out", s3.uri("c"), "--data", data],
+    ]
+    for step in steps:
+        result = runner.invoke(app, step)
+        assert result.exit_code == 0, (step, result.output)
+    published = storage.list_files(s3.uri())
+    assert {"v/manifest.json", "i/manifest.json", "i/index.faiss", "c/manifest.json"} <= set(published)
+    hits = runner.invoke(app, ["search", s3.uri("i"), "--id", "doc-00007", "--json", "-k", "3"])
+    assert hits.exit_code == 0 and json.loads(hits.output)["hits"][0]["id"] == "doc-00007", hits.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["staging", "vecjob-cache"]  # nothing else written

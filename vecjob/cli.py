@@ -116,6 +116,9 @@ def train(
         spec.train, epochs=epochs, workers=workers, gpus_per_worker=gpus_per_worker, use_gpu=use_gpu,
         batch_size=batch_size, max_train_chunks=max_train_chunks, seed=seed,
     )
+    if storage.is_uri(out) and not train_cfg.storage_path:  # Ray Train's checkpoints where every node reaches
+        train_cfg = train_cfg.model_copy(update={"storage_path": storage.join(
+            storage.parent(out), f".{storage.basename(out)}{storage.TRAIN_STORAGE}")})
     with reporting.status(f"training {model_cfg.variant} autoencoder (dim {model_cfg.dim})…"):
         with _writable(out) as target:
             manifest = train_model(spec.data, target, tok_cfg, model_cfg, train_cfg,

@@ -227,7 +227,7 @@ def resolve_paths(spec: JobSpec, base: Path, run_date: _dt.date) -> JobSpec:
 
     def resolve(p: str, key: str, written: bool = False) -> str:
         if "{out}" in p:  # a path inside the run dir follows it, wherever --out puts it
-            return storage.join(out, p.replace("{out}", "").lstrip("/"))
+            return storage.join(out, p.replace("{out}", "").replace("{date}", date).lstrip("/"))
         p = p.replace("{date}", date)
         storage.check_location(p, key)
         if written:
