@@ -30,6 +30,7 @@ import os
 import platform
 import posixpath
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -382,18 +383,12 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
         if not newer and read_bytes(manifest_uri) == before:
             with contextlib.suppress(OSError):
                 os.replace(staging, dest)
-            _remove_tree(staging)
+            shutil.rmtree(staging, ignore_errors=True)
             return dest
-        _remove_tree(staging)
+        shutil.rmtree(staging, ignore_errors=True)
         time.sleep(1.0)
     raise ArtifactError(f"{location}: a file is newer than its {MANIFESTS[0]} in every one of {tries} reads: a run "
                         f"is publishing it, or it was copied there file by file (publish the manifest last)")
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # ---- one writer per run dir ----------------------------------------------------------------------------
