@@ -445,7 +445,7 @@ def run(
         spec = spec.model_copy(update={"address": address})
 
     def on_stage(stage: str, state: str) -> None:
-        reporting.console.print(f"[bold]{stage}[/]: {state}")
+        reporting.console.print(f"[bold]{stage}[/]: {state}", soft_wrap=True)  # one line a stage, in a log too
 
     manifest = run_job(spec, force=force, on_stage=on_stage, retrain=retrain)
     reporting.summary(f"job '{spec.name}' → {spec.out} in {manifest['seconds']:.0f}s", {
