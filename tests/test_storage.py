@@ -164,3 +164,13 @@ def test_the_services_snapshot_of_an_index_in_a_bucket_follows_a_newer_generatio
     assert second.generation != first.generation and second.is_current()
     expected = json.loads((tmp_path / "index-2" / "manifest.json").read_text())
     assert second.index.manifest["created"] == expected["created"]
+
+
+def test_a_folder_with_a_file_newer_than_its_manifest_is_refused(s3):
+    """Copied file by file with the manifest first (or caught mid-publish): readers do not take it."""
+    storage.write_bytes(s3.uri("copied", "manifest.json"), json.dumps({"generation": 1}).encode())
+    time.sleep(1.1)  # the store stamps uploads to the second
+    storage.write_bytes(s3.uri("copied", "weights.bin"), b"weights of another generation")
+    with pytest.raises(ArtifactError, match="a file is newer than its manifest.json"):
+        storage.snapshot(s3.uri("copied"), "model", tries=2)
+    assert not list((storage.cache_root() / "published").glob("[!.]*"))

@@ -16,7 +16,7 @@ import torch
 from vecjob import storage
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from vecjob.dataset import build_vocab, heldout_unknown_share, training_chunks
-from vecjob.errors import VecjobError, from_worker
+from vecjob.errors import ArtifactError, VecjobError, from_worker
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
@@ -177,11 +177,13 @@ def _echo_lines(location: str, every_s: float = 1.0):
 
     def echo() -> None:
         nonlocal offset
-        if storage.exists(location):
+        try:
             data = storage.read_bytes(location)[offset:]
-            offset += len(data)
-            for line in data.decode().splitlines():
-                console.print(line, highlight=False)
+        except ArtifactError:
+            return  # no round has ended yet
+        offset += len(data)
+        for line in data.decode().splitlines():
+            console.print(line, highlight=False)
 
     try:
         with storage.every(every_s, echo):
