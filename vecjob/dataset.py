@@ -6,16 +6,23 @@ Shards are read one at a time, so memory holds one shard's text plus the token i
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from vecjob.chunks import ChunkSet
 from vecjob.config import TokenizerConfig, TrainConfig
 from vecjob.errors import InputError
 from vecjob.parquet_io import Shard, read_row_groups
 from vecjob.tokenizer import Tokenizer, Vocab, count_tokens, document_chunks, merge_counts, unknown_share
-from vecjob.training import ChunkSet, is_validation
+
+
+def is_validation(doc_id: object, fraction: float) -> bool:
+    """Stable split by id hash: the same document is held out in every run and on every machine."""
+    h = int.from_bytes(hashlib.blake2b(str(doc_id).encode(), digest_size=8).digest(), "little")
+    return (h / 2**64) < fraction
 
 
 @dataclass
