@@ -69,6 +69,8 @@ def test_stages_run_in_pipeline_order_whatever_the_spec_lists():
     assert spec.stages == ["train", "encode", "index"]
     with pytest.raises(ValueError, match="listed twice"):
         JobSpec(data={"paths": ["d"]}, stages=["train", "train"])
+    with pytest.raises(ValueError, match="unknown stage 'embed' \\(the stages: corpus, train, encode"):
+        JobSpec(data={"paths": ["d"]}, stages=["train", "embed"])
 
 
 def test_override_applies_only_given_flags_and_revalidates():

@@ -11,19 +11,20 @@ runner = CliRunner()
 
 
 def test_a_new_tokenizer_version_retrains(tmp_path, monkeypatch):
-    from vecjob import pipeline
+    from vecjob import stages
     from vecjob.config import load_job_spec
 
     write_collection(tmp_path / "data", [10])
     (tmp_path / "job.toml").write_text(TINY_SPEC.format(name="tiny", factory="auto"))
     spec = load_job_spec(tmp_path / "job.toml")
-    current = pipeline.stage_fingerprint(spec, "train")
-    monkeypatch.setattr(pipeline, "TOKENIZER_VERSION", pipeline.TOKENIZER_VERSION - 1)
-    assert pipeline.stage_fingerprint(spec, "train") != current
+    run = stages.RunContext(spec, tmp_path / "run", str(tmp_path / "run"))
+    current = stages.STAGES["train"].fingerprint(run)
+    monkeypatch.setattr(stages, "TOKENIZER_VERSION", stages.TOKENIZER_VERSION - 1)
+    assert stages.STAGES["train"].fingerprint(run) != current
 
 
 def test_the_train_stage_reports_the_published_round_not_the_last():
-    from vecjob.pipeline import train_headline
+    from vecjob.stages import train_headline
 
     history = [{"round": 1, "val_loss": 5.0, "val_token_acc": 0.2}, {"round": 2, "val_loss": 4.0, "val_token_acc": 0.3},
                {"round": 3, "val_loss": 4.5, "val_token_acc": 0.31}]
@@ -38,8 +39,14 @@ def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):
     spec = tmp_path / "job.toml"
     spec.write_text(TINY_SPEC.format(name="tiny", factory="auto"))
 
+    from vecjob.parquet_io import _content_hash
+
+    _content_hash.cache_clear()
     first = runner.invoke(app, ["run", str(spec)])
     assert first.exit_code == 0, first.output
+    # Each input shard is read to be hashed once in the run (five stages' worth of fingerprints),
+    # the model's three files once.
+    assert _content_hash.cache_info().misses == 2 + 3
     manifest = json.loads((tmp_path / "out" / "run_manifest.json").read_text())
     assert [s["status"] for s in manifest["stages"]] == ["ran"] * 3
     assert manifest["stages"][2]["metrics"]["ntotal"] == 65

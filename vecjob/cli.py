@@ -106,8 +106,8 @@ def train(
 ) -> None:
     """Train the sequence autoencoder with Ray Train and write a model dir."""
     from vecjob import reporting
-    from vecjob.pipeline import train_headline
     from vecjob.ray_train import train_model
+    from vecjob.stages import train_headline
 
     spec = _spec(config, data, id_col=id_col, text_col=text_col, strict=strict)
     model_cfg = override(spec.model, variant=variant, dim=dim, hidden_dim=hidden_dim)

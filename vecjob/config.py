@@ -6,10 +6,10 @@ Every field has a default and a short reason. The resolved config is saved besid
 from __future__ import annotations
 
 import datetime as _dt
-import tomllib
 from pathlib import Path
 from typing import Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vecjob import storage
@@ -166,16 +166,13 @@ class SentimentConfig(_Frozen):
     split_col: str = "split"  # rows with split == "train" train the classifier; "test" evaluates it
 
 
-STAGE_ORDER = ("corpus", "train", "encode", "index", "cluster", "sentiment")
-
-
 class JobSpec(_Frozen):
     """A scheduled run: which data, which stages, where outputs go."""
 
     name: str = "job"
     out: str = "runs/{date}"  # output root, a local path or s3:// / gs://; {date} expands to the run date
     # Run in the pipeline's order whatever order the spec lists them in (each stage reads the one before).
-    stages: list[Literal[STAGE_ORDER]] = Field(default_factory=lambda: ["train", "encode", "index"])
+    stages: list[str] = Field(default_factory=lambda: ["train", "encode", "index"])  # names in vecjob.stages.STAGES
     corpus: str = ""  # builtin corpus to materialise into data.paths[0] (e.g. "bbc")
     address: str = ""  # Ray address; "" = RAY_ADDRESS or an embedded local Ray
     data: DataConfig = Field(default_factory=DataConfig)
@@ -190,9 +187,13 @@ class JobSpec(_Frozen):
     @field_validator("stages")
     @classmethod
     def _pipeline_order(cls, stages: list[str]) -> list[str]:
+        from vecjob.stages import STAGES
+
+        if unknown := [s for s in stages if s not in STAGES]:
+            raise ValueError(f"unknown stage '{unknown[0]}' (the stages: {', '.join(STAGES)})")
         if len(set(stages)) != len(stages):
             raise ValueError(f"a stage is listed twice: {stages}")
-        return sorted(stages, key=STAGE_ORDER.index)
+        return sorted(stages, key=list(STAGES).index)
 
     @model_validator(mode="after")
     def _needs_data(self) -> "JobSpec":

@@ -17,10 +17,10 @@ import polars as pl
 import pyarrow as pa
 import torch
 
+from vecjob.chunks import ChunkSet, autocast_for, equal_length_batches
 from vecjob.errors import InputError
 from vecjob.model_dir import LoadedModel, load_model_dir
 from vecjob.tokenizer import document_chunks
-from vecjob.chunks import ChunkSet, autocast_for, equal_length_batches
 
 
 # Chunks per forward pass when the config says 0: on CPU, batches over ~128 chunks of 64 tokens

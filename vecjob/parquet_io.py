@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import glob
 import hashlib
 import json
@@ -253,7 +254,16 @@ def clean_stale_temporaries(folder: str | Path) -> int:
 
 
 def file_fingerprint(path: str | Path) -> str:
-    """Content hash of a file (blake2b, 16 bytes): stable across copies and machines."""
+    """Content hash of a file (blake2b, 16 bytes): stable across copies and machines. Remembered per
+    process while the file's size and modification time stay the same, so the stages of one run that
+    each depend on the input read every shard once (a shard in a bucket is a download)."""
+    fs, inner = storage.filesystem(path)
+    info = fs.get_file_info(inner)
+    return _content_hash(str(path), info.size, info.mtime_ns)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _content_hash(path: str, size: int | None, mtime_ns: int | None) -> str:
     h = hashlib.blake2b(digest_size=16)
     fs, inner = storage.filesystem(path)
     with fs.open_input_stream(inner) as f:

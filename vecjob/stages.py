@@ -1,0 +1,227 @@
+"""The stages of a job: one class each, registered in `STAGES` in the order they run.
+
+A stage names its output folder in the run dir, hashes what that output depends on (`fingerprint`:
+file contents, the upstream output's fingerprint, its config), says whether this run must make it
+(`plan`) and makes it (`run`), returning the figures its summary line shows. `vecjob.pipeline` loops
+over the stages a job spec lists. A new stage is one class here and one line in `STAGES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from vecjob import storage
+from vecjob.config import JobSpec
+from vecjob.lifecycle import active_model, decide, settings_fingerprint
+from vecjob.parquet_io import (
+    MANIFEST,
+    discover,
+    file_fingerprint,
+    fingerprint,
+    new_manifest,
+    read_json,
+    write_json_atomic,
+)
+from vecjob.tokenizer import TOKENIZER_VERSION
+
+UP_TO_DATE = "skipped (up to date)"
+
+
+@dataclass
+class RunContext:
+    """What every stage of one `vecjob run` sees."""
+
+    spec: JobSpec
+    root: Path  # the run dir on local disk (an object store's local mirror)
+    published_at: str  # where readers on any node find the run dir (the store, when there)
+    retrain: bool = False
+    _data_files: list[str] | None = field(default=None, repr=False)
+
+    def folder(self, stage: str) -> Path:
+        return self.root / STAGES[stage].folder
+
+    def data_files(self) -> list[str]:
+        """The input shards' content hashes, read once per run (the corpus stage, which writes them, resets them)."""
+        if self._data_files is None:
+            self._data_files = [file_fingerprint(p) for p in discover(self.spec.data.paths)]
+        return self._data_files
+
+    def data_fingerprint(self) -> str:
+        return fingerprint(self.data_files())
+
+    def data_columns(self) -> dict:
+        return self.spec.data.model_dump(exclude={"paths"})
+
+    def upstream(self, stage: str, key: str) -> str:
+        return read_json(self.folder(stage) / MANIFEST).get(key, "")
+
+
+@dataclass
+class Plan:
+    """Whether this run makes a stage's output, and the line that says why not."""
+
+    run: bool
+    status: str = ""
+    details: dict = field(default_factory=dict)  # recorded in the run manifest (train: the drift measured)
+    target: Path | None = None  # where the output goes when not the stage's own folder (a retrained model)
+
+
+class Stage:
+    name: ClassVar[str]
+    folder: ClassVar[str]  # in the run dir
+
+    def fingerprint(self, ctx: RunContext) -> str:
+        raise NotImplementedError
+
+    def plan(self, ctx: RunContext, recorded: str | None, force: bool) -> Plan:
+        """Skipped when the fingerprint recorded by the last run matches and the output was published."""
+        if not force and recorded == self.fingerprint(ctx) and (ctx.folder(self.name) / MANIFEST).exists():
+            return Plan(False, UP_TO_DATE)
+        return Plan(True)
+
+    def run(self, ctx: RunContext, plan: Plan) -> dict:
+        raise NotImplementedError
+
+
+class Corpus(Stage):
+    """Writes a built-in corpus as Parquet shards into data.paths[0] (in the run dir when `{out}/…`)."""
+
+    name, folder = "corpus", ""
+
+    def fingerprint(self, ctx: RunContext) -> str:
+        from vecjob import __version__
+
+        return fingerprint(self.name, ctx.spec.corpus, __version__)
+
+    def plan(self, ctx: RunContext, recorded: str | None, force: bool) -> Plan:
+        dest = ctx.spec.data.paths[0]
+        written = bool(storage.list_files(dest)) if storage.is_uri(dest) else Path(dest).exists()
+        return Plan(False, UP_TO_DATE) if not force and recorded == self.fingerprint(ctx) and written else Plan(True)
+
+    def run(self, ctx: RunContext, plan: Plan) -> dict:
+        from vecjob.corpus import write_corpus
+
+        dest, inside = ctx.spec.data.paths[0], ctx.published_at.rstrip("/") + "/"
+        if storage.is_uri(dest) and dest.startswith(inside):  # published with the run dir, by its mirror
+            paths = write_corpus(ctx.spec.corpus, ctx.root / dest[len(inside):])
+        elif storage.is_uri(dest):
+            with storage.mirrored(dest, "data.paths") as local:
+                paths = write_corpus(ctx.spec.corpus, local)
+        else:
+            paths = write_corpus(ctx.spec.corpus, dest)
+        ctx._data_files = None
+        return {"shards": len(paths)}
+
+
+class Train(Stage):
+    """The model is pinned: trained on the first run, then only as `vecjob.lifecycle.decide` says."""
+
+    name, folder = "train", "model"
+
+    def fingerprint(self, ctx: RunContext) -> str:
+        spec = ctx.spec
+        return fingerprint(self.name, ctx.data_columns(), settings_fingerprint(spec.tokenizer, spec.model, spec.train),
+                           TOKENIZER_VERSION)
+
+    def plan(self, ctx: RunContext, recorded: str | None, force: bool) -> Plan:
+        decision = decide(ctx.spec, ctx.folder("train"), ctx.folder("encode"), ctx.retrain or force)
+        details = {k: str(v) if isinstance(v, Path) else v for k, v in decision.items() if k not in ("train", "target")}
+        if not decision["train"]:
+            return Plan(False, "skipped: " + decision["why"], details)
+        return Plan(True, "running: " + decision["why"], details, decision["target"])
+
+    def run(self, ctx: RunContext, plan: Plan) -> dict:
+        from vecjob.ray_train import train_model
+
+        train_cfg = ctx.spec.train
+        if storage.is_uri(ctx.published_at) and not train_cfg.storage_path:  # Ray Train needs storage every node reaches
+            train_cfg = train_cfg.model_copy(
+                update={"storage_path": storage.join(ctx.published_at, storage.TRAIN_STORAGE)})
+        spec = ctx.spec
+        manifest = train_model(spec.data, plan.target, spec.tokenizer, spec.model, train_cfg,
+                               address=spec.address or None)
+        return {**plan.details, **train_headline(manifest)}
+
+
+def train_headline(model_manifest: dict) -> dict:
+    """The figures of the round whose weights were published (the best), not of the last one run,
+    and why training stopped."""
+    best_round = model_manifest["best_round"]
+    best = next((h for h in model_manifest["history"] if h["round"] == best_round), {})
+    return {"best_round": best_round, "rounds_run": model_manifest["rounds_run"],
+            "epochs_seen": model_manifest["epochs_seen"], "stop_reason": model_manifest["stop_reason"],
+            "val_loss": best.get("val_loss"), "val_token_acc": best.get("val_token_acc")}
+
+
+class Encode(Stage):
+    name, folder = "encode", "vectors"
+
+    def fingerprint(self, ctx: RunContext) -> str:
+        model = read_json(active_model(ctx.folder("train")) / MANIFEST).get("model_fingerprint", "")
+        return fingerprint(self.name, ctx.data_fingerprint(), ctx.data_columns(), model, ctx.spec.encode.model_dump())
+
+    def run(self, ctx: RunContext, plan: Plan) -> dict:
+        from vecjob.ray_encode import encode_collection
+
+        # The model this run encodes with, where every Ray worker reads it (the store, when there).
+        model = storage.join(ctx.published_at, active_model(ctx.folder("train")).relative_to(ctx.root).as_posix())
+        spec = ctx.spec
+        return encode_collection(spec.data, model, ctx.folder(self.name), spec.encode,
+                                 address=spec.address or None)["counts"]
+
+
+class Index(Stage):
+    name, folder = "index", "index"
+
+    def fingerprint(self, ctx: RunContext) -> str:
+        return fingerprint(self.name, ctx.upstream("encode", "vectors_fingerprint"), ctx.spec.index.model_dump())
+
+    def run(self, ctx: RunContext, plan: Plan) -> dict:
+        from vecjob.index import index_collection
+
+        m = index_collection(ctx.folder("encode"), ctx.folder(self.name), ctx.spec.index, update=True)
+        last = m["updates"][-1]
+        return {"factory": m["factory"], "ntotal": m["ntotal"], "recall_at_10": m.get("recall_at_10"),
+                **{k: last[k] for k in ("action", "why", "added", "removed")}}
+
+
+class Cluster(Stage):
+    name, folder = "cluster", "clusters"
+
+    def fingerprint(self, ctx: RunContext) -> str:
+        return fingerprint(self.name, ctx.upstream("encode", "vectors_fingerprint"), ctx.data_fingerprint(),
+                           ctx.data_columns(), ctx.spec.cluster.model_dump())
+
+    def run(self, ctx: RunContext, plan: Plan) -> dict:
+        from vecjob.cluster import cluster_collection
+
+        spec = ctx.spec
+        s = cluster_collection(ctx.folder("encode"), ctx.folder(self.name), spec.cluster.k, spec.cluster,
+                               data=spec.data.paths, id_col=spec.data.id_col, text_col=spec.data.text_col, update=True)
+        return {"k": s["k"], **s["metrics"]}
+
+
+class Sentiment(Stage):
+    name, folder = "sentiment", "sentiment"
+
+    def fingerprint(self, ctx: RunContext) -> str:
+        labels = ctx.spec.sentiment.labels
+        labels = [file_fingerprint(p) for p in discover(labels)] if labels else ctx.data_files()
+        return fingerprint(self.name, ctx.upstream("encode", "vectors_fingerprint"), labels, ctx.data_columns(),
+                           ctx.spec.sentiment.model_dump())
+
+    def run(self, ctx: RunContext, plan: Plan) -> dict:
+        from vecjob.sentiment import evaluate_classifier, predict_collection, train_classifier
+
+        spec, vectors, out = ctx.spec, ctx.folder("encode"), ctx.folder(self.name)
+        labels = spec.sentiment.labels or spec.data.paths
+        train_classifier(vectors, labels, out / "classifier", spec.sentiment, id_col=spec.data.id_col)
+        report = evaluate_classifier(out / "classifier", vectors, labels, spec.sentiment, id_col=spec.data.id_col)
+        predict_collection(out / "classifier", vectors, out / "predictions")
+        write_json_atomic(new_manifest("vecjob.sentiment_stage", report=report), out / MANIFEST)
+        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (Corpus(), Train(), Encode(), Index(), Cluster(), Sentiment())}
