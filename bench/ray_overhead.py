@@ -46,7 +46,8 @@ def main() -> None:
 
     from vecjob import runtime
     from vecjob.config import DataConfig, EncodeConfig
-    from vecjob.ray_encode import encode_collection
+    from vecjob.encode_shards import InProcess, encode_collection
+    from vecjob.ray_encode import RayData
 
     batch_size = args.batch_size or EncodeConfig().batch_size
     setups = args.setups.split(",")
@@ -63,10 +64,10 @@ def main() -> None:
     for rep in range(args.repeats):
         for setup in setups:  # interleaved, so drift on a shared machine hits every setup
             out = work / f"v-{setup}-{rep}"
-            runner = "local" if setup == "local" else "ray"
+            executor = InProcess() if setup == "local" else RayData()
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
-                m = encode_collection(data, model, out, encode_config(setup, batch_size), runner=runner)
+                m = encode_collection(data, model, out, encode_config(setup, batch_size), executor)
                 wall = time.perf_counter() - t0
             results[setup].append({"wall_s": wall, "docs_per_s": m["counts"]["rows_in"] / wall,
                                    "peak_rss_gb": mem.peak / 1e9, "peak_pss_gb": mem.peak_pss / 1e9,

@@ -67,14 +67,15 @@ def encode(data: str, model: str, out: str) -> dict:
     """What `vecjob encode DATA --model M --out OUT` does, timed end to end (a bucket's publish included)."""
     from vecjob import storage
     from vecjob.config import DataConfig, EncodeConfig
-    from vecjob.ray_encode import encode_collection
+    from vecjob.encode_shards import encode_collection
+    from vecjob.ray_encode import RayData
 
     t0 = time.perf_counter()
     if storage.is_uri(out):
         with storage.mirrored(out, "--out") as local:
-            manifest = encode_collection(DataConfig(paths=[data]), model, local, EncodeConfig())
+            manifest = encode_collection(DataConfig(paths=[data]), model, local, EncodeConfig(), RayData())
     else:
-        manifest = encode_collection(DataConfig(paths=[data]), model, out, EncodeConfig())
+        manifest = encode_collection(DataConfig(paths=[data]), model, out, EncodeConfig(), RayData())
     return {"seconds": time.perf_counter() - t0, "rows": manifest["counts"]["rows_out"],
             "encode_wall_s": manifest["timings"]["encode_wall_s"]}
 

@@ -59,7 +59,8 @@ def main() -> None:
     from vecjob import runtime
     from vecjob.config import DataConfig, EncodeConfig, IndexConfig
     from vecjob.index import index_collection
-    from vecjob.ray_encode import encode_collection
+    from vecjob.encode_shards import encode_collection
+    from vecjob.ray_encode import RayData
 
     work = Path(tempfile.mkdtemp(prefix="vecjob-scale-"))
     # Model and data are made in child processes: this process plays `vecjob encode`'s driver, which
@@ -76,7 +77,7 @@ def main() -> None:
         gen_s = time.perf_counter() - t0
         with PeakRSS() as enc_rss:
             t0 = time.perf_counter()
-            m = encode_collection(DataConfig(paths=[str(data)]), model, work / f"v-{n}", EncodeConfig(), runner="ray")
+            m = encode_collection(DataConfig(paths=[str(data)]), model, work / f"v-{n}", EncodeConfig(), RayData())
             enc_s = time.perf_counter() - t0
         # Ray Data lets the encoder actors exit on their own, within about 2 s of the last batch;
         # they are idle by then, but would otherwise count in the first samples of the index stage.

@@ -88,13 +88,12 @@ def build_collection(size: int, work: Path, model: Path) -> tuple[Path, list, li
     from vecjob.config import DataConfig, EncodeConfig, IndexConfig
     from vecjob.index import index_collection
     from vecjob.model_dir import read_model_info
-    from vecjob.ray_encode import encode_collection
+    from vecjob.encode_shards import encode_collection
     from vecjob.vectors import VectorsDir, table_vectors
 
     vectors = work / f"v-{size}"
     if size == 2225:
-        encode_collection(DataConfig(paths=[str(DATA / "bbc_news.parquet")]), model, vectors, EncodeConfig(),
-                          runner="local")
+        encode_collection(DataConfig(paths=[str(DATA / "bbc_news.parquet")]), model, vectors, EncodeConfig())
     else:
         from index_speed import write_vectors_dir
 

@@ -10,7 +10,7 @@ from conftest import blobs, make_vectors_dir
 from vecjob.cluster import cluster_collection, label_metrics, top_terms
 from vecjob.config import ClusterConfig, DataConfig, EncodeConfig
 from vecjob.errors import InputError
-from vecjob.ray_encode import encode_collection
+from vecjob.encode_shards import encode_collection
 
 
 def _labelled(tmp_path, n=300, centers=3):
@@ -80,7 +80,7 @@ def test_label_metrics_perfect_and_permuted():
 
 
 def test_cluster_real_text_vectors_names_topic_words(collection, tiny_model_dir, tmp_path):
-    encode_collection(DataConfig(paths=[str(collection)]), tiny_model_dir, tmp_path / "v", EncodeConfig(), runner="local")
+    encode_collection(DataConfig(paths=[str(collection)]), tiny_model_dir, tmp_path / "v", EncodeConfig())
     summary = cluster_collection(tmp_path / "v", tmp_path / "c", 3, ClusterConfig(), data=[str(collection)])
     words = {w for c in summary["clusters"] for w in c["top_terms"]}
     assert words and not words & {"the", "and", "of"}

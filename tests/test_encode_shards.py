@@ -1,4 +1,4 @@
-"""Encoding a collection in-process (runner='local'): the same classes the Ray pipeline maps."""
+"""Encoding a collection in-process (the InProcess executor): the same classes the Ray pipeline maps."""
 
 import os
 
@@ -12,13 +12,13 @@ from vecjob.config import DataConfig, EncodeConfig
 from vecjob.encode_shards import plan_items
 from vecjob.errors import InputError
 from vecjob.parquet_io import check_shards
-from vecjob.ray_encode import encode_collection
+from vecjob.encode_shards import encode_collection
 from vecjob.vectors import VectorsDir, table_vectors
 
 
 def _encode(data_dir, model, out, **cfg):
     return encode_collection(DataConfig(paths=[str(data_dir)]), model, out,
-                             EncodeConfig(**{"rows_per_task": 100, **cfg}), runner="local")
+                             EncodeConfig(**{"rows_per_task": 100, **cfg}))
 
 
 def test_plan_cuts_shards_by_row_groups(collection):
@@ -59,7 +59,7 @@ def test_empty_texts_are_skipped_and_counted_strict_refuses(tiny_model_dir, tmp_
     assert pq.read_table(tmp_path / "v" / by_input["a.parquet"]["output"]).column("id").to_pylist() == [1, 4]
     with pytest.raises(InputError, match=r"a.parquet: 2 null or empty text\(s\) \(first id 2\)"):
         encode_collection(DataConfig(paths=[str(data)], strict=True), tiny_model_dir, tmp_path / "v2",
-                          EncodeConfig(), runner="local")
+                          EncodeConfig())
 
 
 def test_rerun_skips_done_shards_and_redoes_missing_ones_identically(collection, tiny_model_dir, tmp_path):

@@ -18,7 +18,7 @@ import pytest
 from conftest import write_collection
 from vecjob.config import DataConfig, EncodeConfig, IndexConfig, ModelConfig, TokenizerConfig, TrainConfig
 from vecjob.outputs import output_lock
-from vecjob.ray_encode import encode_collection
+from vecjob.encode_shards import encode_collection
 from vecjob.vectors import VectorsDir, table_vectors
 
 VECJOB = [sys.executable, "-c", "from vecjob.cli import app; app(prog_name='vecjob')"]
@@ -88,7 +88,7 @@ def test_a_rerun_with_another_model_killed_part_way_leaves_the_old_generation(
     data = tmp_path / "in"
     write_collection(data, [40] * 4, seed=5)
     out = tmp_path / "v"
-    first = encode_collection(DataConfig(paths=[str(data)]), tiny_model_dir, out, EncodeConfig(), runner="local")
+    first = encode_collection(DataConfig(paths=[str(data)]), tiny_model_dir, out, EncodeConfig())
     before = _vectors_by_shard(out)
     _killed_at("shard_published", killed_after, _encode_args(data, other_model_dir, out, "local"))
 
@@ -105,7 +105,7 @@ def test_a_rerun_with_another_model_killed_part_way_leaves_the_old_generation(
         search(tmp_path / "i", text="goal team", model_dir=other_model_dir)
 
     # Finishing the rerun publishes model B's generation whole and removes A's files.
-    second = encode_collection(DataConfig(paths=[str(data)]), other_model_dir, out, EncodeConfig(), runner="local")
+    second = encode_collection(DataConfig(paths=[str(data)]), other_model_dir, out, EncodeConfig())
     assert second["counts"]["shards_encoded"] == 4 - killed_after
     names = {p.name for p in out.glob("*.parquet")}
     assert names == {s["output"] for s in second["shards"]} and not names & before.keys()
@@ -121,8 +121,8 @@ def test_a_shard_of_another_generation_under_the_manifest_is_refused(tiny_model_
 
     data = tmp_path / "in"
     write_collection(data, [30, 30], seed=6)
-    encode_collection(DataConfig(paths=[str(data)]), tiny_model_dir, tmp_path / "a", EncodeConfig(), runner="local")
-    encode_collection(DataConfig(paths=[str(data)]), other_model_dir, tmp_path / "b", EncodeConfig(), runner="local")
+    encode_collection(DataConfig(paths=[str(data)]), tiny_model_dir, tmp_path / "a", EncodeConfig())
+    encode_collection(DataConfig(paths=[str(data)]), other_model_dir, tmp_path / "b", EncodeConfig())
     listed = VectorsDir.open(tmp_path / "a").shard_paths[1]
     foreign = next(p for p in VectorsDir.open(tmp_path / "b").shard_paths if p.name.split("-")[:2] == listed.name.split("-")[:2])
     shutil.copyfile(foreign, listed)  # what an in-place rewrite by another model would leave
@@ -170,8 +170,7 @@ def test_a_multi_megabyte_document_is_encoded_whole(tiny_model_dir, tmp_path):
     data = tmp_path / "in"
     data.mkdir()
     pq.write_table(pa.table({"id": ["huge", "small"], "text": [huge, "goal team"]}), data / "a.parquet")
-    manifest = encode_collection(DataConfig(paths=[str(data)]), tiny_model_dir, tmp_path / "v", EncodeConfig(),
-                                 runner="local")
+    manifest = encode_collection(DataConfig(paths=[str(data)]), tiny_model_dir, tmp_path / "v", EncodeConfig())
     assert len(huge) > 2_000_000
     assert manifest["counts"]["rows_out"] == 2 and manifest["counts"]["tokens"] == 400_002
     vecs = table_vectors(VectorsDir.open(tmp_path / "v").read_all())

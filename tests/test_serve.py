@@ -17,7 +17,7 @@ from vecjob.cli import app
 from vecjob.config import DataConfig, EncodeConfig, IndexConfig
 from vecjob.index import index_collection
 from vecjob.outputs import staged_dir
-from vecjob.ray_encode import encode_collection
+from vecjob.encode_shards import encode_collection
 from vecjob.search import search
 from vecjob.vectors import VectorsDir
 
@@ -55,7 +55,7 @@ def service(ray_session, tiny_model_dir, collection, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serve")
     _publish_model(tiny_model_dir, root / "model")  # a copy: the swap test publishes another model here
-    encode_collection(DataConfig(paths=[str(collection)]), root / "model", root / "v", EncodeConfig(), runner="local")
+    encode_collection(DataConfig(paths=[str(collection)]), root / "model", root / "v", EncodeConfig())
     index_collection(root / "v", root / "index", IndexConfig())
     url = deploy(str(root / "index"), str(root / "model"), [str(collection)], port=_free_port(), poll_s=0.3)
     deadline = time.time() + 60
@@ -141,7 +141,7 @@ def test_a_newly_published_index_is_swapped_in_while_queries_run(service, other_
     # The new index holds the first two shards only: an answer from it never names a third-shard id.
     dropped = {f"doc-{i:05d}" for i in range(187, 282)}
     kept = [str(p) for p in sorted(collection.glob("*.parquet"))[:2]]
-    encode_collection(DataConfig(paths=kept), service.root / "model", tmp_path / "v", EncodeConfig(), runner="local")
+    encode_collection(DataConfig(paths=kept), service.root / "model", tmp_path / "v", EncodeConfig())
 
     stop, answers, failures = threading.Event(), [], []
     clients = [threading.Thread(target=_query_loop, args=(service.url, stop, answers, failures)) for _ in range(3)]
@@ -172,7 +172,7 @@ def test_a_newly_published_index_is_swapped_in_while_queries_run(service, other_
     assert call(service.url, "/info")[1]["generation"] == new_generation
     assert call(service.url, "/search", {"text": "goal team", "k": 3})[0] == 200
     # Once the index made with that model is published, both move together.
-    encode_collection(DataConfig(paths=kept), service.root / "model", tmp_path / "v2", EncodeConfig(), runner="local")
+    encode_collection(DataConfig(paths=kept), service.root / "model", tmp_path / "v2", EncodeConfig())
     index_collection(tmp_path / "v2", service.root / "index", IndexConfig())
     deadline = time.time() + 30
     while time.time() < deadline and call(service.url, "/info")[1]["generation"] == new_generation:

@@ -42,11 +42,11 @@ def test_a_job_runs_across_two_nodes_from_and_to_object_storage(ray_cluster, s3,
     assert on_nodes("PartEncoder") == both, [(a.class_name, a.node_id) for a in ran]
 
     from vecjob.config import DataConfig, EncodeConfig
-    from vecjob.ray_encode import encode_collection
+    from vecjob.encode_shards import encode_collection
 
     single = tmp_path / "single-process"
     encode_collection(DataConfig(paths=[s3.uri("data")]), s3.uri("cluster-run", "model"), single,
-                      EncodeConfig(keep_columns=["label"]), runner="local")
+                      EncodeConfig(keep_columns=["label"]))
     on_cluster, in_process = _vectors(s3.uri("cluster-run", "vectors")), _vectors(single)
     assert sorted(on_cluster) == sorted(in_process) and len(in_process) == 210
     for doc_id, vector in in_process.items():

@@ -17,7 +17,7 @@ import typer
 
 from vecjob import storage
 from vecjob.config import ClusterConfig, IndexConfig, JobSpec, SentimentConfig, load_job_spec, override
-from vecjob.errors import VecjobError
+from vecjob.errors import ConfigError, VecjobError
 
 app = typer.Typer(
     name="vecjob",
@@ -159,14 +159,17 @@ def encode(
 ) -> None:
     """Encode Parquet shards into vector shards (id + vector) with Ray Data."""
     from vecjob import reporting
-    from vecjob.ray_encode import encode_collection
+    from vecjob.encode_shards import InProcess, encode_collection
+    from vecjob.ray_encode import RayData
 
+    if runner not in ("ray", "local"):
+        raise ConfigError(f"--runner {runner!r}: expected ray or local")
     spec = _spec(config, data, id_col=id_col, text_col=text_col, strict=strict)
     cfg = override(spec.encode, batch_size=batch_size, concurrency=concurrency, keep_columns=keep, device=device)
+    executor = RayData(address or spec.address or None) if runner == "ray" else InProcess()
     with reporting.row_progress("encoding") as (on_plan, on_rows):
         with _writable(out) as target:
-            manifest = encode_collection(spec.data, model, target, cfg, runner=runner, on_rows=on_rows,
-                                         on_plan=on_plan, address=address or spec.address or None)
+            manifest = encode_collection(spec.data, model, target, cfg, executor, on_rows=on_rows, on_plan=on_plan)
     c, t = manifest["counts"], manifest["timings"]
     reporting.summary(f"vectors → {out}", {
         "shards": f"{c['shards']} ({c['shards_encoded']} encoded, {c['shards_skipped_done']} already done)",

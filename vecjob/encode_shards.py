@@ -1,5 +1,8 @@
 """Encoding a sharded collection, without Ray: plan units of work, encode one unit, assemble shards.
 
+`encode_collection` is the whole job; an executor runs its units of work: `InProcess` here, one
+after another, or `vecjob.ray_encode.RayData` over a pool of encoder actors.
+
 A unit of work (`WorkItem`) is a run of row groups of one input shard (≤ rows_per_task rows), so
 large shards are spread over workers and small ones are not merged. `PartEncoder` turns one item into
 an Arrow table of vectors. `ShardAssembler` collects the parts of each input shard; when all its rows
@@ -17,27 +20,35 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from vecjob import faults
-from vecjob.errors import InputError
+from vecjob import faults, storage
+from vecjob.config import DataConfig, EncodeConfig
+from vecjob.errors import ConfigError, InputError
+from vecjob.model_dir import read_model_info
+from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import (
+    MANIFEST,
     Shard,
+    check_shards,
+    clean_stale_temporaries,
     file_fingerprint,
     fingerprint,
+    new_manifest,
     parquet_file,
     read_json,
     read_row_groups,
     write_json_atomic,
     write_parquet_atomic,
 )
-from vecjob.vectors import vectors_table, with_model_fingerprint
+from vecjob.vectors import MANIFEST_KIND, vectors_table, with_model_fingerprint
 
 STATS_DIR = "_stats"
+RESERVED_COLUMNS = ("id", "vector")
 
 
 @dataclass(frozen=True)
@@ -267,3 +278,107 @@ def remove_other_generations(out_dir: Path, stats: list[dict]) -> int:
             path.unlink()
             removed += 1
     return removed
+
+
+class Executor(Protocol):
+    name: str  # recorded in the vectors manifest
+
+    def encode(self, items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig,
+               sink: Callable[[pa.Table], None]) -> int:
+        """Encode every item with `PartEncoder(**encoder_kwargs)`, handing each part to `sink` in this
+        process; returns the number of encoders that ran."""
+        ...
+
+
+class InProcess:
+    """One encoder in this process, the items one after another (tests, the benchmarks' baseline)."""
+
+    name = "local"
+
+    def encode(self, items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig,
+               sink: Callable[[pa.Table], None]) -> int:
+        encoder = PartEncoder(**encoder_kwargs, device=cfg.device)
+        for item in items:
+            sink(encoder.encode_item(item))
+        return 1
+
+
+def encode_collection(
+    data: DataConfig,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    cfg: EncodeConfig,
+    executor: Executor | None = None,
+    on_rows: Callable[[int], None] | None = None,
+    on_plan: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Encode every input shard not already done; returns the vectors dir manifest. `executor` runs
+    the work items (`InProcess` when None; `vecjob.ray_encode.RayData` maps them over encoder actors)
+    and is started only once the checks pass.
+
+    Everything that can be known before work starts is checked first (the output location, every
+    shard's schema, null ids, --strict texts, the model dir), so bad input writes nothing.
+    """
+    executor = executor or InProcess()
+    for col in cfg.keep_columns:
+        if col in RESERVED_COLUMNS:
+            raise ConfigError(f"--keep {col}: the vector shards already have a '{col}' column")
+    out_dir = check_output(out_dir, "--out", data.paths, markers=(MANIFEST, STATS_DIR))
+    t_start = time.perf_counter()
+    shards = check_shards(data.paths, data.id_col, data.text_col, data.strict, tuple(cfg.keep_columns))
+    if len({s.name for s in shards}) != len(shards):
+        raise InputError("two input shards map to the same output name")
+    model = read_model_info(model_dir)
+    model_fp, dim = model.fingerprint, model.dim
+    columns = {"id": data.id_col, "text": data.text_col, "keep": list(cfg.keep_columns)}
+
+    with output_lock(out_dir):
+        input_fps = input_fingerprints(shards)
+        keys = [generation_key(fp, model_fp, columns) for fp in input_fps]
+        for folder in (out_dir, out_dir / STATS_DIR):
+            if folder.exists():
+                clean_stale_temporaries(folder)
+        todo = {i for i, s in enumerate(shards) if not shard_is_done(out_dir, s, keys[i], input_fps[i], model_fp)}
+        items = [it for it in plan_items(shards, cfg.rows_per_task) if it.shard in todo]
+        if on_plan:
+            on_plan(sum(shards[i].num_rows for i in todo), sum(s.num_rows for s in shards))
+        assembler = ShardAssembler(
+            out_dir, shards, input_fps, keys, model_fp, todo,
+            empty_table=lambda s_idx: empty_part(shards[s_idx], s_idx, data.id_col, cfg.keep_columns, dim),
+            on_rows=on_rows,
+        )
+        encoder_kwargs = dict(
+            model_dir=storage.absolute(model_dir), id_col=data.id_col, text_col=data.text_col,
+            keep_columns=list(cfg.keep_columns), batch_size=cfg.batch_size, strict=data.strict,
+        )
+        t0 = time.perf_counter()
+        actors = executor.encode(items, encoder_kwargs, cfg, assembler.add) if items else 0
+        assembler.check_complete()
+        encode_s = time.perf_counter() - t0
+
+        stats = [read_json(out_dir / stats_name(s, keys[i])) for i, s in enumerate(shards)]
+        manifest = new_manifest(
+            MANIFEST_KIND,
+            model_dir=storage.absolute(model_dir),
+            model_fingerprint=model_fp,
+            vectors_fingerprint=vectors_fingerprint(stats),
+            dim=dim,
+            columns=columns,
+            config=cfg.model_dump(),
+            runner=executor.name,
+            actors=actors,
+            counts={
+                "shards": len(shards),
+                "shards_encoded": len(todo),
+                "shards_skipped_done": len(shards) - len(todo),
+                "rows_in": sum(s["rows_in"] for s in stats),
+                "rows_out": sum(s["rows_out"] for s in stats),
+                "skipped_empty": sum(s["skipped_empty"] for s in stats),
+                "tokens": sum(s["tokens"] for s in stats),
+            },
+            timings={"encode_wall_s": encode_s, "total_s": time.perf_counter() - t_start},
+            shards=stats,
+        )
+        write_json_atomic(manifest, out_dir / MANIFEST)
+        remove_other_generations(out_dir, stats)
+    return manifest

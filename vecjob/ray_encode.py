@@ -1,41 +1,17 @@
-"""`vecjob encode`: stream work items through encoder actors with Ray Data; the driver assembles and
-writes one vector shard per input shard. `runner="local"` runs the same classes in-process (the
-test path and the benchmark baseline)."""
+"""Encoding on Ray: `RayData` streams the work items of `vecjob.encode_shards.encode_collection`
+through a pool of encoder actors with Ray Data; the driver assembles and writes one vector shard per
+input shard."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Callable
 
-from vecjob import storage
-from vecjob.config import DataConfig, EncodeConfig
-from vecjob.encode_shards import (
-    STATS_DIR,
-    PartEncoder,
-    ShardAssembler,
-    empty_part,
-    generation_key,
-    input_fingerprints,
-    plan_items,
-    remove_other_generations,
-    shard_is_done,
-    stats_name,
-    vectors_fingerprint,
-)
-from vecjob.errors import ConfigError, InputError, VecjobError, from_worker
-from vecjob.model_dir import read_model_info
-from vecjob.outputs import check_output, output_lock
-from vecjob.parquet_io import (
-    MANIFEST,
-    check_shards,
-    clean_stale_temporaries,
-    new_manifest,
-    read_json,
-    write_json_atomic,
-)
-from vecjob.vectors import MANIFEST_KIND
+import pyarrow as pa
+
+from vecjob.config import EncodeConfig
+from vecjob.encode_shards import PartEncoder, WorkItem
+from vecjob.errors import VecjobError, from_worker
 
 
 def resolve_concurrency(cfg: EncodeConfig, cpus: int, gpus: int, node_cpus: int | None = None
@@ -58,106 +34,26 @@ def resolve_concurrency(cfg: EncodeConfig, cpus: int, gpus: int, node_cpus: int 
     return actors, max(0.25, threads - 0.5), 0.0, threads
 
 
-RUNNERS = ("ray", "local")
 ACTORS_START_S = 300  # longest wait for the encoder actors to start before the run fails
-RESERVED_COLUMNS = ("id", "vector")
 
 
-def encode_collection(
-    data: DataConfig,
-    model_dir: str | Path,
-    out_dir: str | Path,
-    cfg: EncodeConfig,
-    runner: str = "ray",
-    on_rows: Callable[[int], None] | None = None,
-    on_plan: Callable[[int, int], None] | None = None,
-    address: str | None = None,
-) -> dict:
-    """Encode every input shard not already done; returns the vectors dir manifest.
-    `runner` "ray" connects to `address` (else RAY_ADDRESS, else a local Ray) once the checks pass.
+@dataclass
+class RayData:
+    """Encoder actors on the Ray cluster at `address` (else RAY_ADDRESS, else an embedded local Ray),
+    one per CPU or GPU unless `encode.concurrency` says otherwise."""
 
-    Everything that can be known before work starts is checked first (the output location, every
-    shard's schema, null ids, --strict texts, the model dir), so bad input writes nothing.
-    """
-    if runner not in RUNNERS:
-        raise ConfigError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
-    for col in cfg.keep_columns:
-        if col in RESERVED_COLUMNS:
-            raise ConfigError(f"--keep {col}: the vector shards already have a '{col}' column")
-    out_dir = check_output(out_dir, "--out", data.paths, markers=(MANIFEST, STATS_DIR))
-    t_start = time.perf_counter()
-    shards = check_shards(data.paths, data.id_col, data.text_col, data.strict, tuple(cfg.keep_columns))
-    if len({s.name for s in shards}) != len(shards):
-        raise InputError("two input shards map to the same output name")
-    model = read_model_info(model_dir)
-    model_fp, dim = model.fingerprint, model.dim
-    columns = {"id": data.id_col, "text": data.text_col, "keep": list(cfg.keep_columns)}
+    address: str | None = None
+    name = "ray"
 
-    with output_lock(out_dir):
-        input_fps = input_fingerprints(shards)
-        keys = [generation_key(fp, model_fp, columns) for fp in input_fps]
-        for folder in (out_dir, out_dir / STATS_DIR):
-            if folder.exists():
-                clean_stale_temporaries(folder)
-        todo = {i for i, s in enumerate(shards) if not shard_is_done(out_dir, s, keys[i], input_fps[i], model_fp)}
-        items = [it for it in plan_items(shards, cfg.rows_per_task) if it.shard in todo]
-        if on_plan:
-            on_plan(sum(shards[i].num_rows for i in todo), sum(s.num_rows for s in shards))
-        assembler = ShardAssembler(
-            out_dir, shards, input_fps, keys, model_fp, todo,
-            empty_table=lambda s_idx: empty_part(shards[s_idx], s_idx, data.id_col, cfg.keep_columns, dim),
-            on_rows=on_rows,
-        )
-        encoder_kwargs = dict(
-            model_dir=storage.absolute(model_dir), id_col=data.id_col, text_col=data.text_col,
-            keep_columns=list(cfg.keep_columns), batch_size=cfg.batch_size, strict=data.strict,
-        )
-        t0 = time.perf_counter()
-        if items and runner == "ray":
-            from vecjob import runtime
+    def encode(self, items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig,
+               sink: Callable[[pa.Table], None]) -> int:
+        from vecjob import runtime
 
-            runtime.connect(address)
-            actors = _run_ray(items, encoder_kwargs, cfg, assembler)
-        elif items:
-            actors = 1
-            encoder = PartEncoder(**encoder_kwargs, device=cfg.device)
-            for item in items:
-                assembler.add(encoder.encode_item(item))
-        else:
-            actors = 0
-        assembler.check_complete()
-        encode_s = time.perf_counter() - t0
-
-        stats = [read_json(out_dir / stats_name(s, keys[i])) for i, s in enumerate(shards)]
-        manifest = new_manifest(
-            MANIFEST_KIND,
-            model_dir=storage.absolute(model_dir),
-            model_fingerprint=model_fp,
-            vectors_fingerprint=vectors_fingerprint(stats),
-            dim=dim,
-            columns=columns,
-            config=cfg.model_dump(),
-            runner=runner,
-            actors=actors,
-            counts={
-                "shards": len(shards),
-                "shards_encoded": len(todo),
-                "shards_skipped_done": len(shards) - len(todo),
-                "rows_in": sum(s["rows_in"] for s in stats),
-                "rows_out": sum(s["rows_out"] for s in stats),
-                "skipped_empty": sum(s["skipped_empty"] for s in stats),
-                "tokens": sum(s["tokens"] for s in stats),
-            },
-            timings={"encode_wall_s": encode_s, "total_s": time.perf_counter() - t_start},
-            shards=stats,
-        )
-        write_json_atomic(manifest, out_dir / MANIFEST)
-        remove_other_generations(out_dir, stats)
-    return manifest
+        runtime.connect(self.address)
+        return _run_ray(items, encoder_kwargs, cfg, sink)
 
 
-def _run_ray(items, encoder_kwargs: dict, cfg: EncodeConfig, assembler: ShardAssembler) -> int:
-    import pyarrow as pa
+def _run_ray(items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig, sink: Callable[[pa.Table], None]) -> int:
     import ray
 
     from vecjob.runtime import cluster_cpus_gpus, largest_node_cpus
@@ -180,7 +76,7 @@ def _run_ray(items, encoder_kwargs: dict, cfg: EncodeConfig, assembler: ShardAss
     )
     try:
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            assembler.add(block if isinstance(block, pa.Table) else pa.Table.from_pydict(block))
+            sink(block if isinstance(block, pa.Table) else pa.Table.from_pydict(block))
     except Exception as exc:  # noqa: BLE001 - surface the worker's own message (it names the file)
         raise from_worker(exc, "encoding") from exc
     return actors

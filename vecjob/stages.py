@@ -163,13 +163,14 @@ class Encode(Stage):
         return fingerprint(self.name, ctx.data_fingerprint(), ctx.data_columns(), model, ctx.spec.encode.model_dump())
 
     def run(self, ctx: RunContext, plan: Plan) -> dict:
-        from vecjob.ray_encode import encode_collection
+        from vecjob.encode_shards import encode_collection
+        from vecjob.ray_encode import RayData
 
         # The model this run encodes with, where every Ray worker reads it (the store, when there).
         model = storage.join(ctx.published_at, active_model(ctx.folder("train")).relative_to(ctx.root).as_posix())
         spec = ctx.spec
         return encode_collection(spec.data, model, ctx.folder(self.name), spec.encode,
-                                 address=spec.address or None)["counts"]
+                                 RayData(spec.address or None))["counts"]
 
 
 class Index(Stage):
