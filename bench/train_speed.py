@@ -150,12 +150,13 @@ def output_layers(steps: int) -> list[dict]:
 def ray_train_rate() -> float:
     from vecjob import runtime
     from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
-    from vecjob.ray_train import train_model
+    from vecjob.ray_train import RayTrain
+    from vecjob.trainer import train_model
 
     runtime.connect()
     with tempfile.TemporaryDirectory() as tmp:
         m = train_model(DataConfig(paths=[str(DATA / CORPORA["BBC"])]), f"{tmp}/m", TokenizerConfig(), ModelConfig(),
-                        TrainConfig(epochs=1, workers=2, use_gpu="no", max_train_chunks=4000))
+                        TrainConfig(epochs=1, workers=2, use_gpu="no", max_train_chunks=4000), RayTrain())
     return m["history"][0]["train_tokens_per_s"]
 
 

@@ -144,24 +144,12 @@ def train_tiny_model(out: Path, collection: Path, seed: int = 0) -> Path:
     """A small model trained in-process (no Ray) on the synthetic collection."""
     import torch
 
-    from vecjob.config import ModelConfig, TokenizerConfig, TrainConfig
-    from vecjob.dataset import build_vocab, training_chunks
-    from vecjob.model_dir import MANIFEST_KIND, write_model_dir
-    from vecjob.parquet_io import check_shards, new_manifest
-    from vecjob.tokenizer import Tokenizer
-    from vecjob.training import build_model, train_loop
+    from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
+    from vecjob.trainer import train_model
 
     torch.set_num_threads(1)
-    tok_cfg = TokenizerConfig(max_vocab=200, min_count=1, max_len=16)
-    model_cfg = ModelConfig(dim=16, embed_dim=16, hidden_dim=24)
-    train_cfg = TrainConfig(epochs=2, batch_size=32, seed=seed)
-    shards = check_shards(str(collection), "id", "text")
-    vocab = build_vocab(shards, "id", "text", tok_cfg)
-    train, val, _ = training_chunks(shards, Tokenizer(vocab, tok_cfg.max_len), "id", "text", train_cfg)
-    model = build_model(model_cfg, len(vocab), seed, vocab.counts, train)
-    state = train_loop(model, train, val, model_cfg, train_cfg, device=torch.device("cpu"))
-    write_model_dir(out, model_cfg, tok_cfg, vocab, state.best_weights,
-                    new_manifest(MANIFEST_KIND, history=state.history), plot_history=False)
+    train_model(DataConfig(paths=[str(collection)]), out, TokenizerConfig(max_vocab=200, min_count=1, max_len=16),
+                ModelConfig(dim=16, embed_dim=16, hidden_dim=24), TrainConfig(epochs=2, batch_size=32, seed=seed))
     return out
 
 

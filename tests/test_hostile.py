@@ -79,7 +79,7 @@ def test_bad_input_in_the_last_shard_is_refused_before_the_first_is_written(requ
 
 
 def test_training_refuses_a_null_id_before_anything_starts(tmp_path):
-    from vecjob.ray_train import train_model
+    from vecjob.trainer import train_model
 
     data = tmp_path / "in"
     write_collection(data, [30, 30])

@@ -194,7 +194,8 @@ def _our_ray_train_workers() -> list[int]:
 def test_a_dead_training_worker_restarts_from_the_last_checkpoint(ray_session, tmp_path):
     pytest.importorskip("psutil")
     ROUNDS = 16  # about a second each: the kill lands mid-run even when the controller registers late
-    from vecjob.ray_train import train_model
+    from vecjob.ray_train import RayTrain
+    from vecjob.trainer import train_model
 
     write_collection(tmp_path / "in", [1500, 1500], seed=4)
     out = tmp_path / "m"
@@ -205,7 +206,7 @@ def test_a_dead_training_worker_restarts_from_the_last_checkpoint(ray_session, t
             result["manifest"] = train_model(
                 DataConfig(paths=[str(tmp_path / "in")]), out, TokenizerConfig(max_vocab=300, max_len=16),
                 ModelConfig(dim=16, embed_dim=16, hidden_dim=32),
-                TrainConfig(epochs=ROUNDS, workers=2, use_gpu="no", max_failures=1, patience=ROUNDS),
+                TrainConfig(epochs=ROUNDS, workers=2, use_gpu="no", max_failures=1, patience=ROUNDS), RayTrain(),
             )
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             result["error"] = exc

@@ -106,7 +106,8 @@ def train(
 ) -> None:
     """Train the sequence autoencoder with Ray Train and write a model dir."""
     from vecjob import reporting
-    from vecjob.ray_train import train_model
+    from vecjob.ray_train import RayTrain
+    from vecjob.trainer import train_model
     from vecjob.stages import train_headline
 
     spec = _spec(config, data, id_col=id_col, text_col=text_col, strict=strict)
@@ -122,7 +123,7 @@ def train(
     with reporting.status(f"training {model_cfg.variant} autoencoder (dim {model_cfg.dim})…"):
         with _writable(out) as target:
             manifest = train_model(spec.data, target, tok_cfg, model_cfg, train_cfg,
-                                   address=address or spec.address or None)
+                                   RayTrain(address or spec.address or None))
     best = train_headline(manifest)
     reporting.summary(f"model → {out}", {
         "documents": manifest["counts"]["documents"],

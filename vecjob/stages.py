@@ -133,7 +133,8 @@ class Train(Stage):
         return Plan(True, "running: " + decision["why"], details, decision["target"])
 
     def run(self, ctx: RunContext, plan: Plan) -> dict:
-        from vecjob.ray_train import train_model
+        from vecjob.ray_train import RayTrain
+        from vecjob.trainer import train_model
 
         train_cfg = ctx.spec.train
         if storage.is_uri(ctx.published_at) and not train_cfg.storage_path:  # Ray Train needs storage every node reaches
@@ -141,7 +142,7 @@ class Train(Stage):
                 update={"storage_path": storage.join(ctx.published_at, storage.TRAIN_STORAGE)})
         spec = ctx.spec
         manifest = train_model(spec.data, plan.target, spec.tokenizer, spec.model, train_cfg,
-                               address=spec.address or None)
+                               RayTrain(spec.address or None))
         return {**plan.details, **train_headline(manifest)}
 
 

@@ -1,0 +1,165 @@
+"""`vecjob train` as a library function: check the shards, build the vocabulary and the chunks, fit
+on an executor, publish the model dir (once, at the end, atomically).
+
+An executor runs the fit: `InProcess` here (one process, tests and benchmarks), or
+`vecjob.ray_train.RayTrain` (Ray Train workers, checkpointed every round). Both run
+`vecjob.training.train_loop`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from vecjob.chunks import ChunkSet
+from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
+from vecjob.dataset import build_vocab, heldout_unknown_share, training_chunks
+from vecjob.errors import VecjobError
+from vecjob.model_dir import MANIFEST_KIND, write_model_dir
+from vecjob.outputs import check_output, output_lock
+from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
+from vecjob.tokenizer import Tokenizer, Vocab, unknown_share
+from vecjob.training import TrainState, build_model, round_line, set_center, train_loop
+
+
+@dataclass
+class FitJob:
+    """What an executor needs to fit a model."""
+
+    train: ChunkSet
+    val: ChunkSet
+    vocab: Vocab
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    workers: int
+    use_gpu: bool
+    run_name: str  # the job's fingerprint: a rerun of the same job resumes from its checkpoint
+    out: Path  # the model dir to be published (checkpoints go beside it)
+
+
+class TrainExecutor(Protocol):
+    def start(self, train_cfg: TrainConfig) -> tuple[int, bool]:
+        """Connect to what runs the fit; returns (workers, use_gpu)."""
+        ...
+
+    def fit(self, job: FitJob) -> TrainState:
+        """Train; the returned state holds the best round's weights and the history."""
+        ...
+
+    def versions(self) -> dict: ...
+
+    def clean_up(self) -> None:
+        """Remove what the fit kept to resume (called once the model dir is published)."""
+        ...
+
+
+class InProcess:
+    """One process, no checkpoints: the fit runs `train_loop` here and prints a line per round."""
+
+    def start(self, train_cfg: TrainConfig) -> tuple[int, bool]:
+        if train_cfg.use_gpu == "yes" and not torch.cuda.is_available():
+            raise VecjobError("use_gpu = yes, but this process sees no GPU")
+        return 1, train_cfg.use_gpu == "yes"
+
+    def fit(self, job: FitJob) -> TrainState:
+        from vecjob.reporting import console
+
+        model = build_model(job.model_cfg, len(job.vocab), job.train_cfg.seed, list(job.vocab.counts), job.train)
+        device = torch.device("cuda" if job.use_gpu else "cpu")
+        return train_loop(model.to(device), job.train, job.val, job.model_cfg, job.train_cfg, device=device,
+                          on_round_end=lambda state, optimizer, metrics: console.print(round_line(metrics),
+                                                                                       highlight=False))
+
+    def versions(self) -> dict:
+        return {}
+
+    def clean_up(self) -> None:
+        pass
+
+
+def train_model(
+    data: DataConfig,
+    out: str | Path,
+    tok_cfg: TokenizerConfig,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    executor: TrainExecutor | None = None,
+) -> dict:
+    """Train on the shards in `data` and publish a model dir at `out`; returns its manifest.
+    The output and every shard are checked before `executor` starts (`InProcess` when None;
+    `vecjob.ray_train.RayTrain` for Ray Train workers); the model dir is locked throughout."""
+    executor = executor or InProcess()
+    out = check_output(out, "--out", data.paths)
+    shards = check_shards(data.paths, data.id_col, data.text_col, data.strict)
+    with output_lock(out):
+        return _train_locked(shards, out, data, tok_cfg, model_cfg, train_cfg, executor)
+
+
+def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig, model_cfg: ModelConfig,
+                  train_cfg: TrainConfig, executor: TrainExecutor) -> dict:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    inputs = [{"path": s.path, "rows": s.num_rows, "fingerprint": file_fingerprint(s.path)} for s in shards]
+    vocab = build_vocab(shards, data.id_col, data.text_col, tok_cfg)
+    tokenizer = Tokenizer(vocab, tok_cfg.max_len)
+    train, val, counts = training_chunks(
+        shards, tokenizer, data.id_col, data.text_col, train_cfg, data.strict, model_cfg.bow_context
+    )
+    timings["prepare_s"] = time.perf_counter() - t0
+
+    workers, use_gpu = executor.start(train_cfg)
+    if len(train) < workers:
+        raise VecjobError(f"only {len(train)} training chunks for {workers} workers: add data or lower --workers")
+    job_fp = fingerprint(
+        [i["fingerprint"] for i in inputs], tok_cfg.model_dump(), model_cfg.model_dump(),
+        train_cfg.what_shapes_the_weights(), workers, use_gpu,
+    )
+    t0 = time.perf_counter()
+    state = executor.fit(FitJob(train, val, vocab, model_cfg, train_cfg, workers, use_gpu,
+                                run_name=f"vecjob-train-{job_fp[:16]}", out=out))
+    timings["fit_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    best = build_model(model_cfg, len(vocab), train_cfg.seed)
+    best.load_state_dict(state.best_weights)
+    set_center(best, train)
+    timings["center_s"] = time.perf_counter() - t0
+
+    manifest = new_manifest(
+        MANIFEST_KIND,
+        inputs=inputs,
+        data_fingerprint=fingerprint([i["fingerprint"] for i in inputs]),
+        job_fingerprint=job_fp,
+        columns={"id": data.id_col, "text": data.text_col},
+        counts={
+            "documents": counts.rows,
+            "skipped_empty": counts.skipped_empty,
+            "train_chunks": len(train),
+            "val_chunks": len(val),
+            "train_tokens": int(train.lengths.sum()),
+            "vocab_size": len(vocab),
+            "unknown_share": unknown_share(train.flat),
+            # The drift baseline (vecjob.lifecycle): the unknown share of documents the vocabulary has not seen.
+            "unknown_share_heldout": heldout_unknown_share(shards, data.id_col, data.text_col, tok_cfg,
+                                                           train_cfg.val_fraction),
+        },
+        workers=workers,
+        use_gpu=use_gpu,
+        best_round=state.best_round,
+        rounds_run=state.round,
+        steps=state.step,
+        epochs_seen=state.history[-1]["epochs"] if state.history else 0.0,
+        stop_reason=state.stop_reason,
+        train_minutes=state.seconds / 60,
+        resumed_after_rounds=state.resumed_after_rounds,
+        history=state.history,
+        timings=timings,
+        versions={"torch": torch.__version__, **executor.versions()},
+        config={"model": model_cfg.model_dump(), "tokenizer": tok_cfg.model_dump(), "train": train_cfg.model_dump()},
+    )
+    published = write_model_dir(out, model_cfg, tok_cfg, vocab, best.state_dict(), manifest)
+    executor.clean_up()
+    return published
