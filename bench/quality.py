@@ -3,7 +3,10 @@ probe, same run.
 
     python bench/quality.py [--variants denoising,plain,variational] [--overrides JSON]
                             [--corpora bbc,tweets,lee,newsgroups,polarity] [--seeds 0,1,2]
-                            [--keep-models DIR] [--out bench/results/quality.json]
+                            [--keep-models DIR] [--out FILE]
+
+The suite's run, `--seeds 0,1,2` with every other flag at its default, writes results/quality.json
+(what bench/check.py reads); any other run writes a dated file in results/archive/.
 
 Unsupervised training on all texts of each corpus (labels unused), one model per corpus, through the
 real `vecjob train` path (Ray Train on a local Ray). Then, for every method:
@@ -231,7 +234,8 @@ def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict, seed
     from vecjob import runtime
     from vecjob.config import DataConfig, JobSpec
     from vecjob.encoder import DocumentEncoder
-    from vecjob.ray_train import train_model
+    from vecjob.ray_train import RayTrain
+    from vecjob.trainer import train_model
 
     spec = JobSpec(data=DataConfig(paths=[str(path)]))
     model_cfg = spec.model.model_copy(update={"variant": variant, **overrides.get("model", {})})
@@ -240,7 +244,7 @@ def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict, seed
     runtime.connect()
     t0 = time.perf_counter()
     model_dir = models / f"model-{path.stem}-{variant}-seed{seed}"
-    manifest = train_model(spec.data, model_dir, tok_cfg, model_cfg, train_cfg)
+    manifest = train_model(spec.data, model_dir, tok_cfg, model_cfg, train_cfg, RayTrain())
     train_s = time.perf_counter() - t0
     encoder = DocumentEncoder(model_dir, device="cpu", threads=os.cpu_count())
     texts = pl.read_parquet(path)["text"]
@@ -261,8 +265,13 @@ def main() -> None:
     ap.add_argument("--corpora", default="bbc,tweets,lee,newsgroups,polarity", help="a subset for quicker runs")
     ap.add_argument("--seeds", default="0", help="training seeds; vecjob rows show the median")
     ap.add_argument("--keep-models", default="", help="write the trained model dirs here (default: a temp dir)")
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "quality.json"))
+    ap.add_argument("--out", help="default: results/quality.json for the suite's run (--seeds 0,1,2, every other "
+                                  "flag at its default), else a dated file in results/archive/")
     args = ap.parse_args()
+    suite_run = args.seeds == "0,1,2" and all(
+        getattr(args, k) == ap.get_default(k) for k in ("variants", "baselines", "overrides", "corpora", "keep_models"))
+    args.out = args.out or str(REPO / "bench" / "results" / (
+        "quality.json" if suite_run else f"archive/quality-{time.strftime('%Y-%m-%d-%H%M')}.json"))
     files = {"bbc": DATA / "bbc_news.parquet", "tweets": DATA / "tweets_sentiment.parquet"}
     shipped = gensim_collections()
     names = [c for c in args.corpora.split(",") if c]

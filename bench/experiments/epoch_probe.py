@@ -1,10 +1,10 @@
 """How the vectors' scores move from epoch to epoch of one training run.
 
-    python bench/epoch_probe.py --model MODEL_DIR --weights DIR [--corpus bbc] [--average 7-10,5-10]
-                                [--out bench/results/epochs-bbc.json]
+    python bench/experiments/epoch_probe.py --model MODEL_DIR --weights DIR [--corpus bbc] [--average 7-10,5-10]
+                                [--out bench/results/archive/epochs-bbc.json]
 
 Training publishes only its best epoch's weights. To score every epoch, train with the one-off patch
-`bench/results/epoch-dump.patch` applied: while the file /tmp/exp/epoch_dump_dir exists, rank 0 saves
+`bench/experiments/epoch-dump.patch` applied: while the file /tmp/exp/epoch_dump_dir exists, rank 0 saves
 the weights of each epoch, as `epoch-NN.pt`, in the folder that file names. Then MODEL_DIR is the
 model that run published (`bench/quality.py --keep-models`; its config and vocabulary) and DIR the
 folder of epoch weights. Each epoch is scored with `bench/quality.py`'s protocol (probe accuracy and
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
@@ -61,7 +61,7 @@ def main() -> None:
             runs = [(f"{n:02d}", epochs[n]) for n in sorted(epochs)] + [("published", None)]
         rows = [scored(name, df, encoder_views(args.model, df["text"], weights)[0], args.corpus == "bbc",
                        key="epoch") for name, weights in runs]
-    out = Path(args.out or REPO / "bench" / "results" / f"epochs-{args.corpus}.json")
+    out = Path(args.out or REPO / "bench" / "results" / "archive" / f"epochs-{args.corpus}.json")
     payload = {"rows": rows, "model": args.model, "weights": args.weights,
                "command": " ".join(sys.argv), "machine": machine()}
     out.write_text(json.dumps(payload, indent=2))

@@ -1,6 +1,6 @@
 """Do post-hoc transforms of a trained model's document vectors help the probe or the clusters?
 
-    python bench/posthoc.py --model MODEL_DIR --corpus bbc [--out bench/results/posthoc-bbc.json]
+    python bench/experiments/posthoc.py --model MODEL_DIR --corpus bbc [--out bench/results/archive/posthoc-bbc.json]
 
 MODEL_DIR is a vecjob model trained on the corpus (`bench/quality.py --keep-models DIR` keeps them).
 Rows, each scored with `bench/quality.py`'s protocol (probe accuracy and macro-F1; on BBC also
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
@@ -58,7 +58,7 @@ def main() -> None:
         w = whitened(z, eigenvalues, axes, power)
         rows.append(scored(f"whitened^{power}", df, w, bbc))
         rows.append(scored(f"whitened^{power} + L2", df, unit(w), bbc))
-    out = Path(args.out or REPO / "bench" / "results" / f"posthoc-{args.corpus}.json")
+    out = Path(args.out or REPO / "bench" / "results" / "archive" / f"posthoc-{args.corpus}.json")
     variance = eigenvalues[::-1]  # eigh returns them in ascending order
     dims_99 = int(np.searchsorted(np.cumsum(variance) / variance.sum(), 0.99) + 1)
     print(f"{dims_99} of the {z.shape[1]} principal directions hold 99% of the vectors' variance")

@@ -1,7 +1,7 @@
 """Where a linear probe's score comes from: the vector's dimension or what the model put in it.
 
-    python bench/probe_dims.py --model MODEL_DIR [--corpus tweets] [--dims 128,256,512]
-                               [--out bench/results/probe-dims-tweets.json]
+    python bench/experiments/probe_dims.py --model MODEL_DIR [--corpus tweets] [--dims 128,256,512]
+                               [--out bench/results/archive/probe-dims-tweets.json]
 
 MODEL_DIR is a vecjob model trained on the corpus (`bench/quality.py --keep-models DIR` keeps them).
 Rows, every one scored by `bench/quality.py`'s probe (standardised features → logistic regression, C
@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
@@ -112,7 +112,7 @@ def main() -> None:
     for d in (d for d in dims if d < pooled.shape[1]):
         rows.append(scored("  their top principal components", d, df,
                            PCA(d, random_state=SEED).fit_transform(pooled)))
-    out = Path(args.out or REPO / "bench" / "results" / f"probe-dims-{args.corpus}.json")
+    out = Path(args.out or REPO / "bench" / "results" / "archive" / f"probe-dims-{args.corpus}.json")
     payload = {"rows": rows, "model": args.model, "command": " ".join(sys.argv), "machine": machine()}
     out.write_text(json.dumps(payload, indent=2))
 
