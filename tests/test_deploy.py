@@ -102,7 +102,7 @@ def test_dockerfile_install_steps_work_for_a_non_root_user_on_root_owned_sources
         for step in steps:
             done = subprocess.run(["sh", "-c", step], user="nobody", env=env, cwd=home, capture_output=True, text=True)
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert (site / "vecjob" / "cli.py").exists() and (site / "bin" / "vecjob").exists()
+        assert (site / "vecjob" / "cli" / "__init__.py").exists() and (site / "bin" / "vecjob").exists()
     finally:
         shutil.rmtree(image, ignore_errors=True)
 

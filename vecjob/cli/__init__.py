@@ -1,0 +1,95 @@
+"""The `vecjob` command line: flags → typed configs → library calls → progress and a summary.
+
+One module a command group: `build` (corpus, train, encode, index, cluster), `query` (search,
+serve), `labels` (sentiment train / eval / predict), `jobs` (run). The flags they share are
+defined once, here.
+
+Heavy modules (torch, ray, faiss) are imported inside commands so `vecjob --help` answers at once.
+A VecjobError becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+from vecjob import storage
+from vecjob.config import JobSpec, load_job_spec, override
+from vecjob.errors import VecjobError
+
+app = typer.Typer(
+    name="vecjob",
+    help="Batch document vectorisation on Ray: train an LSTM autoencoder, encode Parquet, index, search.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DataArg = Annotated[list[str], typer.Argument(help="Parquet file(s), directories of them, or globs.")]
+DataOpt = Annotated[Optional[list[str]], typer.Option("--data", help="Parquet collection: texts for snippets and top terms, labels for scores.")]
+VectorsArg = Annotated[str, typer.Argument(help="Vectors dir written by `vecjob encode`.")]
+IndexArg = Annotated[str, typer.Argument(help="Index dir written by `vecjob index`.")]
+ClassifierArg = Annotated[str, typer.Argument(help="Classifier dir written by `vecjob sentiment train`.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model dir written by `vecjob train`.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Job spec (TOML) to take defaults from.")]
+AddressOpt = Annotated[
+    Optional[str], typer.Option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
+]
+IdColOpt = Annotated[Optional[str], typer.Option("--id-col", help="Id column name (default: id).")]
+TextColOpt = Annotated[Optional[str], typer.Option("--text-col", help="Text column name (default: text).")]
+LabelColOpt = Annotated[str, typer.Option("--label-col", help="Label column.")]
+StrictOpt = Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Null or empty texts are an error.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+OutOpt = Annotated[str, typer.Option("--out", help="Folder to write: a local path or s3://, gs:// (see the command's help).")]
+
+
+def friendly_errors(fn):
+    """Expected failures print one line and exit 2; anything else keeps its traceback.
+
+    An OSError (a folder that cannot be written, a disk that is full) is the environment's, not a
+    bug: it is one line naming the file too."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return fn(*args, **kwargs)
+        except VecjobError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def writable(out: str, what: str = "--out") -> Iterator[str]:
+    """The folder a command writes: `out` itself, or for an object-store URI its local mirror,
+    published to the store when the command succeeds."""
+    storage.check_location(out, what)
+    storage.check_lasting(out, what)
+    if not storage.is_uri(out):
+        yield out
+        return
+    with storage.mirrored(out, what) as local:
+        yield str(local)
+
+
+def job_spec(config: Optional[Path], data: list[str], **data_flags) -> JobSpec:
+    """The job spec's settings (or the defaults), with DATA and column flags applied."""
+    for p in data:
+        storage.check_location(p, "DATA")
+    paths = [storage.absolute(p) for p in data]
+    spec = load_job_spec(config) if config else JobSpec(data={"paths": paths})
+    return spec.model_copy(update={"data": override(spec.data, paths=paths, **data_flags)})
+
+
+from vecjob.cli import build, jobs, labels, query  # noqa: E402,F401 - registers the commands

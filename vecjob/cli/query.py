@@ -1,0 +1,114 @@
+"""`vecjob search` and `vecjob serve`: nearest documents from an index, once or as a service."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from vecjob import storage
+from vecjob.cli import (
+    AddressOpt,
+    DataOpt,
+    IdColOpt,
+    IndexArg,
+    JsonOpt,
+    ModelOpt,
+    TextColOpt,
+    app,
+    friendly_errors,
+)
+from vecjob.errors import ConfigError
+
+
+@app.command()
+@friendly_errors
+def search(
+    index_dir: IndexArg,
+    model: ModelOpt = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="Query text.")] = None,
+    doc_id: Annotated[Optional[str], typer.Option("--id", help="Query by a stored document's id.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Number of neighbours.")] = 10,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+    id_col: IdColOpt = None,
+    text_col: TextColOpt = None,
+) -> None:
+    """Nearest documents to a text or to a stored document."""
+    from vecjob.search import search as run_search
+
+    hits = run_search(index_dir, text=text, doc_id=doc_id, model_dir=model, k=k, data=data,
+                      id_col=id_col or "id", text_col=text_col or "text")
+    if as_json:
+        typer.echo(json.dumps({"query": {"text": text, "id": doc_id}, "hits": hits}, default=str))
+        return
+    from rich.table import Table
+
+    from vecjob.reporting import console
+
+    table = Table(title=f"top {len(hits)} for {'id ' + doc_id if doc_id else repr(text)}")
+    for col in ("rank", "id", "score") + (("snippet",) if data else ()):
+        table.add_column(col, overflow="fold")
+    for h in hits:
+        table.add_row(str(h["rank"]), str(h["id"]), f"{h['score']:.4f}", *([h["snippet"]] if data else []))
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    index_dir: IndexArg,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    host: Annotated[str, typer.Option(help="Address the HTTP proxy listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    replicas: Annotated[int, typer.Option(help="Serve replicas (each loads the index and the model).")] = 1,
+    poll_s: Annotated[float, typer.Option(help="Seconds between checks for a newer index at INDEX_DIR.")] = 5.0,
+    detach: Annotated[bool, typer.Option(help="Leave the service running on the cluster and exit.")] = False,
+    address: AddressOpt = None,
+) -> None:
+    """Serve similarity search over HTTP (Ray Serve): POST /search, /search/batch; GET /healthz, /info."""
+    import os
+    import socket
+    import time
+
+    from vecjob import runtime
+    from vecjob.search import check_search_pair
+
+    for flag, value, ok, need in (("--replicas", replicas, replicas >= 1, "at least 1"),
+                                  ("--port", port, 0 < port < 65536, "between 1 and 65535"),
+                                  ("--poll-s", poll_s, poll_s > 0, "above 0")):
+        if not ok:
+            raise ConfigError(f"{flag} {value}: must be {need}")
+    index_dir, model = storage.absolute(index_dir), storage.absolute(model) if model else None
+    check_search_pair(index_dir, model)  # a corrupt or missing index, or another model: one line, exit 2
+    if not (address or os.environ.get("RAY_ADDRESS")):  # the proxy will listen on this machine
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
+    runtime.connect(address)
+    from vecjob.ray_serve import APP_NAME, deploy
+
+    try:
+        url = deploy(str(index_dir), str(model) if model else None,
+                     [storage.absolute(d) for d in data or []] or None,
+                     host=host, port=port, replicas=replicas, poll_s=poll_s)
+    except RuntimeError as exc:  # Serve's own failures (a proxy that cannot bind on a cluster node)
+        raise ConfigError(f"the search service did not start: {str(exc).strip().splitlines()[-1]}") from None
+    typer.echo(f"serving {index_dir} at {url} (POST /search, /search/batch; GET /healthz, /info)", err=True)
+    if detach:
+        return
+    import signal
+
+    from ray import serve as ray_serve
+
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a background job ignores SIGINT: TERM stops it too
+        signal.signal(sig, lambda *_: stop.append(True))
+    while not stop:
+        time.sleep(0.5)
+    ray_serve.delete(APP_NAME)  # the service lives as long as this command, on a local Ray or a cluster
+    typer.echo("stopped", err=True)
