@@ -59,7 +59,7 @@ def step_rate(chunks, vocab, device: str, hidden: int, batch_size: int, steps: i
 
     model_cfg, train_cfg = ModelConfig(hidden_dim=hidden), TrainConfig(batch_size=batch_size, precision=precision)
     dev = torch.device(device)
-    model = build_model(model_cfg, len(vocab), seed=0, token_counts=list(vocab.counts)).to(dev)
+    model = build_model(model_cfg, len(vocab), seed=0).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr)
     batches = batch_indices(chunks.lengths, batch_size, np.random.default_rng(0))[: steps + 5]
     train_steps(model, optimizer, chunks, batches[:5], model_cfg, train_cfg, dev, 0)
@@ -79,7 +79,7 @@ def lstm_kernels(chunks, vocab, precision: str) -> dict:
 
     model_cfg, train_cfg = ModelConfig(), TrainConfig(precision=precision)
     dev = torch.device("cuda")
-    model = build_model(model_cfg, len(vocab), seed=0, token_counts=list(vocab.counts)).to(dev)
+    model = build_model(model_cfg, len(vocab), seed=0).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr)
     batches = batch_indices(chunks.lengths, train_cfg.batch_size, np.random.default_rng(1))[:6]
     train_steps(model, optimizer, chunks, batches[:3], model_cfg, train_cfg, dev, 0)

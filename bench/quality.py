@@ -7,6 +7,7 @@ probe, same run.
 
 The suite's run, `--seeds 0,1,2` with every other flag at its default, writes results/quality.json
 (what bench/check.py reads); any other run writes a dated file in results/archive/.
+`python bench/quality.py --tables` prints one table per collection from results/quality.json.
 
 Unsupervised training on all texts of each corpus (labels unused), one model per corpus, through the
 real `vecjob train` path (Ray Train on a local Ray). Then, for every method:
@@ -343,7 +344,7 @@ def _fmt_row(row: dict) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| method | " + " | ".join(label for _, label in COLUMNS) + " | train s |",
+    lines = ["| method | " + " | ".join(label for _, label in COLUMNS) + " | vecjob train s |",
              "|---|" + "---|" * (len(COLUMNS) + 1)]
     for r in rows:
         secs = r.get("fit_encode_s", sum(v for k, v in r.items() if k.startswith("train_s_")))
@@ -352,5 +353,34 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+COLLECTIONS = {"Lee (350 news articles)": ["lee_pearson"], "newsgroups (200 posts)": ["newsgroups_acc", "newsgroups_nmi"],
+               "polarity (200 review sentences)": ["polarity_acc"],
+               "BBC (2,225 articles)": ["bbc_acc", "bbc_macro_f1", "bbc_nmi", "bbc_ari", "bbc_p_at_10"],
+               "tweets (30,261)": ["tweets_acc", "tweets_macro_f1"]}
+
+
+def collection_tables(result: dict) -> str:
+    """One Markdown table per collection: every method, vecjob's median over seeds, its training time."""
+    labels = dict(COLUMNS)
+    out = []
+    for title, keys in COLLECTIONS.items():
+        key = keys[0].split("_")[0]
+        present = [r for r in result["rows"] if keys[0] in r]
+        if not present:
+            continue
+        out += [f"**{title}**", "", "| method | " + " | ".join(labels[k] for k in keys) + " | vecjob train s |",
+                "|---|" + "---|" * (len(keys) + 1)]
+        for r in present:
+            seeds = r.get("per_seed", [])
+            train = f"{np.median([s[f'train_s_{key}'] for s in seeds]):.0f}" if seeds else ""
+            name = f"**{r['method']}** (median of {len(seeds)} seeds)" if seeds else r["method"]
+            out.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + f" | {train} |")
+        out.append("")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--tables"]:  # the per-collection tables of results/quality.json, nothing run
+        print(collection_tables(json.loads((REPO / "bench" / "results" / "quality.json").read_text())))
+    else:
+        main()

@@ -73,6 +73,17 @@ def test_stages_run_in_pipeline_order_whatever_the_spec_lists():
         JobSpec(data={"paths": ["d"]}, stages=["train", "embed"])
 
 
+def test_a_removed_setting_loads_at_the_value_vecjob_keeps_and_is_refused_at_another(tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_text('[data]\npaths = ["d"]\n[model]\nshuffle_window = 0\n[train]\nlr_schedule = "constant"\n'
+                    'lr_min_fraction = 0.3\n')
+    assert load_job_spec(spec).train.lr == 2e-3
+    spec.write_text('[data]\npaths = ["d"]\n[train]\nlr_schedule = "cosine"\n')
+    with pytest.raises(ConfigError, match="job.toml: train: lr_schedule = 'cosine' is no longer supported .vecjob now "
+                                          "always behaves as lr_schedule = 'constant'.: remove the key$"):
+        load_job_spec(spec)
+
+
 def test_override_applies_only_given_flags_and_revalidates():
     cfg = override(ModelConfig(), dim=64, variant=None)
     assert cfg.dim == 64 and cfg.variant == "denoising"

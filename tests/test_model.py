@@ -56,7 +56,7 @@ def test_unpadded_batches_take_the_dense_path_with_the_same_result(pooling, laye
 
 
 def test_corrupt_keeps_at_least_one_token_and_valid_padding():
-    cfg = ModelConfig(delete_prob=0.9, mask_prob=0.3, shuffle_window=2)
+    cfg = ModelConfig(delete_prob=0.9, mask_prob=0.3)
     batch = _batch([1, 4, 9, 9])
     out = corrupt(batch, cfg, torch.Generator().manual_seed(1))
     assert (out.lengths >= 1).all() and (out.lengths <= batch.lengths).all()
@@ -113,39 +113,18 @@ def test_encoder_flops_count():
     assert np.isclose(encoder_flops_per_token(cfg.model_copy(update={"bidirectional": False})), 2 * 4 * 256 * 384)
 
 
-def test_bag_of_words_loss_weighs_words_by_their_information():
-    counts = np.zeros(VOCAB, dtype=np.int64)
-    counts[4:] = np.arange(VOCAB - 4, 0, -1) * 10  # id 4 the most frequent word, id VOCAB-1 the rarest
+def test_bag_of_words_loss_is_the_mean_over_words_of_the_chunk_or_its_context():
     batch = _batch([6, 3, 8], seed=2)
-    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=12, bow_information_power=0.5)
-    model = SequenceAutoencoder(cfg, VOCAB)
-    model.set_token_counts(counts)
-    weight = model.bow_token_weight
-    information = torch.log(torch.tensor(counts.sum() / counts[4], dtype=torch.float32))
-    torch.testing.assert_close(weight[4], information.sqrt())
-    assert weight[4] < weight[VOCAB - 1]
+    model = SequenceAutoencoder(ModelConfig(dim=8, embed_dim=8, hidden_dim=12), VOCAB)
     with torch.no_grad():
         z = model.encode_states(batch)[0]
         nll = -torch.log_softmax(model.bow(z), -1).gather(1, batch.tokens)
-        w = weight[batch.tokens] * (batch.tokens != PAD)
-        torch.testing.assert_close(model._bag_of_words(z, batch), (nll * w).sum() / w.sum())
-        # Power 0 weighs words alike: the plain mean over the chunk's words, which differs here.
-        uniform = SequenceAutoencoder(cfg.model_copy(update={"bow_information_power": 0.0}), VOCAB)
-        uniform.load_state_dict(model.state_dict())
-        uniform.set_token_counts(counts)
-        assert torch.equal(uniform.bow_token_weight, torch.ones(VOCAB))
-        plain_mean = nll[batch.tokens != PAD].mean()
-        torch.testing.assert_close(uniform._bag_of_words(z, batch), plain_mean)
-        assert not torch.isclose(plain_mean, model._bag_of_words(z, batch))
+        torch.testing.assert_close(model._bag_of_words(z, batch), nll[batch.tokens != PAD].mean())
         # With document context, the bag of words to predict is the context, not the chunk itself.
         context = _batch([9, 9, 9], seed=3).tokens
         with_context = Batch(batch.tokens, batch.lengths, bow_tokens=context)
-        nll_context = -torch.log_softmax(uniform.bow(z), -1).gather(1, context)
-        torch.testing.assert_close(uniform._bag_of_words(z, with_context), nll_context.mean())
-    # The weights are for training only: model files do not carry them.
-    assert "bow_token_weight" not in model.state_dict()
-    with pytest.raises(ValueError, match="token counts"):
-        model.set_token_counts(counts[:-1])
+        nll_context = -torch.log_softmax(model.bow(z), -1).gather(1, context)
+        torch.testing.assert_close(model._bag_of_words(z, with_context), nll_context.mean())
 
 
 def test_tfidf_target_is_scikit_learns_sublinear_tfidf_and_the_head_starts_at_its_trivial_loss():

@@ -20,6 +20,22 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# Settings that were removed (they lost in bench/README.md), with the value vecjob now always behaves
+# as: a job spec or a saved model's config holding that value (or any value, for None) still loads;
+# another value is refused with what to change.
+RETIRED = {"shuffle_window": 0, "bow_information_power": 0.0, "lr_schedule": "constant", "lr_min_fraction": None}
+
+
+def _drop_retired(raw: object) -> object:
+    if not isinstance(raw, dict):
+        return raw
+    for key in RETIRED.keys() & raw.keys():
+        if RETIRED[key] is not None and raw[key] != RETIRED[key]:
+            raise ValueError(f"{key} = {raw[key]!r} is no longer supported (vecjob now always behaves as "
+                             f"{key} = {RETIRED[key]!r}): remove the key")
+    return {k: v for k, v in raw.items() if k not in RETIRED}
+
+
 class DataConfig(_Frozen):
     paths: list[str] = Field(default_factory=list)  # Parquet files, directories or globs
     id_col: str = "id"
@@ -34,6 +50,8 @@ class TokenizerConfig(_Frozen):
 
 
 class ModelConfig(_Frozen):
+    _retired = model_validator(mode="before")(_drop_retired)
+
     variant: Literal["plain", "denoising", "variational"] = "denoising"
     dim: int = 128  # the document vector (bottleneck) size
     embed_dim: int = 128
@@ -49,16 +67,10 @@ class ModelConfig(_Frozen):
     # Denoising: corrupt the encoder input, reconstruct the clean text (TSDAE: heavy deletion works best).
     delete_prob: float = 0.4
     mask_prob: float = 0.1
-    shuffle_window: int = 0  # 0 = no local shuffling
     # Dropping decoder inputs stops the decoder acting as a language model that ignores the vector.
     word_dropout: float = 0.25
     # Predict the chunk's bag of words from the vector alone: forces topical content into it.
     bow_weight: float = 2.0
-    # The bag-of-words loss weighs each word by its self-information log(total / count) in the
-    # training vocabulary raised to this power. 0 (all words alike) is the default: 0.5 and 1 gave
-    # sharper BBC topic clusters (NMI 0.87-0.88 vs 0.85) but weaker tweet sentiment vectors
-    # (macro-F1 0.64 vs 0.66), as sentiment words are common words (bench/README.md).
-    bow_information_power: float = Field(default=0.0, ge=0.0)
     # The bag-of-words target also holds the words up to this many tokens either side of the chunk in
     # its document, so each chunk's vector carries its document's topic, not only its own 64 words.
     # 1024 (about a whole BBC article) lifted BBC NMI 0.845 → 0.857 and P@10 0.951 → 0.961 at the same
@@ -80,6 +92,8 @@ class ModelConfig(_Frozen):
 
 
 class TrainConfig(_Frozen):
+    _retired = model_validator(mode="before")(_drop_retired)
+
     # How long training runs. "auto": as many steps as show the model `tokens` training tokens, so a
     # 300-document collection is seen many times and a large one in part; validated 10 times in all.
     # A number: that many epochs, validated after each.
@@ -92,12 +106,7 @@ class TrainConfig(_Frozen):
     # best round's weights: a bound on what a nightly run spends on a collection larger than expected.
     max_minutes: float = Field(default=60.0, ge=0.0)
     batch_size: int = 64  # chunks per step per worker
-    lr: float = 2e-3
-    # cosine: the rate falls from lr to lr × lr_min_fraction over the planned steps; constant: lr
-    # throughout. Constant is the default: with 10 CPU epochs the model is far from converged, and
-    # a cosine run had a higher validation loss at epoch 9 (18.08 vs 17.59, bench/README.md).
-    lr_schedule: Literal["cosine", "constant"] = "constant"
-    lr_min_fraction: float = Field(default=0.1, gt=0.0, le=1.0)
+    lr: float = 2e-3  # constant throughout: a cosine decay ended at a higher validation loss (bench/README.md)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     val_fraction: float = 0.05  # documents held out for validation (by id hash, stable across runs)
@@ -254,7 +263,7 @@ def _first_error(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in err["loc"]) or "spec"
     if err["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
-    return f"{where}: {err['msg']}"
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}"
 
 
 def override(model: BaseModel, **changes) -> BaseModel:

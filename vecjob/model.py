@@ -95,21 +95,11 @@ class SequenceAutoencoder(nn.Module):
             # z around with a random head's large errors.
             nn.init.zeros_(self.tfidf.weight)
             nn.init.zeros_(self.tfidf.bias)
-        # Training-only per-word weights of the bag-of-words loss (set_token_counts) and inverse
-        # document frequencies of the TF-IDF target (set_document_frequencies); not saved.
-        self.register_buffer("bow_token_weight", torch.ones(vocab_size), persistent=False)
+        # Training-only inverse document frequencies of the TF-IDF target (set_document_frequencies); not saved.
         self.register_buffer("tfidf_idf", torch.ones(vocab_size), persistent=False)
         # Mean training-chunk vector, set after training and subtracted from every document vector:
         # a shared offset would otherwise dominate cosine similarity (all scores near 1).
         self.register_buffer("z_center", torch.zeros(cfg.dim))
-
-    def set_token_counts(self, counts) -> None:
-        """Corpus counts per token id (the vocabulary's), for the bag-of-words loss weights."""
-        counts = torch.as_tensor(counts, dtype=torch.float64)
-        if counts.shape != (self.vocab_size,):
-            raise ValueError(f"{counts.shape[0]} token counts for a vocabulary of {self.vocab_size}")
-        weight = torch.log(counts.sum() / counts.clamp(min=1)).clamp(min=0) ** self.cfg.bow_information_power
-        self.bow_token_weight.copy_(weight.to(self.bow_token_weight))
 
     def set_document_frequencies(self, doc_freqs, n_docs: int) -> None:
         """In how many of `n_docs` training targets each token id occurs: the TF-IDF target's idf
@@ -224,8 +214,8 @@ class SequenceAutoencoder(nn.Module):
         logp = F.log_softmax(self.bow(z).float(), dim=-1)  # [B, V]
         tokens = batch.bow_tokens if batch.bow_tokens is not None else batch.tokens
         nll = -logp.gather(1, tokens)  # [B, T]
-        weight = self.bow_token_weight[tokens] * (tokens > EOS)
-        return (nll * weight).sum() / weight.sum().clamp(min=1e-6)
+        words = (tokens > EOS).float()  # every word alike; special tokens and padding not at all
+        return (nll * words).sum() / words.sum().clamp(min=1e-6)
 
     def tfidf_targets(self, batch: Batch) -> torch.Tensor:
         """[B, V] L2-normalised TF-IDF rows (sublinear tf, as scikit-learn's sublinear_tf) of each
@@ -273,12 +263,6 @@ def corrupt(batch: Batch, cfg: ModelConfig, generator: torch.Generator | None = 
     if cfg.mask_prob > 0:
         mask = (torch.rand(out.shape, generator=generator) < cfg.mask_prob) & (out != PAD)
         out = out.masked_fill(mask, UNK)
-    if cfg.shuffle_window > 0:
-        # Each token moves at most shuffle_window places: sort by position + uniform noise.
-        noise = torch.rand(out.shape, generator=generator) * (cfg.shuffle_window + 1)
-        key = torch.arange(out.shape[1])[None, :] + noise
-        key = key.masked_fill(out == PAD, float("inf"))
-        out = out.gather(1, torch.argsort(key, dim=1))
     return Batch(out, new_lengths)
 
 

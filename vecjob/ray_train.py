@@ -79,7 +79,6 @@ class RayTrain:
                 # In a list so Ray passes the reference, not the bytes.
                 "data": [ray.put((job.train, job.val))],
                 "vocab_size": len(job.vocab),
-                "token_counts": list(job.vocab.counts),
                 "model": job.model_cfg.model_dump(),
                 "train": train_cfg.model_dump(),
                 "progress": progress,
@@ -148,7 +147,7 @@ def worker_loop(config: dict) -> None:
     train_cfg = TrainConfig.model_validate(config["train"])
     train, val = ray.get(config["data"][0])
 
-    model = build_model(model_cfg, config["vocab_size"], train_cfg.seed, config["token_counts"], train)
+    model = build_model(model_cfg, config["vocab_size"], train_cfg.seed, train)
     state, optimizer_state = TrainState(), None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

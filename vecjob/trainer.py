@@ -68,7 +68,7 @@ class InProcess:
     def fit(self, job: FitJob) -> TrainState:
         from vecjob.reporting import console
 
-        model = build_model(job.model_cfg, len(job.vocab), job.train_cfg.seed, list(job.vocab.counts), job.train)
+        model = build_model(job.model_cfg, len(job.vocab), job.train_cfg.seed, job.train)
         device = torch.device("cuda" if job.use_gpu else "cpu")
         return train_loop(model.to(device), job.train, job.val, job.model_cfg, job.train_cfg, device=device,
                           on_round_end=lambda state, optimizer, metrics: console.print(round_line(metrics),
