@@ -29,6 +29,7 @@ from vecjob.parquet_io import (
     write_json_atomic,
     write_parquet_atomic,
 )
+from vecjob.timing import timed
 from vecjob.tokenizer import tokenize_column
 from vecjob.vectors import VectorsDir, table_vectors
 
@@ -106,28 +107,26 @@ def cluster_collection(
     with output_lock(out):
         if update and _can_follow(out, vdir, k, cfg):
             return assign_increment(vdir, out, data, id_col, text_col, label_col)
-        t0 = time.perf_counter()
-        train_x, _ = _sample(vdir, MAX_TRAIN_POINTS_PER_CENTROID * (k_range.stop - 1), cfg.seed)
-        curve, k_requested = None, k
-        if k == "auto":
-            k, curve = choose_k(train_x, cfg, k_range)
-        k = int(k)
-        km = fit_kmeans(train_x, k, cfg)
-        timings["fit_s"] = time.perf_counter() - t0
+        with timed(timings, "fit_s"):
+            train_x, _ = _sample(vdir, MAX_TRAIN_POINTS_PER_CENTROID * (k_range.stop - 1), cfg.seed)
+            curve, k_requested = None, k
+            if k == "auto":
+                k, curve = choose_k(train_x, cfg, k_range)
+            k = int(k)
+            km = fit_kmeans(train_x, k, cfg)
 
-        t0 = time.perf_counter()
-        ids, clusters, dists = [], [], []
-        shards = []
-        for path, table in vdir.iter_shards(["id", "vector"]):
-            sims, assign = km.index.search(_unit(table_vectors(table)), 1)
-            ids.append(table.column("id"))
-            clusters.append(assign[:, 0].astype(np.int32))
-            dists.append((1.0 - sims[:, 0]).astype(np.float32))  # cosine distance to the centroid
-            shards += [path.name] * table.num_rows
-        assignments = pa.table({"id": pa.chunked_array(ids).combine_chunks(),
-                                "cluster": np.concatenate(clusters), "distance": np.concatenate(dists),
-                                "shard": pa.array(shards, pa.string())})
-        timings["assign_s"] = time.perf_counter() - t0
+        with timed(timings, "assign_s"):
+            ids, clusters, dists = [], [], []
+            shards = []
+            for path, table in vdir.iter_shards(["id", "vector"]):
+                sims, assign = km.index.search(_unit(table_vectors(table)), 1)
+                ids.append(table.column("id"))
+                clusters.append(assign[:, 0].astype(np.int32))
+                dists.append((1.0 - sims[:, 0]).astype(np.float32))  # cosine distance to the centroid
+                shards += [path.name] * table.num_rows
+            assignments = pa.table({"id": pa.chunked_array(ids).combine_chunks(),
+                                    "cluster": np.concatenate(clusters), "distance": np.concatenate(dists),
+                                    "shard": pa.array(shards, pa.string())})
 
         frame = pl.from_arrow(assignments)
         per_cluster = _cluster_table(frame, k)

@@ -22,7 +22,6 @@ from vecjob.errors import InputError
 from vecjob.model_dir import LoadedModel, load_model_dir
 from vecjob.tokenizer import document_chunks
 
-
 # Chunks per forward pass when the config says 0: on CPU, batches over ~128 chunks of 64 tokens
 # push the LSTM's working set out of the cache (bench/README.md); a GPU wants large batches.
 AUTO_BATCH_CPU = 128

@@ -29,6 +29,7 @@ from vecjob.config import IndexConfig
 from vecjob.errors import ArtifactError, ConfigError, InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import new_manifest, read_manifest, write_json_atomic, write_parquet_atomic
+from vecjob.timing import timed
 from vecjob.vectors import VectorsDir, table_vectors
 
 INDEX_FILE = "index.faiss"
@@ -140,32 +141,29 @@ def build_index(vectors_dir: str | Path, cfg: IndexConfig, why: str = "no index 
     prep = _prep(cfg.metric)
     timings: dict[str, float] = {}
 
-    t0 = time.perf_counter()
     train_size = 0
-    if not index.is_trained:
-        import faiss
+    with timed(timings, "train_s"):
+        if not index.is_trained:
+            import faiss
 
-        nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 0
-        train_size = min(n, max(50 * nlist, 20_000), 200_000)
-        if train_size < max(nlist, 1) * 4:
-            raise ConfigError(f"factory '{factory}' needs more training vectors than the {n} available")
-        index.train(prep(_sample_rows(vdir, train_size, cfg.seed)))
-    timings["train_s"] = time.perf_counter() - t0
+            nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 0
+            train_size = min(n, max(50 * nlist, 20_000), 200_000)
+            if train_size < max(nlist, 1) * 4:
+                raise ConfigError(f"factory '{factory}' needs more training vectors than the {n} available")
+            index.train(prep(_sample_rows(vdir, train_size, cfg.seed)))
 
-    t0 = time.perf_counter()
-    parts, start = [], 0
-    for path, table in vdir.iter_shards(["id", "vector"]):
-        slots = np.arange(start, start + table.num_rows, dtype=np.int64)
-        index.add_with_ids(prep(table_vectors(table)), slots)
-        parts.append(pa.table({"slot": slots, "id": table.column("id"),
-                               "shard": pa.array([path.name] * table.num_rows, pa.string())}))
-        start += table.num_rows
-    labels = pa.concat_tables(parts)
-    timings["add_s"] = time.perf_counter() - t0
+    with timed(timings, "add_s"):
+        parts, start = [], 0
+        for path, table in vdir.iter_shards(["id", "vector"]):
+            slots = np.arange(start, start + table.num_rows, dtype=np.int64)
+            index.add_with_ids(prep(table_vectors(table)), slots)
+            parts.append(pa.table({"slot": slots, "id": table.column("id"),
+                                   "shard": pa.array([path.name] * table.num_rows, pa.string())}))
+            start += table.num_rows
+        labels = pa.concat_tables(parts)
 
-    t0 = time.perf_counter()
-    quality = tune_and_measure(index, vdir, cfg, prep, lambda: [p.column("slot").to_numpy() for p in parts])
-    timings["recall_s"] = time.perf_counter() - t0
+    with timed(timings, "recall_s"):
+        quality = tune_and_measure(index, vdir, cfg, prep, lambda: [p.column("slot").to_numpy() for p in parts])
     manifest = _manifest(vdir, cfg, factory, index, labels, train_size, trained_with=n, added_since_training=0,
                          timings=timings, quality=quality, previous=[],
                          update={"action": "built", "why": why, "added": n, "removed": 0})
@@ -230,9 +228,8 @@ def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConf
     labels = pa.concat_tables([kept.cast(added_parts[0].schema) if added_parts else kept, *added_parts])
     timings["update_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    quality = tune_and_measure(index, vdir, cfg, prep, lambda: _slots_per_shard(vdir, labels))
-    timings["recall_s"] = time.perf_counter() - t0
+    with timed(timings, "recall_s"):
+        quality = tune_and_measure(index, vdir, cfg, prep, lambda: _slots_per_shard(vdir, labels))
     recall = quality[f"recall_at_{quality['k']}"]
     if recall < cfg.target_recall:
         return build_index(vectors_dir, cfg, why=f"recall@{quality['k']} {recall:.3f} after the update is below "

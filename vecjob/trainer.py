@@ -8,7 +8,6 @@ An executor runs the fit: `InProcess` here (one process, tests and benchmarks), 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +21,7 @@ from vecjob.errors import VecjobError
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
+from vecjob.timing import timed
 from vecjob.tokenizer import Tokenizer, Vocab, unknown_share
 from vecjob.training import TrainState, build_model, round_line, set_center, train_loop
 
@@ -102,14 +102,11 @@ def train_model(
 def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig, model_cfg: ModelConfig,
                   train_cfg: TrainConfig, executor: TrainExecutor) -> dict:
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    inputs = [{"path": s.path, "rows": s.num_rows, "fingerprint": file_fingerprint(s.path)} for s in shards]
-    vocab = build_vocab(shards, data.id_col, data.text_col, tok_cfg)
-    tokenizer = Tokenizer(vocab, tok_cfg.max_len)
-    train, val, counts = training_chunks(
-        shards, tokenizer, data.id_col, data.text_col, train_cfg, data.strict, model_cfg.bow_context
-    )
-    timings["prepare_s"] = time.perf_counter() - t0
+    with timed(timings, "prepare_s"):
+        inputs = [{"path": s.path, "rows": s.num_rows, "fingerprint": file_fingerprint(s.path)} for s in shards]
+        vocab = build_vocab(shards, data.id_col, data.text_col, tok_cfg)
+        train, val, counts = training_chunks(shards, Tokenizer(vocab, tok_cfg.max_len), data.id_col, data.text_col,
+                                             train_cfg, data.strict, model_cfg.bow_context)
 
     workers, use_gpu = executor.start(train_cfg)
     if len(train) < workers:
@@ -118,15 +115,13 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
         [i["fingerprint"] for i in inputs], tok_cfg.model_dump(), model_cfg.model_dump(),
         train_cfg.what_shapes_the_weights(), workers, use_gpu,
     )
-    t0 = time.perf_counter()
-    state = executor.fit(FitJob(train, val, vocab, model_cfg, train_cfg, workers, use_gpu,
-                                run_name=f"vecjob-train-{job_fp[:16]}", out=out))
-    timings["fit_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    best = build_model(model_cfg, len(vocab), train_cfg.seed)
-    best.load_state_dict(state.best_weights)
-    set_center(best, train)
-    timings["center_s"] = time.perf_counter() - t0
+    with timed(timings, "fit_s"):
+        state = executor.fit(FitJob(train, val, vocab, model_cfg, train_cfg, workers, use_gpu,
+                                    run_name=f"vecjob-train-{job_fp[:16]}", out=out))
+    with timed(timings, "center_s"):
+        best = build_model(model_cfg, len(vocab), train_cfg.seed)
+        best.load_state_dict(state.best_weights)
+        set_center(best, train)
 
     manifest = new_manifest(
         MANIFEST_KIND,
