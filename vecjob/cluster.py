@@ -31,29 +31,16 @@ from vecjob.parquet_io import (
 )
 from vecjob.timing import timed
 from vecjob.tokenizer import tokenize_column
-from vecjob.vectors import VectorsDir, table_vectors
+from vecjob.vectors import VectorsDir, table_vectors, unit_rows
 
 MANIFEST_KIND = "vecjob.cluster"
 MAX_TRAIN_POINTS_PER_CENTROID = 256  # FAISS's own default; a larger set is sampled
 SILHOUETTE_SAMPLE = 4_000
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def _sample(vdir: VectorsDir, count: int, seed: int) -> tuple[np.ndarray, list]:
-    table = vdir.read_all(["id", "vector"]) if vdir.num_vectors <= count else None
-    if table is None:
-        chosen = np.sort(np.random.default_rng(seed).choice(vdir.num_vectors, count, replace=False))
-        parts, start = [], 0
-        for _, t in vdir.iter_shards(["id", "vector"]):
-            local = chosen[(chosen >= start) & (chosen < start + t.num_rows)] - start
-            parts.append(t.take(pa.array(local)))
-            start += t.num_rows
-        table = pa.concat_tables(parts)
-    return _unit(table_vectors(table)), table.column("id").to_pylist()
+    table = vdir.sample(count, seed, ["id", "vector"])
+    return unit_rows(table_vectors(table)), table.column("id").to_pylist()
 
 
 def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig):
@@ -119,7 +106,7 @@ def cluster_collection(
             ids, clusters, dists = [], [], []
             shards = []
             for path, table in vdir.iter_shards(["id", "vector"]):
-                sims, assign = km.index.search(_unit(table_vectors(table)), 1)
+                sims, assign = km.index.search(unit_rows(table_vectors(table)), 1)
                 ids.append(table.column("id"))
                 clusters.append(assign[:, 0].astype(np.int32))
                 dists.append((1.0 - sims[:, 0]).astype(np.float32))  # cosine distance to the centroid
@@ -186,7 +173,7 @@ def assign_increment(vdir: VectorsDir, out: Path, data: list[str] | None, id_col
     new = live.join(held, on=["id", "shard"], how="anti")
     parts = [kept]
     for path, rows in vdir.new_rows(new):
-        sims = _unit(table_vectors(rows)) @ _unit(centroids).T
+        sims = unit_rows(table_vectors(rows)) @ unit_rows(centroids).T
         parts.append(pl.DataFrame({"id": pl.from_arrow(rows.column("id")), "cluster": sims.argmax(1).astype(np.int32),
                                    "distance": (1.0 - sims.max(1)).astype(np.float32), "shard": path.name}))
     frame = pl.concat(parts, how="vertical_relaxed")

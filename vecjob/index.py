@@ -30,7 +30,7 @@ from vecjob.errors import ArtifactError, ConfigError, InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import new_manifest, read_manifest, write_json_atomic, write_parquet_atomic
 from vecjob.timing import timed
-from vecjob.vectors import VectorsDir, table_vectors
+from vecjob.vectors import VectorsDir, table_vectors, unit_rows
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
@@ -57,26 +57,8 @@ def choose_factory(n: int, dim: int, memory_budget: int = MEMORY_BUDGET) -> str:
     return f"IVF{nlist},Flat"
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    import faiss
-
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    faiss.normalize_L2(x)
-    return x
-
-
 def _sample_rows(vdir: VectorsDir, count: int, seed: int) -> np.ndarray:
-    """A uniform sample of `count` vectors, drawn shard by shard (memory: the sample only)."""
-    n = vdir.num_vectors
-    chosen = np.sort(np.random.default_rng(seed).choice(n, size=min(count, n), replace=False))
-    out, start = [], 0
-    for _, table in vdir.iter_shards(["vector"]):
-        stop = start + table.num_rows
-        local = chosen[(chosen >= start) & (chosen < stop)] - start
-        if len(local):
-            out.append(table_vectors(table)[local])
-        start = stop
-    return np.concatenate(out)
+    return table_vectors(vdir.sample(count, seed, ["vector"]))
 
 
 def _knob_from_index(index) -> str | None:
@@ -127,7 +109,7 @@ def _slots_per_shard(vdir: VectorsDir, labels: pa.Table) -> list[np.ndarray]:
 
 
 def _prep(metric: str):
-    return _normalise if metric == "cosine" else (lambda x: np.ascontiguousarray(x, np.float32))
+    return unit_rows if metric == "cosine" else (lambda x: np.ascontiguousarray(x, np.float32))
 
 
 def build_index(vectors_dir: str | Path, cfg: IndexConfig, why: str = "no index yet") -> BuiltIndex:
@@ -406,7 +388,7 @@ class LoadedIndex:
         if q.shape[1] != self.manifest["dim"]:
             raise InputError(f"query vectors have dim {q.shape[1]}, the index holds dim {self.manifest['dim']}")
         if self.metric == "cosine":
-            q = _normalise(q)
+            q = unit_rows(q)
         params = None
         if nprobe is not None:
             if _knob_from_index(self.index) != "nprobe":

@@ -35,6 +35,11 @@ from vecjob.errors import ConfigError, LockedError
 MANIFEST = "manifest.json"
 
 
+def temp_sibling(dest: Path) -> Path:
+    """A hidden, unique name beside `dest` for what becomes `dest` (the cleaners know its pattern)."""
+    return dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+
+
 def _check_local(location: str | Path, what: str) -> None:
     """Refuse a location vecjob cannot use, and an object-store URI where a local folder is needed
     (callers publish to a store through `vecjob.storage.mirrored`, which hands them a local one)."""
@@ -141,7 +146,7 @@ def staged_dir(dest: str | Path) -> Iterator[Path]:
     """
     dest = Path(dest).resolve()
     remove_stale_siblings(dest)
-    staging = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging = temp_sibling(dest)
     staging.mkdir(parents=True)
     try:
         yield staging

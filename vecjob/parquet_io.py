@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,7 +30,7 @@ import pyarrow.parquet as pq
 
 from vecjob import FORMAT_VERSION, __version__, storage
 from vecjob.errors import ArtifactError, InputError
-from vecjob.outputs import MANIFEST
+from vecjob.outputs import MANIFEST, temp_sibling
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it over `dest` only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = temp_sibling(dest)
     try:
         yield tmp
         os.replace(tmp, dest)

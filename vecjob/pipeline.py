@@ -1,12 +1,14 @@
-"""`vecjob run JOB.toml`: the stages a job spec names (`vecjob.stages`), in order, each skipped when up to date.
+"""`vecjob run JOB.toml`: the stages a job spec names (`vecjob.stages`), in order, each skipped when
+up to date.
 
 A stage's fingerprint hashes its inputs (file contents or the upstream output's fingerprint) and its
-config; the input shards are hashed once per run. After a stage succeeds its fingerprint goes into `<out>/run_state.json`; the next run skips a
-stage whose fingerprint matches and whose output manifest exists. Training is the exception: the
-model is pinned and retrained only as `vecjob.lifecycle` decides, so a night over a grown collection
-encodes its new shards, updates the index in place and keeps the model. `<out>/run_manifest.json`
-records each run: stages, ran or skipped and why, timings, headline metrics, and the night's report
-(shards new and removed, vectors added and removed, the drift measured, the index action).
+config; the input shards are hashed once per run. After a stage succeeds its fingerprint goes into
+`<out>/run_state.json`; the next run skips a stage whose fingerprint matches and whose output
+manifest exists. Training is the exception: the model is pinned and retrained only as
+`vecjob.lifecycle` decides, so a night over a grown collection encodes its new shards, updates the
+index in place and keeps the model. `<out>/run_manifest.json` records each run: stages, ran or
+skipped and why, timings, headline metrics, and the night's report (shards new and removed, vectors
+added and removed, the drift measured, the index action).
 """
 
 from __future__ import annotations

@@ -46,6 +46,12 @@ def table_vectors(table: pa.Table) -> np.ndarray:
     return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (a zero row stays zero), as contiguous float32, as FAISS takes them."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 @dataclass(frozen=True)
 class VectorsDir:
     path: Path
@@ -141,6 +147,19 @@ class VectorsDir:
                     "the folder mixes two runs: encode it again"
                 )
             yield p, table
+
+    def sample(self, count: int, seed: int, columns: list[str]) -> pa.Table:
+        """A uniform sample of min(count, all) rows in collection order, read shard by shard (memory:
+        the sample only)."""
+        n = self.num_vectors
+        chosen = np.sort(np.random.default_rng(seed).choice(n, size=min(count, n), replace=False))
+        parts, start = [], 0
+        for _, table in self.iter_shards(columns):
+            parts.append(table.take(pa.array(chosen[(chosen >= start) & (chosen < start + table.num_rows)] - start)))
+            start += table.num_rows
+        if not parts:
+            raise ArtifactError(f"{self.path}: holds no vectors")
+        return pa.concat_tables(parts)
 
     def read_all(self, columns: list[str] | None = None) -> pa.Table:
         tables = [t for _, t in self.iter_shards(columns)]
