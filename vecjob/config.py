@@ -55,7 +55,7 @@ class ModelConfig(_Frozen):
     variant: Literal["plain", "denoising", "variational"] = "denoising"
     dim: int = 128  # the document vector (bottleneck) size
     embed_dim: int = 128
-    hidden_dim: int = 128  # 256 halves CPU training speed; on an H100 it gained nothing clear (bench/README.md)
+    hidden_dim: int = 128  # the LSTM width: wider trains slower on CPU and gained nothing clear on a GPU (bench/README.md)
     num_layers: int = 1
     bidirectional: bool = True  # a bidirectional encoder sees both ends of each chunk
     pooling: Literal["last", "mean", "meanmax"] = "meanmax"  # pooled states carry more than the last one
@@ -72,18 +72,16 @@ class ModelConfig(_Frozen):
     # Predict the chunk's bag of words from the vector alone: forces topical content into it.
     bow_weight: float = 2.0
     # The bag-of-words target also holds the words up to this many tokens either side of the chunk in
-    # its document, so each chunk's vector carries its document's topic, not only its own 64 words.
-    # 1024 (about a whole BBC article) lifted BBC NMI 0.845 → 0.857 and P@10 0.951 → 0.961 at the same
-    # accuracy (bench/README.md); 0 = the chunk's own words. Training-only (encoding is unchanged);
-    # training batches hold up to (1 + 2·context/max_len)× the tokens.
+    # its document, so each chunk's vector carries its document's topic, not only its own words; 1024
+    # takes most news articles whole and sharpened topic clusters (bench/README.md). 0 = the chunk's
+    # own words. Training-only: training batches hold up to (1 + 2·context/max_len)× the tokens.
     bow_context: int = Field(default=1024, ge=0, le=1024)
     # Regress the vector, through a linear head, onto the L2-normalised TF-IDF vector of the same
     # bag-of-words target (squared error, 0..~1 per chunk). A linear map from `dim` numbers fits it
     # best from LSA's subspace, so the term pulls into z the word-level directions a linear probe
-    # reads. Over three seeds, 4 lifted the tweets sentiment probe past LSA's (macro-F1 median
-    # 0.649 → 0.670, LSA 0.655); 8 lifted it no further (0.669) and cost BBC's clusters in every
-    # seed (NMI median 0.852 → 0.825; bench/README.md). 0 = off. Training-only, like the
-    # bag-of-words head; it costs 9% (BBC) to 21% (tweets) of the training step.
+    # reads. 4 lifted the sentiment probe past LSA's; more did not and cost topic clusters
+    # (bench/README.md). 0 = off. Training-only, like the bag-of-words head, at a tenth to a fifth of
+    # the training step.
     tfidf_weight: float = Field(default=4.0, ge=0.0)
     # Variational: KL weight annealed linearly from 0 over kl_anneal_steps; free bits per dimension.
     kl_weight: float = 1.0
@@ -118,18 +116,17 @@ class TrainConfig(_Frozen):
     max_failures: int = 1  # a dead worker restarts the group from the last checkpoint this many times
     max_train_chunks: int = 0  # 0 = all; otherwise a deterministic sample bounds the corpus held in memory
     storage_path: str = ""  # Ray Train checkpoints; "" = beside the model dir. Must be shared on multi-node.
-    # On CUDA, "bf16" runs the forward passes under bf16 autocast. On an H100 it trained 1.2-1.6× slower
-    # than fp32, in which cuDNN's LSTM already runs on TF32 tensor cores (bench/README.md, GPU): hence
-    # fp32. The CPU always trains in fp32.
+    # On CUDA, "bf16" runs the forward passes under bf16 autocast; fp32 because cuDNN's LSTM already
+    # runs on TF32 tensor cores and bf16 trained slower (bench/README.md, GPU). The CPU trains in fp32.
     precision: Literal["fp32", "bf16"] = "fp32"
     # `vecjob run` keeps a trained model until asked (--retrain), until it is this many days old
     # (0 = no age limit), or until the night's new documents drift from what it was trained on.
     max_model_age_days: int = Field(default=0, ge=0)
     # Drift: the share of the night's new tokens the vocabulary does not know, minus that share in
     # held-out training documents. Unknown tokens carry nothing into a vector, so this is what the
-    # vocabulary loses on the new text beyond what it lost on unseen text of its own collection.
-    # Between the next documents of the same corpus (up to 0.04) and another corpus (0.11 and more;
-    # bench/README.md, "Drift").
+    # vocabulary loses on the new text beyond what it lost on unseen text of its own collection. The
+    # default lies between what the next documents of one corpus and another corpus measured
+    # (bench/README.md, "Drift").
     retrain_drift: float = Field(default=0.07, gt=0.0, le=1.0)
 
     def what_shapes_the_weights(self) -> dict:
