@@ -82,3 +82,19 @@ def test_null_ids_are_found_after_a_nested_column(tmp_path):
     pq.write_table(pa.table({"tags": [[1, 2], [3]], "id": ["a", None], "text": ["x", "y"]}), tmp_path / "a.parquet")
     with pytest.raises(InputError, match="a.parquet: 1 row.s. with a null id"):
         check_shards(str(tmp_path), "id", "text")
+
+
+def test_a_remembered_file_hash_follows_the_file_not_its_name(tmp_path):
+    from vecjob.parquet_io import file_fingerprint
+
+    shard = tmp_path / "a.bin"
+    shard.write_bytes(b"aaaa")
+    first = file_fingerprint(shard)
+    assert file_fingerprint(shard) == first
+    (tmp_path / "b.bin").write_bytes(b"bbbb")  # same size, swapped in at once: only the inode tells
+    os.replace(tmp_path / "b.bin", shard)
+    assert file_fingerprint(shard) != first
+    with open(shard, "r+b") as f:  # rewritten in place
+        f.write(b"a")
+    (tmp_path / "c.bin").write_bytes(b"abbb")
+    assert file_fingerprint(shard) == file_fingerprint(tmp_path / "c.bin")

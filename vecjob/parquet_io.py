@@ -254,15 +254,19 @@ def clean_stale_temporaries(folder: str | Path) -> int:
 
 def file_fingerprint(path: str | Path) -> str:
     """Content hash of a file (blake2b, 16 bytes): stable across copies and machines. Remembered per
-    process while the file's size and modification time stay the same, so the stages of one run that
-    each depend on the input read every shard once (a shard in a bucket is a download)."""
-    fs, inner = storage.filesystem(path)
-    info = fs.get_file_info(inner)
-    return _content_hash(str(path), info.size, info.mtime_ns)
+    process while the file stays the same file (on local disk: inode, size, modification and change
+    times; in a store: size and modification time), so the stages of one run that each depend on
+    the input read every shard once (a shard in a bucket is a download)."""
+    if storage.is_uri(path):
+        fs, inner = storage.filesystem(path)
+        info = fs.get_file_info(inner)
+        return _content_hash(str(path), (info.size, info.mtime_ns))
+    st = os.stat(path)
+    return _content_hash(str(path), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _content_hash(path: str, size: int | None, mtime_ns: int | None) -> str:
+def _content_hash(path: str, identity: tuple) -> str:
     h = hashlib.blake2b(digest_size=16)
     fs, inner = storage.filesystem(path)
     with fs.open_input_stream(inner) as f:

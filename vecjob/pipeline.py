@@ -62,7 +62,7 @@ def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage:
     for name in spec.stages:
         stage = STAGES[name]
         fp = stage.fingerprint(ctx)
-        plan = stage.plan(ctx, state.get(name), force)
+        plan = stage.plan(ctx, fp, state.get(name), force)
         if not plan.run:
             records.append({"stage": name, "status": plan.status, "fingerprint": fp, "metrics": plan.details})
             on_stage(name, plan.status)

@@ -75,9 +75,10 @@ class Stage:
     def fingerprint(self, ctx: RunContext) -> str:
         raise NotImplementedError
 
-    def plan(self, ctx: RunContext, recorded: str | None, force: bool) -> Plan:
-        """Skipped when the fingerprint recorded by the last run matches and the output was published."""
-        if not force and recorded == self.fingerprint(ctx) and (ctx.folder(self.name) / MANIFEST).exists():
+    def plan(self, ctx: RunContext, fp: str, recorded: str | None, force: bool) -> Plan:
+        """Skipped when `fp`, this run's fingerprint, matches the one the last run recorded and the
+        output was published."""
+        if not force and recorded == fp and (ctx.folder(self.name) / MANIFEST).exists():
             return Plan(False, UP_TO_DATE)
         return Plan(True)
 
@@ -95,10 +96,10 @@ class Corpus(Stage):
 
         return fingerprint(self.name, ctx.spec.corpus, __version__)
 
-    def plan(self, ctx: RunContext, recorded: str | None, force: bool) -> Plan:
+    def plan(self, ctx: RunContext, fp: str, recorded: str | None, force: bool) -> Plan:
         dest = ctx.spec.data.paths[0]
         written = bool(storage.list_files(dest)) if storage.is_uri(dest) else Path(dest).exists()
-        return Plan(False, UP_TO_DATE) if not force and recorded == self.fingerprint(ctx) and written else Plan(True)
+        return Plan(False, UP_TO_DATE) if not force and recorded == fp and written else Plan(True)
 
     def run(self, ctx: RunContext, plan: Plan) -> dict:
         from vecjob.corpus import write_corpus
@@ -125,7 +126,7 @@ class Train(Stage):
         return fingerprint(self.name, ctx.data_columns(), settings_fingerprint(spec.tokenizer, spec.model, spec.train),
                            TOKENIZER_VERSION)
 
-    def plan(self, ctx: RunContext, recorded: str | None, force: bool) -> Plan:
+    def plan(self, ctx: RunContext, fp: str, recorded: str | None, force: bool) -> Plan:
         decision = decide(ctx.spec, ctx.folder("train"), ctx.folder("encode"), ctx.retrain or force)
         details = {k: str(v) if isinstance(v, Path) else v for k, v in decision.items() if k not in ("train", "target")}
         if not decision["train"]:
