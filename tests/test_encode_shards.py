@@ -21,28 +21,40 @@ def _encode(data_dir, model, out, **cfg):
                              EncodeConfig(**{"rows_per_task": 100, **cfg}))
 
 
-def test_plan_cuts_shards_by_row_groups(collection):
+def test_plan_cuts_large_shards_by_row_groups_into_units_with_their_own_names(collection):
     shards = check_shards(str(collection), "id", "text")
-    items = plan_items(shards, rows_per_task=100)
+    items = plan_items(shards, ["fp"] * len(shards), "model", {}, rows_per_task=40)
     for s_idx, shard in enumerate(shards):
         mine = [it for it in items if it.shard == s_idx]
         assert sum(it.rows for it in mine) == shard.num_rows
-        assert [it.part for it in mine] == list(range(len(mine)))
-        assert all(it.rows <= 100 or len(it.row_groups) == 1 for it in mine)
+        assert len(mine) > 1 or len(shard.row_group_rows) == 1
+        assert [g for it in mine for g in it.row_groups] == list(range(len(shard.row_group_rows)))
+        assert all(it.rows <= 40 or len(it.row_groups) == 1 for it in mine)
+        assert [it.output for it in mine] == sorted(it.output for it in mine)
+    assert len({it.output for it in items}) == len(items)
+    # A shard that fits one unit keeps its one name, whatever rows_per_task is; a cut shard's names
+    # depend on the cut, so a rerun with another rows_per_task never takes one cut's parts for another's.
+    whole = plan_items(shards, ["fp"] * len(shards), "model", {}, rows_per_task=10_000)
+    assert [it.output for it in whole] == [it.output for it in plan_items(shards, ["fp"] * 3, "model", {}, 20_000)]
+    cut = {it.output for it in items if len(shards[it.shard].row_group_rows) > 1}
+    assert cut and not cut & {it.output for it in plan_items(shards, ["fp"] * 3, "model", {}, 30)}
 
 
-def test_one_output_shard_per_input_in_input_order(collection, tiny_model_dir, tmp_path):
+def test_vector_shards_hold_each_input_shard_in_order(collection, tiny_model_dir, tmp_path):
     manifest = _encode(collection, tiny_model_dir, tmp_path / "v", keep_columns=["label"])
     vdir = VectorsDir.open(tmp_path / "v")
     names = sorted(p.name for p in (tmp_path / "v").glob("*.parquet"))
-    assert names == sorted(s["output"] for s in manifest["shards"]) and len(names) == 3
-    for stats in manifest["shards"]:
-        table = pq.read_table(tmp_path / "v" / stats["output"])
-        source = pq.read_table(stats["input"])
+    # 150 rows in row groups of 64 are cut into two units of ≤ 100 rows; 37 and 95 rows are one each.
+    assert names == sorted(s["output"] for s in manifest["shards"]) and len(names) == 4
+    assert [s["input"] for s in manifest["shards"]] == sorted(s["input"] for s in manifest["shards"])
+    for source_path in sorted({s["input"] for s in manifest["shards"]}):
+        parts = [pq.read_table(tmp_path / "v" / s["output"]) for s in manifest["shards"] if s["input"] == source_path]
+        table, source = pa.concat_tables(parts), pq.read_table(source_path)
         assert table.column("id").to_pylist() == source.column("id").to_pylist()
         assert table.column("label").to_pylist() == source.column("label").to_pylist()
         assert table.schema.field("vector").type == pa.list_(pa.float32(), 16)
-    assert manifest["counts"] == {**manifest["counts"], "rows_in": 282, "rows_out": 282, "skipped_empty": 0}
+    assert manifest["counts"] == {**manifest["counts"], "rows_in": 282, "rows_out": 282, "skipped_empty": 0,
+                                  "shards": 3, "shards_encoded": 3, "parts_encoded": 4}
     assert vdir.num_vectors == 282 and vdir.dim == 16
     assert not list((tmp_path / "v").glob(".*tmp*"))
 
@@ -71,7 +83,7 @@ def test_rerun_skips_done_shards_and_redoes_missing_ones_identically(collection,
     victim = first["shards"][1]["output"]
     (out / victim).unlink()
     third = _encode(collection, tiny_model_dir, out)
-    assert third["counts"]["shards_encoded"] == 1
+    assert third["counts"]["shards_encoded"] == 1 and third["counts"]["parts_encoded"] == 1
     after = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
     for name in before:
         a, b = pq.read_table(out / name), pq.read_table(pa.BufferReader(before[name]))

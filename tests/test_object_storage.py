@@ -95,10 +95,13 @@ def test_a_run_in_a_bucket_killed_mid_encode_resumes_shard_by_shard(s3, tmp_path
     work.mkdir()
     env = {**os.environ, "RAY_ADDRESS": ""}
 
-    killed = vecjob("run", str(spec), cwd=work, env={**env, "VECJOB_KILL_AT": "shard_published:2"})
+    killed = vecjob("run", str(spec), cwd=work, env={**env, "VECJOB_KILL_AT": "part_written:2"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     published = storage.list_files(s3.uri("killed"))
     assert "model/manifest.json" in published and "vectors/manifest.json" not in published
+    # The encoder actor wrote its vector shards straight to the bucket, not to the driver's mirror.
+    written = [n for n in published if n.startswith("vectors/") and n.endswith(".parquet")]
+    assert 2 <= len(written) <= 3 and len([n for n in published if n.startswith("vectors/_stats/")]) == len(written)
     # The killed run's lease stays until it expires (10 minutes); expire it as time would.
     lease = json.loads(storage.read_bytes(s3.uri("killed", storage.LEASE)))
     storage.write_bytes(s3.uri("killed", storage.LEASE), json.dumps({**lease, "expires": 0}).encode())
@@ -107,7 +110,7 @@ def test_a_run_in_a_bucket_killed_mid_encode_resumes_shard_by_shard(s3, tmp_path
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     stages = {r["stage"]: r for r in json.loads(storage.read_bytes(s3.uri("killed", "run_manifest.json")))["stages"]}
     assert stages["train"]["status"].startswith("skipped")  # the published model is kept
-    assert stages["encode"]["metrics"]["shards_skipped_done"] == 2  # the two shards encoded before the kill
+    assert stages["encode"]["metrics"]["shards_skipped_done"] == len(written)  # encoded before the kill
     assert stages["index"]["metrics"]["ntotal"] == 120
 
 

@@ -17,7 +17,7 @@ def test_a_new_tokenizer_version_retrains(tmp_path, monkeypatch):
     write_collection(tmp_path / "data", [10])
     (tmp_path / "job.toml").write_text(TINY_SPEC.format(name="tiny", factory="auto"))
     spec = load_job_spec(tmp_path / "job.toml")
-    run = stages.RunContext(spec, tmp_path / "run", str(tmp_path / "run"))
+    run = stages.RunContext(spec, tmp_path / "run")
     current = stages.STAGES["train"].fingerprint(run)
     monkeypatch.setattr(stages, "TOKENIZER_VERSION", stages.TOKENIZER_VERSION - 1)
     assert stages.STAGES["train"].fingerprint(run) != current

@@ -54,11 +54,13 @@ def test_kill_9_mid_encode_then_rerun_finishes_only_missing_shards(request, tiny
     data = tmp_path / "in"
     write_collection(data, [120] * 12, seed=3)
     out = tmp_path / "v"
-    _killed_at("shard_published", 3, _encode_args(data, tiny_model_dir, out, runner))
-    assert len(list((out / "_stats").glob("*.json"))) == 3
+    _killed_at("part_written", 3, _encode_args(data, tiny_model_dir, out, runner))
+    # Killed when the driver heard of the third shard written; encoder actors may have finished more.
+    written = len(list((out / "_stats").glob("*.json")))
+    assert written == 3 if runner == "local" else 3 <= written < 12
     assert not (out / "manifest.json").exists()
     visible = [p for p in out.iterdir() if not p.name.startswith((".", "_"))]
-    assert len(visible) == 3
+    assert 3 <= len(visible) < 12
     for p in visible:  # whatever is visible is a complete shard
         assert pq.read_table(p).num_rows == 120
 
@@ -68,7 +70,7 @@ def test_kill_9_mid_encode_then_rerun_finishes_only_missing_shards(request, tiny
         subprocess.run(_encode_args(data, tiny_model_dir, target, runner), check=True, capture_output=True,
                        timeout=300)
     resumed = VectorsDir.open(out).manifest
-    assert resumed["counts"]["shards_encoded"] == 12 - 3
+    assert resumed["counts"]["shards_encoded"] == 9 if runner == "local" else resumed["counts"]["shards_encoded"] <= 9
     assert resumed["counts"]["rows_out"] == 1440
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     assert VectorsDir.open(tmp_path / "clean").manifest["vectors_fingerprint"] == resumed["vectors_fingerprint"]
@@ -90,7 +92,7 @@ def test_a_rerun_with_another_model_killed_part_way_leaves_the_old_generation(
     out = tmp_path / "v"
     first = encode_collection(DataConfig(paths=[str(data)]), tiny_model_dir, out, EncodeConfig())
     before = _vectors_by_shard(out)
-    _killed_at("shard_published", killed_after, _encode_args(data, other_model_dir, out, "local"))
+    _killed_at("part_written", killed_after, _encode_args(data, other_model_dir, out, "local"))
 
     # Readers see model A's complete generation: its manifest, its shards, untouched.
     vdir = VectorsDir.open(out)

@@ -53,6 +53,8 @@ def test_encode_maps_unknown_words_and_keeps_order():
     ids = tok.encode(["mat sat dog", "", None])
     assert [vocab.tokens[i] for i in ids[0]] == ["mat", "sat", "<unk>"]
     assert len(ids[1]) == 0 and len(ids[2]) == 0
+    # No texts are no documents, on every path (an input shard with no rows is encoded too).
+    assert tok.encode(pl.Series([], dtype=pl.String)) == [] and tok.encode([]) == []
 
 
 def test_chunks_cover_the_whole_document():

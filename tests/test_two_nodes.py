@@ -2,11 +2,14 @@
 training workers and encoder actors run on both nodes, and the vectors equal, bit for bit, those the
 same model gives in a single process."""
 
+import json
 import os
 
 import numpy as np
 import pyarrow as pa
 from test_object_storage import S3_SPEC, upload_collection, vecjob
+
+from vecjob import storage
 
 
 def _actors(cluster) -> dict:
@@ -40,13 +43,19 @@ def test_a_job_runs_across_two_nodes_from_and_to_object_storage(ray_cluster, s3,
     both = set(ray_cluster.nodes.values())
     assert on_nodes("RayTrainWorker") == both, [(a.class_name, a.node_id) for a in ran]
     assert on_nodes("PartEncoder") == both, [(a.class_name, a.node_id) for a in ran]
+    # Each encoder actor wrote its own vector shards to the bucket: the writers are actors on both nodes.
+    encoder_nodes = {a.pid: a.node_id for a in ran if "PartEncoder" in a.class_name}
+    manifest = json.loads(storage.read_bytes(s3.uri("cluster-run", "vectors", "manifest.json")))
+    writers = {int(s["written_by"].rsplit(":", 1)[1]) for s in manifest["shards"]}
+    assert {encoder_nodes.get(pid) for pid in writers} == both, (writers, encoder_nodes)
 
     from vecjob.config import DataConfig, EncodeConfig
-    from vecjob.encode_shards import encode_collection
+    from vecjob.encode_shards import InProcess, encode_collection
 
+    # One thread, as each actor ran with: float sums depend on torch's thread count.
     single = tmp_path / "single-process"
     encode_collection(DataConfig(paths=[s3.uri("data")]), s3.uri("cluster-run", "model"), single,
-                      EncodeConfig(keep_columns=["label"]))
+                      EncodeConfig(keep_columns=["label"]), InProcess(threads=1))
     on_cluster, in_process = _vectors(s3.uri("cluster-run", "vectors")), _vectors(single)
     assert sorted(on_cluster) == sorted(in_process) and len(in_process) == 210
     for doc_id, vector in in_process.items():

@@ -1,7 +1,7 @@
 """Fault injection for the failure-behaviour tests, so a kill lands at a chosen point, not a lucky time.
 
 VECJOB_KILL_AT="<point>:<n>" makes the process SIGKILL itself the n-th time it reaches <point>
-(e.g. "shard_published:2"). Unset, as in every real run, `reached` is one dictionary lookup.
+(e.g. "part_written:2"). Unset, as in every real run, `reached` is one dictionary lookup.
 """
 
 from __future__ import annotations

@@ -219,13 +219,18 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
 
 
 def write_parquet_atomic(table: pa.Table, dest: str | Path) -> None:
+    """Write a Parquet file whole or not at all: on local disk through a temporary name, in a store as
+    one object (an upload becomes visible only when it completes)."""
+    if storage.is_uri(dest):
+        fs, path = storage.filesystem(dest)
+        pq.write_table(table, path, filesystem=fs, compression="zstd")
+        return
     with atomic_path(dest) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
 
 def write_json_atomic(obj: Any, dest: str | Path) -> None:
-    with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    storage.write_bytes(str(dest), (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
 def read_json(path: str | Path) -> dict:

@@ -33,29 +33,26 @@ def run_job(
     on_stage: Callable[[str, str], None] | None = None,
     retrain: bool = False,
     publish: Callable[[], object] | None = None,
-    published_at: str | None = None,
 ) -> dict:
     """Run the job's stages under one lock on the run dir; returns the run manifest.
     `force` redoes every stage (and retrains); `retrain` trains a new model and switches to it.
-    An `out` in an object store runs in its local mirror, which `publish` pushes after each stage;
-    `published_at` is where readers (Ray workers on any node) find the run dir's folders."""
+    An `out` in an object store runs in its local mirror, which `publish` pushes after each stage."""
     on_stage = on_stage or (lambda stage, line: None)
     if storage.is_uri(spec.out):  # worked on in a local mirror, published after every stage
         with storage.mirrored(spec.out, "out") as local:
             return run_job(spec.model_copy(update={"out": str(local)}), force, on_stage, retrain,
-                           publish=lambda: storage.push(local, spec.out), published_at=spec.out)
+                           publish=lambda: storage.push(local, spec.out))
     root = check_output(spec.out, "out", markers=())  # stages check their own folders
     with output_lock(root):
         root.mkdir(parents=True, exist_ok=True)
-        return _run_locked(spec, root, force, retrain or force, on_stage, publish or (lambda: None),
-                           published_at or str(root))
+        return _run_locked(spec, root, force, retrain or force, on_stage, publish or (lambda: None))
 
 
 def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage: Callable[[str, str], None],
-                publish: Callable[[], object], published_at: str) -> dict:
+                publish: Callable[[], object]) -> dict:
     state_path = root / STATE_FILE
     state = read_json(state_path) if state_path.exists() else {}
-    ctx = RunContext(spec, root, published_at, retrain)
+    ctx = RunContext(spec, root, retrain)
     before = _collection_state(ctx.folder("encode"))
     records = []
     t_run = time.perf_counter()
@@ -82,7 +79,7 @@ def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage:
             on_stage("train", "published the retrained model (its vectors and index are published)")
             records.append({"stage": "publish model", "status": "ran",
                             "metrics": {"model_fingerprint": ctx.upstream("train", "model_fingerprint")}})
-    manifest = new_manifest("vecjob.run", job=spec.name, spec={**spec.model_dump(), "out": published_at}, stages=records,
+    manifest = new_manifest("vecjob.run", job=spec.name, spec={**spec.model_dump(), "out": ctx.published_at}, stages=records,
                             night=_night_report(before, _collection_state(ctx.folder("encode")), records),
                             seconds=round(time.perf_counter() - t_run, 2))
     write_json_atomic(manifest, root / "run_manifest.json")

@@ -1,13 +1,11 @@
-"""Encoding on Ray: `RayData` streams the work items of `vecjob.encode_shards.encode_collection`
-through a pool of encoder actors with Ray Data; the driver assembles and writes one vector shard per
-input shard."""
+"""Encoding on Ray: `RayData` streams the units of work of `vecjob.encode_shards.encode_collection`
+through a pool of encoder actors with Ray Data; each actor writes its units' vector shards and stats
+itself, and the driver receives only the stats."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Callable
-
-import pyarrow as pa
 
 from vecjob.config import EncodeConfig
 from vecjob.encode_shards import PartEncoder, WorkItem
@@ -46,14 +44,14 @@ class RayData:
     name = "ray"
 
     def encode(self, items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig,
-               sink: Callable[[pa.Table], None]) -> int:
+               sink: Callable[[dict], None]) -> int:
         from vecjob import runtime
 
         runtime.connect(self.address)
         return _run_ray(items, encoder_kwargs, cfg, sink)
 
 
-def _run_ray(items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig, sink: Callable[[pa.Table], None]) -> int:
+def _run_ray(items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig, sink: Callable[[dict], None]) -> int:
     import ray
 
     from vecjob.runtime import cluster_cpus_gpus, largest_node_cpus
@@ -75,8 +73,8 @@ def _run_ray(items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig, sin
         num_gpus=gpus_per_actor,
     )
     try:
-        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            sink(block if isinstance(block, pa.Table) else pa.Table.from_pydict(block))
+        for stats in ds.iter_rows():
+            sink(dict(stats))
     except Exception as exc:  # noqa: BLE001 - surface the worker's own message (it names the file)
         raise from_worker(exc, "encoding") from exc
     return actors

@@ -35,9 +35,13 @@ class RunContext:
 
     spec: JobSpec
     root: Path  # the run dir on local disk (an object store's local mirror)
-    published_at: str  # where readers on any node find the run dir (the store, when there)
     retrain: bool = False
     _data_files: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def published_at(self) -> str:
+        """Where readers on any node (Ray workers) find the run dir: the store, when there."""
+        return storage.published_location(self.root) or str(self.root)
 
     def folder(self, stage: str) -> Path:
         return self.root / STAGES[stage].folder
@@ -169,7 +173,8 @@ class Encode(Stage):
         from vecjob.ray_encode import RayData
 
         # The model this run encodes with, where every Ray worker reads it (the store, when there).
-        model = storage.join(ctx.published_at, active_model(ctx.folder("train")).relative_to(ctx.root).as_posix())
+        model = active_model(ctx.folder("train"))
+        model = storage.published_location(model) or str(model)
         spec = ctx.spec
         return encode_collection(spec.data, model, ctx.folder(self.name), spec.encode,
                                  RayData(spec.address or None))["counts"]

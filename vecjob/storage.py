@@ -49,6 +49,7 @@ LEASE = ".vecjob-lease.json"
 TRAIN_STORAGE = ".ray-train"  # Ray Train's checkpoints while a model trains; never mirrored
 SYNC_RECORD = ".vecjob-sync.json"  # in a workspace: what it holds of the store, file by file
 LEASE_TTL_S = 600.0
+_MIRRORS: dict[Path, str] = {}  # local mirror → its store URI, while a `mirrored` block runs
 _LOST: set[str] = set()  # run dirs whose lease this process held and another run took over
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$")
 
@@ -348,8 +349,47 @@ def mirrored(uri: str, what: str) -> Iterator[Path]:
     with lease(uri):
         local = workspace(uri)
         pull(uri, local)
-        yield local
+        _MIRRORS[local.resolve()] = uri
+        try:
+            yield local
+        finally:
+            _MIRRORS.pop(local.resolve(), None)
         push(local, uri)
+
+
+def _mirror_of(local: Path) -> tuple[Path, str] | None:
+    local = Path(local).resolve()
+    return next(((root, uri) for root, uri in _MIRRORS.items() if local == root or root in local.parents), None)
+
+
+def published_location(local: str | Path) -> str | None:
+    """Where a path inside a local mirror is published (a URI in the store); None outside a mirror.
+    Workers on other nodes read and write there: they cannot reach this machine's disk."""
+    found = _mirror_of(Path(local))
+    if not found:
+        return None
+    root, uri = found
+    rel = Path(local).resolve().relative_to(root).as_posix()
+    return uri if rel == "." else join(uri, rel)
+
+
+def adopt(local: str | Path, rels: list[str]) -> None:
+    """Download files that workers wrote straight to the store (below the mirror's folder `local`)
+    into the mirror, recorded as published there, so `push` does not upload them again."""
+    found = _mirror_of(Path(local))
+    if not found or not rels:
+        return
+    root, uri = found
+    prefix = Path(local).resolve().relative_to(root).as_posix()
+    record, fs = _load_record(root), filesystem(uri)[0]
+    remote = list_files(join(uri, prefix) if prefix != "." else uri)
+    for rel in rels:
+        dest = Path(local) / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(remote[rel].path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        key = rel if prefix == "." else f"{prefix}/{rel}"
+        record[key] = {"remote": _stamp(remote[rel]), "local": _local_stamp(dest.stat())}
+    _save_record(root, record)
 
 
 # ---- reading a published folder ---------------------------------------------------------------------

@@ -111,6 +111,8 @@ class Tokenizer:
             return [self._encode_ascii(t) for t in texts]
         tokens = tokenize_column(texts)
         n = len(tokens)
+        if n == 0:  # np.split below would make one empty document of no texts
+            return []
         exploded = (
             pl.DataFrame({"doc": np.arange(n, dtype=np.int64), "token": tokens})
             .with_row_index("pos")

@@ -91,17 +91,16 @@ class VectorsDir:
 
     @cached_property
     def _ids_and_live(self) -> tuple[list[pl.DataFrame], list[np.ndarray]]:
-        frames = []
-        for path, table in self._read_shards(["id"]):
-            frame = pl.from_arrow(table.select(["id"]))
-            dup = frame["id"].is_duplicated()
-            if dup.any():
-                examples = frame.filter(dup)["id"].unique().head(3).to_list()
-                raise InputError(f"{path}: {int(dup.sum())} rows share an id (e.g. {examples}); ids must be unique "
-                                 "within a shard")
-            frames.append(frame)
+        frames = [pl.from_arrow(table.select(["id"])) for _, table in self._read_shards(["id"])]
         if not frames:
             return [], []
+        inputs = [s.get("input", s["output"]) for s in self.manifest["shards"]]
+        for source in dict.fromkeys(inputs):  # an input shard cut into units has one vector shard per unit
+            ids = pl.concat([f for f, i in zip(frames, inputs) if i == source])["id"]
+            if (dup := ids.is_duplicated()).any():
+                examples = ids.filter(dup).unique().head(3).to_list()
+                raise InputError(f"{source}: {int(dup.sum())} rows share an id (e.g. {examples}); ids must be unique "
+                                 "within a shard")
         live = pl.concat(frames)["id"].is_last_distinct().to_numpy()
         bounds = np.cumsum([0] + [f.height for f in frames])
         return frames, [live[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
