@@ -75,9 +75,13 @@ def test_stages_run_in_pipeline_order_whatever_the_spec_lists():
 
 def test_a_removed_setting_loads_at_the_value_vecjob_keeps_and_is_refused_at_another(tmp_path):
     spec = tmp_path / "job.toml"
-    spec.write_text('[data]\npaths = ["d"]\n[model]\nshuffle_window = 0\n[train]\nlr_schedule = "constant"\n'
-                    'lr_min_fraction = 0.3\n')
+    spec.write_text('[data]\npaths = ["d"]\n[model]\nshuffle_window = 0\npooling = "meanmax"\nnum_layers = 1\n'
+                    'bidirectional = true\n[train]\nlr_schedule = "constant"\nlr_min_fraction = 0.3\ngrad_clip = 1.0\n'
+                    'weight_decay = 0.0\n')
     assert load_job_spec(spec).train.lr == 2e-3
+    spec.write_text('[data]\npaths = ["d"]\n[model]\npooling = "mean"\n')
+    with pytest.raises(ConfigError, match="model: pooling = 'mean' is no longer supported"):
+        load_job_spec(spec)
     spec.write_text('[data]\npaths = ["d"]\n[train]\nlr_schedule = "cosine"\n')
     with pytest.raises(ConfigError, match="job.toml: train: lr_schedule = 'cosine' is no longer supported .vecjob now "
                                           "always behaves as lr_schedule = 'constant'.: remove the key$"):

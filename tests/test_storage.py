@@ -174,3 +174,20 @@ def test_a_folder_with_a_file_newer_than_its_manifest_is_refused(s3):
     with pytest.raises(ArtifactError, match="a file is newer than its manifest.json"):
         storage.snapshot(s3.uri("copied"), "model", tries=2)
     assert not list((storage.cache_root() / "published").glob("[!.]*"))
+
+
+def test_a_readers_cache_keeps_the_last_two_generations_of_a_location(s3, tmp_path):
+    """A service that follows nightly publishes downloads one generation a night: older ones go."""
+    local = tmp_path / "mirror"
+    seen = []
+    for generation in (1, 2, 3, 4):
+        _folder(local, generation, shards=1)
+        storage.push(local, s3.uri("nightly"))
+        seen.append(storage.snapshot(s3.uri("nightly", "index"), "index"))
+        time.sleep(0.01)  # distinct modification times
+    storage.push(local, s3.uri("elsewhere"))
+    other = storage.snapshot(s3.uri("elsewhere", "index"), "index")  # another location: pruned apart
+    cached = sorted(p for p in (storage.cache_root() / "published").iterdir() if not p.name.startswith("."))
+    assert seen[2] in cached and seen[3] in cached and other in cached
+    assert seen[0] not in cached and seen[1] not in cached
+    assert json.loads((seen[3] / "manifest.json").read_text())["generation"] == 4

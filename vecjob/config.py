@@ -23,7 +23,8 @@ class _Frozen(BaseModel):
 # Settings that were removed (they lost in bench/README.md), with the value vecjob now always behaves
 # as: a job spec or a saved model's config holding that value (or any value, for None) still loads;
 # another value is refused with what to change.
-RETIRED = {"shuffle_window": 0, "bow_information_power": 0.0, "lr_schedule": "constant", "lr_min_fraction": None}
+RETIRED = {"shuffle_window": 0, "bow_information_power": 0.0, "lr_schedule": "constant", "lr_min_fraction": None,
+           "num_layers": 1, "bidirectional": True, "pooling": "meanmax", "weight_decay": 0.0, "grad_clip": 1.0}
 
 
 def _drop_retired(raw: object) -> object:
@@ -56,9 +57,6 @@ class ModelConfig(_Frozen):
     dim: int = 128  # the document vector (bottleneck) size
     embed_dim: int = 128
     hidden_dim: int = 128  # the LSTM width: wider trains slower on CPU and gained nothing clear on a GPU (bench/README.md)
-    num_layers: int = 1
-    bidirectional: bool = True  # a bidirectional encoder sees both ends of each chunk
-    pooling: Literal["last", "mean", "meanmax"] = "meanmax"  # pooled states carry more than the last one
     output_layer: Literal["full", "adaptive"] = "adaptive"  # adaptive softmax: far fewer FLOPs per token
     dropout: float = 0.1
     # The word embeddings training starts from: "lsa", the collection's own LSA term vectors
@@ -105,8 +103,6 @@ class TrainConfig(_Frozen):
     max_minutes: float = Field(default=60.0, ge=0.0)
     batch_size: int = 64  # chunks per step per worker
     lr: float = 2e-3  # constant throughout: a cosine decay ended at a higher validation loss (bench/README.md)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
     val_fraction: float = 0.05  # documents held out for validation (by id hash, stable across runs)
     patience: int = 3  # validations without improvement before stopping
     seed: int = 0

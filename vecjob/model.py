@@ -61,26 +61,13 @@ class SequenceAutoencoder(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD)
-        self.encoder = nn.LSTM(
-            cfg.embed_dim,
-            cfg.hidden_dim,
-            num_layers=cfg.num_layers,
-            batch_first=True,
-            bidirectional=cfg.bidirectional,
-            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
-        )
-        directions = 2 if cfg.bidirectional else 1
-        pooled = cfg.hidden_dim * directions * (2 if cfg.pooling == "meanmax" else 1)
-        self.to_z = nn.Linear(pooled, cfg.dim)
-        self.to_logvar = nn.Linear(pooled, cfg.dim) if cfg.variant == "variational" else None
-        self.z_to_state = nn.Linear(cfg.dim, 2 * cfg.num_layers * cfg.hidden_dim)
-        self.decoder = nn.LSTM(
-            cfg.embed_dim + cfg.dim,
-            cfg.hidden_dim,
-            num_layers=cfg.num_layers,
-            batch_first=True,
-            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
-        )
+        # One bidirectional layer, so each chunk's vector sees both of its ends; its states are pooled
+        # by mean and max over time (4 × hidden_dim), which carry more than the last states.
+        self.encoder = nn.LSTM(cfg.embed_dim, cfg.hidden_dim, batch_first=True, bidirectional=True)
+        self.to_z = nn.Linear(4 * cfg.hidden_dim, cfg.dim)
+        self.to_logvar = nn.Linear(4 * cfg.hidden_dim, cfg.dim) if cfg.variant == "variational" else None
+        self.z_to_state = nn.Linear(cfg.dim, 2 * cfg.hidden_dim)
+        self.decoder = nn.LSTM(cfg.embed_dim + cfg.dim, cfg.hidden_dim, batch_first=True)
         self.drop = nn.Dropout(cfg.dropout)
         if cfg.output_layer == "adaptive":
             self.output = nn.AdaptiveLogSoftmaxWithLoss(
@@ -119,35 +106,21 @@ class SequenceAutoencoder(nn.Module):
         if bool((batch.lengths == batch.tokens.shape[1]).all()):
             # No padding: the dense call is the same computation, and torch runs it through its
             # oneDNN kernel on CPU (packed sequences take a slower per-step loop).
-            states, (h, _) = self.encoder(emb)
-            pooled = self._pool_dense(states, h)
+            states, _ = self.encoder(emb)
+            pooled = torch.cat([states.mean(1), states.amax(1)], dim=-1)
         else:
             pooled = self._pool_packed(emb, batch.lengths)
         mu = self.to_z(pooled)
         logvar = self.to_logvar(pooled) if self.to_logvar is not None else None
         return mu, logvar
 
-    def _last_states(self, h: torch.Tensor) -> torch.Tensor:
-        directions = 2 if self.cfg.bidirectional else 1
-        return h[-directions:].transpose(0, 1).reshape(h.shape[1], -1)
-
-    def _pool_dense(self, states: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        if self.cfg.pooling == "last":
-            return self._last_states(h)
-        mean = states.mean(1)
-        return mean if self.cfg.pooling == "mean" else torch.cat([mean, states.amax(1)], dim=-1)
-
     def _pool_packed(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
-        out, (h, _) = self.encoder(packed)
-        if self.cfg.pooling == "last":
-            return self._last_states(h)
-        states, _ = pad_packed_sequence(out, batch_first=True)  # [B, T, H*dirs], T = max length
+        """Mean and max over each chunk's own steps, as the dense path pools a batch without padding."""
+        out, _ = self.encoder(pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False))
+        states, _ = pad_packed_sequence(out, batch_first=True)  # [B, T, 2H], T = max length
         valid = (torch.arange(states.shape[1], device=states.device)[None, :]
                  < lengths.to(states.device)[:, None]).unsqueeze(-1)
         mean = (states * valid).sum(1) / lengths.to(states.device, states.dtype)[:, None]
-        if self.cfg.pooling == "mean":
-            return mean
         return torch.cat([mean, states.masked_fill(~valid, float("-inf")).amax(1)], dim=-1)
 
     @torch.inference_mode()
@@ -189,7 +162,7 @@ class SequenceAutoencoder(nn.Module):
             inputs = inputs.masked_fill(drop, UNK)
         emb = self.drop(self.embedding(inputs))
         emb = torch.cat([emb, z.unsqueeze(1).expand(-1, emb.shape[1], -1)], dim=-1)
-        state = torch.tanh(self.z_to_state(z)).view(B, 2, self.cfg.num_layers, self.cfg.hidden_dim)
+        state = torch.tanh(self.z_to_state(z)).view(B, 2, 1, self.cfg.hidden_dim)
         h0 = state[:, 0].transpose(0, 1).contiguous()
         c0 = state[:, 1].transpose(0, 1).contiguous()
         if bool((lengths == T).all()):
@@ -268,10 +241,4 @@ def corrupt(batch: Batch, cfg: ModelConfig, generator: torch.Generator | None = 
 
 def encoder_flops_per_token(cfg: ModelConfig) -> float:
     """Multiply-adds ×2 of the encoder LSTM per input token (what `vecjob encode` computes)."""
-    directions = 2 if cfg.bidirectional else 1
-    flops = 0.0
-    in_dim = cfg.embed_dim
-    for _ in range(cfg.num_layers):
-        flops += directions * 2 * 4 * cfg.hidden_dim * (in_dim + cfg.hidden_dim)
-        in_dim = cfg.hidden_dim * directions
-    return flops
+    return 2 * 2 * 4 * cfg.hidden_dim * (cfg.embed_dim + cfg.hidden_dim)  # two directions, four gates

@@ -156,7 +156,7 @@ def _check_weights_match_config(info: ModelInfo, expected: dict, state: dict) ->
         raise ArtifactError(f"{info.path / WEIGHTS}: not a state dict")
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise ArtifactError(f"{where}: the weights lack '{missing[0]}' (check model.variant, pooling, bidirectional)")
+        raise ArtifactError(f"{where}: the weights lack '{missing[0]}' (check model.variant)")
     extra = sorted(set(state) - set(expected))
     if extra:
         raise ArtifactError(f"{where}: the weights hold '{extra[0]}', which the config's model has not")

@@ -395,20 +395,26 @@ def adopt(local: str | Path, rels: list[str]) -> None:
 # ---- reading a published folder ---------------------------------------------------------------------
 
 
+KEPT_GENERATIONS = 2  # per location in a reader's cache: the one in use and the one before it
+
+
 def snapshot(location: str, what: str, tries: int = 3) -> Path:
     """A local copy of a published folder (model, index, vectors): the folder itself when local, else
-    a download into the cache keyed by its manifest's content, checked to be one generation."""
+    a download into the cache keyed by its location and its manifest's content, checked to be one
+    generation. Downloading a generation removes the location's older ones beyond KEPT_GENERATIONS,
+    so a service that follows nightly publishes keeps a bounded cache."""
     if not is_uri(location):
         return Path(location)
     check_reachable(location, what)
     manifest_uri = join(location, MANIFESTS[0])
+    place = hashlib.blake2b(location.rstrip("/").encode(), digest_size=6).hexdigest()
     for _ in range(tries):
         try:
             before = read_bytes(manifest_uri)
         except ArtifactError:
             raise ArtifactError(f"{location}: no {MANIFESTS[0]} (not a complete vecjob folder)") from None
         key = hashlib.blake2b(before, digest_size=12).hexdigest()
-        dest = cache_root() / "published" / key
+        dest = cache_root() / "published" / f"{place}-{key}"
         if (dest / MANIFESTS[0]).exists():
             return dest
         files = list_files(location)
@@ -424,6 +430,9 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
             with contextlib.suppress(OSError):
                 os.replace(staging, dest)
             shutil.rmtree(staging, ignore_errors=True)
+            older = sorted(dest.parent.glob(f"{place}-*"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+            for stale in [p for p in older if p != dest][KEPT_GENERATIONS - 1:]:
+                shutil.rmtree(stale, ignore_errors=True)
             return dest
         shutil.rmtree(staging, ignore_errors=True)
         time.sleep(1.0)

@@ -107,6 +107,10 @@ def unwrap(model: nn.Module) -> SequenceAutoencoder:
     return model.module if hasattr(model, "module") else model
 
 
+# Gradients are clipped to this global norm: an LSTM's rare exploding step would otherwise undo rounds of training.
+GRAD_CLIP = 1.0
+
+
 def train_steps(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -130,8 +134,7 @@ def train_steps(
             losses = model(clean.to(device), noisy.to(device) if noisy else None, kl_scale=kl_scale)
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
-        if train_cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         optimizer.step()
         totals.add_batch(losses, len(idx))
         step += 1
@@ -255,7 +258,7 @@ def train_loop(
     best validation round's weights. Step s of the run is batch s mod steps_per_epoch of epoch
     s // steps_per_epoch, a function of the step alone: a resumed run continues the same sequence."""
     state = state or TrainState()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=0.0)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     mine = rank_shard(len(train), rank, world_size, train_cfg.seed)
