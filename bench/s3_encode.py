@@ -6,8 +6,9 @@ A local S3 server (moto's server mode, a process on a free loopback port) holds 
 synthetic collection (tweet-length documents, bench/scale.py) and of the same untrained model dir
 (default architecture; speed does not depend on the weights). Each repeat encodes the collection
 twice with the embedded local Ray, as `vecjob encode` does, in alternating order: from local disk
-to a fresh local folder, and from the bucket to a fresh prefix of the bucket (the vectors are
-written into the local mirror and published when encoding ends, which is counted). Medians of the
+to a fresh local folder, and from the bucket to a fresh prefix of the bucket (encoder actors write
+the vector shards to the bucket; the driver then downloads them into its local mirror and publishes
+the manifest, which is counted). Medians of the
 wall times, and their ratio. With --rss-docs, one more run encodes a collection of that size from
 and to the bucket while the memory of the driver and of every Ray process is sampled (PeakRSS).
 """
@@ -64,7 +65,8 @@ def upload(local: Path, uri: str) -> None:
 
 
 def encode(data: str, model: str, out: str) -> dict:
-    """What `vecjob encode DATA --model M --out OUT` does, timed end to end (a bucket's publish included)."""
+    """What `vecjob encode DATA --model M --out OUT` does, timed end to end (for a bucket, the mirror's
+    download and the publish included)."""
     from vecjob import storage
     from vecjob.config import DataConfig, EncodeConfig
     from vecjob.encode_shards import encode_collection
