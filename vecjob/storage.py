@@ -34,6 +34,7 @@ import shutil
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -49,6 +50,7 @@ LEASE = ".vecjob-lease.json"
 TRAIN_STORAGE = ".ray-train"  # Ray Train's checkpoints while a model trains; never mirrored
 SYNC_RECORD = ".vecjob-sync.json"  # in a workspace: what it holds of the store, file by file
 LEASE_TTL_S = 600.0
+DOWNLOADS = 8  # files fetched at once when the driver takes in what encoder actors wrote
 _MIRRORS: dict[Path, str] = {}  # local mirror → its store URI, while a `mirrored` block runs
 _LOST: set[str] = set()  # run dirs whose lease this process held and another run took over
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$")
@@ -383,12 +385,17 @@ def adopt(local: str | Path, rels: list[str]) -> None:
     prefix = Path(local).resolve().relative_to(root).as_posix()
     record, fs = _load_record(root), filesystem(uri)[0]
     remote = list_files(join(uri, prefix) if prefix != "." else uri)
-    for rel in rels:
+
+    def download(rel: str) -> None:
         dest = Path(local) / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         pafs.copy_files(remote[rel].path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+
+    with ThreadPoolExecutor(DOWNLOADS) as pool:  # a store answers one request slowly, many at once well
+        list(pool.map(download, rels))
+    for rel in rels:
         key = rel if prefix == "." else f"{prefix}/{rel}"
-        record[key] = {"remote": _stamp(remote[rel]), "local": _local_stamp(dest.stat())}
+        record[key] = {"remote": _stamp(remote[rel]), "local": _local_stamp((Path(local) / rel).stat())}
     _save_record(root, record)
 
 
