@@ -20,9 +20,9 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-# Settings that were removed (they lost in bench/README.md), with the value vecjob now always behaves
-# as: a job spec or a saved model's config holding that value (or any value, for None) still loads;
-# another value is refused with what to change.
+# Settings that were removed (they lost where bench/README.md measured them, or nothing set them),
+# with the value vecjob now always behaves as: a job spec or a saved model's config holding that value
+# (or any value, for None) still loads; another value is refused with what to change.
 RETIRED = {"shuffle_window": 0, "bow_information_power": 0.0, "lr_schedule": "constant", "lr_min_fraction": None,
            "num_layers": 1, "bidirectional": True, "pooling": "meanmax", "weight_decay": 0.0, "grad_clip": 1.0}
 
