@@ -79,7 +79,8 @@ def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage:
             on_stage("train", "published the retrained model (its vectors and index are published)")
             records.append({"stage": "publish model", "status": "ran",
                             "metrics": {"model_fingerprint": ctx.upstream("train", "model_fingerprint")}})
-    manifest = new_manifest("vecjob.run", job=spec.name, spec={**spec.model_dump(), "out": ctx.published_at}, stages=records,
+    manifest = new_manifest("vecjob.run", job=spec.name, spec={**spec.model_dump(), "out": ctx.published_at},
+                            stages=records,
                             night=_night_report(before, _collection_state(ctx.folder("encode")), records),
                             seconds=round(time.perf_counter() - t_run, 2))
     write_json_atomic(manifest, root / "run_manifest.json")

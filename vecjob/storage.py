@@ -389,7 +389,8 @@ def adopt(local: str | Path, rels: list[str]) -> None:
     def download(rel: str) -> None:
         dest = Path(local) / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(remote[rel].path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        pafs.copy_files(remote[rel].path, str(dest), source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())
 
     with ThreadPoolExecutor(DOWNLOADS) as pool:  # a store answers one request slowly, many at once well
         list(pool.map(download, rels))
