@@ -438,14 +438,25 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
             with contextlib.suppress(OSError):
                 os.replace(staging, dest)
             shutil.rmtree(staging, ignore_errors=True)
-            older = sorted(dest.parent.glob(f"{place}-*"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-            for stale in [p for p in older if p != dest][KEPT_GENERATIONS - 1:]:
-                shutil.rmtree(stale, ignore_errors=True)
+            _prune(dest, place)
             return dest
         shutil.rmtree(staging, ignore_errors=True)
         time.sleep(1.0)
     raise ArtifactError(f"{location}: a file is newer than its {MANIFESTS[0]} in every one of {tries} reads: a run "
                         f"is publishing it, or it was copied there file by file (publish the manifest last)")
+
+
+def _prune(kept: Path, place: str) -> None:
+    """Remove a location's cached generations beyond the KEPT_GENERATIONS newest (`kept` included)."""
+
+    def age(p: Path) -> int:
+        try:
+            return p.stat().st_mtime_ns
+        except FileNotFoundError:  # another reader on this machine pruned it first
+            return 0
+    older = sorted((p for p in kept.parent.glob(f"{place}-*") if p != kept), key=age, reverse=True)
+    for stale in older[KEPT_GENERATIONS - 1:]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 # ---- one writer per run dir ----------------------------------------------------------------------------

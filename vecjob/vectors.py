@@ -94,9 +94,11 @@ class VectorsDir:
         frames = [pl.from_arrow(table.select(["id"])) for _, table in self._read_shards(["id"])]
         if not frames:
             return [], []
-        inputs = [s.get("input", s["output"]) for s in self.manifest["shards"]]
-        for source in dict.fromkeys(inputs):  # an input shard cut into units has one vector shard per unit
-            ids = pl.concat([f for f, i in zip(frames, inputs) if i == source])["id"]
+        by_input: dict[str, list[pl.DataFrame]] = {}  # an input shard cut into units has a vector shard per unit
+        for frame, shard in zip(frames, self.manifest["shards"]):
+            by_input.setdefault(shard.get("input", shard["output"]), []).append(frame)
+        for source, parts in by_input.items():
+            ids = pl.concat(parts)["id"]
             if (dup := ids.is_duplicated()).any():
                 examples = ids.filter(dup).unique().head(3).to_list()
                 raise InputError(f"{source}: {int(dup.sum())} rows share an id (e.g. {examples}); ids must be unique "
