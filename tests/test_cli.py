@@ -1,6 +1,7 @@
 """The CLI end to end on a real local Ray: train (Ray Train, 2 workers) → encode (Ray Data) → index → search."""
 
 import json
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -28,6 +29,8 @@ def pipeline(ray_session, collection, tmp_path_factory):
     assert r.exit_code == 0, r.output
     # A line per round reaches the driver's terminal, though the embedded Ray forwards no worker output.
     assert "train round 1/2: 1.00 epochs" in r.output and "train round 2/2: 2.00 epochs" in r.output
+    # Each round's line stays whole in a log (not a terminal: rich would wrap at 80 columns).
+    assert re.search(r"^train round 2/2: .*val loss .*tokens/s, ≤ [\d.]+ min left$", r.output, re.M), r.output
     assert not list((root / ".m.ray-train").glob("*.progress"))
     r = invoke("encode", collection, "--model", root / "m", "--out", root / "v", "--keep", "label")
     assert r.exit_code == 0, r.output

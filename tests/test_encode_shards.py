@@ -135,12 +135,11 @@ def test_the_encode_driver_and_search_by_id_do_not_import_torch():
     assert out.strip() == "False"
 
 
-def test_an_id_twice_in_one_input_shard_is_refused_even_when_its_units_are_apart(tiny_model_dir, tmp_path):
+def test_an_id_twice_in_one_input_shard_is_refused_before_anything_is_written(tiny_model_dir, tmp_path):
     data = tmp_path / "in"
     data.mkdir()
-    ids = [f"d{i}" for i in range(60)] + ["d3"]  # d3 again, in the last row group
+    ids = [f"d{i}" for i in range(60)] + ["d3"]  # d3 again, in the last row group: another unit of work
     pq.write_table(pa.table({"id": ids, "text": ["goal team match"] * 61}), data / "a.parquet", row_group_size=20)
-    manifest = _encode(data, tiny_model_dir, tmp_path / "v", rows_per_task=20)
-    assert manifest["counts"]["parts_encoded"] == 4
-    with pytest.raises(InputError, match=r"a.parquet: 2 rows share an id \(e.g. \['d3'\]\)"):
-        VectorsDir.open(tmp_path / "v").num_vectors
+    with pytest.raises(InputError, match=r"a.parquet: 2 rows share an id in column 'id' \(e.g. \['d3'\]\)"):
+        _encode(data, tiny_model_dir, tmp_path / "v", rows_per_task=20)
+    assert not (tmp_path / "v").exists()

@@ -51,9 +51,10 @@ def vectors(tmp_path) -> Path:
 
 def _spoil(path: Path, problem: str) -> None:
     table = pq.read_table(path)
-    if problem == "null id":
+    if problem in ("null id", "id twice"):
         ids = table.column("id").to_pylist()
-        table = table.set_column(0, "id", pa.array([None] + ids[1:], pa.string()))
+        first = None if problem == "null id" else ids[-1]
+        table = table.set_column(0, "id", pa.array([first] + ids[1:], pa.string()))
     else:
         texts = table.column("text").to_pylist()
         table = table.set_column(1, "text", pa.array(texts[:5] + ["   "] + texts[6:]))
@@ -63,6 +64,7 @@ def _spoil(path: Path, problem: str) -> None:
 @pytest.mark.parametrize("runner", ["local", "ray"])
 @pytest.mark.parametrize("problem, flags, message", [
     ("null id", [], "1 row(s) with a null id"),
+    ("id twice", [], "2 rows share an id in column 'id' (e.g. ['doc-00089'])"),
     ("blank text", ["--strict"], "null or empty text(s) (first id 'doc-00065') and --strict is set"),
 ])
 def test_bad_input_in_the_last_shard_is_refused_before_the_first_is_written(request, tiny_model_dir, tmp_path, problem,
@@ -76,6 +78,27 @@ def test_bad_input_in_the_last_shard_is_refused_before_the_first_is_written(requ
     r = invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v", "--runner", runner, *flags)
     refused(r, "part-02.parquet", message)
     assert listing(tmp_path) == before
+
+
+def test_dictionary_encoded_columns_encode_as_their_values(tiny_model_dir, tmp_path):
+    # pandas' category and polars' Categorical columns are written dictionary-encoded.
+    plain = tmp_path / "plain"
+    write_collection(plain, [40])
+    table = pq.read_table(plain / "part-00.parquet")
+    encoded = tmp_path / "dict"
+    encoded.mkdir()
+    pq.write_table(table.set_column(0, "id", table.column("id").dictionary_encode())
+                   .set_column(1, "text", table.column("text").dictionary_encode()), encoded / "part-00.parquet")
+    for name in ("plain", "dict"):
+        r = invoke("encode", tmp_path / name, "--model", tiny_model_dir, "--out", tmp_path / f"v-{name}",
+                   "--runner", "local")
+        assert r.exit_code == 0, r.output
+    from vecjob.vectors import VectorsDir
+
+    a, b = (pq.read_table(VectorsDir.open(tmp_path / f"v-{n}").shard_paths[0]) for n in ("plain", "dict"))
+    assert b.column("id").type == pa.string() and b.column("id").to_pylist() == a.column("id").to_pylist()
+    assert np.allclose(np.stack(b.column("vector").to_numpy(zero_copy_only=False)),
+                       np.stack(a.column("vector").to_numpy(zero_copy_only=False)), atol=1e-6)
 
 
 def test_training_refuses_a_null_id_before_anything_starts(tmp_path):

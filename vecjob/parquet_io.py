@@ -113,22 +113,31 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
         raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
     schema = meta.schema_arrow
     _require_column(path, schema, id_col)
-    id_field = schema.field(id_col).type
+    id_field = _value_type(schema.field(id_col).type)
     if pa.types.is_integer(id_field):
         id_type = "int"
-    elif pa.types.is_string(id_field) or pa.types.is_large_string(id_field):
+    elif _is_text(id_field):
         id_type = "string"
     else:
         raise InputError(f"{path}: id column '{id_col}' has type {id_field}; expected string or integer")
     if text_col is not None:
         _require_column(path, schema, text_col)
-        t = schema.field(text_col).type
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        t = _value_type(schema.field(text_col).type)
+        if not _is_text(t):
             raise InputError(f"{path}: text column '{text_col}' has type {t}; expected string")
     for col in keep_columns:
         _require_column(path, schema, col)
     rg_rows = tuple(meta.metadata.row_group(i).num_rows for i in range(meta.num_row_groups))
     return Shard(path=path, num_rows=meta.metadata.num_rows, row_group_rows=rg_rows, id_type=id_type)
+
+
+def _value_type(t: pa.DataType) -> pa.DataType:
+    """A dictionary-encoded column (pandas' category, polars' Categorical) holds values of this type."""
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
 def _require_column(path: str, schema: pa.Schema, col: str) -> None:
@@ -152,26 +161,24 @@ def check_shards(
         first = {k: next(s.path for s in shards if s.id_type == k) for k in kinds}
         raise InputError(f"id column '{id_col}' mixes types across shards: {first}")
     for shard in shards:
-        nulls = _null_count(shard, id_col)
-        if nulls:
-            raise InputError(f"{shard.path}: {nulls} row(s) with a null id in column '{id_col}'")
+        check_ids(shard, id_col)
         if strict and text_col is not None:
             check_no_blank_texts(shard, id_col, text_col)
     return shards
 
 
-def _null_count(shard: Shard, col: str) -> int:
-    """Nulls in a column: from the row groups' statistics when every one has them, else one column scan."""
-    meta = parquet_file(shard.path).metadata
-    # The Parquet leaf column, not the Arrow field: nested columns before it shift the numbering.
-    idx = next(i for i in range(meta.num_columns) if meta.schema.column(i).path == col)
-    total = 0
-    for rg in range(meta.num_row_groups):
-        stats = meta.row_group(rg).column(idx).statistics
-        if stats is None or not stats.has_null_count:
-            return read_row_groups(shard.path, list(range(meta.num_row_groups)), [col]).column(col).null_count
-        total += stats.null_count
-    return total
+def check_ids(shard: Shard, id_col: str) -> None:
+    """No null id and no id twice in one shard: a vector is stored and found by its id."""
+    import polars as pl
+
+    ids = read_row_groups(shard.path, list(range(len(shard.row_group_rows))), [id_col]).column(id_col)
+    if ids.null_count:
+        raise InputError(f"{shard.path}: {ids.null_count} row(s) with a null id in column '{id_col}'")
+    ids = pl.from_arrow(ids)
+    if (twice := ids.is_duplicated()).any():
+        examples = ids.filter(twice).unique(maintain_order=True).head(3).to_list()
+        raise InputError(f"{shard.path}: {int(twice.sum())} rows share an id in column '{id_col}' (e.g. {examples}); "
+                         "ids must be unique within a shard")
 
 
 def blank_texts(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -196,9 +203,13 @@ def check_no_blank_texts(shard: Shard, id_col: str, text_col: str) -> None:
 def read_row_groups(path: str, row_groups: list[int], columns: list[str]) -> pa.Table:
     """Read some row groups of one shard; a corrupt page raises InputError naming the file."""
     try:
-        return parquet_file(path).read_row_groups(row_groups, columns=columns)
+        table = parquet_file(path).read_row_groups(row_groups, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
+    for i, field in enumerate(table.schema):  # dictionary-encoded columns are read as their values
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table
 
 
 # ---- atomic writes -------------------------------------------------------------------------------
@@ -281,16 +292,20 @@ def _content_hash(path: str, identity: tuple) -> str:
 
 
 def scan(paths: list[str]):
-    """A polars LazyFrame over shards, local or in an object store (through pyarrow.fs)."""
+    """A polars LazyFrame over shards, local or in an object store (through pyarrow.fs); categorical
+    columns are read as their strings, as `read_row_groups` reads dictionary-encoded ones."""
     import polars as pl
+    import polars.selectors as cs
 
     if not any(storage.is_uri(p) for p in paths):
-        return pl.scan_parquet(paths)
-    import pyarrow.dataset as pads
+        frame = pl.scan_parquet(paths)
+    else:
+        import pyarrow.dataset as pads
 
-    fs = storage.filesystem(paths[0])[0]
-    return pl.scan_pyarrow_dataset(pads.dataset([storage.filesystem(p)[1] for p in paths], filesystem=fs,
-                                                format="parquet"))
+        fs = storage.filesystem(paths[0])[0]
+        frame = pl.scan_pyarrow_dataset(pads.dataset([storage.filesystem(p)[1] for p in paths], filesystem=fs,
+                                                     format="parquet"))
+    return frame.with_columns(cs.categorical().cast(pl.String))
 
 
 def fingerprint(*parts: Any) -> str:

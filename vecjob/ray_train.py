@@ -109,7 +109,7 @@ class RayTrain:
 @contextlib.contextmanager
 def _echo_lines(location: str, every_s: float = 1.0):
     """Print the lines added to the file at `location` while the block runs (and those left at its end)."""
-    from vecjob.reporting import console
+    from vecjob.reporting import line
 
     offset = 0
 
@@ -120,8 +120,8 @@ def _echo_lines(location: str, every_s: float = 1.0):
         except ArtifactError:
             return  # no round has ended yet
         offset += len(data)
-        for line in data.decode().splitlines():
-            console.print(line, highlight=False)
+        for text in data.decode().splitlines():
+            line(text)
 
     try:
         with storage.every(every_s, echo):

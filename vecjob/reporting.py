@@ -35,6 +35,11 @@ def row_progress(description: str) -> Iterator[tuple[Callable[[int, int], None],
         progress.stop()
 
 
+def line(text: str) -> None:
+    """One progress line, never wrapped: a nightly log keeps it whole whatever width rich guesses."""
+    console.print(text, highlight=False, soft_wrap=True)
+
+
 @contextlib.contextmanager
 def status(message: str) -> Iterator[None]:
     with console.status(message):

@@ -66,13 +66,12 @@ class InProcess:
         return 1, train_cfg.use_gpu == "yes"
 
     def fit(self, job: FitJob) -> TrainState:
-        from vecjob.reporting import console
+        from vecjob.reporting import line
 
         model = build_model(job.model_cfg, len(job.vocab), job.train_cfg.seed, job.train)
         device = torch.device("cuda" if job.use_gpu else "cpu")
         return train_loop(model.to(device), job.train, job.val, job.model_cfg, job.train_cfg, device=device,
-                          on_round_end=lambda state, optimizer, metrics: console.print(round_line(metrics),
-                                                                                       highlight=False))
+                          on_round_end=lambda state, optimizer, metrics: line(round_line(metrics)))
 
     def versions(self) -> dict:
         return {}
