@@ -71,6 +71,19 @@ def test_stages_run_in_pipeline_order_whatever_the_spec_lists():
         JobSpec(data={"paths": ["d"]}, stages=["train", "train"])
     with pytest.raises(ValueError, match="unknown stage 'embed' \\(the stages: corpus, train, encode"):
         JobSpec(data={"paths": ["d"]}, stages=["train", "embed"])
+    with pytest.raises(ValueError, match="no stage to run"):
+        JobSpec(data={"paths": ["d"]}, stages=[])
+
+
+@pytest.mark.parametrize("body, message", [
+    ('out = ""\n[data]\npaths = ["d"]', "job.toml: out is empty"),
+    ('[data]\npaths = ["d", " "]', "job.toml: data.paths is empty or holds an empty path"),
+])
+def test_an_empty_out_or_data_path_is_refused_not_read_as_the_specs_folder(tmp_path, body, message):
+    spec = tmp_path / "job.toml"
+    spec.write_text(body)
+    with pytest.raises(ConfigError, match=message):
+        load_job_spec(spec)
 
 
 def test_a_removed_setting_loads_at_the_value_vecjob_keeps_and_is_refused_at_another(tmp_path):

@@ -113,6 +113,19 @@ def test_training_refuses_a_null_id_before_anything_starts(tmp_path):
     assert listing(tmp_path) == before
 
 
+def test_training_on_texts_without_a_repeated_word_is_one_line_naming_the_data(tmp_path):
+    from vecjob.trainer import train_model
+
+    data = tmp_path / "in"
+    data.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["   ", None, "one lonely sentence"]}), data / "x.parquet")
+    before = listing(tmp_path)
+    with pytest.raises(InputError, match=r"x.parquet: nothing to train on: no word occurs at least 2 times "
+                                         r"\(tokenizer.min_count\) among the 3 distinct words"):
+        train_model(DataConfig(paths=[str(data)]), tmp_path / "m", TokenizerConfig(), ModelConfig(), TrainConfig())
+    assert listing(tmp_path) == before
+
+
 # ---- locks --------------------------------------------------------------------------------------
 
 

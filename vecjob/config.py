@@ -191,6 +191,8 @@ class JobSpec(_Frozen):
     def _pipeline_order(cls, stages: list[str]) -> list[str]:
         from vecjob.stages import STAGES
 
+        if not stages:
+            raise ValueError(f"no stage to run: name at least one of {', '.join(STAGES)}")
         if unknown := [s for s in stages if s not in STAGES]:
             raise ValueError(f"unknown stage '{unknown[0]}' (the stages: {', '.join(STAGES)})")
         if len(set(stages)) != len(stages):
@@ -199,8 +201,11 @@ class JobSpec(_Frozen):
 
     @model_validator(mode="after")
     def _needs_data(self) -> "JobSpec":
-        if not self.data.paths:
-            raise ValueError("data.paths is empty: name the Parquet files, directories or globs to read")
+        if not self.data.paths or not all(p.strip() for p in self.data.paths):
+            raise ValueError("data.paths is empty or holds an empty path: name the Parquet files, directories or "
+                             "globs to read")
+        if not self.out.strip():
+            raise ValueError("out is empty: name the run dir (a local path or s3:// / gs://)")
         if "corpus" in self.stages and not self.corpus:
             raise ValueError("the corpus stage needs corpus = \"bbc\" (the built-in corpus to write)")
         return self
@@ -253,10 +258,11 @@ def resolve_paths(spec: JobSpec, base: Path, run_date: _dt.date) -> JobSpec:
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "spec"
+    where = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
-    return f"{where}: {err['msg'].removeprefix('Value error, ')}"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def override(model: BaseModel, **changes) -> BaseModel:

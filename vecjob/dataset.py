@@ -50,7 +50,9 @@ def build_vocab(shards: list[Shard], id_col: str, text_col: str, cfg: TokenizerC
     counts = merge_counts(count_tokens(_read_texts(s, id_col, text_col)["text"]) for s in shards)
     vocab = Vocab.from_counts(counts, cfg.max_vocab, cfg.min_count)
     if len(vocab) <= 4:
-        raise InputError(f"no token occurs at least {cfg.min_count} times in {len(shards)} shard(s)")
+        where = shards[0].path + (f" and {len(shards) - 1} more shard(s)" if len(shards) > 1 else "")
+        raise InputError(f"{where}: nothing to train on: no word occurs at least {cfg.min_count} times "
+                         f"(tokenizer.min_count) among the {len(counts):,} distinct words of the texts")
     return vocab
 
 
