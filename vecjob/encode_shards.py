@@ -38,6 +38,7 @@ from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import (
     MANIFEST,
     Shard,
+    check_content,
     check_shards,
     clean_stale_temporaries,
     file_fingerprint,
@@ -246,7 +247,7 @@ def encode_collection(
     out_dir = check_output(out_dir, "--out", data.paths, markers=(MANIFEST, STATS_DIR))
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    shards = check_shards(data.paths, data.id_col, data.text_col, data.strict, tuple(cfg.keep_columns))
+    shards = check_shards(data.paths, data.id_col, data.text_col, data.strict, tuple(cfg.keep_columns), content=False)
     if len({s.name for s in shards}) != len(shards):
         raise InputError("two input shards map to the same output name")
     model = read_model_info(model_dir)
@@ -260,6 +261,10 @@ def encode_collection(
             if folder.exists():
                 clean_stale_temporaries(folder)
         todo = [it for it in items if not is_done(out_dir, it, model_fp)]
+        # Before the first write. A done unit's shard had its ids checked when it was encoded; --strict
+        # asks for every text to be checked, whenever it was encoded.
+        for s_idx in range(len(shards)) if data.strict else sorted({it.shard for it in todo}):
+            check_content(shards[s_idx], data.id_col, data.text_col, data.strict)
         if on_plan:
             on_plan(sum(it.rows for it in todo), sum(s.num_rows for s in shards))
         write_to = storage.published_location(out_dir) or str(out_dir)

@@ -151,24 +151,25 @@ def check_shards(
     text_col: str | None,
     strict: bool = False,
     keep_columns: tuple[str, ...] = (),
+    content: bool = True,
 ) -> list[Shard]:
     """Check every shard before any work starts, so bad input in the last shard is refused before
-    the first is written: footers and schemas, one id type across shards, no null id, and under
-    `strict` no null or blank text."""
+    the first is written: footers and schemas, one id type across shards, and with `content` what
+    `check_content` reads. Without it, the caller checks the content of the shards it will read (a
+    nightly encode reads only the new ones)."""
     shards = [check_shard(p, id_col, text_col, tuple(keep_columns)) for p in discover(paths)]
     kinds = {s.id_type for s in shards}
     if len(kinds) > 1:
         first = {k: next(s.path for s in shards if s.id_type == k) for k in kinds}
         raise InputError(f"id column '{id_col}' mixes types across shards: {first}")
-    for shard in shards:
-        check_ids(shard, id_col)
-        if strict and text_col is not None:
-            check_no_blank_texts(shard, id_col, text_col)
+    for shard in shards if content else ():
+        check_content(shard, id_col, text_col, strict)
     return shards
 
 
-def check_ids(shard: Shard, id_col: str) -> None:
-    """No null id and no id twice in one shard: a vector is stored and found by its id."""
+def check_content(shard: Shard, id_col: str, text_col: str | None, strict: bool) -> None:
+    """No null id and no id twice in one shard (a vector is stored and found by its id); under
+    `strict`, no null or blank text."""
     import polars as pl
 
     ids = read_row_groups(shard.path, list(range(len(shard.row_group_rows))), [id_col]).column(id_col)
@@ -179,6 +180,8 @@ def check_ids(shard: Shard, id_col: str) -> None:
         examples = ids.filter(twice).unique(maintain_order=True).head(3).to_list()
         raise InputError(f"{shard.path}: {int(twice.sum())} rows share an id in column '{id_col}' (e.g. {examples}); "
                          "ids must be unique within a shard")
+    if strict and text_col is not None:
+        check_no_blank_texts(shard, id_col, text_col)
 
 
 def blank_texts(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
