@@ -83,7 +83,7 @@ def measure_drift(spec: JobSpec, model_dir: Path, manifest: dict, vectors_dir: P
     encoded = set()
     if (vectors_dir / MANIFEST).exists():
         encoded = {s["input_fingerprint"] for s in read_json(vectors_dir / MANIFEST).get("shards", [])}
-    shards = check_shards(spec.data.paths, spec.data.id_col, spec.data.text_col)
+    shards = check_shards(spec.data.paths, spec.data.id_col, spec.data.text_col, content=False)  # encode checks ids
     new = [s for s in shards if file_fingerprint(s.path) not in encoded]
     tokenizer = Tokenizer(Vocab.load(model_dir), spec.tokenizer.max_len)
     ids, documents = [], 0
