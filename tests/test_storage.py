@@ -47,6 +47,23 @@ def test_push_publishes_a_folder_and_a_rerun_replaces_it_whole(s3, tmp_path):
     assert storage.pull(s3.uri("run"), elsewhere) == 0
 
 
+def test_files_workers_wrote_to_the_store_are_taken_into_the_mirror_and_not_uploaded_again(s3, tmp_path):
+    with storage.mirrored(s3.uri("run"), "--out") as local:
+        (local / "vectors").mkdir()
+        with storage.adopting(local / "vectors") as take:
+            for i in range(3):  # as encoder actors on other nodes write them, one unit at a time
+                storage.write_bytes(s3.uri("run", "vectors", f"part-{i}.parquet"), f"vectors {i}".encode())
+                take([f"part-{i}.parquet"])
+        assert (local / "vectors" / "part-2.parquet").read_bytes() == b"vectors 2"
+        (local / "vectors" / "manifest.json").write_text("{}")
+        written = {rel: info.mtime_ns for rel, info in storage.list_files(s3.uri("run", "vectors")).items()}
+        time.sleep(1.1)  # an upload now would stamp a later second
+    published = storage.list_files(s3.uri("run", "vectors"))
+    assert sorted(published) == ["manifest.json", "part-0.parquet", "part-1.parquet", "part-2.parquet"]
+    assert all(published[rel].mtime_ns == mtime for rel, mtime in written.items())
+    assert storage.push(local, s3.uri("run"))["uploaded"] == 0
+
+
 def test_a_publish_killed_midway_leaves_no_folder_a_reader_accepts(s3, tmp_path):
     """Killed after the next generation's data went up, before its manifest: readers refuse the
     folder (its manifest was deleted first) instead of pairing the old manifest with new files."""

@@ -238,7 +238,7 @@ def encode_collection(
     Everything that can be known before work starts is checked first (the output location, every
     shard's schema, null ids, --strict texts, the model dir), so bad input writes nothing. When
     `out_dir` is an object store's local mirror, the encoders write to the store and the driver then
-    downloads what they wrote into the mirror (`vecjob.storage.adopt`).
+    downloads what they wrote into the mirror as each unit ends (`vecjob.storage.adopting`).
     """
     executor = executor or InProcess()
     for col in cfg.keep_columns:
@@ -275,14 +275,14 @@ def encode_collection(
             keep_columns=list(cfg.keep_columns), batch_size=cfg.batch_size, strict=data.strict,
         )
 
-        def received(stats: dict) -> None:
-            faults.reached("part_written")
-            if on_rows:
-                on_rows(stats["rows_in"])
+        with timed(timings, "encode_wall_s"), storage.adopting(out_dir) as take_in:
+            def received(stats: dict) -> None:
+                faults.reached("part_written")
+                take_in([stats["output"], stats_name(stats["output"])])  # while the other units encode
+                if on_rows:
+                    on_rows(stats["rows_in"])
 
-        with timed(timings, "encode_wall_s"):
             actors = executor.encode(todo, encoder_kwargs, cfg, received) if todo else 0
-        storage.adopt(out_dir, [name for it in todo for name in (it.output, stats_name(it.output))])
 
         stats = [read_json(out_dir / stats_name(it.output)) for it in items]
         encoded = {it.shard for it in todo}

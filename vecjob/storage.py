@@ -375,29 +375,43 @@ def published_location(local: str | Path) -> str | None:
     return uri if rel == "." else join(uri, rel)
 
 
-def adopt(local: str | Path, rels: list[str]) -> None:
-    """Download files that workers wrote straight to the store (below the mirror's folder `local`)
-    into the mirror, recorded as published there, so `push` does not upload them again."""
+@contextlib.contextmanager
+def adopting(local: str | Path) -> Iterator[Callable[[list[str]], None]]:
+    """Yields `take(rels)`: download files that workers wrote straight to the store (below the
+    mirror's folder `local`) into the mirror, in the background as they are named, so the downloads
+    overlap the work still running. When the block ends, the files are recorded as published there,
+    so `push` does not upload them again. Outside a mirror, `take` does nothing."""
     found = _mirror_of(Path(local))
-    if not found or not rels:
+    if not found:
+        yield lambda rels: None
         return
     root, uri = found
     prefix = Path(local).resolve().relative_to(root).as_posix()
-    record, fs = _load_record(root), filesystem(uri)[0]
-    remote = list_files(join(uri, prefix) if prefix != "." else uri)
+    where = join(uri, prefix) if prefix != "." else uri
+    taken: list[str] = []
 
     def download(rel: str) -> None:
         dest = Path(local) / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(remote[rel].path, str(dest), source_filesystem=fs,
-                        destination_filesystem=pafs.LocalFileSystem())
+        fs, path = filesystem(join(where, rel))
+        pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
 
     with ThreadPoolExecutor(DOWNLOADS) as pool:  # a store answers one request slowly, many at once well
-        list(pool.map(download, rels))
-    for rel in rels:
-        key = rel if prefix == "." else f"{prefix}/{rel}"
-        record[key] = {"remote": _stamp(remote[rel]), "local": _local_stamp((Path(local) / rel).stat())}
-    _save_record(root, record)
+        pending = []
+
+        def take(rels: list[str]) -> None:
+            taken.extend(rels)
+            pending.extend(pool.submit(download, rel) for rel in rels)
+
+        yield take
+        for future in pending:
+            future.result()
+    if taken:
+        record, remote = _load_record(root), list_files(where)
+        for rel in taken:
+            key = rel if prefix == "." else f"{prefix}/{rel}"
+            record[key] = {"remote": _stamp(remote[rel]), "local": _local_stamp((Path(local) / rel).stat())}
+        _save_record(root, record)
 
 
 # ---- reading a published folder ---------------------------------------------------------------------
