@@ -169,19 +169,25 @@ def check_shards(
 
 def check_content(shard: Shard, id_col: str, text_col: str | None, strict: bool) -> None:
     """No null id and no id twice in one shard (a vector is stored and found by its id); under
-    `strict`, no null or blank text."""
+    `strict`, no null or blank text. One read of the columns it checks."""
     import polars as pl
 
-    ids = read_row_groups(shard.path, list(range(len(shard.row_group_rows))), [id_col]).column(id_col)
+    checks_texts = strict and text_col is not None
+    table = read_row_groups(shard.path, list(range(len(shard.row_group_rows))),
+                            [id_col, text_col] if checks_texts else [id_col])
+    ids = table.column(id_col)
     if ids.null_count:
         raise InputError(f"{shard.path}: {ids.null_count} row(s) with a null id in column '{id_col}'")
-    ids = pl.from_arrow(ids)
-    if (twice := ids.is_duplicated()).any():
-        examples = ids.filter(twice).unique(maintain_order=True).head(3).to_list()
+    id_series = pl.from_arrow(ids)
+    if (twice := id_series.is_duplicated()).any():
+        examples = id_series.filter(twice).unique(maintain_order=True).head(3).to_list()
         raise InputError(f"{shard.path}: {int(twice.sum())} rows share an id in column '{id_col}' (e.g. {examples}); "
                          "ids must be unique within a shard")
-    if strict and text_col is not None:
-        check_no_blank_texts(shard, id_col, text_col)
+    if checks_texts and (blank := blank_texts(table.column(text_col))).any():
+        first = ids[int(blank.argmax())].as_py()
+        raise InputError(
+            f"{shard.path}: {int(blank.sum())} null or empty text(s) (first id {first!r}) and --strict is set"
+        )
 
 
 def blank_texts(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -190,17 +196,6 @@ def blank_texts(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
     stripped = pc.utf8_trim_whitespace(texts)
     return pc.fill_null(pc.equal(pc.utf8_length(stripped), 0), True).to_numpy(zero_copy_only=False)
-
-
-def check_no_blank_texts(shard: Shard, id_col: str, text_col: str) -> None:
-    """Under --strict: a null or blank text is an error naming the file and the first such id."""
-    table = read_row_groups(shard.path, list(range(len(shard.row_group_rows))), [id_col, text_col])
-    blank = blank_texts(table.column(text_col))
-    if blank.any():
-        first = table.column(id_col)[int(blank.argmax())].as_py()
-        raise InputError(
-            f"{shard.path}: {int(blank.sum())} null or empty text(s) (first id {first!r}) and --strict is set"
-        )
 
 
 def read_row_groups(path: str, row_groups: list[int], columns: list[str]) -> pa.Table:

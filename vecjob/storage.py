@@ -283,7 +283,7 @@ def pull(uri: str, local: Path) -> int:
             continue
         dest = local / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(info.path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        _download(fs, info.path, dest)
         record[rel] = {"remote": _stamp(info), "local": _local_stamp(dest.stat())}
         downloaded += 1
     for rel in set(here) - set(remote):
@@ -299,6 +299,10 @@ def pull(uri: str, local: Path) -> int:
 
 def _is_manifest(rel: str) -> bool:
     return posixpath.basename(rel) in MANIFESTS or rel in RUN_STATE_FILES
+
+
+def _download(fs: pafs.FileSystem, path: str, dest: Path) -> None:
+    pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
 
 
 def _upload(source: Path, dest: str, fs: pafs.FileSystem) -> None:
@@ -393,8 +397,7 @@ def adopting(local: str | Path) -> Iterator[Callable[[list[str]], None]]:
     def download(rel: str) -> None:
         dest = Path(local) / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fs, path = filesystem(join(where, rel))
-        pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        _download(*filesystem(join(where, rel)), dest)
 
     with ThreadPoolExecutor(DOWNLOADS) as pool:  # a store answers one request slowly, many at once well
         pending = []
@@ -444,8 +447,7 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
         fs = filesystem(location)[0]
         for rel, info in files.items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-            pafs.copy_files(info.path, str(staging / rel), source_filesystem=fs,
-                            destination_filesystem=pafs.LocalFileSystem())
+            _download(fs, info.path, staging / rel)
         manifest_time = files.get(MANIFESTS[0])
         newer = manifest_time is None or any(i.mtime_ns > manifest_time.mtime_ns for i in files.values())
         if not newer and read_bytes(manifest_uri) == before:
