@@ -9,7 +9,9 @@
    two setups alternate in every round; the figure is the median over rounds.
 2. The output layer: full vs adaptive softmax (hidden 128 and 256), and its share of the step time.
 3. The TF-IDF regression head (`model.tfidf_weight`) on and off, alternating in every round.
-4. Ray Train, 2 CPU workers (DDP over gloo), one epoch on 4,000 BBC chunks.
+4. The adaptive softmax's head: 2,000 words (tails to 10,000) against 1,000 (tails to 6,000,
+   `vecjob.model.ADAPTIVE_CUTOFFS`), alternating in every round (`--only head`).
+5. Ray Train, 2 CPU workers (DDP over gloo), one epoch on 4,000 BBC chunks.
 
 GPU figures (fp32 and bf16, cuDNN LSTM) come from bench/gpu.py, on a CUDA machine.
 """
@@ -91,9 +93,12 @@ def step_rate(model_cfg, chunks, vocab: int, batches: list[np.ndarray], output_s
 
 def alternating_rates(setups: dict, steps: int, rounds: int, label: str, ratio_label: str) -> list[dict]:
     """Median tokens/s of each setup, name → (model config, length-sorted batches or mixed-length
-    ones), on both corpora; the setups alternate in every round, so a busy machine slows them alike.
-    Each row gives its rate ÷ the first setup's under `ratio_label`."""
+    ones[, the adaptive softmax's cutoffs]), on both corpora; the setups alternate in every round, so a
+    busy machine slows them alike. Each row gives its rate ÷ the first setup's under `ratio_label`."""
+    import vecjob.model
     from vecjob.training import batch_indices
+
+    default_cutoffs = vecjob.model.ADAPTIVE_CUTOFFS
 
     rows = []
     for corpus in CORPORA:
@@ -103,8 +108,10 @@ def alternating_rates(setups: dict, steps: int, rounds: int, label: str, ratio_l
             rng = np.random.default_rng(r)
             sorted_batches = batch_indices(chunks.lengths, 64, rng)[: steps + 3]
             mixed = mixed_length_batches(len(chunks), 64, rng)[: steps + 3]
-            for name, (cfg, dense) in setups.items():
+            for name, (cfg, dense, *cutoffs) in setups.items():
+                vecjob.model.ADAPTIVE_CUTOFFS = cutoffs[0] if cutoffs else default_cutoffs
                 rates[name].append(step_rate(cfg, chunks, vocab, sorted_batches if dense else mixed)["tokens/s"])
+        vecjob.model.ADAPTIVE_CUTOFFS = default_cutoffs
         base = statistics.median(next(iter(rates.values())))
         for name in setups:
             rows.append({"corpus": corpus, label: name, "tokens/s": statistics.median(rates[name]),
@@ -129,6 +136,15 @@ def tfidf_head(steps: int, rounds: int) -> list[dict]:
     setups = {"TF-IDF head off": (cfg.model_copy(update={"tfidf_weight": 0.0}), True),
               "TF-IDF head on": (cfg.model_copy(update={"tfidf_weight": 4.0}), True)}  # any weight > 0 costs the same
     return alternating_rates(setups, steps, rounds, "setup", "÷ first")
+
+
+def head_sizes(steps: int, rounds: int) -> list[dict]:
+    from vecjob.config import ModelConfig
+
+    cfg = ModelConfig()
+    setups = {"head of 2,000 words, tails to 10,000 (before)": (cfg, True, (2_000, 10_000)),
+              "head of 1,000 words, tails to 6,000 (now)": (cfg, True, (1_000, 6_000))}
+    return alternating_rates(setups, steps, rounds, "adaptive softmax", "÷ first")
 
 
 def output_layers(steps: int) -> list[dict]:
@@ -164,14 +180,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", choices=["tfidf"], help="run only this part; results go to train_speed-tfidf.json")
+    ap.add_argument("--only", choices=["tfidf", "head"],
+                    help="run only this part; results go to archive/train_speed-PART.json")
     args = ap.parse_args()
+
+    if args.only == "head":
+        heads = head_sizes(args.steps, args.rounds)
+        print_table("training step, 1 thread, default model, the adaptive softmax's head (median of rounds)",
+                    heads, ["corpus", "adaptive softmax", "tokens/s", "÷ first"])
+        write_json("archive/train_speed-head.json", {"head_sizes": heads})
+        return
 
     tfidf = tfidf_head(args.steps, args.rounds)
     print_table("training step, 1 thread, default model with the TF-IDF head off and on (median of rounds)",
                 tfidf, ["corpus", "setup", "tokens/s", "÷ first"])
     if args.only == "tfidf":
-        write_json("train_speed-tfidf.json", {"tfidf_head": tfidf})
+        write_json("archive/train_speed-tfidf.json", {"tfidf_head": tfidf})
         return
     paths = kernel_paths(args.steps, args.rounds)
     print_table("training step, 1 thread, default model (batch 64 × ≤ 64 tokens; median of rounds)", paths,

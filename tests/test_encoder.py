@@ -106,3 +106,28 @@ def test_model_dir_from_an_older_tokenizer_is_refused(tiny_model_dir, tmp_path):
     (older / "config.json").write_text(json.dumps(config))
     with pytest.raises(ArtifactError, match="trained with tokenizer version 1, .*: retrain the model"):
         DocumentEncoder(older)
+
+
+def test_a_model_trained_with_other_softmax_cutoffs_still_loads(tiny_model_dir, tmp_path):
+    import torch
+
+    from vecjob.model import SequenceAutoencoder
+    from vecjob.model_dir import load_model_dir
+
+    older = tmp_path / "older"
+    shutil.copytree(tiny_model_dir, older)
+    loaded = load_model_dir(older)
+    # Models trained before the head was cut have a larger head and other tails: the same encoder,
+    # another output layer.
+    vocab_size = len(loaded.vocab)
+    cutoffs = [vocab_size // 5, vocab_size // 3]
+    other = SequenceAutoencoder(loaded.model_cfg, vocab_size, cutoffs=cutoffs)
+    assert other.output.cutoffs != loaded.model.output.cutoffs
+    other.load_state_dict({k: v for k, v in loaded.model.state_dict().items() if not k.startswith("output.")},
+                          strict=False)
+    torch.save(other.state_dict(), older / "model.pt")
+    again = load_model_dir(older)
+    assert again.model.output.cutoffs == [*cutoffs, vocab_size]
+    texts = ["goal team league", "flour oven sugar"]
+    np.testing.assert_array_equal(DocumentEncoder(older, device="cpu").encode_texts(texts).vectors,
+                                  DocumentEncoder(tiny_model_dir, device="cpu").encode_texts(texts).vectors)

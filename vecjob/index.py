@@ -242,20 +242,13 @@ def _exact_topk(chunks, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
     import faiss
 
     heap_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-    keep_max = heap_metric == faiss.METRIC_INNER_PRODUCT
-    best_d = np.full((len(queries), k), -np.inf if keep_max else np.inf, dtype=np.float32)
-    best_i = np.full((len(queries), k), -1, dtype=np.int64)
+    heap = faiss.ResultHeap(len(queries), k, keep_max=heap_metric == faiss.METRIC_INNER_PRODUCT)
     for base, labels in chunks:
-        if not len(base):
-            continue
-        d, i = faiss.knn(queries, base, min(k, len(base)), metric=heap_metric)
-        i = np.where(i >= 0, labels[np.maximum(i, 0)], -1)
-        all_d = np.concatenate([best_d, d], axis=1)
-        all_i = np.concatenate([best_i, i], axis=1)
-        order = np.argsort(-all_d if keep_max else all_d, axis=1, kind="stable")[:, :k]
-        best_d = np.take_along_axis(all_d, order, 1)
-        best_i = np.take_along_axis(all_i, order, 1)
-    return best_i
+        if len(base):
+            d, i = faiss.knn(queries, base, min(k, len(base)), metric=heap_metric)
+            heap.add_result(d, np.where(i >= 0, labels[np.maximum(i, 0)], -1))
+    heap.finalize()
+    return heap.I
 
 
 def _stored_chunks(index, rows: int = 65_536):

@@ -127,14 +127,16 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
     """Rebuild the encoder from the dir alone; any missing or mismatched part is an ArtifactError."""
     import torch
 
-    from vecjob.model import SequenceAutoencoder
+    from vecjob.model import SequenceAutoencoder, saved_cutoffs
 
     info = read_model_info(path)
-    model = SequenceAutoencoder(info.model_cfg, len(info.vocab))
     try:
         state = torch.load(info.path / WEIGHTS, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
         raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({_first_line(exc)})") from None
+    if not isinstance(state, dict):
+        raise ArtifactError(f"{info.path / WEIGHTS}: not a state dict")
+    model = SequenceAutoencoder(info.model_cfg, len(info.vocab), saved_cutoffs(state))
     _check_weights_match_config(info, model.state_dict(), state)
     try:
         model.load_state_dict(state)
@@ -152,8 +154,6 @@ def _first_line(exc: BaseException) -> str:
 def _check_weights_match_config(info: ModelInfo, expected: dict, state: dict) -> None:
     """Name what disagrees when config.json does not describe model.pt (torch would dump both state dicts)."""
     where = f"{info.path}: config.json disagrees with model.pt"
-    if not isinstance(state, dict):
-        raise ArtifactError(f"{info.path / WEIGHTS}: not a state dict")
     missing = sorted(set(expected) - set(state))
     if missing:
         raise ArtifactError(f"{where}: the weights lack '{missing[0]}' (check model.variant)")

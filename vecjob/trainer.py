@@ -18,6 +18,7 @@ from vecjob.chunks import ChunkSet
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from vecjob.dataset import build_vocab, heldout_unknown_share, training_chunks
 from vecjob.errors import VecjobError
+from vecjob.model import ADAPTIVE_CUTOFFS
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
@@ -112,7 +113,7 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
         raise VecjobError(f"only {len(train)} training chunks for {workers} workers: add data or lower --workers")
     job_fp = fingerprint(
         [i["fingerprint"] for i in inputs], tok_cfg.model_dump(), model_cfg.model_dump(),
-        train_cfg.what_shapes_the_weights(), workers, use_gpu,
+        train_cfg.what_shapes_the_weights(), workers, use_gpu, ADAPTIVE_CUTOFFS,
     )
     with timed(timings, "fit_s"):
         state = executor.fit(FitJob(train, val, vocab, model_cfg, train_cfg, workers, use_gpu,

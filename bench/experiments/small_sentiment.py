@@ -1,6 +1,6 @@
 """Sentiment on a small collection of short texts: a seeded sample of the tweets, trained on by itself.
 
-    python bench/experiments/small_sentiment.py [--size 2900] [--seeds 0,1,2]
+    python bench/experiments/small_sentiment.py [--size 2900] [--seeds 0,1,2]   (--seeds "": the variants only)
                                                 [--variants '{"tfidf 8": {"model": {"tfidf_weight": 8.0}}}']
                                                 [--out bench/results/archive/small-sentiment.json]
 
@@ -56,16 +56,17 @@ def main() -> None:
 
     for name, fn in (("TF-IDF 1-2gram", quality.tfidf_vectors), ("LSA 128", quality.lsa_vectors)):
         save({"method": name, "acc": quality.cv_probe(fn(texts), y)})
-    runs = [("vecjob default", {}, int(s)) for s in args.seeds.split(",")]
+    runs = [("vecjob default", {}, int(s)) for s in args.seeds.split(",") if s]
     runs += [(f"vecjob {name}", overrides, 0) for name, overrides in json.loads(args.variants).items()]
     for method, overrides, seed in runs:
         vectors, info = quality.vecjob_vectors(path, scratch, "denoising", overrides, seed)
         save({"method": method, "seed": seed, "overrides": overrides, "acc": quality.cv_probe(vectors, y),
               "train_s": info["train_s"], "stop_reason": info["stop_reason"], "best_round": info["best_round"]})
     default = [r["acc"] for r in result["rows"] if r["method"] == "vecjob default"]
-    result["vecjob_default_median"] = statistics.median(default)
+    result["vecjob_default_median"] = statistics.median(default) if default else None
     Path(args.out).write_text(json.dumps(result, indent=2, default=float))
-    print(f"vecjob default, median of {len(default)} seeds: {result['vecjob_default_median']:.3f}")
+    if default:
+        print(f"vecjob default, median of {len(default)} seeds: {result['vecjob_default_median']:.3f}")
 
 
 if __name__ == "__main__":
