@@ -49,10 +49,10 @@ class Losses:
     tokens: int  # target tokens in the batch
 
 
-# The adaptive softmax over the frequency-sorted vocabulary: a head of the 1,000 most frequent words
-# (most tokens of any text), a tail cluster to 6,000 and one for the rest, at a quarter and a
-# sixteenth of hidden_dim. The head's product over every target token is most of the layer's cost:
-# 1,000 trained faster than 2,000 at the same vector quality (bench/README.md, "The output layer").
+# The adaptive softmax over the frequency-sorted vocabulary: a head of the 1,000 most frequent words,
+# a tail cluster to 6,000 and one for the rest, projected to a quarter and a sixteenth of hidden_dim.
+# Every target token passes through the head, so its size sets most of the layer's cost: 1,000
+# trains faster than 2,000 (bench/README.md, "The adaptive softmax's head").
 ADAPTIVE_CUTOFFS = (1_000, 6_000)
 
 
