@@ -23,8 +23,8 @@ def connect(address: str | None = None) -> dict:
         else:
             # Local runs need no token auth; the default object store (30% of RAM) is far more than needed.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            # Ray Train's controller acts on a run's events (start, each round's report, the end) when it
-            # next polls its workers: every 2 s by default, about 13 s of a 10-round training here.
+            # Ray Train's controller acts on a run's events (start, each round's report, the end) only when
+            # it next polls its workers, every 2 s by default: each event would wait up to that long.
             os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(TRAIN_POLL_S))
             ray.init(
                 num_cpus=os.cpu_count(),

@@ -282,7 +282,6 @@ def pull(uri: str, local: Path) -> int:
         if seen and seen["remote"] == _stamp(info) and rel in here and seen["local"] == _local_stamp(here[rel]):
             continue
         dest = local / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
         _download(fs, info.path, dest)
         record[rel] = {"remote": _stamp(info), "local": _local_stamp(dest.stat())}
         downloaded += 1
@@ -302,6 +301,7 @@ def _is_manifest(rel: str) -> bool:
 
 
 def _download(fs: pafs.FileSystem, path: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
     pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
 
 
@@ -395,9 +395,7 @@ def adopting(local: str | Path) -> Iterator[Callable[[list[str]], None]]:
     taken: list[str] = []
 
     def download(rel: str) -> None:
-        dest = Path(local) / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _download(*filesystem(join(where, rel)), dest)
+        _download(*filesystem(join(where, rel)), Path(local) / rel)
 
     with ThreadPoolExecutor(DOWNLOADS) as pool:  # a store answers one request slowly, many at once well
         pending = []
@@ -446,7 +444,6 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
         staging = dest.parent / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
         fs = filesystem(location)[0]
         for rel, info in files.items():
-            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             _download(fs, info.path, staging / rel)
         manifest_time = files.get(MANIFESTS[0])
         newer = manifest_time is None or any(i.mtime_ns > manifest_time.mtime_ns for i in files.values())
