@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,35 @@ def test_query_dim_mismatch_and_incomplete_dir(tmp_path):
 
 def test_recall_at_k():
     assert recall_at_k(np.array([[1, 2], [3, 4]]), np.array([[2, 1], [3, 5]])) == 0.75
+
+
+@pytest.mark.parametrize("factory, target", [("IVF32,Flat", 0.95), ("IVF32,PQ4", 0.0)])
+def test_an_update_carries_the_recall_sample_forward_exactly(tmp_path, factory, target):
+    """An update re-measures recall on the saved sample without searching everything again: its
+    queries' neighbours must still be the exact ones over what the updated index holds."""
+    import faiss
+
+    from vecjob.parquet_io import write_json_atomic
+    from vecjob.vectors import unit_rows
+
+    vecs, ids = _clustered(5000, 16, seed=2), list(range(5000))
+    make_vectors_dir(tmp_path / "v", vecs[:4000], ids[:4000], shards=4)
+    cfg = IndexConfig(factory=factory, recall_queries=300, target_recall=target)
+    index_collection(tmp_path / "v", tmp_path / "i", cfg)
+    # A night: the first shard (ids 0..999) leaves, 1,000 new vectors arrive in a shard of their own.
+    make_vectors_dir(tmp_path / "night", vecs[4000:], ids[4000:], shards=1)
+    (tmp_path / "night" / "s0.parquet").rename(tmp_path / "v" / "s4.parquet")
+    (tmp_path / "v" / "s0.parquet").unlink()
+    manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    manifest["shards"] = manifest["shards"][1:] + [{"output": "s4.parquet", "rows_out": 1000}]
+    write_json_atomic(manifest, tmp_path / "v" / "manifest.json")
+
+    updated = index_collection(tmp_path / "v", tmp_path / "i", cfg, update=True)
+    assert updated["updates"][-1]["action"] == "updated" and updated["ntotal"] == 4000
+    index = load_index_dir(tmp_path / "i")
+    sample = index.recall_sample()
+    _, exact = faiss.knn(sample.queries, unit_rows(vecs[1000:]), 10, metric=faiss.METRIC_INNER_PRODUCT)
+    carried = [[index.id_of_slot[s] for s in row] for row in sample.labels]
+    assert [set(row) for row in carried] == [set((exact_row + 1000).tolist()) for exact_row in exact]
+    # The sample follows the collection: some queries are now new documents (each its own nearest).
+    assert any(row[0] >= 4000 for row in carried)

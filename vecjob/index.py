@@ -4,7 +4,8 @@ recall@10 against exact search, and save index + id map + manifest; or update a 
 Every vector is stored under a label (its *slot*, an int64) that `ids.parquet` maps back to the
 document's id and the vector shard it came from. An update removes the slots of documents that
 left the collection or were replaced by a newer shard, adds the new live rows under fresh slots,
-and re-measures recall@10, without retraining the quantizer. It rebuilds from scratch instead when
+and re-measures recall@10 on the saved recall sample (`RecallSample`, carried forward rather than
+searched again), without retraining the quantizer. It rebuilds from scratch instead when
 the model changed, the settings changed, the index type cannot remove vectors (HNSW), the vectors
 added since the quantizer was trained reach `MAX_GROWTH` of those it was trained with, or recall
 falls below `index.target_recall`. The manifest logs each build and update (`updates`).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -43,6 +44,8 @@ MEMORY_BUDGET = 4 << 30  # bytes of raw float32 vectors an IVF,Flat index may ho
 # would pick; the recall check catches a shift in the vectors' distribution sooner.
 MAX_GROWTH = 0.5
 UPDATES_KEPT = 100  # the manifest's update log keeps the last this many entries
+RECALL_K = 10  # recall is measured at this many neighbours
+RECALL_FILE = "recall_sample.npz"  # the recall queries and their exact neighbours (RecallSample)
 
 
 def choose_factory(n: int, dim: int, memory_budget: int = MEMORY_BUDGET) -> str:
@@ -95,6 +98,7 @@ class BuiltIndex:
     index: object  # faiss.Index
     labels: pa.Table  # slot (int64), id, shard: what each stored vector is
     manifest: dict
+    sample: RecallSample
 
 
 def _slots_per_shard(vdir: VectorsDir, labels: pa.Table) -> list[np.ndarray]:
@@ -145,11 +149,12 @@ def build_index(vectors_dir: str | Path, cfg: IndexConfig, why: str = "no index 
         labels = pa.concat_tables(parts)
 
     with timed(timings, "recall_s"):
-        quality = tune_and_measure(index, vdir, cfg, prep, lambda: [p.column("slot").to_numpy() for p in parts])
+        sample = draw_sample(index, vdir, cfg, prep, lambda: [p.column("slot").to_numpy() for p in parts])
+        quality = tune_and_measure(index, sample, cfg)
     manifest = _manifest(vdir, cfg, factory, index, labels, train_size, trained_with=n, added_since_training=0,
                          timings=timings, quality=quality, previous=[],
                          update={"action": "built", "why": why, "added": n, "removed": 0})
-    return BuiltIndex(index=index, labels=labels, manifest=manifest)
+    return BuiltIndex(index=index, labels=labels, manifest=manifest, sample=sample)
 
 
 def _manifest(vdir, cfg, factory, index, labels, train_size, *, trained_with, added_since_training, timings,
@@ -196,13 +201,15 @@ def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConf
     if m["train_size"] and growth >= MAX_GROWTH:
         return build_index(vectors_dir, cfg, why=f"{growth:.0%} more vectors than the quantizer was trained with")
     index, prep = current.index, _prep(cfg.metric)
+    removed = gone["slot"].to_numpy().astype(np.int64)
     if gone.height:
-        index.remove_ids(gone["slot"].to_numpy().astype(np.int64))
+        index.remove_ids(removed)
     next_slot = m["next_slot"]
-    added_parts = []
+    added_parts, added = [], []
     for path, rows in vdir.new_rows(new):
         slots = np.arange(next_slot, next_slot + rows.num_rows, dtype=np.int64)
-        index.add_with_ids(prep(table_vectors(rows)), slots)
+        added.append((prep(table_vectors(rows)), slots))
+        index.add_with_ids(*added[-1])
         added_parts.append(pa.table({"slot": slots, "id": rows.column("id"),
                                      "shard": pa.array([path.name] * rows.num_rows, pa.string())}))
         next_slot += rows.num_rows
@@ -211,7 +218,13 @@ def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConf
     timings["update_s"] = time.perf_counter() - t0
 
     with timed(timings, "recall_s"):
-        quality = tune_and_measure(index, vdir, cfg, prep, lambda: _slots_per_shard(vdir, labels))
+        slots = lambda: _slots_per_shard(vdir, labels)  # noqa: E731
+        sample = current.recall_sample()
+        if sample is None or len(sample.queries) != cfg.recall_queries or sample.k != min(RECALL_K, index.ntotal):
+            sample = draw_sample(index, vdir, cfg, prep, slots)
+        else:
+            sample = carry_sample(sample, index, vdir, cfg, prep, slots, removed, added)
+        quality = tune_and_measure(index, sample, cfg, start=current.manifest.get("search_params", {}))
     recall = quality[f"recall_at_{quality['k']}"]
     if recall < cfg.target_recall:
         return build_index(vectors_dir, cfg, why=f"recall@{quality['k']} {recall:.3f} after the update is below "
@@ -221,7 +234,7 @@ def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConf
                          quality=quality, previous=m.get("updates", []),
                          update={"action": "updated", "why": "new or removed vector shards",
                                  "added": new.height, "removed": gone.height})
-    return BuiltIndex(index=index, labels=labels, manifest=manifest)
+    return BuiltIndex(index=index, labels=labels, manifest=manifest, sample=sample)
 
 
 def _rebuild_reason(vdir: VectorsDir, current: "LoadedIndex", cfg: IndexConfig) -> str:
@@ -237,18 +250,21 @@ def _rebuild_reason(vdir: VectorsDir, current: "LoadedIndex", cfg: IndexConfig) 
     return ""
 
 
-def _exact_topk(chunks, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
-    """Exact top-k labels over (vectors, labels) chunks, merged chunk by chunk (memory: one chunk)."""
+def _exact_topk(chunks, queries: np.ndarray, k: int, metric: str, start=None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (scores, labels) over (vectors, labels) chunks, merged chunk by chunk (memory: one
+    chunk), and with `start`, a top-k (scores, labels) of the same queries over other vectors."""
     import faiss
 
     heap_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     heap = faiss.ResultHeap(len(queries), k, keep_max=heap_metric == faiss.METRIC_INNER_PRODUCT)
+    if start is not None:
+        heap.add_result(*start)
     for base, labels in chunks:
         if len(base):
             d, i = faiss.knn(queries, base, min(k, len(base)), metric=heap_metric)
             heap.add_result(d, np.where(i >= 0, labels[np.maximum(i, 0)], -1))
     heap.finalize()
-    return heap.I
+    return heap.D, heap.I
 
 
 def _stored_chunks(index, rows: int = 65_536):
@@ -296,24 +312,71 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx, exact)]))
 
 
-def tune_and_measure(index, vdir: VectorsDir, cfg: IndexConfig, prep, slots, k: int = 10) -> dict:
-    """Recall@k on sampled queries; for IVF / HNSW, raise the search knob until target_recall.
-    `slots()`: each shard's live rows' labels, needed only when the index does not hold raw vectors."""
-    import faiss
+@dataclass
+class RecallSample:
+    """Queries and their exact top-k (scores, labels) over what the index holds. Kept beside the index
+    so that an update re-measures recall with work in proportion to the night, not to the collection."""
 
-    # Queries and exact neighbours come from the vectors the index holds when it holds them as they
-    # are (already normalised): no pass over the vectors dir, which at 1M vectors is most of an update.
+    queries: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return self.labels.shape[1]
+
+
+def _held_vectors(index, vdir: VectorsDir, prep, slots):
+    """Every vector the index holds with its label, in chunks: read from the index itself where it
+    holds them as they are (no pass over the vectors dir, which at 1M vectors is most of an update);
+    else from the vectors dir, labelled by `slots()` (each shard's live rows' labels)."""
+    stored = _stored_chunks(index)
+    if stored is not None:
+        return stored
+    return ((prep(table_vectors(t)), s) for (_, t), s in zip(vdir.iter_shards(["vector"]), slots()))
+
+
+def draw_sample(index, vdir: VectorsDir, cfg: IndexConfig, prep, slots) -> RecallSample:
+    """`recall_queries` vectors drawn uniformly from the index, with their exact neighbours."""
     if _stored_chunks(index) is not None:
         queries = _sample_chunks(_stored_chunks(index), index.ntotal, cfg.recall_queries, cfg.seed + 1)
-        chunks = _stored_chunks(index)
     else:
         queries = prep(_sample_rows(vdir, cfg.recall_queries, cfg.seed + 1))
-        chunks = ((prep(table_vectors(t)), s) for (_, t), s in zip(vdir.iter_shards(["vector"]), slots()))
-    k = min(k, index.ntotal)
-    t0 = time.perf_counter()
-    exact = _exact_topk(chunks, queries, k, cfg.metric)
-    exact_s = time.perf_counter() - t0
+    scores, labels = _exact_topk(_held_vectors(index, vdir, prep, slots), queries, min(RECALL_K, index.ntotal),
+                                 cfg.metric)
+    return RecallSample(queries, scores, labels)
 
+
+def carry_sample(sample: RecallSample, index, vdir: VectorsDir, cfg: IndexConfig, prep, slots,
+                 removed: np.ndarray, added: list[tuple[np.ndarray, np.ndarray]]) -> RecallSample:
+    """The sample after an update that removed `removed` labels and added (vectors, labels) `added`.
+    Each query stays with the chance a fresh uniform draw would keep an old vector, else becomes a
+    random added vector, so the sample follows the collection; a kept query's exact neighbours are
+    its old ones merged with the added vectors, unless one of them was removed. Only replaced
+    queries and those that lost a neighbour are searched again over everything the index holds."""
+    queries, scores, labels = sample.queries.copy(), sample.scores.copy(), sample.labels.copy()
+    new_vectors = np.concatenate([v for v, _ in added]) if added else np.empty((0, queries.shape[1]), np.float32)
+    rng = np.random.default_rng([cfg.seed, index.ntotal])
+    replaced = rng.random(len(queries)) < len(new_vectors) / index.ntotal
+    if replaced.any():
+        queries[replaced] = new_vectors[rng.integers(0, len(new_vectors), int(replaced.sum()))]
+    again = replaced | np.isin(labels, removed).any(axis=1)
+    kept = ~again
+    if added and kept.any():
+        scores[kept], labels[kept] = _exact_topk(added, queries[kept], sample.k, cfg.metric,
+                                                 start=(scores[kept], labels[kept]))
+    if again.any():
+        scores[again], labels[again] = _exact_topk(_held_vectors(index, vdir, prep, slots), queries[again],
+                                                   sample.k, cfg.metric)
+    return RecallSample(queries, scores, labels)
+
+
+def tune_and_measure(index, sample: RecallSample, cfg: IndexConfig, start: dict | None = None) -> dict:
+    """Recall@k of the sample's queries; for IVF / HNSW, the search knob is raised (from its value in
+    `start`, an update's previous tuning, else from its lowest) until target_recall."""
+    import faiss
+
+    queries, exact, k = sample.queries, sample.labels, sample.k
     knob = _knob_from_index(index)
     params: dict[str, int] = {}
     space = faiss.ParameterSpace()
@@ -323,6 +386,8 @@ def tune_and_measure(index, vdir: VectorsDir, cfg: IndexConfig, prep, slots, k: 
         candidates = [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if p <= nlist] + [nlist]
     elif knob == "efSearch":
         candidates = [16, 32, 64, 128, 256, 512]
+    if start and knob in start:
+        candidates = [c for c in candidates if c >= start[knob]] or candidates[-1:]
     for value in candidates:
         if value is not None:
             space.set_index_parameter(index, knob, value)
@@ -339,7 +404,6 @@ def tune_and_measure(index, vdir: VectorsDir, cfg: IndexConfig, prep, slots, k: 
         "recall_queries": len(queries),
         "search_params": params,
         "search_qps": len(queries) / max(search_s, 1e-9),
-        "exact_qps": len(queries) / max(exact_s, 1e-9),
     }
 
 
@@ -350,6 +414,7 @@ def write_index_dir(built: BuiltIndex, out: str | Path) -> None:
     with staged_dir(out) as staging:
         faiss.write_index(built.index, str(staging / INDEX_FILE))
         write_parquet_atomic(built.labels, staging / IDS_FILE)
+        np.savez(staging / RECALL_FILE, **asdict(built.sample))
         write_json_atomic(built.manifest, staging / MANIFEST)
 
 
@@ -363,6 +428,15 @@ class LoadedIndex:
     @property
     def metric(self) -> str:
         return self.manifest["metric"]
+
+    def recall_sample(self) -> RecallSample | None:
+        """The recall queries saved with the index; None where it has none (written before them) or
+        they do not read (an update then draws new ones)."""
+        try:
+            with np.load(self.path / RECALL_FILE) as saved:
+                return RecallSample(**{f: saved[f] for f in ("queries", "scores", "labels")})
+        except (OSError, KeyError, ValueError):
+            return None
 
     @cached_property
     def id_of_slot(self) -> dict:
