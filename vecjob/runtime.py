@@ -60,12 +60,15 @@ def _local_object_store_bytes() -> int:
 
 
 def _quiet_ray_data() -> None:
-    # vecjob shows its own progress; Ray Data's bars would interleave with it.
+    # vecjob shows its own progress and a summary per stage: Ray Data's bars would interleave with it,
+    # and its per-run lines (execution finished, "progress bars disabled") say nothing vecjob's do not.
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def cluster_cpus_gpus() -> tuple[int, int]:
