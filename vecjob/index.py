@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -218,7 +218,7 @@ def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConf
     timings["update_s"] = time.perf_counter() - t0
 
     with timed(timings, "recall_s"):
-        slots = lambda: _slots_per_shard(vdir, labels)  # noqa: E731
+        slots = partial(_slots_per_shard, vdir, labels)
         sample = current.recall_sample()
         if sample is None or len(sample.queries) != cfg.recall_queries or sample.k != min(RECALL_K, index.ntotal):
             sample = draw_sample(index, vdir, cfg, prep, slots)
