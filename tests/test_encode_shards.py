@@ -115,6 +115,11 @@ def test_concurrency_follows_the_cluster():
 
     assert resolve_concurrency(EncodeConfig(), cpus=2, gpus=0) == (2, 0.5, 0.0, 1)
     assert resolve_concurrency(EncodeConfig(concurrency=1), cpus=2, gpus=0) == (1, 1.5, 0.0, 2)
+    # Fewer units of work than CPUs (a small night): no idle actors; the ones there take the threads.
+    assert resolve_concurrency(EncodeConfig(), cpus=2, gpus=0, units=1) == (1, 1.5, 0.0, 2)
+    assert resolve_concurrency(EncodeConfig(), cpus=16, gpus=0, units=3) == (3, 4.5, 0.0, 5)
+    assert resolve_concurrency(EncodeConfig(), cpus=16, gpus=4, units=2) == (2, 1.0, 1.0, 1)
+    assert resolve_concurrency(EncodeConfig(concurrency=2), cpus=2, gpus=0, units=1)[0] == 2  # asked for
     # Single-threaded actors ask for half a CPU each, leaving room for Ray Data's own tasks.
     assert resolve_concurrency(EncodeConfig(), cpus=16, gpus=0) == (16, 0.5, 0.0, 1)
     assert resolve_concurrency(EncodeConfig(concurrency=4), cpus=16, gpus=0) == (4, 3.5, 0.0, 4)

@@ -141,7 +141,7 @@ class EncodeConfig(_Frozen):
     # Chunks per forward pass; 0 = auto: 128 on CPU (larger batches fall out of the cache and run
     # slower, bench/README.md), 2048 on GPU.
     batch_size: int = Field(default=0, ge=0)
-    concurrency: int = 0  # encoder actors; 0 = auto (one per GPU, else one single-threaded actor per CPU)
+    concurrency: int = 0  # encoder actors; 0 = auto (one per GPU, else one per CPU; never more than units of work)
     rows_per_task: int = 4_096  # a unit of work: row groups of one shard up to this many rows
     keep_columns: list[str] = Field(default_factory=list)  # passed through to the vector shards
     device: Literal["auto", "cpu", "cuda"] = "auto"

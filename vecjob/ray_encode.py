@@ -12,20 +12,22 @@ from vecjob.encode_shards import PartEncoder, WorkItem
 from vecjob.errors import VecjobError, from_worker
 
 
-def resolve_concurrency(cfg: EncodeConfig, cpus: int, gpus: int, node_cpus: int | None = None
-                        ) -> tuple[int, float, float, int]:
+def resolve_concurrency(cfg: EncodeConfig, cpus: int, gpus: int, node_cpus: int | None = None,
+                        units: int | None = None) -> tuple[int, float, float, int]:
     """(actors, cpus per actor, gpus per actor, torch threads per actor), for a cluster of `cpus` in
-    all whose largest node has `node_cpus` (an actor lives on one node)."""
+    all whose largest node has `node_cpus` (an actor lives on one node), and `units` units of work
+    (a night's few new shards): by default no more actors than units, as one without a unit would
+    only load torch and the model, and those that start share the CPUs' threads."""
     if cfg.device == "cuda" and gpus == 0:
         raise VecjobError("--device cuda, but the Ray cluster has no GPUs (the actors could never start)")
     use_gpu = cfg.device == "cuda" or (cfg.device == "auto" and gpus > 0)
     if use_gpu:
-        actors = cfg.concurrency or max(1, gpus)
+        actors = cfg.concurrency or max(1, min(gpus, units or gpus))
         return actors, 1.0, min(1.0, gpus / actors), 1
     # One single-threaded actor per CPU: a hidden-128 LSTM step is a small matrix product, and two
     # threads synchronise on every time step; on 2 CPUs, 2 actors × 1 thread encode 1.17× faster
     # than 1 actor × 2 threads (bench/README.md, Ray overhead).
-    actors = cfg.concurrency or max(1, cpus)
+    actors = cfg.concurrency or max(1, min(cpus, units or cpus))
     threads = max(1, min(cpus // actors, node_cpus or cpus))
     # A fraction below the threads it uses leaves the scheduler room for Ray Data's own tasks:
     # actors that hold every CPU starve them and the pipeline hangs (shared/RAY_NOTES.md).
@@ -57,7 +59,8 @@ def _run_ray(items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig, sin
     from vecjob.runtime import cluster_cpus_gpus, largest_node_cpus
 
     cpus, gpus = cluster_cpus_gpus()
-    actors, cpus_per_actor, gpus_per_actor, threads = resolve_concurrency(cfg, cpus, gpus, largest_node_cpus())
+    actors, cpus_per_actor, gpus_per_actor, threads = resolve_concurrency(cfg, cpus, gpus, largest_node_cpus(),
+                                                                          len(items))
     device = "cuda" if gpus_per_actor > 0 else ("cpu" if cfg.device == "auto" else cfg.device)
     # Start encoding once every actor is up: otherwise the first one ready takes the items while the
     # others wait for CPUs that, say, a finishing training run still holds (seen on two nodes).
