@@ -101,3 +101,16 @@ def test_an_update_carries_the_recall_sample_forward_exactly(tmp_path, factory, 
     assert [set(row) for row in carried] == [set((exact_row + 1000).tolist()) for exact_row in exact]
     # The sample follows the collection: some queries are now new documents (each its own nearest).
     assert any(row[0] >= 4000 for row in carried)
+
+
+def test_a_vector_shard_without_its_columns_is_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vecjob.vectors import with_model_fingerprint
+
+    make_vectors_dir(tmp_path / "v", _clustered(300, 8), list(range(300)))
+    pq.write_table(with_model_fingerprint(pa.table({"doc": [1, 2]}), "m"), tmp_path / "v" / "s1.parquet")
+    with pytest.raises(ArtifactError, match=r"s1\.parquet: vector shard has no column 'id'"):
+        index_collection(tmp_path / "v", tmp_path / "i", IndexConfig())
+    assert not (tmp_path / "i").exists()

@@ -144,6 +144,8 @@ class VectorsDir:
                     table = shard.read(columns=columns)
             except (pa.ArrowException, OSError) as exc:
                 raise ArtifactError(f"{p}: cannot read vector shard ({exc})") from None
+            if missing := [c for c in columns or [] if c not in table.column_names]:  # read() skips them silently
+                raise ArtifactError(f"{p}: vector shard has no column '{missing[0]}'")
             written_by = (table.schema.metadata or {}).get(MODEL_KEY)
             if written_by != expected:
                 raise ArtifactError(
