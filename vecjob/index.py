@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -434,9 +435,13 @@ class LoadedIndex:
         they do not read (an update then draws new ones)."""
         try:
             with np.load(self.path / RECALL_FILE) as saved:
-                return RecallSample(**{f: saved[f] for f in ("queries", "scores", "labels")})
-        except (OSError, KeyError, ValueError):
+                sample = RecallSample(**{f: saved[f] for f in ("queries", "scores", "labels")})
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             return None
+        queries, labels = sample.queries, sample.labels
+        consistent = (queries.ndim == labels.ndim == 2 and queries.shape[1] == self.manifest["dim"]
+                      and sample.scores.shape == labels.shape and len(labels) == len(queries))
+        return sample if consistent else None
 
     @cached_property
     def id_of_slot(self) -> dict:
