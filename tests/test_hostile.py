@@ -254,3 +254,25 @@ def test_keep_columns_are_checked_as_columns_not_as_ids(tiny_model_dir, tmp_path
             "--runner 'foo'")
     assert not (tmp_path / "v2").exists()
     assert np.isfinite(pq.read_table(shard).column("vector").combine_chunks().values.to_numpy()).all()
+
+
+@pytest.mark.parametrize("tamper", ["head too small for its tails", "head beyond the vocabulary",
+                                    "a tail missing between others"])
+def test_a_model_whose_output_layer_cannot_be_rebuilt_is_one_line(tiny_model_dir, collection, tmp_path, tamper):
+    import torch
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    state = torch.load(model / "model.pt", weights_only=True)
+    if tamper == "head too small for its tails":
+        state["output.head.weight"] = state["output.head.weight"][:1]
+    elif tamper == "head beyond the vocabulary":
+        state["output.head.weight"] = state["output.head.weight"].repeat(1000, 1)
+    else:
+        state["output.tail.5.1.weight"] = state.pop("output.tail.0.1.weight")
+        state["output.tail.6.1.weight"] = state["output.tail.5.1.weight"]
+    torch.save(state, model / "model.pt")
+    line = refused(invoke("encode", collection, "--model", model, "--out", tmp_path / "v", "--runner", "local"),
+                   "model.pt")
+    assert len(line) < 400
+    assert not (tmp_path / "v" / "manifest.json").exists()

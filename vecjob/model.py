@@ -61,16 +61,19 @@ def adaptive_cutoffs(vocab_size: int) -> list[int]:
     return cuts or [max(1, vocab_size // 2)]
 
 
-def saved_cutoffs(state: dict) -> list[int] | None:
+def saved_cutoffs(state: dict, vocab_size: int) -> list[int] | None:
     """The cutoffs of the adaptive softmax whose weights `state` holds (a model trained with other
-    cutoffs still loads); None without one."""
+    cutoffs still loads); None without one, or when its shapes make none (the caller then names
+    what disagrees)."""
     if "output.head.weight" not in state:
         return None
     tails = sum(1 for name in state if name.startswith("output.tail.") and name.endswith(".1.weight"))
     cuts = [state["output.head.weight"].shape[0] - tails]
     for i in range(tails - 1):
-        cuts.append(cuts[-1] + state[f"output.tail.{i}.1.weight"].shape[0])
-    return cuts
+        if (tail := state.get(f"output.tail.{i}.1.weight")) is None:
+            return None
+        cuts.append(cuts[-1] + tail.shape[0])
+    return cuts if 0 < cuts[0] and all(a < b for a, b in zip(cuts, [*cuts[1:], vocab_size])) else None
 
 
 class SequenceAutoencoder(nn.Module):

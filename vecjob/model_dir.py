@@ -136,7 +136,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({_first_line(exc)})") from None
     if not isinstance(state, dict):
         raise ArtifactError(f"{info.path / WEIGHTS}: not a state dict")
-    model = SequenceAutoencoder(info.model_cfg, len(info.vocab), saved_cutoffs(state))
+    model = SequenceAutoencoder(info.model_cfg, len(info.vocab), saved_cutoffs(state, len(info.vocab)))
     _check_weights_match_config(info, model.state_dict(), state)
     try:
         model.load_state_dict(state)
