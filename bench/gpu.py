@@ -5,7 +5,8 @@
 1. the machine: GPU, torch, CUDA, cuDNN;
 2. the library training step (`vecjob.training.train_steps`: collate, corruption, forward, backward,
    AdamW; the loop every Ray Train worker runs) in tokens/s on BBC chunks: one CPU thread in fp32 (what
-   one Ray Train CPU worker runs) vs the GPU with `train.precision` fp32 and bf16 (autocast);
+   one Ray Train CPU worker runs) vs the GPU in fp32 (what vecjob runs) and under bf16 autocast (the
+   alternative it lost to: `bf16` below wraps the library calls in `torch.autocast`);
 3. which ops and kernels run the LSTM on the GPU in each precision (torch.profiler): cuDNN's RNN or not;
 4. the encoder (`vecjob.encoder.DocumentEncoder`) on BBC articles, tweets and synthetic short documents:
    the GPU in fp32 and bf16 vs this machine's CPU cores (one single-threaded process per core, vecjob's
@@ -50,6 +51,13 @@ def bbc_chunks():
     return train, vocab
 
 
+def autocast(precision: str):
+    """bf16 autocast on the GPU for `precision` "bf16"; vecjob itself trains and encodes in fp32."""
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def step_rate(chunks, vocab, device: str, hidden: int, batch_size: int, steps: int, precision: str) -> dict:
     """tokens/s of `steps` library training steps after 5 warm-up steps (cuDNN autotuning included there)."""
     import torch
@@ -57,15 +65,16 @@ def step_rate(chunks, vocab, device: str, hidden: int, batch_size: int, steps: i
     from vecjob.config import ModelConfig, TrainConfig
     from vecjob.training import batch_indices, build_model, train_steps
 
-    model_cfg, train_cfg = ModelConfig(hidden_dim=hidden), TrainConfig(batch_size=batch_size, precision=precision)
+    model_cfg, train_cfg = ModelConfig(hidden_dim=hidden), TrainConfig(batch_size=batch_size)
     dev = torch.device(device)
     model = build_model(model_cfg, len(vocab), seed=0).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr)
     batches = batch_indices(chunks.lengths, batch_size, np.random.default_rng(0))[: steps + 5]
-    train_steps(model, optimizer, chunks, batches[:5], model_cfg, train_cfg, dev, 0)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    totals, _ = train_steps(model, optimizer, chunks, batches[5:], model_cfg, train_cfg, dev, 5)
+    with autocast(precision):
+        train_steps(model, optimizer, chunks, batches[:5], model_cfg, train_cfg, dev, 0)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        totals, _ = train_steps(model, optimizer, chunks, batches[5:], model_cfg, train_cfg, dev, 5)
     return {"tokens/s": totals.tokens / totals.seconds, "ms/step": 1e3 * totals.seconds / len(batches[5:])}
 
 
@@ -77,13 +86,14 @@ def lstm_kernels(chunks, vocab, precision: str) -> dict:
     from vecjob.config import ModelConfig, TrainConfig
     from vecjob.training import batch_indices, build_model, train_steps
 
-    model_cfg, train_cfg = ModelConfig(), TrainConfig(precision=precision)
+    model_cfg, train_cfg = ModelConfig(), TrainConfig()
     dev = torch.device("cuda")
     model = build_model(model_cfg, len(vocab), seed=0).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr)
     batches = batch_indices(chunks.lengths, train_cfg.batch_size, np.random.default_rng(1))[:6]
-    train_steps(model, optimizer, chunks, batches[:3], model_cfg, train_cfg, dev, 0)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    with autocast(precision):
+        train_steps(model, optimizer, chunks, batches[:3], model_cfg, train_cfg, dev, 0)
+    with autocast(precision), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         train_steps(model, optimizer, chunks, batches[3:], model_cfg, train_cfg, dev, 3)
         torch.cuda.synchronize()
     events = prof.key_averages()
@@ -113,12 +123,13 @@ def encode_rows(model_dir, corpora: dict) -> tuple[list[dict], list[dict]]:
         if name != "synthetic":
             reference = DocumentEncoder(model_dir, device="cpu", threads=os.cpu_count()).encode_texts(texts)
         for precision in ("fp32", "bf16"):
-            gpu = DocumentEncoder(model_dir, device="cuda", precision=precision)
-            gpu.encode_texts(texts[:2000])  # warm-up: cuDNN plans for the common lengths
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            out = gpu.encode_texts(texts)
-            wall = time.perf_counter() - t0
+            gpu = DocumentEncoder(model_dir, device="cuda")
+            with autocast(precision):
+                gpu.encode_texts(texts[:2000])  # warm-up: cuDNN plans for the common lengths
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                out = gpu.encode_texts(texts)
+                wall = time.perf_counter() - t0
             rows.append({"corpus": name, "docs": len(texts), "precision": precision, "GPU docs/s": len(texts) / wall,
                          "GPU tokenize share": out.timings.tokenize / wall,
                          "CPU docs/s": len(texts) / cpu["wall"], "GPU ÷ CPU": cpu["wall"] / wall})

@@ -7,11 +7,13 @@
    of one length, which the model runs through torch's dense oneDNN LSTM kernels) against batches of
    mixed lengths (padded, so the LSTMs take the packed path, as every training batch did before). The
    two setups alternate in every round; the figure is the median over rounds.
-2. The output layer: full vs adaptive softmax (hidden 128 and 256), and its share of the step time.
-3. The TF-IDF regression head (`model.tfidf_weight`) on and off, alternating in every round.
-4. The adaptive softmax's head: 2,000 words (tails to 10,000) against 1,000 (tails to 6,000,
+2. The TF-IDF regression head (`model.tfidf_weight`) on and off, alternating in every round.
+3. The adaptive softmax's head: 2,000 words (tails to 10,000) against 1,000 (tails to 6,000,
    `vecjob.model.ADAPTIVE_CUTOFFS`), alternating in every round (`--only head`).
-5. Ray Train, 2 CPU workers (DDP over gloo), one epoch on 4,000 BBC chunks.
+4. Ray Train, 2 CPU workers (DDP over gloo), one epoch on 4,000 BBC chunks.
+
+The comparison of the full softmax with the adaptive one went with `model.output_layer`; its figures
+are in results/archive/train_speed-output-layers.json.
 
 GPU figures (fp32 and bf16, cuDNN LSTM) come from bench/gpu.py, on a CUDA machine.
 """
@@ -50,9 +52,9 @@ def mixed_length_batches(n: int, batch_size: int, rng: np.random.Generator) -> l
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def step_rate(model_cfg, chunks, vocab: int, batches: list[np.ndarray], output_share: bool = False) -> dict:
+def step_rate(model_cfg, chunks, vocab: int, batches: list[np.ndarray]) -> dict:
     """Median tokens/s of full training steps (corrupt, forward, backward, AdamW) over `batches`; the first
-    three are warm-up. With output_share, also the median share of the output layer's forward + backward."""
+    three are warm-up."""
     import torch
 
     from vecjob.model import corrupt
@@ -61,7 +63,7 @@ def step_rate(model_cfg, chunks, vocab: int, batches: list[np.ndarray], output_s
     torch.set_num_threads(1)
     model = build_model(model_cfg, vocab, seed=0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    rates, shares = [], []
+    rates = []
     for i, idx in enumerate(batches):
         clean = chunks.collate(idx)
         t0 = time.perf_counter()
@@ -69,26 +71,9 @@ def step_rate(model_cfg, chunks, vocab: int, batches: list[np.ndarray], output_s
         opt.zero_grad()
         losses.total.backward()
         opt.step()
-        step = time.perf_counter() - t0
         if i >= 3:
-            rates.append(losses.tokens / step)
-        if output_share and i >= 3:
-            # The output layer alone, on hidden states of the same shape (detached: no LSTM backward).
-            with torch.no_grad():
-                hidden, targets = model._decoder_hidden(model.encode_states(clean)[0], clean)
-            keep = targets != 0
-            h = hidden[keep].detach().requires_grad_(True)
-            t0 = time.perf_counter()
-            if model_cfg.output_layer == "adaptive":
-                loss = model.output(h, targets[keep]).loss
-            else:
-                loss = torch.nn.functional.cross_entropy(model.output(h), targets[keep])
-            loss.backward()
-            shares.append((time.perf_counter() - t0) / step)
-    out = {"tokens/s": statistics.median(rates)}
-    if output_share:
-        out["output share"] = statistics.median(shares)
-    return out
+            rates.append(losses.tokens / (time.perf_counter() - t0))
+    return {"tokens/s": statistics.median(rates)}
 
 
 def alternating_rates(setups: dict, steps: int, rounds: int, label: str, ratio_label: str) -> list[dict]:
@@ -147,22 +132,6 @@ def head_sizes(steps: int, rounds: int) -> list[dict]:
     return alternating_rates(setups, steps, rounds, "adaptive softmax", "÷ first")
 
 
-def output_layers(steps: int) -> list[dict]:
-    from vecjob.config import ModelConfig
-    from vecjob.training import batch_indices
-
-    chunks, vocab = load_chunks("BBC", 0)
-    batches = batch_indices(chunks.lengths, 64, np.random.default_rng(0))[: steps + 3]
-    rows = []
-    for hidden in (128, 256):
-        for output in ("full", "adaptive"):
-            cfg = ModelConfig(hidden_dim=hidden, output_layer=output, bow_context=0)
-            rows.append({"hidden": hidden, "output layer": output, "vocab": vocab,
-                         **step_rate(cfg, chunks, vocab, batches, output_share=True)})
-            print(rows[-1], flush=True)
-    return rows
-
-
 def ray_train_rate() -> float:
     from vecjob import runtime
     from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
@@ -200,12 +169,9 @@ def main() -> None:
     paths = kernel_paths(args.steps, args.rounds)
     print_table("training step, 1 thread, default model (batch 64 × ≤ 64 tokens; median of rounds)", paths,
                 ["corpus", "batches", "tokens/s", "÷ mixed"])
-    outputs = output_layers(args.steps)
-    print_table("output layer, BBC chunks, 1 thread", outputs,
-                ["hidden", "output layer", "vocab", "tokens/s", "output share"])
     ray_rate = ray_train_rate()
     print(f"\nRay Train, 2 CPU workers, default model, 1 epoch of 4,000 BBC chunks: {ray_rate:,.0f} tokens/s")
-    write_json("train_speed.json", {"kernel_paths": paths, "output_layers": outputs, "tfidf_head": tfidf,
+    write_json("train_speed.json", {"kernel_paths": paths, "tfidf_head": tfidf,
                                     "ray_train_2_workers_tokens_per_s": ray_rate,
                                     "gpu": "CPU only: GPU figures are bench/gpu.py's (gpu.json)"})
 

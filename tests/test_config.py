@@ -89,12 +89,17 @@ def test_an_empty_out_or_data_path_is_refused_not_read_as_the_specs_folder(tmp_p
 def test_a_removed_setting_loads_at_the_value_vecjob_keeps_and_is_refused_at_another(tmp_path):
     spec = tmp_path / "job.toml"
     spec.write_text('[data]\npaths = ["d"]\n[model]\nshuffle_window = 0\npooling = "meanmax"\nnum_layers = 1\n'
-                    'bidirectional = true\n[train]\nlr_schedule = "constant"\nlr_min_fraction = 0.3\ngrad_clip = 1.0\n'
-                    'weight_decay = 0.0\n')
+                    'bidirectional = true\noutput_layer = "adaptive"\ninit_embeddings = "lsa"\n[train]\n'
+                    'lr_schedule = "constant"\nlr_min_fraction = 0.3\ngrad_clip = 1.0\nweight_decay = 0.0\nprecision = "fp32"\n')
     assert load_job_spec(spec).train.lr == 2e-3
     spec.write_text('[data]\npaths = ["d"]\n[model]\npooling = "mean"\n')
     with pytest.raises(ConfigError, match="model: pooling = 'mean' is no longer supported"):
         load_job_spec(spec)
+    for body, key in [('[model]\noutput_layer = "full"', "output_layer"), ('[model]\ninit_embeddings = "random"',
+                      "init_embeddings"), ('[train]\nprecision = "bf16"', "precision")]:
+        spec.write_text(f'[data]\npaths = ["d"]\n{body}\n')
+        with pytest.raises(ConfigError, match=f"{key} = .* is no longer supported"):
+            load_job_spec(spec)
     spec.write_text('[data]\npaths = ["d"]\n[train]\nlr_schedule = "cosine"\n')
     with pytest.raises(ConfigError, match="job.toml: train: lr_schedule = 'cosine' is no longer supported .vecjob now "
                                           "always behaves as lr_schedule = 'constant'.: remove the key$"):

@@ -276,3 +276,21 @@ def test_a_model_whose_output_layer_cannot_be_rebuilt_is_one_line(tiny_model_dir
                    "model.pt")
     assert len(line) < 400
     assert not (tmp_path / "v" / "manifest.json").exists()
+
+
+def test_a_model_trained_with_a_removed_setting_is_refused_with_retrain_and_a_night_retrains_it(tiny_model_dir,
+                                                                                                 collection, tmp_path):
+    from vecjob.config import DataConfig, JobSpec
+    from vecjob.lifecycle import decide
+
+    model = tmp_path / "run" / "model"
+    shutil.copytree(tiny_model_dir, model)
+    for name in ("config.json", "manifest.json"):  # a full-softmax model, from before the setting went
+        saved = json.loads((model / name).read_text())
+        (saved["config"] if name == "manifest.json" else saved)["model"]["output_layer"] = "full"
+        (model / name).write_text(json.dumps(saved))
+    line = refused(invoke("encode", collection, "--model", model, "--out", tmp_path / "v", "--runner", "local"),
+                   "config.json", "output_layer = 'full' is no longer supported", "retrain the model")
+    assert "remove the key" not in line
+    night = decide(JobSpec(data=DataConfig(paths=[str(collection)])), model, tmp_path / "run" / "vectors", False)
+    assert night["train"] and "output_layer = 'full'" in night["why"] and night["target"].name == ".model-next"

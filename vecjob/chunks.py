@@ -76,8 +76,3 @@ def equal_length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarra
     order = np.argsort(lengths, kind="stable")
     bounds = np.flatnonzero(np.diff(lengths[order])) + 1
     return [group[i : i + batch_size] for group in np.split(order, bounds) for i in range(0, len(group), batch_size)]
-
-
-def autocast_for(device: torch.device, precision: str):
-    """bf16 autocast when asked for on CUDA; fp32 otherwise (on CPUs without bf16 units autocast is slower)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and precision == "bf16")

@@ -24,7 +24,11 @@ class _Frozen(BaseModel):
 # with the value vecjob now always behaves as: a job spec or a saved model's config holding that value
 # (or any value, for None) still loads; another value is refused with what to change.
 RETIRED = {"shuffle_window": 0, "bow_information_power": 0.0, "lr_schedule": "constant", "lr_min_fraction": None,
-           "num_layers": 1, "bidirectional": True, "pooling": "meanmax", "weight_decay": 0.0, "grad_clip": 1.0}
+           "num_layers": 1, "bidirectional": True, "pooling": "meanmax", "weight_decay": 0.0, "grad_clip": 1.0,
+           "output_layer": "adaptive", "init_embeddings": "lsa", "precision": "fp32"}
+
+
+REMOVE_THE_KEY = ": remove the key"
 
 
 def _drop_retired(raw: object) -> object:
@@ -33,7 +37,7 @@ def _drop_retired(raw: object) -> object:
     for key in RETIRED.keys() & raw.keys():
         if RETIRED[key] is not None and raw[key] != RETIRED[key]:
             raise ValueError(f"{key} = {raw[key]!r} is no longer supported (vecjob now always behaves as "
-                             f"{key} = {RETIRED[key]!r}): remove the key")
+                             f"{key} = {RETIRED[key]!r}){REMOVE_THE_KEY}")
     return {k: v for k, v in raw.items() if k not in RETIRED}
 
 
@@ -57,11 +61,7 @@ class ModelConfig(_Frozen):
     dim: int = 128  # the document vector (bottleneck) size
     embed_dim: int = 128
     hidden_dim: int = 128  # the LSTM width: wider trains slower on CPU and gained nothing clear on a GPU (bench/README.md)
-    output_layer: Literal["full", "adaptive"] = "adaptive"  # adaptive softmax: far fewer FLOPs per token
     dropout: float = 0.1
-    # The word embeddings training starts from: "lsa", the collection's own LSA term vectors
-    # (vecjob/warm_start.py), which small collections need to get past TF-IDF; "random".
-    init_embeddings: Literal["lsa", "random"] = "lsa"
     # Denoising: corrupt the encoder input, reconstruct the clean text (TSDAE: heavy deletion works best).
     delete_prob: float = 0.4
     mask_prob: float = 0.1
@@ -112,9 +112,6 @@ class TrainConfig(_Frozen):
     max_failures: int = 1  # a dead worker restarts the group from the last checkpoint this many times
     max_train_chunks: int = 0  # 0 = all; otherwise a deterministic sample bounds the corpus held in memory
     storage_path: str = ""  # Ray Train checkpoints; "" = beside the model dir. Must be shared on multi-node.
-    # On CUDA, "bf16" runs the forward passes under bf16 autocast; fp32 because cuDNN's LSTM already
-    # runs on TF32 tensor cores and bf16 trained slower (bench/README.md, GPU). The CPU trains in fp32.
-    precision: Literal["fp32", "bf16"] = "fp32"
     # `vecjob run` keeps a trained model until asked (--retrain), until it is this many days old
     # (0 = no age limit), or until the night's new documents drift from what it was trained on.
     max_model_age_days: int = Field(default=0, ge=0)
@@ -226,7 +223,7 @@ def load_job_spec(path: str | Path, run_date: _dt.date | None = None, out: str |
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_first_error(exc)}") from None
+        raise ConfigError(f"{path}: {first_error(exc)}") from None
     return resolve_paths(spec, path.parent, run_date or _dt.date.today())
 
 
@@ -256,7 +253,7 @@ def resolve_paths(spec: JobSpec, base: Path, run_date: _dt.date) -> JobSpec:
                                    "train": train})
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
@@ -273,4 +270,4 @@ def override(model: BaseModel, **changes) -> BaseModel:
     try:
         return type(model).model_validate({**model.model_dump(), **given})
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc)) from None
+        raise ConfigError(first_error(exc)) from None

@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import torch
 
-from vecjob.chunks import ChunkSet, autocast_for, equal_length_batches
+from vecjob.chunks import ChunkSet, equal_length_batches
 from vecjob.errors import InputError
 from vecjob.model_dir import LoadedModel, load_model_dir
 from vecjob.tokenizer import document_chunks
@@ -76,9 +76,6 @@ class DocumentEncoder:
         batch_size: int = 0,
         text_col: str = "text",
         threads: int | None = None,
-        # "bf16": autocast on CUDA. bench/gpu.py compares it; vecjob encodes in fp32, which on an H100
-        # was 1.1-1.4x faster and is the precision the vectors' fingerprints stand for.
-        precision: str = "fp32",
     ):
         # Read by oneDNN when it first builds a primitive, so it applies if no LSTM has run yet.
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_ENTRIES)
@@ -88,7 +85,6 @@ class DocumentEncoder:
         self.loaded: LoadedModel = load_model_dir(model_dir, self.device)
         self.batch_size = batch_size or (AUTO_BATCH_GPU if self.device.type == "cuda" else AUTO_BATCH_CPU)
         self.text_col = text_col
-        self.precision = precision
 
     @property
     def dim(self) -> int:
@@ -118,8 +114,7 @@ class DocumentEncoder:
             model = self.loaded.model
             for idx in equal_length_batches(lengths, self.batch_size):
                 batch = data.collate(idx).to(self.device)
-                with autocast_for(self.device, self.precision):
-                    chunk_vecs[idx] = model.embed(batch).float().cpu().numpy()
+                chunk_vecs[idx] = model.embed(batch).cpu().numpy()
             vectors = document_means(chunk_vecs, lengths, owner, len(docs))
             timings.tokens = int(lengths.sum())
             timings.chunks = len(data)

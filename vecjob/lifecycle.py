@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
-from vecjob.config import JobSpec, ModelConfig, TokenizerConfig, TrainConfig
+from vecjob.config import REMOVE_THE_KEY, JobSpec, ModelConfig, TokenizerConfig, TrainConfig, first_error
 from vecjob.outputs import MANIFEST, swap_into_place
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, read_json, read_row_groups
 from vecjob.tokenizer import TOKENIZER_VERSION, Tokenizer, Vocab, unknown_share
@@ -52,9 +53,13 @@ def decide(spec: JobSpec, model_dir: Path, vectors_dir: Path, retrain: bool) -> 
         return {"train": True, "target": pending, "why": "asked (--retrain)"}
     manifest = read_json(model_dir / MANIFEST)
     config = manifest.get("config", {})
-    trained_with = settings_fingerprint(TokenizerConfig.model_validate(config.get("tokenizer", {})),
-                                        ModelConfig.model_validate(config.get("model", {})),
-                                        TrainConfig.model_validate(config.get("train", {})))
+    try:
+        trained_with = settings_fingerprint(TokenizerConfig.model_validate(config.get("tokenizer", {})),
+                                            ModelConfig.model_validate(config.get("model", {})),
+                                            TrainConfig.model_validate(config.get("train", {})))
+    except ValidationError as exc:
+        return {"train": True, "target": pending, "why": "the model was trained with a setting this vecjob no "
+                f"longer runs ({first_error(exc).removesuffix(REMOVE_THE_KEY)})"}
     if trained_with != settings_fingerprint(spec.tokenizer, spec.model, spec.train) or \
             read_json(model_dir / "config.json").get("tokenizer_version") != TOKENIZER_VERSION:
         return {"train": True, "target": pending, "why": "the model settings in the spec changed"}

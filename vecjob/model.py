@@ -90,12 +90,9 @@ class SequenceAutoencoder(nn.Module):
         self.z_to_state = nn.Linear(cfg.dim, 2 * cfg.hidden_dim)
         self.decoder = nn.LSTM(cfg.embed_dim + cfg.dim, cfg.hidden_dim, batch_first=True)
         self.drop = nn.Dropout(cfg.dropout)
-        if cfg.output_layer == "adaptive":
-            self.output = nn.AdaptiveLogSoftmaxWithLoss(
-                cfg.hidden_dim, vocab_size, cutoffs=cutoffs or adaptive_cutoffs(vocab_size), div_value=4.0
-            )
-        else:
-            self.output = nn.Linear(cfg.hidden_dim, vocab_size)
+        self.output = nn.AdaptiveLogSoftmaxWithLoss(
+            cfg.hidden_dim, vocab_size, cutoffs=cutoffs or adaptive_cutoffs(vocab_size), div_value=4.0
+        )
         self.bow = nn.Linear(cfg.dim, vocab_size) if cfg.bow_weight > 0 else None
         self.tfidf = nn.Linear(cfg.dim, vocab_size) if cfg.tfidf_weight > 0 else None
         if self.tfidf is not None:
@@ -197,15 +194,11 @@ class SequenceAutoencoder(nn.Module):
     def _reconstruction(self, z: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, int]:
         hidden, targets = self._decoder_hidden(z, batch)
         keep = targets != PAD
-        h, t = hidden[keep].float(), targets[keep]
-        if isinstance(self.output, nn.AdaptiveLogSoftmaxWithLoss):
-            loss = self.output(h, t).loss
-        else:
-            loss = F.cross_entropy(self.output(h), t)
-        return loss, int(t.numel())
+        t = targets[keep]
+        return self.output(hidden[keep], t).loss, int(t.numel())
 
     def _bag_of_words(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
-        logp = F.log_softmax(self.bow(z).float(), dim=-1)  # [B, V]
+        logp = F.log_softmax(self.bow(z), dim=-1)  # [B, V]
         tokens = batch.bow_tokens if batch.bow_tokens is not None else batch.tokens
         nll = -logp.gather(1, tokens)  # [B, T]
         words = (tokens > EOS).float()  # every word alike; special tokens and padding not at all
@@ -221,19 +214,15 @@ class SequenceAutoencoder(nn.Module):
         return weight / weight.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
     def _tfidf_regression(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return (self.tfidf(z).float() - self.tfidf_targets(batch)).pow(2).sum(1).mean()
+        return (self.tfidf(z) - self.tfidf_targets(batch)).pow(2).sum(1).mean()
 
     @torch.no_grad()
     def token_accuracy(self, z: torch.Tensor, batch: Batch) -> tuple[int, int]:
         """Greedy next-token accuracy under teacher forcing: (correct, total)."""
         hidden, targets = self._decoder_hidden(z, batch)
         keep = targets != PAD
-        h, t = hidden[keep].float(), targets[keep]
-        if isinstance(self.output, nn.AdaptiveLogSoftmaxWithLoss):
-            pred = self.output.predict(h)
-        else:
-            pred = self.output(h).argmax(-1)
-        return int((pred == t).sum()), int(t.numel())
+        t = targets[keep]
+        return int((self.output.predict(hidden[keep]) == t).sum()), int(t.numel())
 
 
 def corrupt(batch: Batch, cfg: ModelConfig, generator: torch.Generator | None = None) -> Batch:

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from vecjob import FORMAT_VERSION, storage
-from vecjob.config import ModelConfig, TokenizerConfig
+from vecjob.config import REMOVE_THE_KEY, ModelConfig, TokenizerConfig, first_error
 from vecjob.errors import ArtifactError
 from vecjob.outputs import staged_dir
 from vecjob.parquet_io import MANIFEST, file_fingerprint, fingerprint, read_manifest, write_json_atomic
@@ -115,8 +117,10 @@ def read_model_info(path: str | Path) -> ModelInfo:
     try:
         model_cfg = ModelConfig.model_validate(config["model"])
         tok_cfg = TokenizerConfig.model_validate(config["tokenizer"])
-    except Exception as exc:  # noqa: BLE001 - any schema problem means an incompatible dir
-        raise ArtifactError(f"{path / CONFIG}: incompatible model config ({exc})") from None
+    except (ValidationError, KeyError) as exc:  # a model no longer supported, or not a vecjob config
+        problem = first_error(exc).removesuffix(REMOVE_THE_KEY) if isinstance(exc, ValidationError) else f"no {exc}"
+        raise ArtifactError(f"{path / CONFIG}: a model config this vecjob cannot run ({problem}): retrain the model "
+                            f"(vecjob train, or vecjob run retrains it)") from None
     vocab = Vocab.load(path)
     if len(vocab) != config["vocab_size"]:
         raise ArtifactError(f"{path}: vocab.tsv has {len(vocab)} tokens, config says {config['vocab_size']}")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vecjob.chunks import ChunkSet, autocast_for
+from vecjob.chunks import ChunkSet
 from vecjob.config import ModelConfig, TrainConfig
 from vecjob.model import SequenceAutoencoder, corrupt
 from vecjob.warm_start import lsa_term_vectors
@@ -130,8 +130,7 @@ def train_steps(
         clean = data.collate(idx)
         noisy = corrupt(clean, model_cfg) if model_cfg.variant == "denoising" else None
         kl_scale = min(1.0, step / max(1, model_cfg.kl_anneal_steps))
-        with autocast_for(device, train_cfg.precision):
-            losses = model(clean.to(device), noisy.to(device) if noisy else None, kl_scale=kl_scale)
+        losses = model(clean.to(device), noisy.to(device) if noisy else None, kl_scale=kl_scale)
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -149,22 +148,19 @@ ACCURACY_TOKENS = 8_192
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, data: ChunkSet, batches: list[np.ndarray], device: torch.device, precision: str = "fp32"
-) -> Totals:
+def evaluate(model: nn.Module, data: ChunkSet, batches: list[np.ndarray], device: torch.device) -> Totals:
     """Validation totals: losses with z = the mean (no sampling), and teacher-forced token accuracy."""
     core = unwrap(model)
     core.eval()
     totals = Totals()
     for idx in batches:
         batch = data.collate(idx).to(device)
-        with autocast_for(device, precision):
-            losses = core(batch)
-            if totals.checked < ACCURACY_TOKENS:
-                mu, _ = core.encode_states(batch)
-                correct, checked = core.token_accuracy(mu, batch)
-                totals.correct += correct
-                totals.checked += checked
+        losses = core(batch)
+        if totals.checked < ACCURACY_TOKENS:
+            mu, _ = core.encode_states(batch)
+            correct, checked = core.token_accuracy(mu, batch)
+            totals.correct += correct
+            totals.checked += checked
         totals.add_batch(losses, len(idx))
     return totals
 
@@ -286,7 +282,7 @@ def train_loop(
         train_totals, state.step = train_steps(
             model, optimizer, train, batches, model_cfg, train_cfg, device, state.step
         )
-        val_totals = evaluate(model, val, val_batches, device, train_cfg.precision) if len(val) else Totals()
+        val_totals = evaluate(model, val, val_batches, device) if len(val) else Totals()
         train_totals, val_totals = all_reduce_totals(train_totals, device), all_reduce_totals(val_totals, device)
         state.round += 1
         state.seconds += agreed_max(time.perf_counter() - started, device)
@@ -341,12 +337,13 @@ def build_model(
     train: ChunkSet | None = None,
 ) -> SequenceAutoencoder:
     """A freshly initialised model. For training, the training chunks set the TF-IDF target's
-    document frequencies and, under init_embeddings = "lsa", the starting word embeddings."""
+    document frequencies and the starting word embeddings: the collection's own LSA term vectors
+    (vecjob/warm_start.py), which small collections need to get past TF-IDF (bench/README.md)."""
     torch.manual_seed(seed)
     model = SequenceAutoencoder(model_cfg, vocab_size)
     if train is not None and model_cfg.tfidf_weight > 0:
         model.set_document_frequencies(*bag_document_frequencies(train, vocab_size))
-    if train is not None and model_cfg.init_embeddings == "lsa":
+    if train is not None:
         bags = train.context if train.context is not None else train
         vectors = lsa_term_vectors(bags.flat, bags.offsets, vocab_size, model_cfg.embed_dim, seed)
         with torch.no_grad():
