@@ -49,26 +49,28 @@ class DataConfig(_Frozen):
 
 
 class TokenizerConfig(_Frozen):
-    max_vocab: int = 20_000  # including the 4 special tokens
-    min_count: int = 2  # rarer words map to <unk>
-    max_len: int = 64  # tokens per chunk; longer documents are split and their chunk vectors averaged
+    max_vocab: int = Field(default=20_000, ge=5)  # including the 4 special tokens
+    min_count: int = Field(default=2, ge=1)  # rarer words map to <unk>
+    # Tokens per chunk; longer documents are split and their chunk vectors averaged
+    max_len: int = Field(default=64, ge=1)
 
 
 class ModelConfig(_Frozen):
     _retired = model_validator(mode="before")(_drop_retired)
 
     variant: Literal["plain", "denoising", "variational"] = "denoising"
-    dim: int = 128  # the document vector (bottleneck) size
-    embed_dim: int = 128
-    hidden_dim: int = 128  # the LSTM width: wider trains slower on CPU and gained nothing clear on a GPU (bench/README.md)
-    dropout: float = 0.1
+    dim: int = Field(default=128, ge=1)  # the document vector (bottleneck) size
+    embed_dim: int = Field(default=128, ge=1)
+    # The LSTM width: wider trains slower on CPU and gained nothing clear on a GPU (bench/README.md)
+    hidden_dim: int = Field(default=128, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     # Denoising: corrupt the encoder input, reconstruct the clean text (TSDAE: heavy deletion works best).
-    delete_prob: float = 0.4
-    mask_prob: float = 0.1
+    delete_prob: float = Field(default=0.4, ge=0.0, le=1.0)
+    mask_prob: float = Field(default=0.1, ge=0.0, le=1.0)
     # Dropping decoder inputs stops the decoder acting as a language model that ignores the vector.
-    word_dropout: float = 0.25
+    word_dropout: float = Field(default=0.25, ge=0.0, le=1.0)
     # Predict the chunk's bag of words from the vector alone: forces topical content into it.
-    bow_weight: float = 2.0
+    bow_weight: float = Field(default=2.0, ge=0.0)
     # The bag-of-words target also holds the words up to this many tokens either side of the chunk in
     # its document, so each chunk's vector carries its document's topic, not only its own words; 1024
     # takes most news articles whole and sharpened topic clusters (bench/README.md). 0 = the chunk's
@@ -82,9 +84,9 @@ class ModelConfig(_Frozen):
     # the training step.
     tfidf_weight: float = Field(default=4.0, ge=0.0)
     # Variational: KL weight annealed linearly from 0 over kl_anneal_steps; free bits per dimension.
-    kl_weight: float = 1.0
-    kl_anneal_steps: int = 2_000
-    free_bits: float = 0.05
+    kl_weight: float = Field(default=1.0, ge=0.0)
+    kl_anneal_steps: int = Field(default=2_000, ge=0)
+    free_bits: float = Field(default=0.05, ge=0.0)
 
 
 class TrainConfig(_Frozen):
@@ -101,16 +103,21 @@ class TrainConfig(_Frozen):
     # Training stops after the round in which it reaches this many minutes (0 = no cap), keeping the
     # best round's weights: a bound on what a nightly run spends on a collection larger than expected.
     max_minutes: float = Field(default=60.0, ge=0.0)
-    batch_size: int = 64  # chunks per step per worker
-    lr: float = 2e-3  # constant throughout: a cosine decay ended at a higher validation loss (bench/README.md)
-    val_fraction: float = 0.05  # documents held out for validation (by id hash, stable across runs)
-    patience: int = 3  # validations without improvement before stopping
-    seed: int = 0
-    workers: int = 0  # 0 = auto: one per GPU when the cluster has GPUs, else one per CPU (at most 2 locally)
+    batch_size: int = Field(default=64, ge=1)  # chunks per step per worker
+    # Constant throughout: a cosine decay ended at a higher validation loss (bench/README.md)
+    lr: float = Field(default=2e-3, gt=0.0)
+    # Documents held out for validation (by id hash, stable across runs)
+    val_fraction: float = Field(default=0.05, gt=0.0, lt=1.0)
+    patience: int = Field(default=3, ge=1)  # validations without improvement before stopping
+    seed: int = Field(default=0, ge=0)
+    # 0 = auto: one per GPU when the cluster has GPUs, else one per CPU (at most 2 locally)
+    workers: int = Field(default=0, ge=0)
     use_gpu: Literal["auto", "yes", "no"] = "auto"
-    gpus_per_worker: float = 1.0
-    max_failures: int = 1  # a dead worker restarts the group from the last checkpoint this many times
-    max_train_chunks: int = 0  # 0 = all; otherwise a deterministic sample bounds the corpus held in memory
+    gpus_per_worker: float = Field(default=1.0, gt=0.0)
+    # A dead worker restarts the group from the last checkpoint this many times
+    max_failures: int = Field(default=1, ge=0)
+    # 0 = all; otherwise a deterministic sample bounds the corpus held in memory
+    max_train_chunks: int = Field(default=0, ge=0)
     storage_path: str = ""  # Ray Train checkpoints; "" = beside the model dir. Must be shared on multi-node.
     # `vecjob run` keeps a trained model until asked (--retrain), until it is this many days old
     # (0 = no age limit), or until the night's new documents drift from what it was trained on.
@@ -138,8 +145,9 @@ class EncodeConfig(_Frozen):
     # Chunks per forward pass; 0 = auto: 128 on CPU (larger batches fall out of the cache and run
     # slower, bench/README.md), 2048 on GPU.
     batch_size: int = Field(default=0, ge=0)
-    concurrency: int = 0  # encoder actors; 0 = auto (one per GPU, else one per CPU; never more than units of work)
-    rows_per_task: int = 4_096  # a unit of work: row groups of one shard up to this many rows
+    # Encoder actors; 0 = auto (one per GPU, else one per CPU; never more than units of work)
+    concurrency: int = Field(default=0, ge=0)
+    rows_per_task: int = Field(default=4_096, ge=1)  # a unit of work: row groups of one shard up to this many rows
     keep_columns: list[str] = Field(default_factory=list)  # passed through to the vector shards
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -147,16 +155,16 @@ class EncodeConfig(_Frozen):
 class IndexConfig(_Frozen):
     factory: str = "auto"  # or any FAISS factory string: Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32, ...
     metric: Literal["cosine", "l2"] = "cosine"
-    recall_queries: int = 500  # queries sampled to measure recall@10 against exact search
-    target_recall: float = 0.95  # IVF nprobe is raised until the sample reaches this
-    seed: int = 0
+    recall_queries: int = Field(default=500, ge=1)  # queries sampled to measure recall@10 against exact search
+    target_recall: float = Field(default=0.95, gt=0.0, le=1.0)  # IVF nprobe is raised until the sample reaches this
+    seed: int = Field(default=0, ge=0)
 
 
 class ClusterConfig(_Frozen):
     k: int | Literal["auto"] = 5  # "auto": the best silhouette over k = 2..20
-    seeds: int = 3  # restarts; the lowest-objective run is kept
-    iterations: int = 25
-    seed: int = 0
+    seeds: int = Field(default=3, ge=1)  # restarts; the lowest-objective run is kept
+    iterations: int = Field(default=25, ge=1)
+    seed: int = Field(default=0, ge=0)
 
 
 class SentimentConfig(_Frozen):
@@ -270,4 +278,6 @@ def override(model: BaseModel, **changes) -> BaseModel:
     try:
         return type(model).model_validate({**model.model_dump(), **given})
     except ValidationError as exc:
-        raise ConfigError(first_error(exc)) from None
+        key = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else ""
+        flag = f"--{key.replace('_', '-')}: " if key in given else ""  # the flag the user typed, not the field
+        raise ConfigError(flag + first_error(exc).removeprefix(f"{key}: ")) from None
