@@ -294,3 +294,32 @@ def test_a_model_trained_with_a_removed_setting_is_refused_with_retrain_and_a_ni
     assert "remove the key" not in line
     night = decide(JobSpec(data=DataConfig(paths=[str(collection)])), model, tmp_path / "run" / "vectors", False)
     assert night["train"] and "output_layer = 'full'" in night["why"] and night["target"].name == ".model-next"
+
+
+def test_texts_or_labels_that_cannot_join_the_vectors_are_one_line(tmp_path):
+    ids = [f"doc-{i}" for i in range(60)]
+    vectors = make_vectors_dir(tmp_path / "v", blobs(60, 8, 3)[0], ids)
+    index_collection(vectors, tmp_path / "index", IndexConfig(factory="Flat"))
+    for name, table in (("ints", pa.table({"id": list(range(60)), "text": ["a"] * 60, "label": ["x", "y"] * 30})),
+                        ("untitled", pa.table({"id": ids, "label": ["x", "y"] * 30}))):
+        (tmp_path / name).mkdir()
+        pq.write_table(table, tmp_path / name / "part.parquet")
+    wrong_type, no_text = "id column 'id' is Int64, the vectors' ids are String", "missing column 'text'"
+    for args, fragment in ((["search", tmp_path / "index", "--id", "doc-1", "--data", tmp_path / "ints"], wrong_type),
+                           (["search", tmp_path / "index", "--id", "doc-1", "--data", tmp_path / "untitled"], no_text),
+                           (["cluster", vectors, "--out", tmp_path / "c", "--k", "3", "--data", tmp_path / "ints"],
+                            wrong_type),
+                           (["sentiment", "train", vectors, "--labels", tmp_path / "ints", "--out", tmp_path / "s"],
+                            wrong_type)):
+        refused(invoke(*args), "part.parquet", fragment)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "s").exists()
+
+
+def test_an_unusable_faiss_factory_is_one_line_without_faiss_internals(tmp_path):
+    vectors = make_vectors_dir(tmp_path / "v", blobs(40, 8, 2)[0], [f"d{i}" for i in range(40)])
+    line = refused(invoke("index", vectors, "--out", tmp_path / "i", "--factory", "Bogus12"),
+                   "FAISS factory 'Bogus12' is not valid for dim 8: could not parse index string Bogus12")
+    assert "faiss::" not in line and ".cpp" not in line
+    refused(invoke("index", vectors, "--out", tmp_path / "i", "--factory", "IVF4096,Flat"),
+            "'IVF4096,Flat' needs more training vectors than the 40 available")
+    assert not (tmp_path / "i").exists()

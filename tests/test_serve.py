@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from types import SimpleNamespace
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -187,6 +189,9 @@ def test_a_newly_published_index_is_swapped_in_while_queries_run(service, other_
 def test_a_corrupt_or_missing_index_at_start_is_one_line(tmp_path, tiny_model_dir, other_model_dir, service):
     runner = CliRunner()
     (tmp_path / "broken").mkdir()
+    for name, table in (("ints", pa.table({"id": [1, 2], "text": ["a", "b"]})), ("untitled", pa.table({"id": ["a"]}))):
+        (tmp_path / name).mkdir()
+        pq.write_table(table, tmp_path / name / "part.parquet")
     shutil.copy(service.root / "index" / "manifest.json", tmp_path / "broken" / "manifest.json")
     shutil.copy(service.root / "index" / "ids.parquet", tmp_path / "broken" / "ids.parquet")
     (tmp_path / "broken" / "index.faiss").write_bytes(b"not an index")
@@ -198,6 +203,10 @@ def test_a_corrupt_or_missing_index_at_start_is_one_line(tmp_path, tiny_model_di
                            [["serve", str(service.root / "index"), "--model", str(other)], "did not make"],
                            [["serve", str(service.root / "index"), "--port", "0"], "--port 0: must be between 1"],
                            [["serve", str(service.root / "index"), "--replicas", "0"], "--replicas 0: must be"],
+                           [["serve", str(service.root / "index"), "--data", str(tmp_path / "ints")],
+                            "id column 'id' is Int64, the vectors' ids are String"],
+                           [["serve", str(service.root / "index"), "--data", str(tmp_path / "untitled")],
+                            "missing column 'text'"],
                            [["serve", str(service.root / "index"), "--port", service.url.rsplit(":", 1)[1]],
                             "cannot listen there"]):
         r = runner.invoke(app, args)

@@ -22,10 +22,9 @@ from vecjob.errors import InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import (
     atomic_path,
-    discover,
     new_manifest,
     read_manifest,
-    scan,
+    scan_by_id,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -225,16 +224,9 @@ def _cluster_table(frame: pl.DataFrame, k: int, examples: int = 5) -> list[dict]
 
 
 def _join_data(frame: pl.DataFrame, data: list[str], id_col: str, text_col: str, label_col: str) -> pl.DataFrame:
-    paths = discover(data)
-    schema = scan(paths).collect_schema()
-    for col in (id_col, text_col):
-        if col not in schema:
-            raise InputError(f"{paths[0]}: missing column '{col}' (columns: {', '.join(schema.names())})")
-    cols = [pl.col(id_col).alias("id"), pl.col(text_col).alias("text")]
-    if label_col in schema:
-        cols.append(pl.col(label_col).cast(pl.String).alias("label"))
-    source = scan(paths).select(cols).collect()
-    return frame.join(source, on="id", how="inner")
+    source = scan_by_id(data, id_col, {text_col: "text"}, frame["id"].dtype, optional={label_col: "label"})
+    source = source.with_columns(pl.col("label").cast(pl.String)) if "label" in source.collect_schema() else source
+    return frame.join(source.collect(), on="id", how="inner")
 
 
 def top_terms(frame: pl.DataFrame, k: int, n_terms: int = 10, min_count: int = 3) -> dict[int, list[str]]:

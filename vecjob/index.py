@@ -87,7 +87,8 @@ def _labelled_index(factory: str, dim: int, metric: str):
     try:
         index = faiss.index_factory(dim, factory, faiss_metric)
     except RuntimeError as exc:
-        raise ConfigError(f"FAISS factory '{factory}' is not valid for dim {dim}: {exc}") from None
+        reason = str(exc).strip().rsplit(": ", 1)[-1]  # FAISS prefixes the C++ function and source line
+        raise ConfigError(f"FAISS factory '{factory}' is not valid for dim {dim}: {reason}") from None
     if _knob_from_index(index) == "nprobe":
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
         return index

@@ -306,6 +306,27 @@ def scan(paths: list[str]):
     return frame.with_columns(cs.categorical().cast(pl.String))
 
 
+def scan_by_id(data: list[str] | str, id_col: str, columns: dict[str, str], id_dtype, optional: dict | None = None):
+    """A collection's id column (as "id") and `columns` (its name → the name given; `optional` ones
+    where present), read lazily to be joined to vectors by id. One line naming the file refuses a
+    missing column, and ids of another type than `id_dtype` (the vectors'), which no row could match."""
+    import polars as pl
+
+    paths = discover(data)
+    frame = scan(paths)
+    schema = frame.collect_schema()
+    for col in (id_col, *columns):
+        if col not in schema:
+            raise InputError(f"{paths[0]}: missing column '{col}' (columns: {', '.join(schema.names())})")
+    ids = pl.col(id_col)
+    if schema[id_col] != id_dtype:
+        if not (schema[id_col].is_integer() and id_dtype.is_integer()):
+            raise InputError(f"{paths[0]}: id column '{id_col}' is {schema[id_col]}, the vectors' ids are {id_dtype}")
+        ids = ids.cast(id_dtype)
+    present = {**columns, **{col: name for col, name in (optional or {}).items() if col in schema}}
+    return frame.select(ids.alias("id"), *(pl.col(col).alias(name) for col, name in present.items()))
+
+
 def fingerprint(*parts: Any) -> str:
     """Hash of JSON-serialisable parts (configs, other fingerprints)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()

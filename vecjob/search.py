@@ -9,7 +9,7 @@ import polars as pl
 
 from vecjob.errors import ArtifactError, InputError
 from vecjob.index import LoadedIndex, load_index_dir
-from vecjob.parquet_io import discover, scan
+from vecjob.parquet_io import scan_by_id
 
 
 def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, model_dir: str | Path | None):
@@ -41,11 +41,14 @@ def check_model_made_index(model_dir: str | Path, index_manifest: dict) -> None:
                             f"index's vectors ({made_by[:12]})")
 
 
-def check_search_pair(index_dir: str | Path, model_dir: str | Path | None) -> None:
-    """Refuse, before anything starts, an index that cannot be loaded or a model that did not make it."""
+def check_search_pair(index_dir: str | Path, model_dir: str | Path | None, data: list[str] | None = None) -> None:
+    """Refuse, before anything starts, an index that cannot be loaded, a model that did not make it,
+    or texts (`data`) without the columns or the id type the hits' snippets are read by."""
     index = load_index_dir(index_dir)
     if model_dir is not None:
         check_model_made_index(model_dir, index.manifest)
+    if data:
+        scan_by_id(data, "id", {"text": "text"}, pl.from_arrow(index.labels.column("id")).dtype)
 
 
 def search(
@@ -94,10 +97,6 @@ def add_snippets(hits: list[dict], data: list[str], id_col: str = "id", text_col
 
 def lookup_texts(data: list[str], ids: list, id_col: str, text_col: str) -> dict:
     """Texts of the given ids, read lazily from the Parquet collection (only the matching rows)."""
-    frame = (
-        scan(discover(data))
-        .select([pl.col(id_col).alias("id"), pl.col(text_col).alias("text")])
-        .filter(pl.col("id").is_in(ids))
-        .collect()
-    )
+    wanted = pl.Series(ids)
+    frame = scan_by_id(data, id_col, {text_col: "text"}, wanted.dtype).filter(pl.col("id").is_in(wanted)).collect()
     return dict(zip(frame["id"].to_list(), frame["text"].to_list()))

@@ -28,7 +28,7 @@ from vecjob.parquet_io import (
     fingerprint,
     new_manifest,
     read_manifest,
-    scan,
+    scan_by_id,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -87,28 +87,20 @@ def labelled_vectors(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Vectors joined to labels by id (optionally one split); returns x, y and join counts."""
     vdir = VectorsDir.open(vectors_dir)
-    paths = discover(labels)
-    schema = scan(paths).collect_schema()
-    for col in (id_col, cfg.label_col):
-        if col not in schema:
-            raise InputError(f"{paths[0]}: missing column '{col}' (columns: {', '.join(schema.names())})")
-    cols = [pl.col(id_col).alias("id"), pl.col(cfg.label_col).cast(pl.String).alias("label")]
-    use_split = split is not None and cfg.split_col in schema
-    if use_split:
-        cols.append(pl.col(cfg.split_col).alias("split"))
-    frame = scan(paths).select(cols).collect()
+    table = vdir.read_all(["id", "vector"])
+    vec_ids = pl.from_arrow(table.select(["id"])).with_row_index("row")
+    frame = scan_by_id(labels, id_col, {cfg.label_col: "label"}, vec_ids["id"].dtype,
+                       optional={cfg.split_col: "split"} if split is not None else None)
+    use_split = "split" in frame.collect_schema()
+    frame = frame.with_columns(pl.col("label").cast(pl.String)).collect()
     if use_split:
         frame = frame.filter(pl.col("split") == split)
     frame = frame.drop_nulls("label")
-    table = vdir.read_all(["id", "vector"])
-    vec_ids = pl.from_arrow(table.select(["id"])).with_row_index("row")
-    if vec_ids["id"].dtype != frame["id"].dtype:
-        raise InputError(f"{paths[0]}: id column '{id_col}' is {frame['id'].dtype}, vector ids are {vec_ids['id'].dtype}")
     joined = frame.join(vec_ids, on="id", how="inner")
     counts = {"labelled_rows": frame.height, "joined": joined.height, "labels_without_vector": frame.height - joined.height}
     if joined.height == 0:
-        raise InputError(f"{paths[0]}: no id overlaps the vectors in {vectors_dir}"
-                         + (f" (split '{split}')" if use_split else ""))
+        where = labels if isinstance(labels, str) else ", ".join(labels)
+        raise InputError(f"{where}: no id overlaps the vectors in {vectors_dir}" + (f" (split '{split}')" if use_split else ""))
     x = table_vectors(table)[joined["row"].to_numpy()]
     return x, joined["label"].to_numpy().astype(object), counts
 

@@ -82,7 +82,8 @@ def serve(
         if not ok:
             raise ConfigError(f"{flag} {value}: must be {need}")
     index_dir, model = storage.absolute(index_dir), storage.absolute(model) if model else None
-    check_search_pair(index_dir, model)  # a corrupt or missing index, or another model: one line, exit 2
+    data = [storage.absolute(d) for d in data or []] or None
+    check_search_pair(index_dir, model, data)  # a corrupt or missing index, another model, unusable texts
     if not (address or os.environ.get("RAY_ADDRESS")):  # the proxy will listen on this machine
         with socket.socket() as probe:
             try:
@@ -93,9 +94,8 @@ def serve(
     from vecjob.ray_serve import APP_NAME, deploy
 
     try:
-        url = deploy(str(index_dir), str(model) if model else None,
-                     [storage.absolute(d) for d in data or []] or None,
-                     host=host, port=port, replicas=replicas, poll_s=poll_s)
+        url = deploy(str(index_dir), str(model) if model else None, data, host=host, port=port, replicas=replicas,
+                     poll_s=poll_s)
     except RuntimeError as exc:  # Serve's own failures (a proxy that cannot bind on a cluster node)
         raise ConfigError(f"the search service did not start: {str(exc).strip().splitlines()[-1]}") from None
     typer.echo(f"serving {index_dir} at {url} (POST /search, /search/batch; GET /healthz, /info)", err=True)
