@@ -120,6 +120,25 @@ def test_a_value_out_of_its_range_is_one_line_naming_the_key(tmp_path, table, ke
         load_job_spec(spec)
 
 
+@pytest.mark.parametrize("body, message", [
+    ('[model]\ndim = true', "model.dim: Input should be a valid integer$"),  # not 1
+    ('[tokenizer]\nmax_vocab = 99999999999999999999', "tokenizer.max_vocab: Input should be less than or equal to"),
+    ('[train]\nepochs = 1.5', "train.epochs: Input should be a valid integer or Input should be 'auto'$"),
+])
+def test_a_value_of_the_wrong_kind_is_one_line_naming_the_key_alone(tmp_path, body, message):
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'[data]\npaths = ["d"]\n{body}\n')
+    with pytest.raises(ConfigError, match=f"job.toml: {message}"):
+        load_job_spec(spec)
+
+
+def test_a_spec_that_is_not_utf8_text_is_one_line(tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_bytes(b"\xff\xfe name = 'x'")
+    with pytest.raises(ConfigError, match="job.toml: not UTF-8 text"):
+        load_job_spec(spec)
+
+
 def test_a_flag_out_of_its_range_is_one_line_naming_it(tmp_path):
     from typer.testing import CliRunner
 

@@ -61,6 +61,13 @@ def test_no_id_overlap(tmp_path):
         train_classifier(vdir, str(tmp_path / "other.parquet"), tmp_path / "c", SentimentConfig())
 
 
+def test_labels_that_are_all_null_are_named_as_such_not_as_ids_that_miss(tmp_path):
+    vdir, _ = _data(tmp_path)
+    pq.write_table(pa.table({"id": [1, 2], "label": pa.array([None, None], pa.string())}), tmp_path / "empty.parquet")
+    with pytest.raises(InputError, match="empty.parquet: no row has a 'label' label$"):
+        train_classifier(vdir, str(tmp_path / "empty.parquet"), tmp_path / "c", SentimentConfig())
+
+
 def test_single_class(tmp_path):
     vdir, _ = _data(tmp_path)
     pq.write_table(pa.table({"id": list(range(50)), "label": ["pos"] * 50}), tmp_path / "one.parquet")

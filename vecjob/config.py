@@ -6,14 +6,29 @@ Every field has a default and a short reason. The resolved config is saved besid
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vecjob import storage
 from vecjob.errors import ConfigError
+
+
+# An integer setting: TOML's true is not 1, and no value overflows the 64-bit integers that numpy,
+# polars and torch take it as.
+Int = Annotated[int, Strict(), Field(le=2**62)]
 
 
 class _Frozen(BaseModel):
@@ -49,44 +64,44 @@ class DataConfig(_Frozen):
 
 
 class TokenizerConfig(_Frozen):
-    max_vocab: int = Field(default=20_000, ge=5)  # including the 4 special tokens
-    min_count: int = Field(default=2, ge=1)  # rarer words map to <unk>
+    max_vocab: Int = Field(default=20_000, ge=5)  # including the 4 special tokens
+    min_count: Int = Field(default=2, ge=1)  # rarer words map to <unk>
     # Tokens per chunk; longer documents are split and their chunk vectors averaged
-    max_len: int = Field(default=64, ge=1)
+    max_len: Int = Field(default=64, ge=1)
 
 
 class ModelConfig(_Frozen):
     _retired = model_validator(mode="before")(_drop_retired)
 
     variant: Literal["plain", "denoising", "variational"] = "denoising"
-    dim: int = Field(default=128, ge=1)  # the document vector (bottleneck) size
-    embed_dim: int = Field(default=128, ge=1)
+    dim: Int = Field(default=128, ge=1)  # the document vector (bottleneck) size
+    embed_dim: Int = Field(default=128, ge=1)
     # The LSTM width: wider trains slower on CPU and gained nothing clear on a GPU (bench/README.md)
-    hidden_dim: int = Field(default=128, ge=1)
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    hidden_dim: Int = Field(default=128, ge=1)
+    dropout: StrictFloat = Field(default=0.1, ge=0.0, lt=1.0)
     # Denoising: corrupt the encoder input, reconstruct the clean text (TSDAE: heavy deletion works best).
-    delete_prob: float = Field(default=0.4, ge=0.0, le=1.0)
-    mask_prob: float = Field(default=0.1, ge=0.0, le=1.0)
+    delete_prob: StrictFloat = Field(default=0.4, ge=0.0, le=1.0)
+    mask_prob: StrictFloat = Field(default=0.1, ge=0.0, le=1.0)
     # Dropping decoder inputs stops the decoder acting as a language model that ignores the vector.
-    word_dropout: float = Field(default=0.25, ge=0.0, le=1.0)
+    word_dropout: StrictFloat = Field(default=0.25, ge=0.0, le=1.0)
     # Predict the chunk's bag of words from the vector alone: forces topical content into it.
-    bow_weight: float = Field(default=2.0, ge=0.0)
+    bow_weight: StrictFloat = Field(default=2.0, ge=0.0)
     # The bag-of-words target also holds the words up to this many tokens either side of the chunk in
     # its document, so each chunk's vector carries its document's topic, not only its own words; 1024
     # takes most news articles whole and sharpened topic clusters (bench/README.md). 0 = the chunk's
     # own words. Training-only: training batches hold up to (1 + 2·context/max_len)× the tokens.
-    bow_context: int = Field(default=1024, ge=0, le=1024)
+    bow_context: Int = Field(default=1024, ge=0, le=1024)
     # Regress the vector, through a linear head, onto the L2-normalised TF-IDF vector of the same
     # bag-of-words target (squared error, 0..~1 per chunk). A linear map from `dim` numbers fits it
     # best from LSA's subspace, so the term pulls into z the word-level directions a linear probe
     # reads. 4 lifted the sentiment probe past LSA's; more did not and cost topic clusters
     # (bench/README.md). 0 = off. Training-only, like the bag-of-words head, at a tenth to a fifth of
     # the training step.
-    tfidf_weight: float = Field(default=4.0, ge=0.0)
+    tfidf_weight: StrictFloat = Field(default=4.0, ge=0.0)
     # Variational: KL weight annealed linearly from 0 over kl_anneal_steps; free bits per dimension.
-    kl_weight: float = Field(default=1.0, ge=0.0)
-    kl_anneal_steps: int = Field(default=2_000, ge=0)
-    free_bits: float = Field(default=0.05, ge=0.0)
+    kl_weight: StrictFloat = Field(default=1.0, ge=0.0)
+    kl_anneal_steps: Int = Field(default=2_000, ge=0)
+    free_bits: StrictFloat = Field(default=0.05, ge=0.0)
 
 
 class TrainConfig(_Frozen):
@@ -95,39 +110,39 @@ class TrainConfig(_Frozen):
     # How long training runs. "auto": as many steps as show the model `tokens` training tokens, so a
     # 300-document collection is seen many times and a large one in part; validated 10 times in all.
     # A number: that many epochs, validated after each.
-    epochs: int | Literal["auto"] = "auto"
+    epochs: Int | Literal["auto"] = "auto"
     # The token budget of epochs = "auto": what an autoencoder needs to learn a collection's
     # vocabulary in context, whatever the collection's size (bench/README.md, "Vector quality on any
     # collection").
-    tokens: int = Field(default=3_000_000, gt=0)
+    tokens: Int = Field(default=3_000_000, gt=0)
     # Training stops after the round in which it reaches this many minutes (0 = no cap), keeping the
     # best round's weights: a bound on what a nightly run spends on a collection larger than expected.
-    max_minutes: float = Field(default=60.0, ge=0.0)
-    batch_size: int = Field(default=64, ge=1)  # chunks per step per worker
+    max_minutes: StrictFloat = Field(default=60.0, ge=0.0)
+    batch_size: Int = Field(default=64, ge=1)  # chunks per step per worker
     # Constant throughout: a cosine decay ended at a higher validation loss (bench/README.md)
-    lr: float = Field(default=2e-3, gt=0.0)
+    lr: StrictFloat = Field(default=2e-3, gt=0.0)
     # Documents held out for validation (by id hash, stable across runs)
-    val_fraction: float = Field(default=0.05, gt=0.0, lt=1.0)
-    patience: int = Field(default=3, ge=1)  # validations without improvement before stopping
-    seed: int = Field(default=0, ge=0)
+    val_fraction: StrictFloat = Field(default=0.05, gt=0.0, lt=1.0)
+    patience: Int = Field(default=3, ge=1)  # validations without improvement before stopping
+    seed: Int = Field(default=0, ge=0)
     # 0 = auto: one per GPU when the cluster has GPUs, else one per CPU (at most 2 locally)
-    workers: int = Field(default=0, ge=0)
+    workers: Int = Field(default=0, ge=0)
     use_gpu: Literal["auto", "yes", "no"] = "auto"
-    gpus_per_worker: float = Field(default=1.0, gt=0.0)
+    gpus_per_worker: StrictFloat = Field(default=1.0, gt=0.0)
     # A dead worker restarts the group from the last checkpoint this many times
-    max_failures: int = Field(default=1, ge=0)
+    max_failures: Int = Field(default=1, ge=0)
     # 0 = all; otherwise a deterministic sample bounds the corpus held in memory
-    max_train_chunks: int = Field(default=0, ge=0)
+    max_train_chunks: Int = Field(default=0, ge=0)
     storage_path: str = ""  # Ray Train checkpoints; "" = beside the model dir. Must be shared on multi-node.
     # `vecjob run` keeps a trained model until asked (--retrain), until it is this many days old
     # (0 = no age limit), or until the night's new documents drift from what it was trained on.
-    max_model_age_days: int = Field(default=0, ge=0)
+    max_model_age_days: Int = Field(default=0, ge=0)
     # Drift: the share of the night's new tokens the vocabulary does not know, minus that share in
     # held-out training documents. Unknown tokens carry nothing into a vector, so this is what the
     # vocabulary loses on the new text beyond what it lost on unseen text of its own collection. The
     # default lies between what the next documents of one corpus and another corpus measured
     # (bench/README.md, "Drift").
-    retrain_drift: float = Field(default=0.07, gt=0.0, le=1.0)
+    retrain_drift: StrictFloat = Field(default=0.07, gt=0.0, le=1.0)
 
     def what_shapes_the_weights(self) -> dict:
         """The settings a trained model depends on: not where checkpoints go or when to retrain."""
@@ -144,10 +159,10 @@ class TrainConfig(_Frozen):
 class EncodeConfig(_Frozen):
     # Chunks per forward pass; 0 = auto: 128 on CPU (larger batches fall out of the cache and run
     # slower, bench/README.md), 2048 on GPU.
-    batch_size: int = Field(default=0, ge=0)
+    batch_size: Int = Field(default=0, ge=0)
     # Encoder actors; 0 = auto (one per GPU, else one per CPU; never more than units of work)
-    concurrency: int = Field(default=0, ge=0)
-    rows_per_task: int = Field(default=4_096, ge=1)  # a unit of work: row groups of one shard up to this many rows
+    concurrency: Int = Field(default=0, ge=0)
+    rows_per_task: Int = Field(default=4_096, ge=1)  # a unit of work: row groups of one shard up to this many rows
     keep_columns: list[str] = Field(default_factory=list)  # passed through to the vector shards
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -155,16 +170,16 @@ class EncodeConfig(_Frozen):
 class IndexConfig(_Frozen):
     factory: str = "auto"  # or any FAISS factory string: Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32, ...
     metric: Literal["cosine", "l2"] = "cosine"
-    recall_queries: int = Field(default=500, ge=1)  # queries sampled to measure recall@10 against exact search
-    target_recall: float = Field(default=0.95, ge=0.0, le=1.0)  # IVF nprobe is raised until the sample reaches this
-    seed: int = Field(default=0, ge=0)
+    recall_queries: Int = Field(default=500, ge=1)  # queries sampled to measure recall@10 against exact search
+    target_recall: StrictFloat = Field(default=0.95, ge=0.0, le=1.0)  # IVF nprobe is raised until the sample reaches this
+    seed: Int = Field(default=0, ge=0)
 
 
 class ClusterConfig(_Frozen):
     k: int | Literal["auto"] = 5  # "auto": the best silhouette over k = 2..20
-    seeds: int = Field(default=3, ge=1)  # restarts; the lowest-objective run is kept
-    iterations: int = Field(default=25, ge=1)
-    seed: int = Field(default=0, ge=0)
+    seeds: Int = Field(default=3, ge=1)  # restarts; the lowest-objective run is kept
+    iterations: Int = Field(default=25, ge=1)
+    seed: Int = Field(default=0, ge=0)
 
 
 class SentimentConfig(_Frozen):
@@ -226,6 +241,8 @@ def load_job_spec(path: str | Path, run_date: _dt.date | None = None, out: str |
         raise ConfigError(f"{path}: job spec not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text, as a TOML job spec is") from None
     if out is not None:
         raw["out"] = out
     try:
@@ -261,12 +278,22 @@ def resolve_paths(spec: JobSpec, base: Path, run_date: _dt.date) -> JobSpec:
                                    "train": train})
 
 
+# Where a value fails every member of a union (epochs: a number or "auto"), pydantic names each member
+# after the key; the user wrote only the key.
+_UNION_MEMBER = re.compile(r"^(int|float|str|bool|constrained-\w+|literal\[.*\])$")
+
+
 def first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
+    """The first problem in one line: the key, and what it should be (every alternative, for a union)."""
+    errors = exc.errors()
+
+    def key(err: dict) -> str:
+        return ".".join(str(p) for p in err["loc"] if not _UNION_MEMBER.match(str(p)))
+
+    where = key(errors[0])
+    if errors[0]["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
-    message = err["msg"].removeprefix("Value error, ")
+    message = " or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errors if key(e) == where))
     return f"{where}: {message}" if where else message
 
 

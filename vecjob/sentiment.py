@@ -98,9 +98,11 @@ def labelled_vectors(
     frame = frame.drop_nulls("label")
     joined = frame.join(vec_ids, on="id", how="inner")
     counts = {"labelled_rows": frame.height, "joined": joined.height, "labels_without_vector": frame.height - joined.height}
+    where, in_split = labels if isinstance(labels, str) else ", ".join(labels), f" (split '{split}')" if use_split else ""
+    if frame.height == 0:
+        raise InputError(f"{where}: no row has a '{cfg.label_col}' label{in_split}")
     if joined.height == 0:
-        where = labels if isinstance(labels, str) else ", ".join(labels)
-        raise InputError(f"{where}: no id overlaps the vectors in {vectors_dir}" + (f" (split '{split}')" if use_split else ""))
+        raise InputError(f"{where}: no id overlaps the vectors in {vectors_dir}{in_split}")
     x = table_vectors(table)[joined["row"].to_numpy()]
     return x, joined["label"].to_numpy().astype(object), counts
 
