@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vecjob import storage
+from vecjob.config import Int, first_error
 from vecjob.errors import InputError, VecjobError
 from vecjob.index import MANIFEST_KIND as INDEX_KIND
 from vecjob.index import LoadedIndex, load_index_dir
@@ -27,6 +28,7 @@ from vecjob.search import check_model_made_index
 
 MAX_K = 1_000
 MAX_BATCH = 256
+MAX_NPROBE = 1 << 20  # beyond any IVF index's lists (FAISS probes at most nlist of them)
 
 
 class Query(BaseModel):
@@ -34,10 +36,10 @@ class Query(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     text: str | None = None
-    id: str | int | None = None
+    id: str | Int | None = None
     vector: list[float] | None = None
-    k: int = Field(default=10, ge=1, le=MAX_K)
-    nprobe: int | None = Field(default=None, ge=1)
+    k: Int = Field(default=10, ge=1, le=MAX_K)
+    nprobe: Int | None = Field(default=None, ge=1, le=MAX_NPROBE)
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Query":
@@ -73,9 +75,7 @@ def parse(body: bytes, model: type[BaseModel], max_bytes: int) -> BaseModel:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise RequestError(422, f"{where + ': ' if where else ''}{err['msg']}") from None
+        raise RequestError(422, first_error(exc)) from None
 
 
 def generation(manifest: dict) -> str:
