@@ -323,3 +323,10 @@ def test_an_unusable_faiss_factory_is_one_line_without_faiss_internals(tmp_path)
     refused(invoke("index", vectors, "--out", tmp_path / "i", "--factory", "IVF4096,Flat"),
             "'IVF4096,Flat' needs more training vectors than the 40 available")
     assert not (tmp_path / "i").exists()
+
+
+def test_a_stage_whose_input_no_stage_makes_is_refused_before_the_run_dir_exists(tmp_path, collection):
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'out = "run"\nstages = ["index", "cluster"]\n[data]\npaths = ["{collection}"]\n')
+    refused(invoke("run", spec), 'stages: index reads what the encode stage writes', 'add "encode" to stages')
+    assert not (tmp_path / "run").exists()

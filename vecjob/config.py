@@ -171,7 +171,8 @@ class IndexConfig(_Frozen):
     factory: str = "auto"  # or any FAISS factory string: Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32, ...
     metric: Literal["cosine", "l2"] = "cosine"
     recall_queries: Int = Field(default=500, ge=1)  # queries sampled to measure recall@10 against exact search
-    target_recall: StrictFloat = Field(default=0.95, ge=0.0, le=1.0)  # IVF nprobe is raised until the sample reaches this
+    # IVF nprobe (HNSW efSearch) is raised until the sample reaches this; 0 keeps the lowest, fastest
+    target_recall: StrictFloat = Field(default=0.95, ge=0.0, le=1.0)
     seed: Int = Field(default=0, ge=0)
 
 

@@ -19,6 +19,7 @@ from typing import Callable
 
 from vecjob import storage
 from vecjob.config import JobSpec
+from vecjob.errors import ConfigError
 from vecjob.lifecycle import publish_when_ready
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import MANIFEST, new_manifest, read_json, write_json_atomic
@@ -43,6 +44,11 @@ def run_job(
             return run_job(spec.model_copy(update={"out": str(local)}), force, on_stage, retrain,
                            publish=lambda: storage.push(local, spec.out))
     root = check_output(spec.out, "out", markers=())  # stages check their own folders
+    for name in spec.stages:  # before anything is written: a stage whose input no stage of this run makes
+        for needed in STAGES[name].needs:
+            if needed not in spec.stages and not (root / STAGES[needed].folder / MANIFEST).exists():
+                raise ConfigError(f"stages: {name} reads what the {needed} stage writes, and {root} has none yet: "
+                                  f"add \"{needed}\" to stages")
     with output_lock(root):
         root.mkdir(parents=True, exist_ok=True)
         return _run_locked(spec, root, force, retrain or force, on_stage, publish or (lambda: None))

@@ -75,6 +75,7 @@ class Plan:
 class Stage:
     name: ClassVar[str]
     folder: ClassVar[str]  # in the run dir
+    needs: ClassVar[tuple[str, ...]] = ()  # the stages whose outputs it reads
 
     def fingerprint(self, ctx: RunContext) -> str:
         raise NotImplementedError
@@ -163,6 +164,7 @@ def train_headline(model_manifest: dict) -> dict:
 
 class Encode(Stage):
     name, folder = "encode", "vectors"
+    needs = ("train",)
 
     def fingerprint(self, ctx: RunContext) -> str:
         model = read_json(active_model(ctx.folder("train")) / MANIFEST).get("model_fingerprint", "")
@@ -182,6 +184,7 @@ class Encode(Stage):
 
 class Index(Stage):
     name, folder = "index", "index"
+    needs = ("encode",)
 
     def fingerprint(self, ctx: RunContext) -> str:
         return fingerprint(self.name, ctx.upstream("encode", "vectors_fingerprint"), ctx.spec.index.model_dump())
@@ -197,6 +200,7 @@ class Index(Stage):
 
 class Cluster(Stage):
     name, folder = "cluster", "clusters"
+    needs = ("encode",)
 
     def fingerprint(self, ctx: RunContext) -> str:
         return fingerprint(self.name, ctx.upstream("encode", "vectors_fingerprint"), ctx.data_fingerprint(),
@@ -213,6 +217,7 @@ class Cluster(Stage):
 
 class Sentiment(Stage):
     name, folder = "sentiment", "sentiment"
+    needs = ("encode",)
 
     def fingerprint(self, ctx: RunContext) -> str:
         labels = ctx.spec.sentiment.labels
