@@ -1,6 +1,7 @@
 import shutil
 
 import numpy as np
+import polars as pl
 import pytest
 
 from vecjob.encoder import DocumentEncoder, document_means
@@ -108,6 +109,19 @@ def test_model_dir_from_an_older_tokenizer_is_refused(tiny_model_dir, tmp_path):
         DocumentEncoder(older)
 
 
+def test_a_model_of_the_previous_tokenizer_version_loads_and_keeps_its_tokenisation(tiny_model_dir, tmp_path):
+    import json
+
+    previous = tmp_path / "previous"
+    shutil.copytree(tiny_model_dir, previous)
+    config = json.loads((previous / "config.json").read_text())
+    (previous / "config.json").write_text(json.dumps({**config, "tokenizer_version": 2}))
+    old, new = DocumentEncoder(previous), DocumentEncoder(tiny_model_dir)
+    assert old.loaded.tokenizer.version == 2 and new.loaded.tokenizer.version == TOKENIZER_VERSION == 3
+    texts = pl.Series(["goal team league match", "chip robot network"])
+    np.testing.assert_array_equal(old.encode_texts(texts).vectors, new.encode_texts(texts).vectors)
+
+
 def test_a_model_trained_with_other_softmax_cutoffs_still_loads(tiny_model_dir, tmp_path):
     import torch
 
@@ -131,3 +145,23 @@ def test_a_model_trained_with_other_softmax_cutoffs_still_loads(tiny_model_dir, 
     texts = ["goal team league", "flour oven sugar"]
     np.testing.assert_array_equal(DocumentEncoder(older, device="cpu").encode_texts(texts).vectors,
                                   DocumentEncoder(tiny_model_dir, device="cpu").encode_texts(texts).vectors)
+
+
+def test_a_chinese_collection_has_a_vocabulary_and_its_topics_apart(tmp_path):
+    """Unspaced text: each character is a token, so a Chinese collection trains on what repeats."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import train_tiny_model
+
+    rng = np.random.default_rng(0)
+    topics = ["球队比赛进球冠军联赛教练", "银行利率市场经济股票投资"]
+    texts = ["".join(rng.choice(list(topics[i % 2]), 12)) + "。" for i in range(160)]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(160)], "text": texts}), tmp_path / "data" / "p.parquet")
+    encoder = DocumentEncoder(train_tiny_model(tmp_path / "model", tmp_path / "data"), device="cpu")
+    assert set("".join(topics)) <= set(encoder.loaded.tokenizer.vocab.tokens)
+    out = encoder.encode_texts(pl.Series(texts))
+    unit = out.vectors / np.linalg.norm(out.vectors, axis=1, keepdims=True)
+    same = np.arange(160) % 2 == 0
+    assert out.ok.all() and (unit[same] @ unit[same].mean(0)).mean() > (unit[~same] @ unit[same].mean(0)).mean()

@@ -10,7 +10,7 @@ from vecjob.cli import app
 runner = CliRunner()
 
 
-def test_a_new_tokenizer_version_retrains(tmp_path, monkeypatch):
+def test_the_train_stage_fingerprint_follows_the_tokenizer_version(tmp_path, monkeypatch):
     from vecjob import stages
     from vecjob.config import load_job_spec
 

@@ -12,6 +12,18 @@ def test_tokenize_lowercases_and_splits_punctuation():
     assert tokens[1] is None
 
 
+def test_chinese_characters_and_kana_are_tokens_of_their_own_and_version_2_keeps_its_runs():
+    texts = ["我们去北京看比赛了。", "日本語のテキスト", "abc中文def it's", "Привет, мир!", "한국어 텍스트"]
+    assert tokenize_column(texts).to_list() == [
+        ["我", "们", "去", "北", "京", "看", "比", "赛", "了", "。"], ["日", "本", "語", "の", "テ", "キ", "ス", "ト"],
+        ["abc", "中", "文", "def", "it's"], ["привет", ",", "мир", "!"], ["한국어", "텍스트"]]  # Hangul is spaced
+    assert tokenize_column(texts, version=2).to_list()[:3] == [["我们去北京看比赛了", "。"], ["日本語のテキスト"],
+                                                               ["abc中文def", "it's"]]
+    vocab = Vocab.from_counts(count_tokens(["北京 abc", "北京 def"]), 20, 1)
+    assert Tokenizer(vocab, 8, version=2).encode(pl.Series(["北京"]))[0].tolist() == [UNK]  # a model of version 2
+    assert [vocab.tokens[i] for i in Tokenizer(vocab, 8).encode(pl.Series(["北京"]))[0]] == ["北", "京"]
+
+
 def test_urls_become_one_token_and_html_entities_are_unescaped():
     # Tweets: a t.co link would otherwise be ~8 tokens of "http : / / t . co /" and an unknown id.
     tokens = tokenize_column(["Read http://t.co/AbC9x now &amp; HTTPS://example.com/a?b=1!", "R&amp;D &lt;3 www.bbc.co.uk", "Google&amp;#39;s"])

@@ -29,7 +29,7 @@ from vecjob.parquet_io import (
     write_parquet_atomic,
 )
 from vecjob.timing import timed
-from vecjob.tokenizer import tokenize_column
+from vecjob.tokenizer import CJK_CHARACTERS, tokenize_column
 from vecjob.vectors import VectorsDir, table_vectors, unit_rows
 
 MANIFEST_KIND = "vecjob.cluster"
@@ -233,10 +233,11 @@ def top_terms(frame: pl.DataFrame, k: int, n_terms: int = 10, min_count: int = 3
     """Class-based term weighting: a term scores p_c(t) · log(p_c(t) / p(t)), its contribution to the
     KL divergence of the cluster's word distribution from the corpus's. Words as common everywhere as
     in the cluster ("the", "said") score about zero, so no stopword list is needed (plain c-TF-IDF's
-    log(1 + A/f) weight ranked "the, and, for" first on BBC). Word tokens of 3+ letters only."""
+    log(1 + A/f) weight ranked "the, and, for" first on BBC). Word tokens of 3+ letters, or one
+    Chinese character or kana (a token of its own)."""
     tokens = (frame.select("cluster", tokenize_column(frame["text"]).alias("token"))
               .explode("token").drop_nulls("token")
-              .filter(pl.col("token").str.contains(r"^[^\W\d_]{3,}$")))
+              .filter(pl.col("token").str.contains(rf"^([^\W\d_]{{3,}}|[{CJK_CHARACTERS}])$")))
     counts = tokens.group_by("cluster", "token").len("n")
     cluster_total = counts.group_by("cluster").agg(pl.col("n").sum().alias("total"))
     corpus = counts.group_by("token").agg(pl.col("n").sum().alias("f"))

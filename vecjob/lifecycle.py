@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from vecjob.config import REMOVE_THE_KEY, JobSpec, ModelConfig, TokenizerConfig, TrainConfig, first_error
 from vecjob.outputs import MANIFEST, swap_into_place
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, read_json, read_row_groups
-from vecjob.tokenizer import TOKENIZER_VERSION, Tokenizer, Vocab, unknown_share
+from vecjob.tokenizer import TOKEN_PATTERNS, TOKENIZER_VERSION, Tokenizer, Vocab, unknown_share
 
 PENDING = ".model-next"
 DRIFT_SAMPLE = 20_000  # documents of the night's new shards tokenised to measure drift
@@ -61,7 +61,7 @@ def decide(spec: JobSpec, model_dir: Path, vectors_dir: Path, retrain: bool) -> 
         return {"train": True, "target": pending, "why": "the model was trained with a setting this vecjob no "
                 f"longer runs ({first_error(exc).removesuffix(REMOVE_THE_KEY)})"}
     if trained_with != settings_fingerprint(spec.tokenizer, spec.model, spec.train) or \
-            read_json(model_dir / "config.json").get("tokenizer_version") != TOKENIZER_VERSION:
+            read_json(model_dir / "config.json").get("tokenizer_version") not in TOKEN_PATTERNS:
         return {"train": True, "target": pending, "why": "the model settings in the spec changed"}
     age_days = (time.time() - _created(manifest)) / 86_400
     if spec.train.max_model_age_days and age_days > spec.train.max_model_age_days:
@@ -90,7 +90,8 @@ def measure_drift(spec: JobSpec, model_dir: Path, manifest: dict, vectors_dir: P
         encoded = {s["input_fingerprint"] for s in read_json(vectors_dir / MANIFEST).get("shards", [])}
     shards = check_shards(spec.data.paths, spec.data.id_col, spec.data.text_col, content=False)  # encode checks ids
     new = [s for s in shards if file_fingerprint(s.path) not in encoded]
-    tokenizer = Tokenizer(Vocab.load(model_dir), spec.tokenizer.max_len)
+    tokenizer = Tokenizer(Vocab.load(model_dir), spec.tokenizer.max_len,
+                          read_json(model_dir / "config.json").get("tokenizer_version", TOKENIZER_VERSION))
     ids, documents = [], 0
     for shard in new:
         if documents >= DRIFT_SAMPLE:

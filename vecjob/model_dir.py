@@ -26,7 +26,7 @@ from vecjob.config import REMOVE_THE_KEY, ModelConfig, TokenizerConfig, first_er
 from vecjob.errors import ArtifactError
 from vecjob.outputs import staged_dir
 from vecjob.parquet_io import MANIFEST, file_fingerprint, fingerprint, read_manifest, write_json_atomic
-from vecjob.tokenizer import TOKENIZER_VERSION, Tokenizer, Vocab
+from vecjob.tokenizer import TOKEN_PATTERNS, TOKENIZER_VERSION, Tokenizer, Vocab
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +45,7 @@ class ModelInfo:
     tok_cfg: TokenizerConfig
     vocab: Vocab
     manifest: dict
+    tokenizer_version: int
 
     @property
     def fingerprint(self) -> str:
@@ -109,10 +110,10 @@ def read_model_info(path: str | Path) -> ModelInfo:
         raise ArtifactError(f"{path / WEIGHTS}: cannot load weights (not a torch weights file, or truncated)")
     config = json.loads((path / CONFIG).read_text())
     trained_with = config.get("tokenizer_version", 1)  # models from before the field used version 1
-    if trained_with != TOKENIZER_VERSION:
+    if trained_with not in TOKEN_PATTERNS:
         raise ArtifactError(
-            f"{path}: trained with tokenizer version {trained_with}, this vecjob tokenises with version "
-            f"{TOKENIZER_VERSION}: retrain the model (vecjob train, or vecjob run retrains it)"
+            f"{path}: trained with tokenizer version {trained_with}, this vecjob tokenises with versions "
+            f"{', '.join(map(str, TOKEN_PATTERNS))}: retrain the model (vecjob train, or vecjob run retrains it)"
         )
     try:
         model_cfg = ModelConfig.model_validate(config["model"])
@@ -124,7 +125,7 @@ def read_model_info(path: str | Path) -> ModelInfo:
     vocab = Vocab.load(path)
     if len(vocab) != config["vocab_size"]:
         raise ArtifactError(f"{path}: vocab.tsv has {len(vocab)} tokens, config says {config['vocab_size']}")
-    return ModelInfo(path, model_cfg, tok_cfg, vocab, manifest)
+    return ModelInfo(path, model_cfg, tok_cfg, vocab, manifest, trained_with)
 
 
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
@@ -147,7 +148,8 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
     except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
         raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({_first_line(exc)})") from None
     model.to(device).eval()
-    return LoadedModel(**vars(info), model=model, tokenizer=Tokenizer(info.vocab, info.tok_cfg.max_len))
+    return LoadedModel(**vars(info), model=model, tokenizer=Tokenizer(info.vocab, info.tok_cfg.max_len,
+                                                                         info.tokenizer_version))
 
 
 def _first_line(exc: BaseException) -> str:

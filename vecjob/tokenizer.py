@@ -20,10 +20,17 @@ from vecjob.errors import ArtifactError
 
 # Recorded in every model dir: a model only encodes with the tokenisation it was trained on.
 # 2: URLs and HTML entities (version 1 split a t.co link into ~8 tokens, an unknown word among them).
-TOKENIZER_VERSION = 2
+# 3: each Chinese character and Japanese kana is a token (an unspaced run of them was one token that
+#    never came again: a Chinese or Japanese collection had next to no vocabulary). Models of version
+#    2 keep their own tokenisation, which differs only on such characters.
+TOKENIZER_VERSION = 3
 URL_TOKEN = "<url>"
 URL_PATTERN = r"https?://\S+"
-TOKEN_PATTERN = URL_TOKEN + r"|\w+(?:'\w+)*|[^\w\s]"
+CJK_CHARACTERS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana, ideographs: as BERT splits
+_WORD = rf"[^\W{CJK_CHARACTERS}]+"  # letters, digits and _, but not those characters
+TOKEN_PATTERNS = {2: URL_TOKEN + r"|\w+(?:'\w+)*|[^\w\s]",
+                  3: URL_TOKEN + rf"|[{CJK_CHARACTERS}]|{_WORD}(?:'{_WORD})*|[^\w\s]"}
+TOKEN_PATTERN = TOKEN_PATTERNS[TOKENIZER_VERSION]
 HTML_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'"}
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -33,15 +40,16 @@ _TOKEN_RE = re.compile(TOKEN_PATTERN)
 FEW_TEXTS = 64  # up to this many ASCII texts, plain Python regex beats polars' per-call overhead
 
 
-def tokenize_column(texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> pl.Series:
-    """Texts → list[str] tokens per text (nulls stay null)."""
+def tokenize_column(texts: pl.Series | pa.Array | pa.ChunkedArray | list,
+                    version: int = TOKENIZER_VERSION) -> pl.Series:
+    """Texts → list[str] tokens per text (nulls stay null), as tokenizer `version` cuts them."""
     s = texts if isinstance(texts, pl.Series) else pl.Series(values=texts, dtype=pl.String)
     s = s.str.to_lowercase()
     # One pass per entity, &amp; first: scraped tweets hold doubly escaped text ("&amp;gt;",
     # "Google&amp;#39;s") that a single simultaneous pass would leave half-escaped.
     for entity, char in HTML_ENTITIES.items():
         s = s.str.replace_all(entity, char, literal=True)
-    return s.str.replace_all(URL_PATTERN, f" {URL_TOKEN} ").str.extract_all(TOKEN_PATTERN)
+    return s.str.replace_all(URL_PATTERN, f" {URL_TOKEN} ").str.extract_all(TOKEN_PATTERNS[version])
 
 
 def count_tokens(texts: pl.Series | pa.Array | pa.ChunkedArray | list) -> pl.DataFrame:
@@ -97,9 +105,10 @@ class Vocab:
 class Tokenizer:
     """Texts → token-id arrays, and token-id arrays → fixed-length chunks."""
 
-    def __init__(self, vocab: Vocab, max_len: int):
+    def __init__(self, vocab: Vocab, max_len: int, version: int = TOKENIZER_VERSION):
         self.vocab = vocab
         self.max_len = max_len
+        self.version = version
         self._ids: dict[str, int] | None = None
         self._lookup = pl.DataFrame(
             {"token": list(vocab.tokens), "tid": np.arange(len(vocab), dtype=np.int32)}
@@ -109,7 +118,7 @@ class Tokenizer:
         """One int32 id array per text; null/empty texts give an empty array."""
         if isinstance(texts, list) and len(texts) <= FEW_TEXTS and all(isinstance(t, str) and t.isascii() for t in texts):
             return [self._encode_ascii(t) for t in texts]
-        tokens = tokenize_column(texts)
+        tokens = tokenize_column(texts, self.version)
         n = len(tokens)
         if n == 0:  # np.split below would make one empty document of no texts
             return []
@@ -129,7 +138,8 @@ class Tokenizer:
 
     def _encode_ascii(self, text: str) -> np.ndarray:
         """The polars path's tokens for one ASCII text, without its per-call overhead (a search query
-        is one short text). On ASCII, Python's and Rust's regex classes (\\w, \\s) and lower-casing agree."""
+        is one short text). On ASCII, Python's and Rust's regex classes (\\w, \\s) and lower-casing agree,
+        and every tokenizer version cuts alike."""
         if self._ids is None:
             self._ids = {t: i for i, t in enumerate(self.vocab.tokens)}
         s = text.lower()
