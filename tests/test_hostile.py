@@ -330,3 +330,16 @@ def test_a_stage_whose_input_no_stage_makes_is_refused_before_the_run_dir_exists
     spec.write_text(f'out = "run"\nstages = ["index", "cluster"]\n[data]\npaths = ["{collection}"]\n')
     refused(invoke("run", spec), 'stages: index reads what the encode stage writes', 'add "encode" to stages')
     assert not (tmp_path / "run").exists()
+
+
+def test_a_one_document_collection_trains_on_one_worker_unless_more_are_asked_for(ray_session, tmp_path):
+    data = tmp_path / "in"
+    data.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["the cat sat on the mat with the dog and the cat"]}),
+                   data / "x.parquet")
+    refused(invoke("train", data, "--out", tmp_path / "two", "--workers", "2", "--epochs", "1"),
+            "only 1 training chunks for 2 workers", "train.workers (--workers)")
+    assert not (tmp_path / "two").exists()
+    r = invoke("train", data, "--out", tmp_path / "auto", "--epochs", "1")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["workers"] == 1

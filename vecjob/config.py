@@ -125,7 +125,8 @@ class TrainConfig(_Frozen):
     val_fraction: StrictFloat = Field(default=0.05, gt=0.0, lt=1.0)
     patience: Int = Field(default=3, ge=1)  # validations without improvement before stopping
     seed: Int = Field(default=0, ge=0)
-    # 0 = auto: one per GPU when the cluster has GPUs, else one per CPU (at most 2 locally)
+    # 0 = auto: one per GPU when the cluster has GPUs, else one per CPU (at most 2 locally); never more
+    # than training chunks
     workers: Int = Field(default=0, ge=0)
     use_gpu: Literal["auto", "yes", "no"] = "auto"
     gpus_per_worker: StrictFloat = Field(default=1.0, gt=0.0)

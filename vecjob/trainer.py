@@ -109,8 +109,11 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
                                              train_cfg, data.strict, model_cfg.bow_context)
 
     workers, use_gpu = executor.start(train_cfg)
+    if not train_cfg.workers:  # auto: a collection of a few chunks trains on as many workers, not fails
+        workers = max(1, min(workers, len(train)))
     if len(train) < workers:
-        raise VecjobError(f"only {len(train)} training chunks for {workers} workers: add data or lower --workers")
+        raise VecjobError(f"only {len(train)} training chunks for {workers} workers: add data or lower "
+                          f"train.workers (--workers)")
     job_fp = fingerprint(
         [i["fingerprint"] for i in inputs], tok_cfg.model_dump(), model_cfg.model_dump(),
         train_cfg.what_shapes_the_weights(), workers, use_gpu, ADAPTIVE_CUTOFFS,
