@@ -195,6 +195,27 @@ def test_output_locations_that_cannot_be_used_are_one_line(tiny_model_dir, colle
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "theirs", "v"]
 
 
+def test_an_output_holding_another_kind_of_vecjob_output_is_refused_and_kept(tiny_model_dir, collection, vectors,
+                                                                             tmp_path):
+    """A model, vectors or index dir given as another command's --out would be replaced whole or mixed
+    with the other command's files; each is refused and left as it was."""
+    index = tmp_path / "i"
+    index_collection(vectors, index, IndexConfig())
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    held = {folder: {p.name: p.read_bytes() for p in folder.iterdir()} for folder in (index, model, vectors)}
+    refused(invoke("encode", collection, "--model", model, "--out", index, "--runner", "local"),
+            f"--out {index}: holds a 'vecjob.index' output, not a 'vecjob.vectors' one")
+    refused(invoke("index", vectors, "--out", model), "holds a 'vecjob.model' output, not a 'vecjob.index' one")
+    refused(invoke("cluster", vectors, "--k", "2", "--out", index), "holds a 'vecjob.index' output")
+    refused(invoke("train", collection, "--out", vectors), "holds a 'vecjob.vectors' output")
+    refused(invoke("corpus", "bbc", "--out", model), "holds a 'vecjob.model' output")
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'out = "{index}"\n[data]\npaths = ["{collection}"]\n')
+    refused(invoke("run", spec), "holds a 'vecjob.index' output")
+    assert {folder: {p.name: p.read_bytes() for p in folder.iterdir()} for folder in held} == held
+
+
 def test_an_unwritable_output_folder_is_one_line(vectors, tmp_path):
     locked = tmp_path / "ro"
     locked.mkdir()

@@ -85,7 +85,7 @@ def cluster_collection(
     """`vecjob cluster`: fit, assign every vector, summarise, write the cluster dir. With `update`, an
     existing clustering of the same model and settings keeps its centroids: only the vectors that are
     new since are assigned (`assign_increment`)."""
-    out = check_output(out, "--out", [vectors_dir, *(data or [])])
+    out = check_output(out, "--out", [vectors_dir, *(data or [])], kind=MANIFEST_KIND)
     vdir = VectorsDir.open(vectors_dir)
     n = vdir.num_vectors
     k_range = check_k(k, n, vectors_dir)

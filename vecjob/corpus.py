@@ -40,7 +40,7 @@ def write_corpus(name: str, out_dir: str | Path, shards: int = 3) -> list[Path]:
     """Write the corpus as `shards` Parquet files of near-equal size; returns their paths."""
     if name not in CORPORA:
         raise InputError(f"unknown corpus '{name}' (available: {', '.join(CORPORA)})")
-    out_dir = check_output(out_dir, "--out", markers=())
+    out_dir = check_output(out_dir, "--out", markers=(), kind="vecjob.corpus")
     table = bbc_table()
     per = -(-table.num_rows // shards)
     paths = []

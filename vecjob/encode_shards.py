@@ -244,7 +244,7 @@ def encode_collection(
     for col in cfg.keep_columns:
         if col in RESERVED_COLUMNS:
             raise ConfigError(f"--keep {col}: the vector shards already have a '{col}' column")
-    out_dir = check_output(out_dir, "--out", data.paths, markers=(MANIFEST, STATS_DIR))
+    out_dir = check_output(out_dir, "--out", data.paths, markers=(MANIFEST, STATS_DIR), kind=MANIFEST_KIND)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     shards = check_shards(data.paths, data.id_col, data.text_col, data.strict, tuple(cfg.keep_columns), content=False)

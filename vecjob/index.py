@@ -519,7 +519,7 @@ def load_index_dir(path: str | Path) -> LoadedIndex:
 def index_collection(vectors_dir: str | Path, out: str | Path, cfg: IndexConfig, update: bool = False) -> dict:
     """`vecjob index`: build (or with `update`, bring an existing index up to date) and publish under
     a lock; returns the index manifest."""
-    out = check_output(out, "--out", [vectors_dir])
+    out = check_output(out, "--out", [vectors_dir], kind=MANIFEST_KIND)
     VectorsDir.open(vectors_dir)  # refused before the lock: a missing input leaves nothing behind
     with output_lock(out):
         if update and (out / MANIFEST).exists():

@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import glob
+import json
 import os
 import re
 import shutil
@@ -57,14 +58,18 @@ def _input_root(location: str) -> Path:
 
 
 def check_output(
-    out: str | Path, what: str, inputs: Iterable[str | Path] = (), markers: tuple[str, ...] = (MANIFEST,)
+    out: str | Path, what: str, inputs: Iterable[str | Path] = (), markers: tuple[str, ...] = (MANIFEST,),
+    kind: str = "",
 ) -> Path:
     """Check an output location before any work starts; returns it resolved.
 
     Refused, with one line naming `what` (the flag or key): a URI, an existing file, a parent that
     is a file or cannot be written, a folder that overlaps an input (inputs are read recursively,
-    so the outputs would become input), and a non-empty folder holding none of the `markers` that
-    show vecjob wrote it (its files would be replaced or removed); no markers: any folder will do.
+    so the outputs would become input), a non-empty folder holding none of the `markers` that show
+    vecjob wrote it (its files would be replaced or removed; no markers: any folder will do), and a
+    folder whose manifest is of another kind than `kind`, the manifest kind this writer makes (an
+    index dir given as an encode's --out would be mixed with vector shards, a model dir given as an
+    index's --out replaced whole).
     """
     _check_local(out, what)
     path = Path(out).resolve()
@@ -89,7 +94,19 @@ def check_output(
     if markers and path.is_dir() and not any((path / m).exists() for m in markers):
         if any(not p.name.startswith(".") for p in path.iterdir()):
             raise ConfigError(f"{what} {out}: is a folder vecjob did not write (no {MANIFEST}); refusing to write into it")
+    held = _manifest_kind(path / MANIFEST)
+    if kind and held and held != kind:
+        raise ConfigError(f"{what} {out}: holds a '{held}' output, not a '{kind}' one; refusing to write into it")
     return path
+
+
+def _manifest_kind(manifest: Path) -> str:
+    """The kind a vecjob manifest declares; "" when there is none or it cannot be read."""
+    try:
+        kind = json.loads(manifest.read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return kind if isinstance(kind, str) else ""
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ def run_job(
         with storage.mirrored(spec.out, "out") as local:
             return run_job(spec.model_copy(update={"out": str(local)}), force, on_stage, retrain,
                            publish=lambda: storage.push(local, spec.out))
-    root = check_output(spec.out, "out", markers=())  # stages check their own folders
+    root = check_output(spec.out, "out", markers=(), kind="vecjob.run")  # stages check their own folders
     for name in spec.stages:  # before anything is written: a stage whose input no stage of this run makes
         for needed in STAGES[name].needs:
             if needed not in spec.stages and not (root / STAGES[needed].folder / MANIFEST).exists():

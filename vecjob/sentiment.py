@@ -121,7 +121,8 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    out = check_output(out, "--out", [vectors_dir, *([labels] if isinstance(labels, (str, Path)) else labels)])
+    out = check_output(out, "--out", [vectors_dir, *([labels] if isinstance(labels, (str, Path)) else labels)],
+                       kind=CLF_KIND)
     t0 = time.perf_counter()
     x, y, counts = labelled_vectors(vectors_dir, labels, cfg, id_col, split="train")
     classes, per_class = np.unique(y, return_counts=True)
@@ -178,7 +179,7 @@ def predict_collection(clf_dir, vectors_dir, out) -> dict:
     content), which of its rows are live, and the classifier: a nightly rerun predicts only the shards
     that are new or changed and keeps the rest. Like the vectors dir, the manifest is written last
     and lists the generation; prediction shards of other generations are removed after it."""
-    out = check_output(out, "--out", [vectors_dir, clf_dir], markers=(MANIFEST, WRITING_MARK))
+    out = check_output(out, "--out", [vectors_dir, clf_dir], markers=(MANIFEST, WRITING_MARK), kind=PRED_KIND)
     clf, _ = Classifier.load(clf_dir)
     clf_key = fingerprint(*(file_fingerprint(Path(clf_dir) / name) for name in (WEIGHTS, "labels.json")))
     vdir = VectorsDir.open(vectors_dir)

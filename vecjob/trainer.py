@@ -93,7 +93,7 @@ def train_model(
     The output and every shard are checked before `executor` starts (`InProcess` when None;
     `vecjob.ray_train.RayTrain` for Ray Train workers); the model dir is locked throughout."""
     executor = executor or InProcess()
-    out = check_output(out, "--out", data.paths)
+    out = check_output(out, "--out", data.paths, kind=MANIFEST_KIND)
     shards = check_shards(data.paths, data.id_col, data.text_col, data.strict)
     with output_lock(out):
         return _train_locked(shards, out, data, tok_cfg, model_cfg, train_cfg, executor)
