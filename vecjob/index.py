@@ -78,6 +78,63 @@ def _knob_from_index(index) -> str | None:
         else None
 
 
+PROBE_VECTORS = 1_000  # random vectors a custom factory is first built on, in a child process
+PROBE_TIMEOUT_S = 60.0
+_PROBE = """
+import sys, faiss, numpy as np
+dim, factory, metric = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+faiss.omp_set_num_threads(1)  # a trial, beside work that may hold every core
+index = faiss.index_factory(dim, factory, metric)
+
+def no_polysemous(part, depth=0):  # its training takes ~30 s for any PQ and checks nothing more
+    part = faiss.downcast_index(part)
+    if hasattr(part, "do_polysemous_training"):
+        part.do_polysemous_training = False
+    for name in ("index", "storage", "quantizer", "base_index"):
+        inner = getattr(part, name, None)
+        if isinstance(inner, faiss.Index) and depth < 4:
+            no_polysemous(inner, depth + 1)
+
+no_polysemous(index)
+nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 1
+x = np.random.default_rng(0).standard_normal((max(int(sys.argv[4]), 4 * nlist), dim)).astype("float32")
+if len(x) <= 4_096:  # a larger quantizer is trained, and checked, on the real vectors alone: seconds here
+    if not index.is_trained:
+        index.train(x)
+    index.add(x[:1_000])
+    index.search(x[:5], 10)
+"""
+
+
+def check_factory(factory: str, dim: int, metric: str) -> None:
+    """Refuse, before any work, a FAISS factory string that cannot be built: one FAISS cannot parse
+    ("IVF", "PQ7" at dim 128), and one it parses but whose numbers it does not check and that abort,
+    crash or hang the process that builds it (HNSW0, HNSW1, PQ16x0, RR0, NSG8). The second kind is
+    found by building the index on random vectors in a child process; a Python error there is left
+    to the real build, which says it with the real vectors. "auto" is always usable."""
+    import signal
+    import subprocess
+    import sys
+
+    if factory == "auto":
+        return
+    _labelled_index(factory, dim, metric)  # parsing raises, never crashes
+    import faiss
+
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    args = [sys.executable, "-c", _PROBE, str(dim), factory, str(faiss_metric), str(PROBE_VECTORS)]
+    try:
+        done = subprocess.run(args, capture_output=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"FAISS factory '{factory}': building it on {PROBE_VECTORS} random vectors of dim {dim} "
+                          f"did not finish in {PROBE_TIMEOUT_S:.0f} s (FAISS does not check some of its numbers)") from None
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise ConfigError(f"FAISS factory '{factory}': building it on {PROBE_VECTORS} random vectors of dim {dim} "
+                          f"crashed FAISS ({name}): FAISS does not check some of its numbers (HNSW needs M ≥ 2, "
+                          f"PQ 1 to 16 bits)")
+
+
 def _labelled_index(factory: str, dim: int, metric: str):
     """An empty index that stores vectors under given int64 labels and can drop them again: IVF keeps
     labels itself (a hash-table direct map also finds a label's vector); others go in an IndexIDMap2."""
@@ -90,9 +147,10 @@ def _labelled_index(factory: str, dim: int, metric: str):
         reason = str(exc).strip().rsplit(": ", 1)[-1]  # FAISS prefixes the C++ function and source line
         raise ConfigError(f"FAISS factory '{factory}' is not valid for dim {dim}: {reason}") from None
     if _knob_from_index(index) == "nprobe":
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        return index
-    return faiss.IndexIDMap2(index)
+        faiss.extract_index_ivf(index).set_direct_map_type(faiss.DirectMap.Hashtable)
+        if isinstance(index, faiss.IndexIVF):
+            return index
+    return faiss.IndexIDMap2(index)  # also an IVF behind a transform (PCA, OPQ), which takes no labels
 
 
 @dataclass
@@ -124,6 +182,7 @@ def build_index(vectors_dir: str | Path, cfg: IndexConfig, why: str = "no index 
     n, dim = vdir.num_vectors, vdir.dim
     if n == 0:
         raise InputError(f"{vectors_dir}: holds no vectors to index")
+    check_factory(cfg.factory, dim, cfg.metric)
     factory = choose_factory(n, dim) if cfg.factory == "auto" else cfg.factory
     index = _labelled_index(factory, dim, cfg.metric)
     prep = _prep(cfg.metric)
@@ -198,14 +257,15 @@ def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConf
     gone = held.join(live, on=["id", "shard"], how="anti")
     new = live.join(held, on=["id", "shard"], how="anti")
     growth = (m["added_since_training"] + new.height) / max(m["trained_with"], 1)
-    if gone.height and _knob_from_index(current.index) == "efSearch":
-        return build_index(vectors_dir, cfg, why=f"{m['factory']} cannot remove vectors ({gone.height} to remove)")
     if m["train_size"] and growth >= MAX_GROWTH:
         return build_index(vectors_dir, cfg, why=f"{growth:.0%} more vectors than the quantizer was trained with")
     index, prep = current.index, _prep(cfg.metric)
     removed = gone["slot"].to_numpy().astype(np.int64)
     if gone.height:
-        index.remove_ids(removed)
+        try:
+            index.remove_ids(removed)
+        except RuntimeError:  # HNSW, or an IVF behind a transform: the loaded copy is dropped for a new one
+            return build_index(vectors_dir, cfg, why=f"{m['factory']} cannot remove vectors ({gone.height} to remove)")
     next_slot = m["next_slot"]
     added_parts, added = [], []
     for path, rows in vdir.new_rows(new):

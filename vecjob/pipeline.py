@@ -39,6 +39,8 @@ def run_job(
     `force` redoes every stage (and retrains); `retrain` trains a new model and switches to it.
     An `out` in an object store runs in its local mirror, which `publish` pushes after each stage."""
     on_stage = on_stage or (lambda stage, line: None)
+    for name in spec.stages:  # settings a stage cannot run with, before anything is written or leased
+        STAGES[name].check(spec)
     if storage.is_uri(spec.out):  # worked on in a local mirror, published after every stage
         with storage.mirrored(spec.out, "out") as local:
             return run_job(spec.model_copy(update={"out": str(local)}), force, on_stage, retrain,

@@ -77,6 +77,9 @@ class Stage:
     folder: ClassVar[str]  # in the run dir
     needs: ClassVar[tuple[str, ...]] = ()  # the stages whose outputs it reads
 
+    def check(self, spec: JobSpec) -> None:
+        """Refuse a setting this stage cannot run with, before the run writes anything."""
+
     def fingerprint(self, ctx: RunContext) -> str:
         raise NotImplementedError
 
@@ -185,6 +188,11 @@ class Encode(Stage):
 class Index(Stage):
     name, folder = "index", "index"
     needs = ("encode",)
+
+    def check(self, spec: JobSpec) -> None:
+        from vecjob.index import check_factory
+
+        check_factory(spec.index.factory, spec.model.dim, spec.index.metric)
 
     def fingerprint(self, ctx: RunContext) -> str:
         return fingerprint(self.name, ctx.upstream("encode", "vectors_fingerprint"), ctx.spec.index.model_dump())
