@@ -64,7 +64,7 @@ def _spoil(path: Path, problem: str) -> None:
 @pytest.mark.parametrize("runner", ["local", "ray"])
 @pytest.mark.parametrize("problem, flags, message", [
     ("null id", [], "1 row(s) with a null id"),
-    ("id twice", [], "2 rows share an id in column 'id' (e.g. ['doc-00089'])"),
+    ("id twice", [], "2 rows share an id in column 'id' (e.g. 'doc-00089')"),
     ("blank text", ["--strict"], "null or empty text(s) (first id 'doc-00065') and --strict is set"),
 ])
 def test_bad_input_in_the_last_shard_is_refused_before_the_first_is_written(request, tiny_model_dir, tmp_path, problem,
@@ -111,6 +111,21 @@ def test_training_refuses_a_null_id_before_anything_starts(tmp_path):
     with pytest.raises(InputError, match="part-01.parquet: 1 row.s. with a null id"):
         train_model(DataConfig(paths=[str(data)]), tmp_path / "m", TokenizerConfig(), ModelConfig(), TrainConfig())
     assert listing(tmp_path) == before
+
+
+def test_an_id_quoted_in_an_error_is_cut_short_and_the_id_column_cannot_be_the_text_column(tmp_path):
+    """A whole article used as the id (id_col = text_col, or a scraped collection's ids) once filled the
+    one line with the article; the line now quotes 40 characters of it."""
+    data = tmp_path / "in"
+    data.mkdir()
+    article = "A long article that someone used as its own id. " * 20
+    pq.write_table(pa.table({"id": [article, article, "b"], "text": ["one two", "three four", "five six"]}),
+                   data / "part-00.parquet")
+    line = refused(invoke("train", data, "--out", tmp_path / "m"), "2 rows share an id in column 'id'")
+    assert "(e.g. 'A long article that someone used as it…)" in line and len(line) < 250
+    refused(invoke("train", data, "--id-col", "text", "--out", tmp_path / "m"),
+            "id_col and text_col are both 'text'")
+    assert not (tmp_path / "m").exists()
 
 
 def test_training_on_texts_without_a_repeated_word_is_one_line_naming_the_data(tmp_path):

@@ -58,9 +58,15 @@ def _drop_retired(raw: object) -> object:
 
 class DataConfig(_Frozen):
     paths: list[str] = Field(default_factory=list)  # Parquet files, directories or globs
-    id_col: str = "id"
-    text_col: str = "text"
+    id_col: str = Field(default="id", min_length=1)
+    text_col: str = Field(default="text", min_length=1)
     strict: bool = False  # null/empty texts become an error instead of being skipped and counted
+
+    @model_validator(mode="after")
+    def _two_columns(self) -> "DataConfig":
+        if self.id_col == self.text_col:
+            raise ValueError(f"id_col and text_col are both '{self.id_col}': a document's id is another column")
+        return self
 
 
 class TokenizerConfig(_Frozen):

@@ -14,7 +14,7 @@ import polars as pl
 
 from vecjob.chunks import ChunkSet
 from vecjob.config import TokenizerConfig, TrainConfig
-from vecjob.errors import InputError
+from vecjob.errors import InputError, quoted
 from vecjob.parquet_io import Shard, read_row_groups
 from vecjob.tokenizer import Tokenizer, Vocab, count_tokens, document_chunks, merge_counts, unknown_share
 
@@ -42,7 +42,7 @@ def usable_texts(frame: pl.DataFrame, path: str, strict: bool) -> tuple[pl.DataF
     n_blank = int(blank.sum())
     if n_blank and strict:
         first = frame.filter(blank)["id"][0]
-        raise InputError(f"{path}: {n_blank} null or empty text(s) (first id {first!r}) and --strict is set")
+        raise InputError(f"{path}: {n_blank} null or empty text(s) (first id {quoted(first)}) and --strict is set")
     return frame.filter(~blank), n_blank
 
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from vecjob import faults, storage
 from vecjob.config import DataConfig, EncodeConfig
-from vecjob.errors import ConfigError, InputError
+from vecjob.errors import ConfigError, InputError, quoted
 from vecjob.model_dir import read_model_info
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import (
@@ -157,7 +157,7 @@ class PartEncoder:
         if self.strict and not encoded.ok.all():
             first = table.column(self.id_col)[int(np.argmin(encoded.ok))].as_py()
             raise InputError(
-                f"{item.path}: {int((~encoded.ok).sum())} null or empty text(s) (first id {first!r}) "
+                f"{item.path}: {int((~encoded.ok).sum())} null or empty text(s) (first id {quoted(first)}) "
                 "and --strict is set"
             )
         extra = {c: table.column(c) for c in self.keep_columns}

@@ -21,6 +21,12 @@ class LockedError(VecjobError):
     """Another run holds the output directory."""
 
 
+def quoted(value: object, limit: int = 40) -> str:
+    """A value from the data as a message quotes it: its repr, cut short (an id may be a whole text)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def from_worker(exc: BaseException, doing: str) -> VecjobError:
     """What a Ray worker's failure means to the user. Ray nests the worker's exception several levels
     deep: a VecjobError in the chain is kept as it is (it names the file), else the innermost message."""

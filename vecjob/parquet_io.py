@@ -29,7 +29,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from vecjob import FORMAT_VERSION, __version__, storage
-from vecjob.errors import ArtifactError, InputError
+from vecjob.errors import ArtifactError, InputError, quoted
 from vecjob.outputs import MANIFEST, temp_sibling
 
 
@@ -180,13 +180,13 @@ def check_content(shard: Shard, id_col: str, text_col: str | None, strict: bool)
         raise InputError(f"{shard.path}: {ids.null_count} row(s) with a null id in column '{id_col}'")
     id_series = pl.from_arrow(ids)
     if (twice := id_series.is_duplicated()).any():
-        examples = id_series.filter(twice).unique(maintain_order=True).head(3).to_list()
+        examples = ", ".join(map(quoted, id_series.filter(twice).unique(maintain_order=True).head(3).to_list()))
         raise InputError(f"{shard.path}: {int(twice.sum())} rows share an id in column '{id_col}' (e.g. {examples}); "
                          "ids must be unique within a shard")
     if checks_texts and (blank := blank_texts(table.column(text_col))).any():
         first = ids[int(blank.argmax())].as_py()
         raise InputError(
-            f"{shard.path}: {int(blank.sum())} null or empty text(s) (first id {first!r}) and --strict is set"
+            f"{shard.path}: {int(blank.sum())} null or empty text(s) (first id {quoted(first)}) and --strict is set"
         )
 
 

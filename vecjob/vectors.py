@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vecjob import storage
-from vecjob.errors import ArtifactError, InputError
+from vecjob.errors import ArtifactError, InputError, quoted
 from vecjob.parquet_io import read_manifest
 
 MANIFEST_KIND = "vecjob.vectors"
@@ -106,7 +106,7 @@ class VectorsDir:
             if (dup := rows.select("id").with_columns(source).is_duplicated()).any():
                 first = source.filter(dup)[0]
                 ids = rows["id"].filter(dup & (source == first))
-                raise InputError(f"{first}: {len(ids)} rows share an id (e.g. {ids.unique().head(3).to_list()}); ids "
+                raise InputError(f"{first}: {len(ids)} rows share an id (e.g. {', '.join(map(quoted, ids.unique().head(3)))}); ids "
                                  "must be unique within a shard")
         return rows, live.to_numpy()
 
