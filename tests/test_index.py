@@ -44,13 +44,15 @@ def test_ivf_is_tuned_to_the_target_recall(tmp_path):
 
 @pytest.mark.parametrize("factory", ["PCA16,IVF8,Flat", "HNSW8"])
 def test_an_index_behind_a_transform_or_a_graph_builds_and_a_removal_rebuilds_it(tmp_path, factory):
-    """An IVF behind a PCA takes no labels of its own (it failed to build); neither it nor HNSW can
-    drop a vector, so a night that removes documents builds the index anew."""
+    """An IVF behind a PCA takes no labels of its own (it failed to build); HNSW sits behind an id map
+    (its efSearch was never tuned); neither can drop a vector, so a night that removes documents
+    builds the index anew."""
     vecs = _clustered(2000, 32)
     ids = [f"d{i}" for i in range(2000)]
     make_vectors_dir(tmp_path / "v", vecs, ids, shards=4)
     built = index_collection(tmp_path / "v", tmp_path / "i", IndexConfig(factory=factory, target_recall=0.5))
     assert built["factory"] == factory and built["ntotal"] == 2000
+    assert set(built["search_params"]) == {"efSearch" if "HNSW" in factory else "nprobe"}  # tuned to the target
     assert load_index_dir(tmp_path / "i").search(vecs[[7]], k=1)[0][0] == ["d7"]
     assert load_index_dir(tmp_path / "i").stored_vector("d7").shape == (32,)
     make_vectors_dir(tmp_path / "v", vecs[:1500], ids[:1500], shards=3)  # the last shard's documents left

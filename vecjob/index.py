@@ -74,8 +74,13 @@ def _knob_from_index(index) -> str | None:
         return "nprobe"
     except RuntimeError:
         pass
-    return "efSearch" if "HNSW" in type(index).__name__ or "HNSW" in type(getattr(index, "index", None)).__name__ \
-        else None
+    part = index
+    while part is not None:  # an id map or a transform holds the index that searches
+        part = faiss.downcast_index(part)
+        if isinstance(part, faiss.IndexHNSW):
+            return "efSearch"
+        part = getattr(part, "index", None)
+    return None
 
 
 PROBE_VECTORS = 1_000  # random vectors a custom factory is first built on, in a child process
