@@ -361,14 +361,18 @@ def test_an_unusable_faiss_factory_is_one_line_without_faiss_internals(tmp_path)
     assert not (tmp_path / "i").exists()
 
 
-@pytest.mark.parametrize("factory, dim", [("HNSW1", 8), ("PQ4x0", 8), ("HNSW0", 128)])
+@pytest.mark.parametrize("factory, dim, problem", [
+    ("HNSW1", 8, "': building it on 1000 random vectors of dim 8 crashed FAISS (SIGSEGV)"),
+    ("HNSW0", 128, "': building it on 1000 random vectors of dim 128 crashed FAISS (SIGABRT)"),
+    ("PQ4x0", 8, "' cannot be built: 'ksub % 8 == 0' failed (tried on 1000 random vectors of dim 8)"),
+])
 def test_a_faiss_factory_that_would_crash_faiss_is_one_line_in_index_and_before_a_run(tmp_path, collection, factory,
-                                                                                   dim):
-    """FAISS parses these but aborts, crashes or hangs building them: refused from a child process's
-    trial build, by `vecjob index` and by `vecjob run` before the run trains anything."""
+                                                                                   dim, problem):
+    """FAISS parses these but crashes building them (or, polysemous training aside, fails only once
+    searched): refused from a child process's trial build, by `vecjob index` and by `vecjob run`
+    before the run trains anything."""
     vectors = make_vectors_dir(tmp_path / "v", blobs(40, dim, 2)[0], [f"d{i}" for i in range(40)])
-    refused(invoke("index", vectors, "--out", tmp_path / "i", "--factory", factory),
-            f"FAISS factory '{factory}': building it on 1000 random vectors of dim {dim} crashed FAISS")
+    refused(invoke("index", vectors, "--out", tmp_path / "i", "--factory", factory), f"FAISS factory '{factory}{problem}")
     spec = tmp_path / "job.toml"
     spec.write_text(f'out = "run"\n[data]\npaths = ["{collection}"]\n[model]\ndim = {dim}\n'
                     f'[index]\nfactory = "{factory}"\n')

@@ -15,12 +15,14 @@ Cosine similarity is inner product over L2-normalised vectors (queries are norma
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import zipfile
 from dataclasses import asdict, dataclass
 from functools import cached_property, partial
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -87,27 +89,21 @@ PROBE_VECTORS = 1_000  # random vectors a custom factory is first built on, in a
 PROBE_TIMEOUT_S = 60.0
 _PROBE = """
 import sys, faiss, numpy as np
-dim, factory, metric = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+from vecjob.index import _labelled_index
 faiss.omp_set_num_threads(1)  # a trial, beside work that may hold every core
-index = faiss.index_factory(dim, factory, metric)
-
-def no_polysemous(part, depth=0):  # its training takes ~30 s for any PQ and checks nothing more
-    part = faiss.downcast_index(part)
-    if hasattr(part, "do_polysemous_training"):
-        part.do_polysemous_training = False
-    for name in ("index", "storage", "quantizer", "base_index"):
-        inner = getattr(part, name, None)
-        if isinstance(inner, faiss.Index) and depth < 4:
-            no_polysemous(inner, depth + 1)
-
-no_polysemous(index)
+dim, factory, metric, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+index = _labelled_index(factory, dim, metric)
 nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 1
-x = np.random.default_rng(0).standard_normal((max(int(sys.argv[4]), 4 * nlist), dim)).astype("float32")
-if len(x) <= 4_096:  # a larger quantizer is trained, and checked, on the real vectors alone: seconds here
-    if not index.is_trained:
-        index.train(x)
-    index.add(x[:1_000])
-    index.search(x[:5], 10)
+x = np.random.default_rng(0).standard_normal((max(n, 4 * nlist), dim)).astype("float32")
+try:
+    if len(x) <= 4_096:  # a larger quantizer is trained, and checked, on the real vectors alone: seconds here
+        if not index.is_trained:
+            index.train(x)
+        index.add_with_ids(x[:n], np.arange(n))
+        index.search(x[:5], 10)
+except RuntimeError as exc:
+    if "training points" not in str(exc):  # too few random ones here says nothing of the real vectors
+        sys.exit("refused: " + str(exc).strip().rsplit(": ", 1)[-1])
 """
 
 
@@ -115,8 +111,9 @@ def check_factory(factory: str, dim: int, metric: str) -> None:
     """Refuse, before any work, a FAISS factory string that cannot be built: one FAISS cannot parse
     ("IVF", "PQ7" at dim 128), and one it parses but whose numbers it does not check and that abort,
     crash or hang the process that builds it (HNSW0, HNSW1, PQ16x0, RR0, NSG8). The second kind is
-    found by building the index on random vectors in a child process; a Python error there is left
-    to the real build, which says it with the real vectors. "auto" is always usable."""
+    found by building the index on random vectors in a child process, which also reports a FAISS
+    error (PQ4x0 at dim 8), except one asking for more training vectors: the real build says that
+    with the real vectors. "auto" is always usable."""
     import signal
     import subprocess
     import sys
@@ -124,15 +121,16 @@ def check_factory(factory: str, dim: int, metric: str) -> None:
     if factory == "auto":
         return
     _labelled_index(factory, dim, metric)  # parsing raises, never crashes
-    import faiss
-
-    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-    args = [sys.executable, "-c", _PROBE, str(dim), factory, str(faiss_metric), str(PROBE_VECTORS)]
+    args = [sys.executable, "-c", _PROBE, str(dim), factory, metric, str(PROBE_VECTORS)]
     try:
         done = subprocess.run(args, capture_output=True, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ConfigError(f"FAISS factory '{factory}': building it on {PROBE_VECTORS} random vectors of dim {dim} "
                           f"did not finish in {PROBE_TIMEOUT_S:.0f} s (FAISS does not check some of its numbers)") from None
+    refusal = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+    if done.returncode == 1 and refusal and refusal[0].startswith("refused: "):
+        raise ConfigError(f"FAISS factory '{factory}' cannot be built: {refusal[0][len('refused: '):]} (tried on "
+                          f"{PROBE_VECTORS} random vectors of dim {dim})")
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
         raise ConfigError(f"FAISS factory '{factory}': building it on {PROBE_VECTORS} random vectors of dim {dim} "
@@ -149,13 +147,40 @@ def _labelled_index(factory: str, dim: int, metric: str):
     try:
         index = faiss.index_factory(dim, factory, faiss_metric)
     except RuntimeError as exc:
-        reason = str(exc).strip().rsplit(": ", 1)[-1]  # FAISS prefixes the C++ function and source line
-        raise ConfigError(f"FAISS factory '{factory}' is not valid for dim {dim}: {reason}") from None
+        raise ConfigError(f"FAISS factory '{factory}' is not valid for dim {dim}: {_faiss_reason(exc)}") from None
+    _skip_polysemous_training(index)
     if _knob_from_index(index) == "nprobe":
         faiss.extract_index_ivf(index).set_direct_map_type(faiss.DirectMap.Hashtable)
         if isinstance(index, faiss.IndexIVF):
             return index
     return faiss.IndexIDMap2(index)  # also an IVF behind a transform (PCA, OPQ), which takes no labels
+
+
+def _faiss_reason(exc: RuntimeError) -> str:
+    return str(exc).strip().rsplit(": ", 1)[-1]  # FAISS prefixes the C++ function and source line
+
+
+@contextlib.contextmanager
+def _faiss_refusal(factory: str) -> Iterator[None]:
+    """A FAISS error while an index trains or fills: the factory's parameters do not suit these vectors."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise ConfigError(f"FAISS factory '{factory}' cannot be built on these vectors: {_faiss_reason(exc)}") from None
+
+
+def _skip_polysemous_training(index, depth: int = 0) -> None:
+    """PQ codes trained for polysemous search (filtering by Hamming distance, which vecjob never turns
+    on) cost ~30 s a build and change no distance: FAISS trains them by default, vecjob does not."""
+    import faiss
+
+    part = faiss.downcast_index(index)
+    if hasattr(part, "do_polysemous_training"):
+        part.do_polysemous_training = False
+    for name in ("index", "storage", "quantizer", "base_index"):  # what wrappers and graphs hold
+        inner = getattr(part, name, None)
+        if isinstance(inner, faiss.Index) and depth < 4:
+            _skip_polysemous_training(inner, depth + 1)
 
 
 @dataclass
@@ -202,9 +227,10 @@ def build_index(vectors_dir: str | Path, cfg: IndexConfig, why: str = "no index 
             train_size = min(n, max(50 * nlist, 20_000), 200_000)
             if train_size < max(nlist, 1) * 4:
                 raise ConfigError(f"factory '{factory}' needs more training vectors than the {n} available")
-            index.train(prep(_sample_rows(vdir, train_size, cfg.seed)))
+            with _faiss_refusal(factory):
+                index.train(prep(_sample_rows(vdir, train_size, cfg.seed)))
 
-    with timed(timings, "add_s"):
+    with timed(timings, "add_s"), _faiss_refusal(factory):
         parts, start = [], 0
         for path, table in vdir.iter_shards(["id", "vector"]):
             slots = np.arange(start, start + table.num_rows, dtype=np.int64)
@@ -214,7 +240,7 @@ def build_index(vectors_dir: str | Path, cfg: IndexConfig, why: str = "no index 
             start += table.num_rows
         labels = pa.concat_tables(parts)
 
-    with timed(timings, "recall_s"):
+    with timed(timings, "recall_s"), _faiss_refusal(factory):
         sample = draw_sample(index, vdir, cfg, prep, lambda: [p.column("slot").to_numpy() for p in parts])
         quality = tune_and_measure(index, sample, cfg)
     manifest = _manifest(vdir, cfg, factory, index, labels, train_size, trained_with=n, added_since_training=0,
