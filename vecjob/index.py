@@ -89,7 +89,7 @@ PROBE_VECTORS = 1_000  # random vectors a custom factory is first built on, in a
 PROBE_TIMEOUT_S = 60.0
 _PROBE = """
 import sys, faiss, numpy as np
-from vecjob.index import _labelled_index
+from vecjob.index import _faiss_reason, _labelled_index
 faiss.omp_set_num_threads(1)  # a trial, beside work that may hold every core
 dim, factory, metric, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 index = _labelled_index(factory, dim, metric)
@@ -103,7 +103,7 @@ try:
         index.search(x[:5], 10)
 except RuntimeError as exc:
     if "training points" not in str(exc):  # too few random ones here says nothing of the real vectors
-        sys.exit("refused: " + str(exc).strip().rsplit(": ", 1)[-1])
+        sys.exit("refused: " + _faiss_reason(exc))
 """
 
 
