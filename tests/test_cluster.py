@@ -41,6 +41,26 @@ def test_without_labels_reports_silhouette(tmp_path):
     assert set(summary["metrics"]) == {"silhouette"} and summary["metrics"]["silhouette"] > 0.3
 
 
+def test_an_undefined_silhouette_is_null_in_strict_json_files_and_output(tmp_path):
+    """Identical vectors make one cluster, whose silhouette is undefined: Python wrote it as a bare
+    NaN, which JavaScript, jq and strict parsers refuse."""
+    from typer.testing import CliRunner
+
+    from vecjob.cli import app
+
+    make_vectors_dir(tmp_path / "v", np.ones((50, 8), np.float32), list(range(50)))
+
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+
+    result = CliRunner().invoke(app, ["cluster", str(tmp_path / "v"), "--k", "auto", "--out", str(tmp_path / "c"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    assert strict(result.output)["metrics"] == {"silhouette": None}
+    assert strict((tmp_path / "c" / "summary.json").read_text())["metrics"] == {"silhouette": None}
+    assert strict((tmp_path / "c" / "manifest.json").read_text())["metrics"] == {"silhouette": None}
+
+
 def test_k_auto_picks_by_silhouette_and_reports_the_curve(tmp_path):
     vecs, _ = blobs(400, 8, 4, seed=4, spread=0.1, orthogonal=True)
     make_vectors_dir(tmp_path / "v", vecs, list(range(400)))

@@ -15,6 +15,7 @@ import functools
 import glob
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -238,8 +239,21 @@ def write_parquet_atomic(table: pa.Table, dest: str | Path) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
+def plain_json(obj: Any, indent: int | None = None) -> str:
+    """JSON that any parser reads: a NaN or an infinity (a silhouette undefined for one cluster) is
+    null, not the bare NaN Python writes and JavaScript, jq and FastAPI's responses refuse."""
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        return [finite(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    return json.dumps(finite(obj), indent=indent, default=str, allow_nan=False)
+
+
 def write_json_atomic(obj: Any, dest: str | Path) -> None:
-    storage.write_bytes(str(dest), (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+    storage.write_bytes(str(dest), (plain_json(obj, indent=2) + "\n").encode())
 
 
 def read_json(path: str | Path) -> dict:

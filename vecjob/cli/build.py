@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 import typer
@@ -28,6 +27,7 @@ from vecjob.cli import (
 )
 from vecjob.config import ClusterConfig, IndexConfig, load_job_spec, override
 from vecjob.errors import ConfigError
+from vecjob.parquet_io import plain_json
 
 
 @app.command()
@@ -206,7 +206,7 @@ def cluster(
             summary = cluster_collection(vectors, target, k if k == "auto" else int(k), cfg, data=data,
                                          id_col=id_col or "id", text_col=text_col or "text", label_col=label_col)
     if as_json:
-        typer.echo(json.dumps(summary, default=str))
+        typer.echo(plain_json(summary))
         return
     rows = {f"cluster {c['cluster']} ({c['size']:,})": ", ".join(c.get("top_terms", [])[:6]) or ", ".join(map(str, c["example_ids"][:3]))
             for c in summary["clusters"]}

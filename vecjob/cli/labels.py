@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -19,6 +18,7 @@ from vecjob.cli import (
     writable,
 )
 from vecjob.config import SentimentConfig
+from vecjob.parquet_io import plain_json
 
 sentiment_app = typer.Typer(help="Train, evaluate and apply a classifier (e.g. sentiment) on document vectors.",
                             no_args_is_help=True)
@@ -66,7 +66,7 @@ def sentiment_eval(
     report = evaluate_classifier(clf, vectors, labels, SentimentConfig(label_col=label_col), id_col=id_col or "id",
                                  split=None if split == "all" else split)
     if as_json:
-        typer.echo(json.dumps(report))
+        typer.echo(plain_json(report))
         return
     reporting.summary(f"evaluation ({report['n']:,} rows, split {split})", {
         "accuracy": report["accuracy"], "macro-F1": report["macro_f1"],

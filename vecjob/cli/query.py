@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 import typer
@@ -20,6 +19,7 @@ from vecjob.cli import (
     friendly_errors,
 )
 from vecjob.errors import ConfigError
+from vecjob.parquet_io import plain_json
 
 
 @app.command()
@@ -41,7 +41,7 @@ def search(
     hits = run_search(index_dir, text=text, doc_id=doc_id, model_dir=model, k=k, data=data,
                       id_col=id_col or "id", text_col=text_col or "text")
     if as_json:
-        typer.echo(json.dumps({"query": {"text": text, "id": doc_id}, "hits": hits}, default=str))
+        typer.echo(plain_json({"query": {"text": text, "id": doc_id}, "hits": hits}))
         return
     from rich.table import Table
 
