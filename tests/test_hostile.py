@@ -80,6 +80,25 @@ def test_bad_input_in_the_last_shard_is_refused_before_the_first_is_written(requ
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("runner", ["local", "ray"])
+def test_a_corrupt_page_found_by_an_encoder_names_its_shard(request, tiny_model_dir, tmp_path, runner):
+    """The footer reads, a data page does not: only the encoder that reads the page finds out. On Ray
+    its InputError came back wrapped by Ray Data, and the line was Ray's advice on retries."""
+    if runner == "ray":
+        request.getfixturevalue("ray_session")
+    data = tmp_path / "in"
+    write_collection(data, [30, 30])
+    shard = data / "part-01.parquet"
+    pq.write_table(pq.read_table(shard), shard, compression="zstd")
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 3: len(raw) // 3 + 64] = bytes(64)  # inside the first column's pages, clear of the footer
+    shard.write_bytes(bytes(raw))
+    r = invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v", "--runner", runner)
+    last = r.output.strip().splitlines()[-1]  # after the progress bar of the shard that did encode
+    assert r.exit_code == 2 and last.startswith("error: ") and "part-01.parquet: cannot read row groups [0]" in last, \
+        r.output
+
+
 def test_dictionary_encoded_columns_encode_as_their_values(tiny_model_dir, tmp_path):
     # pandas' category and polars' Categorical columns are written dictionary-encoded.
     plain = tmp_path / "plain"
