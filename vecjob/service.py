@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
 
 from vecjob import storage
 from vecjob.config import Int, first_error
@@ -37,7 +37,7 @@ class Query(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str | None = None
     id: str | Int | None = None
-    vector: list[float] | None = None
+    vector: list[FiniteFloat] | None = None  # a NaN or an infinity would come back as a NaN score
     k: Int = Field(default=10, ge=1, le=MAX_K)
     nprobe: Int | None = Field(default=None, ge=1, le=MAX_NPROBE)
 
@@ -72,6 +72,8 @@ def parse(body: bytes, model: type[BaseModel], max_bytes: int) -> BaseModel:
         raw = json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RequestError(400, "request body is not valid JSON (nested too deeply)") from None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
