@@ -24,6 +24,16 @@ def test_chinese_characters_and_kana_are_tokens_of_their_own_and_version_2_keeps
     assert [vocab.tokens[i] for i in Tokenizer(vocab, 8).encode(pl.Series(["北京"]))[0]] == ["北", "京"]
 
 
+def test_one_word_typed_two_ways_or_with_invisible_characters_is_one_token_and_version_3_keeps_its_cut():
+    composed, decomposed = "caf\u00e9", "cafe\u0301"  # what macOS file names and some editors write
+    texts = [f"{composed} {decomposed}", "inter\u00adnational", "zero\u200bwidth", "\ufeffstart \u200eltr\u200f"]
+    assert tokenize_column(texts).to_list() == [[composed, composed], ["international"], ["zero", "width"],
+                                                ["start", "ltr"]]
+    assert tokenize_column(texts, version=3).to_list()[:2] == [[composed, decomposed], ["inter", "\u00ad", "national"]]
+    vocab = Vocab.from_counts(count_tokens(["international café"] * 2), 20, 1)
+    assert UNK not in Tokenizer(vocab, 8).encode(pl.Series(["inter\u00adnational cafe\u0301"]))[0].tolist()
+
+
 def test_urls_become_one_token_and_html_entities_are_unescaped():
     # Tweets: a t.co link would otherwise be ~8 tokens of "http : / / t . co /" and an unknown id.
     tokens = tokenize_column(["Read http://t.co/AbC9x now &amp; HTTPS://example.com/a?b=1!", "R&amp;D &lt;3 www.bbc.co.uk", "Google&amp;#39;s"])

@@ -21,15 +21,19 @@ from vecjob.errors import ArtifactError
 # Recorded in every model dir: a model only encodes with the tokenisation it was trained on.
 # 2: URLs and HTML entities (version 1 split a t.co link into ~8 tokens, an unknown word among them).
 # 3: each Chinese character and Japanese kana is a token (an unspaced run of them was one token that
-#    never came again: a Chinese or Japanese collection had next to no vocabulary). Models of version
-#    2 keep their own tokenisation, which differs only on such characters.
-TOKENIZER_VERSION = 3
+#    never came again: a Chinese or Japanese collection had next to no vocabulary).
+# 4: text is in Unicode's composed form (NFC) and loses its invisible format characters (soft hyphens,
+#    zero-width joiners, byte-order marks, direction marks; a zero-width space separates words): "café"
+#    typed two ways, or a scraped "inter<soft hyphen>national", was two words.
+# Models of an earlier version keep their own tokenisation, which differs only on such characters.
+TOKENIZER_VERSION = 4
 URL_TOKEN = "<url>"
 URL_PATTERN = r"https?://\S+"
 CJK_CHARACTERS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana, ideographs: as BERT splits
 _WORD = rf"[^\W{CJK_CHARACTERS}]+"  # letters, digits and _, but not those characters
 TOKEN_PATTERNS = {2: URL_TOKEN + r"|\w+(?:'\w+)*|[^\w\s]",
                   3: URL_TOKEN + rf"|[{CJK_CHARACTERS}]|{_WORD}(?:'{_WORD})*|[^\w\s]"}
+TOKEN_PATTERNS[4] = TOKEN_PATTERNS[3]
 TOKEN_PATTERN = TOKEN_PATTERNS[TOKENIZER_VERSION]
 HTML_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'"}
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -45,6 +49,8 @@ def tokenize_column(texts: pl.Series | pa.Array | pa.ChunkedArray | list,
     """Texts → list[str] tokens per text (nulls stay null), as tokenizer `version` cuts them."""
     s = texts if isinstance(texts, pl.Series) else pl.Series(values=texts, dtype=pl.String)
     s = s.str.to_lowercase()
+    if version >= 4:
+        s = s.str.normalize("NFC").str.replace_all("\u200b", " ", literal=True).str.replace_all(r"\p{Cf}", "")
     # One pass per entity, &amp; first: scraped tweets hold doubly escaped text ("&amp;gt;",
     # "Google&amp;#39;s") that a single simultaneous pass would leave half-escaped.
     for entity, char in HTML_ENTITIES.items():
