@@ -126,7 +126,8 @@ def check_factory(factory: str, dim: int, metric: str) -> None:
         done = subprocess.run(args, capture_output=True, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ConfigError(f"FAISS factory '{factory}': building it on {PROBE_VECTORS} random vectors of dim {dim} "
-                          f"did not finish in {PROBE_TIMEOUT_S:.0f} s (FAISS does not check some of its numbers)") from None
+                          f"did not finish in {PROBE_TIMEOUT_S:.0f} s (FAISS does not check every number of a factory "
+                          f"string)") from None
     refusal = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
     if done.returncode == 1 and refusal and refusal[0].startswith("refused: "):
         raise ConfigError(f"FAISS factory '{factory}' cannot be built: {refusal[0][len('refused: '):]} (tried on "
@@ -134,8 +135,8 @@ def check_factory(factory: str, dim: int, metric: str) -> None:
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
         raise ConfigError(f"FAISS factory '{factory}': building it on {PROBE_VECTORS} random vectors of dim {dim} "
-                          f"crashed FAISS ({name}): FAISS does not check some of its numbers (HNSW needs M ≥ 2, "
-                          f"PQ 1 to 16 bits)")
+                          f"crashed FAISS ({name}), which does not check every number of a factory string: look "
+                          f"for a 0, or an HNSW M below 2")
 
 
 def _labelled_index(factory: str, dim: int, metric: str):
