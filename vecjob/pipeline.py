@@ -33,18 +33,23 @@ def run_job(
     force: bool = False,
     on_stage: Callable[[str, str], None] | None = None,
     retrain: bool = False,
-    publish: Callable[[], object] | None = None,
 ) -> dict:
     """Run the job's stages under one lock on the run dir; returns the run manifest.
     `force` redoes every stage (and retrains); `retrain` trains a new model and switches to it.
-    An `out` in an object store runs in its local mirror, which `publish` pushes after each stage."""
+    An `out` in an object store runs in its local mirror, pushed to the store after each stage."""
     on_stage = on_stage or (lambda stage, line: None)
     for name in spec.stages:  # settings a stage cannot run with, before anything is written or leased
         STAGES[name].check(spec)
-    if storage.is_uri(spec.out):  # worked on in a local mirror, published after every stage
-        with storage.mirrored(spec.out, "out") as local:
-            return run_job(spec.model_copy(update={"out": str(local)}), force, on_stage, retrain,
-                           publish=lambda: storage.push(local, spec.out))
+    if not storage.is_uri(spec.out):
+        return _run_in(spec, force, on_stage, retrain, publish=lambda: None)
+    with storage.mirrored(spec.out, "out") as local:
+        return _run_in(spec.model_copy(update={"out": str(local)}), force, on_stage, retrain,
+                       publish=lambda: storage.push(local, spec.out))
+
+
+def _run_in(spec: JobSpec, force: bool, on_stage: Callable[[str, str], None], retrain: bool,
+            publish: Callable[[], object]) -> dict:
+    """The run in a local run dir (the mirror of one in a store), under its lock."""
     root = check_output(spec.out, "out", markers=(), kind="vecjob.run")  # stages check their own folders
     for name in spec.stages:  # before anything is written: a stage whose input no stage of this run makes
         for needed in STAGES[name].needs:
@@ -53,7 +58,7 @@ def run_job(
                                   f"add \"{needed}\" to stages")
     with output_lock(root):
         root.mkdir(parents=True, exist_ok=True)
-        return _run_locked(spec, root, force, retrain or force, on_stage, publish or (lambda: None))
+        return _run_locked(spec, root, force, retrain or force, on_stage, publish)
 
 
 def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage: Callable[[str, str], None],
