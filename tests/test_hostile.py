@@ -406,6 +406,16 @@ def test_a_stage_whose_input_no_stage_makes_is_refused_before_the_run_dir_exists
     assert not (tmp_path / "run").exists()
 
 
+def test_a_mistyped_data_path_or_column_in_a_job_spec_is_refused_before_the_run_dir_exists(tmp_path, collection):
+    spec = tmp_path / "job.toml"
+    for data, line in ((f'paths = ["{collection}"]\nid_col = "ident"', "missing column 'ident' (columns: id, text"),
+                       (f'paths = ["{collection}"]\ntext_col = "body"', "missing column 'body'"),
+                       (f'paths = ["{tmp_path / "nowhere"}"]', "nowhere: no such file or directory")):
+        spec.write_text(f'out = "run"\n[data]\n{data}\n')
+        refused(invoke("run", spec), line)
+        assert not (tmp_path / "run").exists()
+
+
 def test_a_one_document_collection_trains_on_one_worker_unless_more_are_asked_for(ray_session, tmp_path):
     data = tmp_path / "in"
     data.mkdir()

@@ -17,6 +17,7 @@ from vecjob.config import JobSpec
 from vecjob.lifecycle import active_model, decide, settings_fingerprint
 from vecjob.parquet_io import (
     MANIFEST,
+    check_shard,
     discover,
     file_fingerprint,
     fingerprint,
@@ -124,10 +125,21 @@ class Corpus(Stage):
         return {"shards": len(paths)}
 
 
+def check_data_columns(spec: JobSpec) -> None:
+    """The data's paths and the first shard's id and text columns, before the run dir exists: a
+    mistyped path or column name is one line then, not after the run started (each shard is checked
+    in full by the stage that reads it). Data the corpus stage writes does not exist yet."""
+    if "corpus" not in spec.stages:
+        check_shard(discover(spec.data.paths)[0], spec.data.id_col, spec.data.text_col)
+
+
 class Train(Stage):
     """The model is pinned: trained on the first run, then only as `vecjob.lifecycle.decide` says."""
 
     name, folder = "train", "model"
+
+    def check(self, spec: JobSpec) -> None:
+        check_data_columns(spec)
 
     def fingerprint(self, ctx: RunContext) -> str:
         spec = ctx.spec
@@ -168,6 +180,9 @@ def train_headline(model_manifest: dict) -> dict:
 class Encode(Stage):
     name, folder = "encode", "vectors"
     needs = ("train",)
+
+    def check(self, spec: JobSpec) -> None:
+        check_data_columns(spec)
 
     def fingerprint(self, ctx: RunContext) -> str:
         model = read_json(active_model(ctx.folder("train")) / MANIFEST).get("model_fingerprint", "")
