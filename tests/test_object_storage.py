@@ -69,8 +69,8 @@ def test_a_job_in_a_bucket_runs_resumes_and_answers_searches(s3, tmp_path, monke
 
 
 def test_bad_run_locations_exit_2_with_one_line_and_create_nothing(s3, tmp_path, monkeypatch):
-    spec = tmp_path / "job.toml"
-    spec.write_text(S3_SPEC.format(out="unused", data=s3.uri("data")))
+    spec = tmp_path / "job.toml"  # the data is there: only the run's location is wrong
+    spec.write_text(S3_SPEC.format(out="unused", data=upload_collection(s3, tmp_path / "up", sizes=(20,))))
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
