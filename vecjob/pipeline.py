@@ -23,7 +23,7 @@ from vecjob.errors import ConfigError
 from vecjob.lifecycle import publish_when_ready
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import MANIFEST, new_manifest, read_json, write_json_atomic
-from vecjob.stages import STAGES, RunContext
+from vecjob.stages import STAGES, RunContext, check_data_columns
 
 STATE_FILE = "run_state.json"
 
@@ -40,6 +40,8 @@ def run_job(
     on_stage = on_stage or (lambda stage, line: None)
     for name in spec.stages:  # settings a stage cannot run with, before anything is written or leased
         STAGES[name].check(spec)
+    if any(STAGES[name].reads_data for name in spec.stages):
+        check_data_columns(spec)
     if not storage.is_uri(spec.out):
         return _run_in(spec, force, on_stage, retrain, publish=lambda: None)
     with storage.mirrored(spec.out, "out") as local:

@@ -77,6 +77,7 @@ class Stage:
     name: ClassVar[str]
     folder: ClassVar[str]  # in the run dir
     needs: ClassVar[tuple[str, ...]] = ()  # the stages whose outputs it reads
+    reads_data: ClassVar[bool] = False  # whether it reads the collection in data.paths
 
     def check(self, spec: JobSpec) -> None:
         """Refuse a setting this stage cannot run with, before the run writes anything."""
@@ -137,9 +138,7 @@ class Train(Stage):
     """The model is pinned: trained on the first run, then only as `vecjob.lifecycle.decide` says."""
 
     name, folder = "train", "model"
-
-    def check(self, spec: JobSpec) -> None:
-        check_data_columns(spec)
+    reads_data = True
 
     def fingerprint(self, ctx: RunContext) -> str:
         spec = ctx.spec
@@ -180,9 +179,7 @@ def train_headline(model_manifest: dict) -> dict:
 class Encode(Stage):
     name, folder = "encode", "vectors"
     needs = ("train",)
-
-    def check(self, spec: JobSpec) -> None:
-        check_data_columns(spec)
+    reads_data = True
 
     def fingerprint(self, ctx: RunContext) -> str:
         model = read_json(active_model(ctx.folder("train")) / MANIFEST).get("model_fingerprint", "")
