@@ -34,6 +34,21 @@ def test_one_word_typed_two_ways_or_with_invisible_characters_is_one_token_and_v
     assert UNK not in Tokenizer(vocab, 8).encode(pl.Series(["inter\u00adnational cafe\u0301"]))[0].tolist()
 
 
+def test_thai_lao_khmer_and_burmese_are_cut_into_characters_with_their_marks_and_version_4_keeps_its_runs():
+    # Written without spaces between words: one run per phrase was one token that never came again.
+    texts = ["ภาษาไทยเป็นภาษา iPhone ราคา", "ພາສາລາວ", "ភាសាខ្មែរ", "မြန်မာဘာသာ"]
+    assert tokenize_column(texts).to_list() == [
+        ["ภ", "า", "ษ", "า", "ไ", "ท", "ย", "เ", "ป็", "น", "ภ", "า", "ษ", "า", "iphone", "ร", "า", "ค", "า"],
+        ["ພ", "າ", "ສ", "າ", "ລ", "າ", "ວ"], ["ភា", "សា", "ខ្", "មែ", "រ"], ["မြ", "န်", "မာ", "ဘာ", "သာ"]]
+    assert tokenize_column(texts, version=4).to_list()[0] == ["ภาษาไทยเป็นภาษา", "iphone", "ราคา"]
+    # A new sentence reads as known tokens, where version 4 knows none of its runs.
+    training, unseen = ["ภาษาไทยเป็นภาษา", "ประเทศไทยใหญ่"], pl.Series(["ไทยเป็นประเทศ"])
+    for version, known in ((5, True), (4, False)):
+        counts = tokenize_column(training, version).explode().rename("token").value_counts(name="count")
+        vocab = Vocab.from_counts(counts, 200, 1)
+        assert (UNK not in Tokenizer(vocab, 64, version=version).encode(unseen)[0].tolist()) is known
+
+
 def test_urls_become_one_token_and_html_entities_are_unescaped():
     # Tweets: a t.co link would otherwise be ~8 tokens of "http : / / t . co /" and an unknown id.
     tokens = tokenize_column(["Read http://t.co/AbC9x now &amp; HTTPS://example.com/a?b=1!", "R&amp;D &lt;3 www.bbc.co.uk", "Google&amp;#39;s"])

@@ -25,22 +25,27 @@ from vecjob.errors import ArtifactError
 # 4: text is in Unicode's composed form (NFC) and loses its invisible format characters (soft hyphens,
 #    zero-width joiners, byte-order marks, direction marks; a zero-width space separates words): "café"
 #    typed two ways, or a scraped "inter<soft hyphen>national", was two words.
+# 5: Thai, Lao, Khmer and Burmese, written without spaces between words, are cut into characters, each
+#    with the vowel and tone marks written on it (an unspaced run was one token that never came again).
 # Models of an earlier version keep their own tokenisation, which differs only on such characters.
-TOKENIZER_VERSION = 4
+TOKENIZER_VERSION = 5
 URL_TOKEN = "<url>"
 URL_PATTERN = r"https?://\S+"
 CJK_CHARACTERS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana, ideographs: as BERT splits
+# Thai, Lao, Myanmar (and its extensions), Khmer (and its symbols): no dictionary segmenter ships with
+# vecjob, so a base character and the marks on it are the unit, as CJK characters are.
+UNSPACED_SCRIPTS = r"\u0e00-\u0eff\u1000-\u109f\ua9e0-\ua9ff\uaa60-\uaa7f\u1780-\u17ff\u19e0-\u19ff"
 _WORD = rf"[^\W{CJK_CHARACTERS}]+"  # letters, digits and _, but not those characters
-TOKEN_PATTERNS = {2: URL_TOKEN + r"|\w+(?:'\w+)*|[^\w\s]",
-                  3: URL_TOKEN + rf"|[{CJK_CHARACTERS}]|{_WORD}(?:'{_WORD})*|[^\w\s]"}
-TOKEN_PATTERNS[4] = TOKEN_PATTERNS[3]
-TOKEN_PATTERN = TOKEN_PATTERNS[TOKENIZER_VERSION]
+_WORD_5 = rf"[^\W{CJK_CHARACTERS}{UNSPACED_SCRIPTS}]+"
+_CUT_3 = URL_TOKEN + rf"|[{CJK_CHARACTERS}]|{_WORD}(?:'{_WORD})*|[^\w\s]"
+TOKEN_PATTERNS = {2: URL_TOKEN + r"|\w+(?:'\w+)*|[^\w\s]", 3: _CUT_3, 4: _CUT_3,  # 4 changes the text, not the cut
+                  5: URL_TOKEN + rf"|[{CJK_CHARACTERS}]|[{UNSPACED_SCRIPTS}]\p{{M}}*|{_WORD_5}(?:'{_WORD_5})*|[^\w\s]"}
 HTML_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'"}
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 VOCAB_FILE = "vocab.tsv"
 _URL_RE = re.compile(URL_PATTERN)
-_TOKEN_RE = re.compile(TOKEN_PATTERN)
+_TOKEN_RE = re.compile(_CUT_3)  # for ASCII texts, which every version cuts alike (Python's re has no \p{M})
 FEW_TEXTS = 64  # up to this many ASCII texts, plain Python regex beats polars' per-call overhead
 
 
