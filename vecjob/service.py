@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +93,8 @@ class Snapshot:
     encoder: object | None  # DocumentEncoder of the index's model; None: text queries are refused
     loaded_at: float
 
-    @property
-    def generation(self) -> str:
+    @cached_property
+    def generation(self) -> str:  # every answer names it: hashed once, not per request
         return generation(self.index.manifest)
 
     @classmethod
