@@ -1,8 +1,7 @@
 """Sentiment (or any label) classification on document vectors.
 
 train:   join vectors to labels by id, fit standardised multinomial logistic regression (C by 3-fold
-         CV on the training ids, the one-standard-error rule; balanced class weights), save it as
-         plain arrays (no pickle).
+         CV on the training ids; balanced class weights), save it as plain arrays (no pickle).
 eval:    accuracy, macro-F1, per-class precision/recall/F1, confusion matrix (+ PNG).
 predict: one prediction shard per vector shard (id, label, prob_<class>...), written atomically.
 """
@@ -107,16 +106,6 @@ def labelled_vectors(
     return x, joined["label"].to_numpy().astype(object), counts
 
 
-def one_standard_error_C(cv_results: dict, folds: int) -> float:
-    """The strongest regularisation (smallest C) whose cross-validated score is within one standard
-    error of the best C's: neighbouring Cs often score within the folds' noise of each other, and the
-    best of them by a hair is the one that fits the folds' noise most (the one-standard-error rule)."""
-    scores, spread = cv_results["mean_test_score"], cv_results["std_test_score"]
-    best = int(np.argmax(scores))
-    good_enough = scores[best] - spread[best] / np.sqrt(folds)
-    return min(p["C"] for p, score in zip(cv_results["params"], scores) if score >= good_enough)
-
-
 def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str = "id") -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -134,9 +123,7 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
     folds = max(2, min(3, int(per_class.min())))
     grid = GridSearchCV(LogisticRegression(max_iter=2000, class_weight="balanced"), {"C": [0.01, 0.1, 1.0, 10.0]},
                         cv=StratifiedKFold(folds, shuffle=True, random_state=0), scoring="f1_macro", n_jobs=1)
-    grid.fit(z, y)
-    best = LogisticRegression(max_iter=2000, class_weight="balanced", C=one_standard_error_C(grid.cv_results_, folds))
-    best.fit(z, y)
+    best = grid.fit(z, y).best_estimator_
     clf = Classifier([str(c) for c in best.classes_], mean, scale, best.coef_, best.intercept_)
     with output_lock(out), staged_dir(out) as staging:
         clf.save(staging)
@@ -145,6 +132,8 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
             config=cfg.model_dump(), classes=clf.classes, dim=clf.dim, counts=counts,
             class_counts={str(c): int(n) for c, n in zip(classes, per_class)},
             chosen_C=float(best.C), cv_macro_f1=float(grid.best_score_),
+            cv_macro_f1_by_C={str(p["C"]): float(f)
+                              for p, f in zip(grid.cv_results_["params"], grid.cv_results_["mean_test_score"])},
             timings={"train_s": time.perf_counter() - t0},
         )
         write_json_atomic(manifest, staging / MANIFEST)
