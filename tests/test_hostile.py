@@ -416,6 +416,21 @@ def test_a_mistyped_data_path_or_column_in_a_job_spec_is_refused_before_the_run_
         assert not (tmp_path / "run").exists()
 
 
+def test_more_workers_than_the_local_ray_holds_is_one_line_not_a_wait_for_ever(ray_session, tiny_model_dir,
+                                                                                 collection, tmp_path):
+    # The local Ray never grows: Ray Train and Ray Data would wait for the CPUs without a word (Ray
+    # Data gives up after encode's 300 s wait for its actors; Ray Train never does).
+    from vecjob.errors import ConfigError
+    from vecjob.ray_train import resolve_workers
+
+    with pytest.raises(ConfigError, match=r"train.workers \(--workers\) = 3: 3 × 1 CPU .* 2 CPUs"):
+        resolve_workers(TrainConfig(workers=3))
+    assert resolve_workers(TrainConfig(workers=2, use_gpu="no")) == (2, False)
+    refused(invoke("encode", collection, "--model", tiny_model_dir, "--out", tmp_path / "v", "--concurrency", "64"),
+            "encode.concurrency (--concurrency) = 64", "2 CPUs")
+    assert listing(tmp_path) == []
+
+
 def test_a_one_document_collection_trains_on_one_worker_unless_more_are_asked_for(ray_session, tmp_path):
     data = tmp_path / "in"
     data.mkdir()

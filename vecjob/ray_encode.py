@@ -56,11 +56,13 @@ class RayData:
 def _run_ray(items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig, sink: Callable[[dict], None]) -> int:
     import ray
 
-    from vecjob.runtime import cluster_cpus_gpus, largest_node_cpus
+    from vecjob.runtime import check_fits, cluster_cpus_gpus, largest_node_cpus
 
     cpus, gpus = cluster_cpus_gpus()
     actors, cpus_per_actor, gpus_per_actor, threads = resolve_concurrency(cfg, cpus, gpus, largest_node_cpus(),
                                                                           len(items))
+    if cfg.concurrency:
+        check_fits("encode.concurrency (--concurrency)", actors, cpus_per_actor, gpus_per_actor)
     device = "cuda" if gpus_per_actor > 0 else ("cpu" if cfg.device == "auto" else cfg.device)
     # Start encoding once every actor is up: otherwise the first one ready takes the items while the
     # others wait for CPUs that, say, a finishing training run still holds (seen on two nodes).

@@ -24,16 +24,19 @@ STATE_FILE = "train_state.pt"
 
 def resolve_workers(train_cfg: TrainConfig) -> tuple[int, bool]:
     """(workers, use_gpu) from the config and what the cluster has."""
-    from vecjob.runtime import cluster_cpus_gpus
+    from vecjob.runtime import check_fits, cluster_cpus_gpus
 
     cpus, gpus = cluster_cpus_gpus()
     use_gpu = {"yes": True, "no": False}.get(train_cfg.use_gpu, gpus > 0)
     if use_gpu and gpus == 0:
         raise VecjobError("use_gpu = yes, but the Ray cluster has no GPUs")
     if train_cfg.workers:
+        check_fits("train.workers (--workers)", train_cfg.workers, 1, train_cfg.gpus_per_worker if use_gpu else 0)
         return train_cfg.workers, use_gpu
     if use_gpu:
-        return max(1, int(gpus / train_cfg.gpus_per_worker)), True
+        workers = max(1, int(gpus / train_cfg.gpus_per_worker))
+        check_fits("train.gpus_per_worker (--gpus-per-worker)", workers, 1, train_cfg.gpus_per_worker)
+        return workers, True
     # One single-threaded worker per core: the LSTM's many small ops scale badly with threads.
     return max(1, min(cpus, 8)), False
 

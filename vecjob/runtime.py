@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from vecjob.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -69,6 +71,29 @@ def _quiet_ray_data() -> None:
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def check_fits(setting: str, count: int, cpus_each: float, gpus_each: float = 0.0) -> None:
+    """`count` workers of `cpus_each` CPUs and `gpus_each` GPUs, more than the Ray cluster holds: refused
+    on a Ray this process started (one machine that never grows: the work would wait for ever); on a
+    cluster, said once, as its autoscaler may add the nodes the work waits for."""
+    cpus, gpus = cluster_cpus_gpus()
+    if count * cpus_each <= cpus and count * gpus_each <= gpus:
+        return
+    each = f"{cpus_each:g} CPU" + (f" and {gpus_each:g} GPU" if gpus_each else "")
+    message = (f"{setting} = {count}: {count} × {each} is more than the Ray cluster's {cpus} CPUs"
+               + (f" and {gpus} GPUs" if gpus_each else ""))
+    if _started_here():
+        raise ConfigError(message + " (0 picks what fits)")
+    log.warning("%s: waiting for nodes to join", message)
+
+
+def _started_here() -> bool:
+    """Whether this process started the Ray it is connected to (a local Ray, not a cluster's head)."""
+    import ray._private.worker
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(node is not None and node.is_head())
 
 
 def cluster_cpus_gpus() -> tuple[int, int]:
