@@ -117,7 +117,7 @@ def test_predictions_follow_the_collection_shard_by_shard(tmp_path):
 
 
 def test_c_is_the_best_of_the_cross_validated_choices_and_the_manifest_shows_them_all(tmp_path):
-    vdir, labels = _data(tmp_path, spread=1.2)  # overlapping classes: C = 0.1 scores best, 0.01 within a standard error
+    vdir, labels = _data(tmp_path, spread=1.2)  # overlapping: C = 0.1 scores best, 0.01 within a standard error
     manifest = train_classifier(vdir, str(labels), tmp_path / "clf", SentimentConfig())
     by_c = manifest["cv_macro_f1_by_C"]
     assert set(by_c) == {"0.01", "0.1", "1.0", "10.0"}

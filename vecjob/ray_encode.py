@@ -62,7 +62,7 @@ def _run_ray(items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig, sin
     actors, cpus_per_actor, gpus_per_actor, threads = resolve_concurrency(cfg, cpus, gpus, largest_node_cpus(),
                                                                           len(items))
     if cfg.concurrency:
-        check_fits("encode.concurrency (--concurrency)", actors, cpus_per_actor, gpus_per_actor)
+        check_fits(f"encode.concurrency (--concurrency) = {actors}", actors, cpus_per_actor, gpus_per_actor)
     device = "cuda" if gpus_per_actor > 0 else ("cpu" if cfg.device == "auto" else cfg.device)
     # Start encoding once every actor is up: otherwise the first one ready takes the items while the
     # others wait for CPUs that, say, a finishing training run still holds (seen on two nodes).

@@ -31,11 +31,14 @@ def resolve_workers(train_cfg: TrainConfig) -> tuple[int, bool]:
     if use_gpu and gpus == 0:
         raise VecjobError("use_gpu = yes, but the Ray cluster has no GPUs")
     if train_cfg.workers:
-        check_fits("train.workers (--workers)", train_cfg.workers, 1, train_cfg.gpus_per_worker if use_gpu else 0)
+        check_fits(f"train.workers (--workers) = {train_cfg.workers}", train_cfg.workers, 1,
+                   train_cfg.gpus_per_worker if use_gpu else 0)
         return train_cfg.workers, use_gpu
     if use_gpu:
         workers = max(1, int(gpus / train_cfg.gpus_per_worker))
-        check_fits("train.gpus_per_worker (--gpus-per-worker)", workers, 1, train_cfg.gpus_per_worker)
+        check_fits(f"train.gpus_per_worker (--gpus-per-worker) = {train_cfg.gpus_per_worker:g}", workers, 1,
+                   train_cfg.gpus_per_worker,
+                   hint=f"at most the {gpus} GPUs there are")
         return workers, True
     # One single-threaded worker per core: the LSTM's many small ops scale badly with threads.
     return max(1, min(cpus, 8)), False

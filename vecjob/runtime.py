@@ -73,18 +73,20 @@ def _quiet_ray_data() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
-def check_fits(setting: str, count: int, cpus_each: float, gpus_each: float = 0.0) -> None:
-    """`count` workers of `cpus_each` CPUs and `gpus_each` GPUs, more than the Ray cluster holds: refused
-    on a Ray this process started (one machine that never grows: the work would wait for ever); on a
-    cluster, said once, as its autoscaler may add the nodes the work waits for."""
+def check_fits(setting: str, count: int, cpus_each: float, gpus_each: float = 0.0,
+               hint: str = "0 picks what fits") -> None:
+    """`count` workers of `cpus_each` CPUs and `gpus_each` GPUs, which `setting` (a key and its value)
+    asks for, more than the Ray cluster holds: refused on a Ray this process started (one machine that
+    never grows: the work would wait for ever); on a cluster, a warning, as its autoscaler may add the
+    nodes the work waits for."""
     cpus, gpus = cluster_cpus_gpus()
     if count * cpus_each <= cpus and count * gpus_each <= gpus:
         return
     each = f"{cpus_each:g} CPU" + (f" and {gpus_each:g} GPU" if gpus_each else "")
-    message = (f"{setting} = {count}: {count} × {each} is more than the Ray cluster's {cpus} CPUs"
+    message = (f"{setting}: {count} × {each} is more than the Ray cluster's {cpus} CPUs"
                + (f" and {gpus} GPUs" if gpus_each else ""))
     if _started_here():
-        raise ConfigError(message + " (0 picks what fits)")
+        raise ConfigError(f"{message} ({hint})")
     log.warning("%s: waiting for nodes to join", message)
 
 
