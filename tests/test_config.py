@@ -139,6 +139,12 @@ def test_a_spec_that_is_not_utf8_text_is_one_line(tmp_path):
         load_job_spec(spec)
 
 
+def test_a_spec_saved_with_a_byte_order_mark_loads(tmp_path):
+    spec = tmp_path / "job.toml"  # as Windows Notepad saves UTF-8
+    spec.write_bytes(b'\xef\xbb\xbfname = "caf\xc3\xa9"\n[data]\npaths = ["d"]\n')
+    assert load_job_spec(spec).name == "caf\u00e9"
+
+
 def test_a_flag_out_of_its_range_is_one_line_naming_it(tmp_path):
     from typer.testing import CliRunner
 

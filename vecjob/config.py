@@ -244,7 +244,7 @@ def load_job_spec(path: str | Path, run_date: _dt.date | None = None, out: str |
     `out` (the --out flag: absolute or a URI) replaces the spec's own."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as Windows editors write
     except FileNotFoundError:
         raise ConfigError(f"{path}: job spec not found") from None
     except tomllib.TOMLDecodeError as exc:
