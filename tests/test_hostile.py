@@ -417,18 +417,26 @@ def test_a_mistyped_data_path_or_column_in_a_job_spec_is_refused_before_the_run_
 
 
 def test_more_workers_than_the_local_ray_holds_is_one_line_not_a_wait_for_ever(ray_session, tiny_model_dir,
-                                                                                 collection, tmp_path):
-    # The local Ray never grows: Ray Train and Ray Data would wait for the CPUs without a word (Ray
-    # Data gives up after encode's 300 s wait for its actors; Ray Train never does).
+                                                                                 collection, vectors, tmp_path):
+    # The local Ray never grows: Ray Train, Ray Data and Serve would wait for the CPUs without a word
+    # (Ray Data gives up after encode's 300 s wait for its actors; Ray Train and Serve never do).
+    import socket
+
     from vecjob.errors import ConfigError
     from vecjob.ray_train import resolve_workers
 
-    with pytest.raises(ConfigError, match=r"train.workers \(--workers\) = 3: 3 × 1 CPU .* 2 CPUs"):
+    with pytest.raises(ConfigError, match=r"train.workers \(--workers\) = 3: 3 × 1 CPU .* 2 CPUs \(at most 2 fit\)"):
         resolve_workers(TrainConfig(workers=3))
     assert resolve_workers(TrainConfig(workers=2, use_gpu="no")) == (2, False)
-    refused(invoke("encode", collection, "--model", tiny_model_dir, "--out", tmp_path / "v", "--concurrency", "64"),
-            "encode.concurrency (--concurrency) = 64", "2 CPUs")
-    assert listing(tmp_path) == []
+    refused(invoke("encode", collection, "--model", tiny_model_dir, "--out", tmp_path / "encoded", "--concurrency",
+                   "64"), "encode.concurrency (--concurrency) = 64", "2 CPUs")
+    assert not (tmp_path / "encoded").exists()
+    index_collection(vectors, tmp_path / "index", IndexConfig())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused(invoke("serve", tmp_path / "index", "--replicas", "8", "--port", port),
+            "--replicas 8: 8 × 0.5 CPU", "2 CPUs (at most 4 fit)")
 
 
 def test_a_one_document_collection_trains_on_one_worker_unless_more_are_asked_for(ray_session, tmp_path):

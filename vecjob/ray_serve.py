@@ -34,7 +34,10 @@ def _error(exc: RequestError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+REPLICA_CPUS = 0.5  # what each of `--replicas` reserves on the cluster (Serve's proxy and controller reserve none)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": REPLICA_CPUS}, max_ongoing_requests=128)
 @serve.ingress(api)
 class SearchService:
     def __init__(self) -> None:
@@ -152,6 +155,9 @@ def build_app(args: dict):
 def deploy(index: str, model: str | None, data: list[str] | None, *, host: str = "127.0.0.1", port: int = 8000,
            replicas: int = 1, poll_s: float = 5.0) -> str:
     """Start (or update) the search application on the connected Ray cluster; returns its URL."""
+    from vecjob.runtime import check_fits
+
+    check_fits(f"--replicas {replicas}", replicas, REPLICA_CPUS)  # else Serve waits for them without end
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app({"index": index, "model": model, "data": data, "poll_s": poll_s, "replicas": replicas}),
               name=APP_NAME, route_prefix="/")

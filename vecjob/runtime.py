@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 from vecjob.errors import ConfigError
@@ -73,8 +74,7 @@ def _quiet_ray_data() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
-def check_fits(setting: str, count: int, cpus_each: float, gpus_each: float = 0.0,
-               hint: str = "0 picks what fits") -> None:
+def check_fits(setting: str, count: int, cpus_each: float, gpus_each: float = 0.0, hint: str = "") -> None:
     """`count` workers of `cpus_each` CPUs and `gpus_each` GPUs, which `setting` (a key and its value)
     asks for, more than the Ray cluster holds: refused on a Ray this process started (one machine that
     never grows: the work would wait for ever); on a cluster, a warning, as its autoscaler may add the
@@ -86,7 +86,8 @@ def check_fits(setting: str, count: int, cpus_each: float, gpus_each: float = 0.
     message = (f"{setting}: {count} × {each} is more than the Ray cluster's {cpus} CPUs"
                + (f" and {gpus} GPUs" if gpus_each else ""))
     if _started_here():
-        raise ConfigError(f"{message} ({hint})")
+        fits = int(min(cpus / cpus_each if cpus_each else math.inf, gpus / gpus_each if gpus_each else math.inf))
+        raise ConfigError(f"{message} ({hint or f'at most {fits} fit'})")
     log.warning("%s: waiting for nodes to join", message)
 
 
