@@ -450,3 +450,17 @@ def test_a_one_document_collection_trains_on_one_worker_unless_more_are_asked_fo
     r = invoke("train", data, "--out", tmp_path / "auto", "--epochs", "1")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["workers"] == 1
+
+
+def test_a_model_too_large_for_the_machine_is_one_line_before_training(ray_session, collection, tmp_path):
+    # A mistyped --dim ended, after Ray Train had started its workers, in torch's allocation error,
+    # which names no setting; the size is known from the config and the vocabulary before any of that.
+    from vecjob.errors import ConfigError
+    from vecjob.trainer import InProcess, train_model
+
+    with pytest.raises(ConfigError, match=r"model.hidden_dim = 300000 \(--hidden-dim\) .* GiB of weights"):
+        train_model(DataConfig(paths=[str(collection)]), tmp_path / "m", TokenizerConfig(),
+                    ModelConfig(hidden_dim=300_000), TrainConfig(), InProcess())
+    refused(invoke("train", collection, "--out", tmp_path / "m", "--dim", "1000000000"),
+            "model.dim = 1000000000 (--dim)", "more than this machine's")
+    assert [p for p in listing(tmp_path) if p.startswith(("m", ".m"))] == []  # no model dir, lock or checkpoints

@@ -54,12 +54,15 @@ def _storage_env() -> dict:
     return {"runtime_env": {"env_vars": env}}
 
 
-def _local_object_store_bytes() -> int:
+def machine_memory_bytes() -> int:
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
-        total = 8 << 30
-    return int(min(2 << 30, max(512 << 20, total // 10)))
+        return 8 << 30
+
+
+def _local_object_store_bytes() -> int:
+    return int(min(2 << 30, max(512 << 20, machine_memory_bytes() // 10)))
 
 
 def _quiet_ray_data() -> None:
@@ -85,13 +88,13 @@ def check_fits(setting: str, count: int, cpus_each: float, gpus_each: float = 0.
     each = f"{cpus_each:g} CPU" + (f" and {gpus_each:g} GPU" if gpus_each else "")
     message = (f"{setting}: {count} × {each} is more than the Ray cluster's {cpus} CPUs"
                + (f" and {gpus} GPUs" if gpus_each else ""))
-    if _started_here():
+    if started_here():
         fits = int(min(cpus / cpus_each if cpus_each else math.inf, gpus / gpus_each if gpus_each else math.inf))
         raise ConfigError(f"{message} ({hint or f'at most {fits} fit'})")
     log.warning("%s: waiting for nodes to join", message)
 
 
-def _started_here() -> bool:
+def started_here() -> bool:
     """Whether this process started the Ray it is connected to (a local Ray, not a cluster's head)."""
     import ray._private.worker
 

@@ -17,14 +17,15 @@ import torch
 from vecjob.chunks import ChunkSet
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from vecjob.dataset import build_vocab, heldout_unknown_share, training_chunks
-from vecjob.errors import VecjobError
+from vecjob import runtime
+from vecjob.errors import ConfigError, VecjobError
 from vecjob.model import ADAPTIVE_CUTOFFS
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
 from vecjob.timing import timed
 from vecjob.tokenizer import Tokenizer, Vocab, unknown_share
-from vecjob.training import TrainState, build_model, round_line, set_center, train_loop
+from vecjob.training import TrainState, build_model, round_line, set_center, train_loop, training_bytes
 
 
 @dataclass
@@ -99,6 +100,18 @@ def train_model(
         return _train_locked(shards, out, data, tok_cfg, model_cfg, train_cfg, executor)
 
 
+def _check_model_fits(model_cfg: ModelConfig, vocab_size: int, workers: int) -> None:
+    """Refuse, before training starts, a model this machine cannot hold once per worker (a mistyped
+    --dim would otherwise end minutes later in an allocation error naming no setting)."""
+    need, have = workers * training_bytes(model_cfg, vocab_size), runtime.machine_memory_bytes()
+    if need > have:
+        raise ConfigError(
+            f"model.dim = {model_cfg.dim} (--dim), model.embed_dim = {model_cfg.embed_dim}, model.hidden_dim = "
+            f"{model_cfg.hidden_dim} (--hidden-dim) with {vocab_size:,} words: {workers} training worker(s) would "
+            f"hold {need / 2**30:,.1f} GiB of weights, gradients and optimiser state, more than this machine's "
+            f"{have / 2**30:,.1f} GiB")
+
+
 def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig, model_cfg: ModelConfig,
                   train_cfg: TrainConfig, executor: TrainExecutor) -> dict:
     timings: dict[str, float] = {}
@@ -114,6 +127,8 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
     if len(train) < workers:
         raise VecjobError(f"only {len(train)} training chunks for {workers} workers: add data or lower "
                           f"train.workers (--workers)")
+    if not use_gpu and (isinstance(executor, InProcess) or runtime.started_here()):
+        _check_model_fits(model_cfg, len(vocab), workers)
     job_fp = fingerprint(
         [i["fingerprint"] for i in inputs], tok_cfg.model_dump(), model_cfg.model_dump(),
         train_cfg.what_shapes_the_weights(), workers, use_gpu, ADAPTIVE_CUTOFFS,

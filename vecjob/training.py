@@ -330,6 +330,14 @@ def bag_document_frequencies(data: ChunkSet, vocab_size: int) -> tuple[np.ndarra
     return np.bincount(pairs % vocab_size, minlength=vocab_size), len(bags)
 
 
+def training_bytes(model_cfg: ModelConfig, vocab_size: int) -> int:
+    """Bytes a training worker holds for the model: its float32 weights, their gradients and Adam's
+    two moments (built on torch's meta device, so nothing is allocated)."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in SequenceAutoencoder(model_cfg, vocab_size).parameters())
+    return 4 * 4 * params
+
+
 def build_model(
     model_cfg: ModelConfig,
     vocab_size: int,
