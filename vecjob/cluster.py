@@ -34,6 +34,9 @@ from vecjob.vectors import VectorsDir, table_vectors, unit_rows
 
 MANIFEST_KIND = "vecjob.cluster"
 MAX_TRAIN_POINTS_PER_CENTROID = 256  # FAISS's own default; a larger set is sampled
+# FAISS prints a warning to stderr for every fit with fewer than 39 points per centroid, as a small
+# collection has and k = "auto" tries up to 20 times in a row: that floor only decides the warning.
+MIN_TRAIN_POINTS_PER_CENTROID = 1
 SILHOUETTE_SAMPLE = 4_000
 
 
@@ -46,7 +49,8 @@ def fit_kmeans(x: np.ndarray, k: int, cfg: ClusterConfig):
     import faiss
 
     km = faiss.Kmeans(x.shape[1], k, niter=cfg.iterations, nredo=cfg.seeds, spherical=True, seed=cfg.seed,
-                      max_points_per_centroid=MAX_TRAIN_POINTS_PER_CENTROID, verbose=False)
+                      max_points_per_centroid=MAX_TRAIN_POINTS_PER_CENTROID,
+                      min_points_per_centroid=MIN_TRAIN_POINTS_PER_CENTROID, verbose=False)
     km.train(x)
     return km
 
