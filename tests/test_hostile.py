@@ -176,7 +176,8 @@ def test_train_and_run_refuse_an_output_another_run_holds(collection, tmp_path):
 # ---- locations: URIs, overlaps, files, unwritable folders ---------------------------------------
 
 
-@pytest.mark.parametrize("uri", ["gs://b/x", "s3:/x", "s3://Bucket_Name/x", "ftp://host/x"])
+@pytest.mark.parametrize("uri", ["gs://b/x", "s3:/x", "s3://Bucket_Name/x", "ftp://host/x", "s3://bucket//x",
+                                 "s3://bucket/a/../x", "gs://bucket/./x"])
 def test_unusable_uris_are_refused_and_nothing_is_created(tiny_model_dir, collection, vectors, tmp_path, uri,
                                                          monkeypatch):
     work = tmp_path / "cwd"

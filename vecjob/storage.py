@@ -69,9 +69,13 @@ def check_location(location: str | Path, what: str) -> None:
     scheme, rest = match.group(1).lower(), match.group(2)
     if scheme not in SCHEMES:
         raise ConfigError(f"{what} {location}: unsupported scheme '{scheme}:' (use a local path, s3:// or gs://)")
-    bucket = rest[2:].split("/", 1)[0] if rest.startswith("//") else ""
+    bucket, _, key = rest[2:].partition("/") if rest.startswith("//") else ("", "", "")
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", bucket):
         raise ConfigError(f"{what} {location}: malformed URI (expected {scheme}://BUCKET/PATH)")
+    if key.rstrip("/") and {"", ".", ".."} & set(key.rstrip("/").split("/")):
+        # An object key is a name, not a path: pyarrow refuses an empty part only when it first lists or
+        # writes, and keeps '..' as a name, so a run would fail at its first checkpoint, or write elsewhere.
+        raise ConfigError(f"{what} {location}: malformed URI (an empty, '.' or '..' part in its path)")
 
 
 def absolute(location: str | Path) -> str:
