@@ -74,7 +74,7 @@ def check_location(location: str | Path, what: str) -> None:
         raise ConfigError(f"{what} {location}: malformed URI (expected {scheme}://BUCKET/PATH)")
     if key.rstrip("/") and {"", ".", ".."} & set(key.rstrip("/").split("/")):
         # An object key is a name, not a path: pyarrow refuses an empty part only when it first lists or
-        # writes, and keeps '..' as a name, so a run would fail at its first checkpoint, or write elsewhere.
+        # writes, and keeps '..' as a name, which Ray Train's checkpointing then fails to find.
         raise ConfigError(f"{what} {location}: malformed URI (an empty, '.' or '..' part in its path)")
 
 

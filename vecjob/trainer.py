@@ -14,10 +14,10 @@ from typing import Protocol
 
 import torch
 
+from vecjob import runtime
 from vecjob.chunks import ChunkSet
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from vecjob.dataset import build_vocab, heldout_unknown_share, training_chunks
-from vecjob import runtime
 from vecjob.errors import ConfigError, VecjobError
 from vecjob.model import ADAPTIVE_CUTOFFS
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
@@ -101,8 +101,8 @@ def train_model(
 
 
 def _check_model_fits(model_cfg: ModelConfig, vocab_size: int, workers: int) -> None:
-    """Refuse, before training starts, a model this machine cannot hold once per worker (a mistyped
-    --dim would otherwise end minutes later in an allocation error naming no setting)."""
+    """Refuse, before training starts, a model this machine cannot hold once per worker: a mistyped
+    --dim otherwise ends, once the workers have started, in an allocation error naming no setting."""
     need, have = workers * training_bytes(model_cfg, vocab_size), runtime.machine_memory_bytes()
     if need > have:
         raise ConfigError(
