@@ -99,6 +99,13 @@ def test_search_by_text(pipeline):
     assert len(json.loads(r.stdout)["hits"]) == 3
 
 
+def test_a_text_query_of_unknown_words_only_is_refused(pipeline):
+    # Every token reads as <unk>: the vector is the same for any such text, and it answered with hits
+    # scored as high as a real query's.
+    r = invoke("search", pipeline / "i", "--model", pipeline / "m", "--text", "zzqx qqzv")
+    assert r.exit_code == 2 and "--text 'zzqx qqzv': no word of it is in the model's vocabulary" in r.output
+
+
 def test_search_with_a_different_model_is_refused(pipeline, tiny_model_dir):
     r = invoke("search", pipeline / "i", "--model", tiny_model_dir, "--text", "goal")
     assert r.exit_code == 2 and "did not make the index's vectors" in r.output

@@ -20,7 +20,7 @@ import torch
 from vecjob.chunks import ChunkSet, equal_length_batches
 from vecjob.errors import InputError
 from vecjob.model_dir import LoadedModel, load_model_dir
-from vecjob.tokenizer import document_chunks
+from vecjob.tokenizer import UNK, document_chunks
 
 # Chunks per forward pass when the config says 0: on CPU, batches over ~128 chunks of 64 tokens
 # push the LSTM's working set out of the cache (bench/README.md); a GPU wants large batches.
@@ -44,6 +44,9 @@ class EncodeTimings:
 class EncodedBatch:
     vectors: np.ndarray  # [n, dim] float32; rows of skipped texts are zero
     ok: np.ndarray  # [n] bool: False for null / blank texts
+    # [n] bool: the text holds a token the vocabulary knows. A text of unknown words only is encoded
+    # (a document is kept whatever its words), but as a query it matches nothing in particular.
+    known: np.ndarray
     timings: EncodeTimings = field(default_factory=EncodeTimings)
 
 
@@ -102,6 +105,7 @@ class DocumentEncoder:
             docs = self.loaded.tokenizer.encode(series)
         # A text of only unknown characters can tokenize to nothing; treat it as blank.
         ok &= np.fromiter((len(d) > 0 for d in docs), bool, count=len(docs))
+        known = ok & np.fromiter((bool((d != UNK).any()) for d in docs), bool, count=len(docs))
         chunks, owner = document_chunks(self.loaded.tokenizer, docs)
         data = ChunkSet.from_chunks(chunks)
         timings.tokenize = time.perf_counter() - t0
@@ -119,7 +123,7 @@ class DocumentEncoder:
             timings.tokens = int(lengths.sum())
             timings.chunks = len(data)
         timings.infer = time.perf_counter() - t0
-        return EncodedBatch(vectors=vectors, ok=ok, timings=timings)
+        return EncodedBatch(vectors=vectors, ok=ok, known=known, timings=timings)
 
     def __call__(self, batch: dict) -> dict:
         """{text_col: texts, ...} → the same dict plus 'vector' [n, dim] and 'ok' [n]."""

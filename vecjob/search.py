@@ -27,6 +27,9 @@ def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, mo
     encoded = encoder.encode_texts([text])
     if not encoded.ok[0]:
         raise InputError("the query text is empty")
+    if not encoded.known[0]:
+        raise InputError(f"--text {text!r}: no word of it is in the model's vocabulary (its vector would match "
+                         "nothing in particular)")
     return encoded.vectors[0]
 
 

@@ -155,8 +155,8 @@ class Snapshot:
             return [RequestError(422, "this service has no model (start it with --model) to encode text queries")
                     ] * len(texts)
         batch = self.encoder.encode_texts(texts)
-        return [v if ok else RequestError(422, "the query text has no token the model knows")
-                for v, ok in zip(batch.vectors, batch.ok)]
+        return [v if known else RequestError(422, "the query text has no word the model knows")
+                for v, known in zip(batch.vectors, batch.known)]
 
     def search(self, query: Query, vector: np.ndarray) -> dict:
         try:
