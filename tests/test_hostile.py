@@ -465,3 +465,26 @@ def test_a_model_too_large_for_the_machine_is_one_line_before_training(ray_sessi
     refused(invoke("train", collection, "--out", tmp_path / "m", "--dim", "1000000000"),
             "model.dim = 1000000000 (--dim)", "more than this machine's")
     assert [p for p in listing(tmp_path) if p.startswith(("m", ".m"))] == []  # no model dir, lock or checkpoints
+
+
+def test_a_cluster_address_that_is_malformed_or_where_nothing_listens_is_one_line(collection, tmp_path):
+    # Ray raised a traceback for the first; for the second it retried for minutes, printing warnings.
+    # A process of its own: this one's Ray may already be started, and then no address is read.
+    import os
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    vecjob = [sys.executable, "-c", "from vecjob.cli import app; app()"]
+    for flags, env, fragment in [
+        ([], {"RAY_ADDRESS": "head-node"}, "RAY_ADDRESS head-node: not a Ray cluster address"),
+        (["--address", f"127.0.0.1:{closed_port}"], {}, f"address (--address) 127.0.0.1:{closed_port}: no Ray "
+                                                         "cluster answers there"),
+    ]:
+        done = subprocess.run([*vecjob, "train", str(collection), "--out", str(tmp_path / "m"), *flags],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+        lines = done.stderr.strip().splitlines() + done.stdout.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and fragment in lines[0], (done.stdout, done.stderr)
+    assert not (tmp_path / "m").exists()

@@ -19,8 +19,10 @@ def connect(address: str | None = None) -> dict:
     import ray
 
     if not ray.is_initialized():
+        source = "address (--address)" if address else "RAY_ADDRESS"
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
+            _check_answers(address, source)
             log.info("connecting to Ray cluster at %s", address)
             ray.init(address=address, log_to_driver=True, **_storage_env())
         else:
@@ -40,6 +42,25 @@ def connect(address: str | None = None) -> dict:
             )
         _quiet_ray_data()
     return ray.cluster_resources()
+
+
+CONNECT_CHECK_S = 10.0  # a cluster's GCS answers at once; a host that drops packets is given this long
+
+
+def _check_answers(address: str, source: str) -> None:
+    """Refuse a cluster address (host:port of its GCS) that is malformed or where nothing listens: Ray
+    would raise a traceback for the first and, for the second, retry for minutes printing warnings."""
+    import socket
+
+    if address == "auto" or "://" in address:  # the latest local cluster; Ray Client has its own timeout
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{source} {address}: not a Ray cluster address (HOST:PORT, auto or ray://HOST:PORT)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_CHECK_S).close()
+    except OSError as exc:
+        raise ConfigError(f"{source} {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
 
 
 STORAGE_ENV = ("AWS_", "GOOGLE_", "VECJOB_CACHE")
