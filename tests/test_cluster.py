@@ -34,6 +34,21 @@ def test_clusters_recover_separated_groups(tmp_path):
     assert all(len(c["example_ids"]) == 5 for c in summary["clusters"])
 
 
+def test_label_metrics_count_the_labelled_documents_only(tmp_path):
+    # A null label was a traceback (sklearn cannot order None among strings); a float column's NaN
+    # was the class "NaN". Both are documents without a label.
+    vdir, _ = _labelled(tmp_path)
+    vecs, which = blobs(300, 16, 3, seed=2)
+    labels = [float(w) for w in which]
+    labels[::3] = [float("nan")] * len(labels[::3])
+    labels[1::3] = [None] * len(labels[1::3])
+    data = tmp_path / "some-labelled.parquet"
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(300)], "text": ["x"] * 300,
+                             "label": pa.array(labels, pa.float64())}), data)
+    summary = cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), data=[str(data)])
+    assert summary["metrics"]["labelled"] == 100 and summary["metrics"]["nmi"] > 0.95
+
+
 def test_without_labels_reports_silhouette(tmp_path):
     vecs, _ = blobs(200, 8, 4, seed=3)
     make_vectors_dir(tmp_path / "v", vecs, list(range(200)))

@@ -68,6 +68,18 @@ def test_labels_that_are_all_null_are_named_as_such_not_as_ids_that_miss(tmp_pat
         train_classifier(vdir, str(tmp_path / "empty.parquet"), tmp_path / "c", SentimentConfig())
 
 
+def test_a_missing_number_label_is_no_label_not_the_class_nan(tmp_path):
+    # pandas writes a float column's missing values as NaN, which a cast to text made the class "NaN".
+    vdir, _ = _data(tmp_path)
+    rng = np.random.default_rng(0)
+    stars = rng.integers(1, 4, 400).astype(float)
+    stars[::4] = np.nan
+    stars = pa.array(stars.tolist()[:-1] + [None])
+    pq.write_table(pa.table({"id": list(range(400)), "label": stars}), tmp_path / "stars.parquet")
+    manifest = train_classifier(vdir, str(tmp_path / "stars.parquet"), tmp_path / "c", SentimentConfig())
+    assert manifest["classes"] == ["1.0", "2.0", "3.0"] and manifest["counts"]["labelled_rows"] == 299
+
+
 def test_single_class(tmp_path):
     vdir, _ = _data(tmp_path)
     pq.write_table(pa.table({"id": list(range(50)), "label": ["pos"] * 50}), tmp_path / "one.parquet")

@@ -22,6 +22,7 @@ from vecjob.errors import InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import (
     atomic_path,
+    labels_as_text,
     new_manifest,
     read_manifest,
     scan_by_id,
@@ -126,9 +127,7 @@ def cluster_collection(
             terms = top_terms(texts, k)
             for c in per_cluster:
                 c["top_terms"] = terms.get(c["cluster"], [])
-            if "label" in texts.columns:
-                metrics = label_metrics(texts["label"].to_numpy(), texts["cluster"].to_numpy())
-                metrics["labelled"] = texts.height
+            metrics = _labelled_metrics(texts)
         if not metrics:
             sample_x, sample_ids = _sample(vdir, min(n, SILHOUETTE_SAMPLE), cfg.seed + 1)
             _, assign = km.index.search(sample_x, 1)
@@ -187,8 +186,7 @@ def assign_increment(vdir: VectorsDir, out: Path, data: list[str] | None, id_col
         c["top_terms"] = terms.get(c["cluster"], [])
     metrics = previous["metrics"]
     if data and "labelled" in metrics:
-        texts = _join_data(frame, data, id_col, text_col, label_col)
-        metrics = {**label_metrics(texts["label"].to_numpy(), texts["cluster"].to_numpy()), "labelled": texts.height}
+        metrics = _labelled_metrics(_join_data(frame, data, id_col, text_col, label_col)) or metrics
     summary = {**previous, "n": frame.height, "metrics": metrics, "clusters": per_cluster}
     manifest = {**new_manifest(MANIFEST_KIND, **{k_: v for k_, v in old.items() if k_ not in (
         "kind", "format_version", "vecjob_version", "created", "host")}),
@@ -229,8 +227,17 @@ def _cluster_table(frame: pl.DataFrame, k: int, examples: int = 5) -> list[dict]
 
 def _join_data(frame: pl.DataFrame, data: list[str], id_col: str, text_col: str, label_col: str) -> pl.DataFrame:
     source = scan_by_id(data, id_col, {text_col: "text"}, frame["id"].dtype, optional={label_col: "label"})
-    source = source.with_columns(pl.col("label").cast(pl.String)) if "label" in source.collect_schema() else source
+    source = labels_as_text(source) if "label" in source.collect_schema() else source
     return frame.join(source.collect(), on="id", how="inner")
+
+
+def _labelled_metrics(texts: pl.DataFrame) -> dict:
+    """NMI, ARI and purity over the documents that have a label (a collection may label only some);
+    {} when none has."""
+    labelled = texts.drop_nulls("label") if "label" in texts.columns else texts.clear()
+    if not labelled.height:
+        return {}
+    return {**label_metrics(labelled["label"].to_numpy(), labelled["cluster"].to_numpy()), "labelled": labelled.height}
 
 
 def top_terms(frame: pl.DataFrame, k: int, n_terms: int = 10, min_count: int = 3) -> dict[int, list[str]]:

@@ -341,6 +341,16 @@ def scan_by_id(data: list[str] | str, id_col: str, columns: dict[str, str], id_d
     return frame.select(ids.alias("id"), *(pl.col(col).alias(name) for col, name in present.items()))
 
 
+def labels_as_text(frame, name: str = "label"):
+    """`frame` with its label column as strings, whatever their type; a float column's NaN (how pandas
+    writes a missing number) is a missing label, as null is, not the class "NaN"."""
+    import polars as pl
+
+    label = pl.col(name)
+    return frame.with_columns((label.fill_nan(None) if frame.collect_schema()[name].is_float() else label)
+                              .cast(pl.String))
+
+
 def fingerprint(*parts: Any) -> str:
     """Hash of JSON-serialisable parts (configs, other fingerprints)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()

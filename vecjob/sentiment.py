@@ -25,6 +25,7 @@ from vecjob.parquet_io import (
     discover,
     file_fingerprint,
     fingerprint,
+    labels_as_text,
     new_manifest,
     read_manifest,
     scan_by_id,
@@ -91,7 +92,7 @@ def labelled_vectors(
     frame = scan_by_id(labels, id_col, {cfg.label_col: "label"}, vec_ids["id"].dtype,
                        optional={cfg.split_col: "split"} if split is not None else None)
     use_split = "split" in frame.collect_schema()
-    frame = frame.with_columns(pl.col("label").cast(pl.String)).collect()
+    frame = labels_as_text(frame).collect()
     if use_split:
         frame = frame.filter(pl.col("split") == split)
     frame = frame.drop_nulls("label")
