@@ -80,6 +80,19 @@ def test_a_missing_number_label_is_no_label_not_the_class_nan(tmp_path):
     assert manifest["classes"] == ["1.0", "2.0", "3.0"] and manifest["counts"]["labelled_rows"] == 299
 
 
+def test_evaluation_names_labels_the_classifier_never_saw(tmp_path):
+    # They count as wrong in accuracy, but the per-class scores and the confusion matrix cover the
+    # classifier's classes only: without a word, those rows vanished from both.
+    vdir, labels = _data(tmp_path)
+    train_classifier(vdir, str(labels), tmp_path / "clf", SentimentConfig())
+    table = pq.read_table(labels)
+    relabelled = [("sarcastic" if i % 10 == 0 else lab) for i, lab in enumerate(table.column("label").to_pylist())]
+    pq.write_table(table.set_column(1, "label", pa.array(relabelled)), tmp_path / "more.parquet")
+    report = evaluate_classifier(tmp_path / "clf", vdir, str(tmp_path / "more.parquet"), SentimentConfig())
+    assert report["unseen_labels"] == {"sarcastic": 60} and report["n"] == 120
+    assert sum(map(sum, report["confusion"])) == 60
+
+
 def test_single_class(tmp_path):
     vdir, _ = _data(tmp_path)
     pq.write_table(pa.table({"id": list(range(50)), "label": ["pos"] * 50}), tmp_path / "one.parquet")

@@ -157,6 +157,9 @@ def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_c
                       for i, c in enumerate(clf.classes)},
         "labels": clf.classes,
         "confusion": confusion_matrix(y, pred, labels=clf.classes).tolist(),
+        # Rows whose label the classifier was never trained on: wrong in accuracy, absent from the
+        # per-class scores and the confusion matrix, which cover its classes only.
+        "unseen_labels": {str(c): int(n) for c, n in zip(*np.unique(y[~np.isin(y, clf.classes)], return_counts=True))},
     }
     clf_dir = Path(clf_dir)
     write_json_atomic(report, clf_dir / "report.json")

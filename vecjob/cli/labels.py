@@ -71,6 +71,7 @@ def sentiment_eval(
     reporting.summary(f"evaluation ({report['n']:,} rows, split {split})", {
         "accuracy": report["accuracy"], "macro-F1": report["macro_f1"],
         **{f"F1 {c}": v["f1"] for c, v in report["per_class"].items()},
+        **{f"rows of unseen label {c}": n for c, n in report["unseen_labels"].items()},
     })
 
 
