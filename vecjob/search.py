@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from vecjob.errors import ArtifactError, InputError
+from vecjob.errors import ArtifactError, InputError, quoted
 from vecjob.index import LoadedIndex, load_index_dir
 from vecjob.parquet_io import scan_by_id
 
@@ -28,7 +28,7 @@ def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, mo
     if not encoded.ok[0]:
         raise InputError("the query text is empty")
     if not encoded.known[0]:
-        raise InputError(f"--text {text!r}: no word of it is in the model's vocabulary (its vector would match "
+        raise InputError(f"--text {quoted(text)}: no word of it is in the model's vocabulary (its vector would match "
                          "nothing in particular)")
     return encoded.vectors[0]
 
