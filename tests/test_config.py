@@ -124,6 +124,9 @@ def test_a_value_out_of_its_range_is_one_line_naming_the_key(tmp_path, table, ke
     ('[model]\ndim = true', "model.dim: Input should be a valid integer$"),  # not 1
     ('[tokenizer]\nmax_vocab = 99999999999999999999', "tokenizer.max_vocab: Input should be less than or equal to"),
     ('[train]\nepochs = 1.5', "train.epochs: Input should be a valid integer or Input should be 'auto'$"),
+    # TOML reads inf: an infinite learning rate or loss weight trained a model of NaN weights
+    ('[train]\nlr = inf', "train.lr: Input should be a finite number$"),
+    ('[model]\ntfidf_weight = +inf', "model.tfidf_weight: Input should be a finite number$"),
 ])
 def test_a_value_of_the_wrong_kind_is_one_line_naming_the_key_alone(tmp_path, body, message):
     spec = tmp_path / "job.toml"

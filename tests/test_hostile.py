@@ -488,3 +488,15 @@ def test_a_cluster_address_that_is_malformed_or_where_nothing_listens_is_one_lin
         lines = done.stderr.strip().splitlines() + done.stdout.strip().splitlines()
         assert done.returncode == 2 and len(lines) == 1 and fragment in lines[0], (done.stdout, done.stderr)
     assert not (tmp_path / "m").exists()
+
+
+def test_training_that_diverges_stops_with_one_line_naming_the_learning_rate(collection, tmp_path):
+    # Every round's loss was NaN, so no round was ever the best: publishing the model then failed on
+    # its missing weights (a TypeError) after the whole budget had run.
+    from vecjob.errors import VecjobError
+    from vecjob.trainer import InProcess, train_model
+
+    with pytest.raises(VecjobError, match=r"^training diverged: the loss is nan after round 1 \(train.lr = 1e\+30\)"):
+        train_model(DataConfig(paths=[str(collection)]), tmp_path / "m", TokenizerConfig(max_len=16),
+                    ModelConfig(dim=8, embed_dim=8, hidden_dim=8), TrainConfig(epochs=3, lr=1e30), InProcess())
+    assert not (tmp_path / "m").exists()

@@ -32,7 +32,8 @@ Int = Annotated[int, Strict(), Field(le=2**62)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # TOML reads inf and nan: an infinite learning rate or loss weight trains a model of NaN weights.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # Settings that were removed (they lost where bench/README.md measured them, or nothing set them),

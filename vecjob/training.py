@@ -19,6 +19,7 @@ from torch import nn
 
 from vecjob.chunks import ChunkSet
 from vecjob.config import ModelConfig, TrainConfig
+from vecjob.errors import VecjobError
 from vecjob.model import SequenceAutoencoder, corrupt
 from vecjob.warm_start import lsa_term_vectors
 
@@ -290,6 +291,9 @@ def train_loop(
                    "rounds_planned": plan.rounds, "seconds": state.seconds, "lr": optimizer.param_groups[0]["lr"],
                    **train_totals.summary("train"), **val_totals.summary("val")}
         monitored = metrics["val_loss"] if len(val) else metrics["train_loss"]
+        if not math.isfinite(monitored):  # NaN weights never recover: the remaining rounds would be wasted
+            raise VecjobError(f"training diverged: the loss is {monitored} after round {state.round} (train.lr = "
+                              f"{train_cfg.lr:g}); lower train.lr")
         if monitored < state.best_val - 1e-4:
             state.best_val, state.best_round, state.bad_rounds = monitored, state.round, 0
             state.best_weights = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()})
