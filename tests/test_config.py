@@ -171,3 +171,16 @@ def test_the_nightly_spec_loads_with_its_model_policy():
     assert spec.out == "s3://vecjob-data/collection" and spec.data.paths == ["s3://vecjob-data/docs/*/*.parquet"]
     assert spec.train.max_model_age_days == 90 and spec.train.retrain_drift == 0.07
     assert spec.stages[:3] == ["train", "encode", "index"]
+
+
+def test_a_spec_given_to_a_command_for_its_settings_needs_no_data(tmp_path):
+    # `vecjob train DATA --config settings.toml` refused a spec without data.paths, though DATA names it;
+    # `vecjob run` still needs the spec's own.
+    from vecjob.cli import job_spec
+
+    spec = tmp_path / "settings.toml"
+    spec.write_text("[train]\nlr = 0.001\n")
+    settings = job_spec(spec, [str(tmp_path / "docs.parquet")])
+    assert settings.data.paths == [str(tmp_path / "docs.parquet")] and settings.train.lr == 0.001
+    with pytest.raises(ConfigError, match="settings.toml: data.paths is empty"):
+        load_job_spec(spec)

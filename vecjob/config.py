@@ -18,6 +18,7 @@ from pydantic import (
     Strict,
     StrictFloat,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -229,8 +230,9 @@ class JobSpec(_Frozen):
         return sorted(stages, key=list(STAGES).index)
 
     @model_validator(mode="after")
-    def _needs_data(self) -> "JobSpec":
-        if not self.data.paths or not all(p.strip() for p in self.data.paths):
+    def _needs_data(self, info: ValidationInfo) -> "JobSpec":
+        settings_only = (info.context or {}).get("settings_only")  # --config: DATA comes from the command line
+        if (not self.data.paths and not settings_only) or not all(p.strip() for p in self.data.paths):
             raise ValueError("data.paths is empty or holds an empty path: name the Parquet files, directories or "
                              "globs to read")
         if not self.out.strip():
@@ -240,9 +242,11 @@ class JobSpec(_Frozen):
         return self
 
 
-def load_job_spec(path: str | Path, run_date: _dt.date | None = None, out: str | None = None) -> JobSpec:
+def load_job_spec(path: str | Path, run_date: _dt.date | None = None, out: str | None = None,
+                  settings_only: bool = False) -> JobSpec:
     """Parse and validate a TOML job spec; relative paths resolve against the spec's folder.
-    `out` (the --out flag: absolute or a URI) replaces the spec's own."""
+    `out` (the --out flag: absolute or a URI) replaces the spec's own. `settings_only` (a command's
+    --config, whose data the command line names) lets the spec name no data."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as Windows editors write
@@ -255,7 +259,7 @@ def load_job_spec(path: str | Path, run_date: _dt.date | None = None, out: str |
     if out is not None:
         raw["out"] = out
     try:
-        spec = JobSpec.model_validate(raw)
+        spec = JobSpec.model_validate(raw, context={"settings_only": settings_only})
     except ValidationError as exc:
         raise ConfigError(f"{path}: {first_error(exc)}") from None
     return resolve_paths(spec, path.parent, run_date or _dt.date.today())

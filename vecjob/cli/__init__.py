@@ -88,7 +88,7 @@ def job_spec(config: Optional[Path], data: list[str], **data_flags) -> JobSpec:
     for p in data:
         storage.check_location(p, "DATA")
     paths = [storage.absolute(p) for p in data]
-    spec = load_job_spec(config) if config else JobSpec(data={"paths": paths})
+    spec = load_job_spec(config, settings_only=True) if config else JobSpec(data={"paths": paths})
     return spec.model_copy(update={"data": override(spec.data, paths=paths, **data_flags)})
 
 

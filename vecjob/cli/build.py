@@ -163,7 +163,7 @@ def index(
     from vecjob import reporting
     from vecjob.index import index_collection
 
-    base = load_job_spec(config).index if config else IndexConfig()
+    base = load_job_spec(config, settings_only=True).index if config else IndexConfig()
     cfg = override(base, factory=factory, metric=metric)
     with reporting.status("updating index…" if update else "building index…"):
         with writable(out) as target:
@@ -199,7 +199,7 @@ def cluster(
 
     if k != "auto" and not k.isdigit():
         raise InputError(f"--k must be a positive integer or 'auto', not {k!r}")
-    base = load_job_spec(config).cluster if config else ClusterConfig()
+    base = load_job_spec(config, settings_only=True).cluster if config else ClusterConfig()
     cfg = override(base, seeds=seeds, iterations=iterations)
     with reporting.status("clustering…"):
         with writable(out) as target:
