@@ -500,3 +500,19 @@ def test_training_that_diverges_stops_with_one_line_naming_the_learning_rate(col
         train_model(DataConfig(paths=[str(collection)]), tmp_path / "m", TokenizerConfig(max_len=16),
                     ModelConfig(dim=8, embed_dim=8, hidden_dim=8), TrainConfig(epochs=3, lr=1e30), InProcess())
     assert not (tmp_path / "m").exists()
+
+
+def test_shards_whose_integer_ids_differ_in_width_make_one_collection(tiny_model_dir, tmp_path):
+    # int32 ids in one shard and int64 in the next (two tools wrote them) were accepted by encode, and
+    # then every reader of the vectors failed on polars' "type Int64 is incompatible with Int32".
+    data = tmp_path / "in"
+    data.mkdir()
+    texts = ["the cat sat on the mat", "a dog ran in the park", "the bank raised its rates"] * 10
+    pq.write_table(pa.table({"id": pa.array(range(15), pa.int32()), "text": texts[:15]}), data / "a.parquet")
+    pq.write_table(pa.table({"id": pa.array(range(15, 30), pa.int64()), "text": texts[15:]}), data / "b.parquet")
+    assert invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v", "--runner", "local").exit_code == 0
+    r = invoke("index", tmp_path / "v", "--out", tmp_path / "i")
+    assert r.exit_code == 0, r.output
+    r = invoke("search", tmp_path / "i", "--id", "20", "-k", "1", "--json")
+    top = json.loads(r.stdout)["hits"][0] if r.exit_code == 0 else r.output
+    assert top["id"] in (2, 5, 8, 11, 14, 17, 20, 23, 26, 29) and top["score"] > 0.999, top  # the same text

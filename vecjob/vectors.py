@@ -39,6 +39,17 @@ def with_model_fingerprint(table: pa.Table, model_fp: str) -> pa.Table:
     return table.replace_schema_metadata({**(table.schema.metadata or {}), MODEL_KEY: model_fp.encode()})
 
 
+def _one_id_type(table: pa.Table) -> pa.Table:
+    """Ids as int64 or string, whatever width or string kind the input shard held: shards written by
+    different tools (int32 and int64 ids, string and large_string) make one collection."""
+    if "id" not in table.column_names:
+        return table
+    kind = table.schema.field("id").type
+    want = pa.int64() if pa.types.is_integer(kind) else pa.string() if pa.types.is_large_string(kind) else kind
+    return table if want == kind else table.set_column(table.column_names.index("id"), "id",
+                                                       table.column("id").cast(want))
+
+
 def table_vectors(table: pa.Table) -> np.ndarray:
     """The vector column as a [n, dim] float32 array (zero-copy where Arrow allows)."""
     col = table.column("vector").combine_chunks()
@@ -146,6 +157,7 @@ class VectorsDir:
                 raise ArtifactError(f"{p}: cannot read vector shard ({exc})") from None
             if missing := [c for c in columns or [] if c not in table.column_names]:  # read() skips them silently
                 raise ArtifactError(f"{p}: vector shard has no column '{missing[0]}'")
+            table = _one_id_type(table)
             written_by = (table.schema.metadata or {}).get(MODEL_KEY)
             if written_by != expected:
                 raise ArtifactError(
@@ -166,13 +178,13 @@ class VectorsDir:
             start += table.num_rows
         if not parts:
             raise ArtifactError(f"{self.path}: holds no vectors")
-        return pa.concat_tables(parts)
+        return pa.concat_tables(parts, promote_options="permissive")
 
     def read_all(self, columns: list[str] | None = None) -> pa.Table:
         tables = [t for _, t in self.iter_shards(columns)]
         if not tables:
             raise ArtifactError(f"{self.path}: holds no vectors")
-        return pa.concat_tables(tables)
+        return pa.concat_tables(tables, promote_options="permissive")  # a kept column's int32 and int64
 
     def vector_for_id(self, doc_id: object) -> np.ndarray:
         for path, table in self.iter_shards(["id", "vector"]):
