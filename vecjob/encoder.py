@@ -105,9 +105,10 @@ class DocumentEncoder:
             docs = self.loaded.tokenizer.encode(series)
         # A text of only unknown characters can tokenize to nothing; treat it as blank.
         ok &= np.fromiter((len(d) > 0 for d in docs), bool, count=len(docs))
-        known = ok & np.fromiter((bool((d != UNK).any()) for d in docs), bool, count=len(docs))
         chunks, owner = document_chunks(self.loaded.tokenizer, docs)
         data = ChunkSet.from_chunks(chunks)
+        known_tokens = np.repeat(owner, data.lengths)[data.flat != UNK]  # the document of each known token
+        known = ok & (np.bincount(known_tokens, minlength=len(docs)) > 0)
         timings.tokenize = time.perf_counter() - t0
 
         t0 = time.perf_counter()
