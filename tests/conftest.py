@@ -94,8 +94,10 @@ def write_collection(
     return paths
 
 
-def make_vectors_dir(folder: Path, vectors: np.ndarray, ids: list, shards: int = 3, extra: dict | None = None) -> Path:
-    """A vectors dir as `vecjob encode` writes it, from given vectors and ids."""
+def make_vectors_dir(folder: Path, vectors: np.ndarray, ids: list, shards: int = 3, extra: dict | None = None,
+                     model: str = "m") -> Path:
+    """A vectors dir as `vecjob encode` writes it, from given vectors and ids (made by the model whose
+    fingerprint is `model`)."""
     from vecjob.parquet_io import new_manifest, write_json_atomic, write_parquet_atomic
     from vecjob.vectors import MANIFEST_KIND, vectors_table, with_model_fingerprint
 
@@ -105,9 +107,9 @@ def make_vectors_dir(folder: Path, vectors: np.ndarray, ids: list, shards: int =
         name = f"s{i}.parquet"
         cols = {k: pa.array([v[j] for j in part]) for k, v in (extra or {}).items()}
         table = vectors_table(pa.array([ids[j] for j in part]), vectors[part], cols)
-        write_parquet_atomic(with_model_fingerprint(table, "m"), folder / name)
+        write_parquet_atomic(with_model_fingerprint(table, model), folder / name)
         stats.append({"output": name, "rows_out": len(part)})
-    write_json_atomic(new_manifest(MANIFEST_KIND, dim=vectors.shape[1], shards=stats, model_fingerprint="m",
+    write_json_atomic(new_manifest(MANIFEST_KIND, dim=vectors.shape[1], shards=stats, model_fingerprint=model,
                                    vectors_fingerprint="v"), folder / "manifest.json")
     return folder
 

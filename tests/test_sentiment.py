@@ -108,6 +108,20 @@ def test_vectors_of_another_dim_are_refused(tmp_path):
         predict_collection(tmp_path / "clf", tmp_path / "v8", tmp_path / "p")
 
 
+def test_vectors_another_model_made_are_refused_by_eval_and_predict(tmp_path):
+    # Same dim, same ids: only the model fingerprint says they are not the vectors it was trained on.
+    vdir, labels = _data(tmp_path)
+    manifest = train_classifier(vdir, str(labels), tmp_path / "clf", SentimentConfig())
+    assert manifest["model_fingerprint"] == "m"
+    vecs, _ = blobs(600, 12, 3, seed=8)
+    other = make_vectors_dir(tmp_path / "retrained", vecs, list(range(600)), model="retrained-model")
+    with pytest.raises(ArtifactError, match="retrained: another model made these vectors .*sentiment train"):
+        evaluate_classifier(tmp_path / "clf", other, str(labels), SentimentConfig())
+    r = runner.invoke(app, ["sentiment", "predict", str(tmp_path / "clf"), str(other), "--out", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "another model made these vectors" in r.output and not (tmp_path / "p").exists()
+    assert evaluate_classifier(tmp_path / "clf", vdir, str(labels), SentimentConfig())["accuracy"] > 0.9
+
+
 def test_binary_classifier_probabilities():
     clf = Classifier(["a", "b"], np.zeros(2), np.ones(2), np.array([[1.0, 0.0]]), np.array([0.0]))
     p = clf.predict_proba(np.array([[5.0, 0.0], [-5.0, 0.0]]))

@@ -82,11 +82,21 @@ class Classifier:
         return cls(classes, arrays["mean"], arrays["scale"], arrays["coef"], arrays["intercept"]), manifest
 
 
+def check_same_model(clf_dir, clf_manifest: dict, vdir: VectorsDir) -> None:
+    """A classifier reads only vectors of the model whose vectors it was trained on: another model's
+    vectors of the same dim would be classified without a word, and meaninglessly. Classifiers saved
+    before the manifest recorded the model are not checked."""
+    trained_on, made_by = clf_manifest.get("model_fingerprint"), str(vdir.manifest.get("model_fingerprint", ""))
+    if trained_on and made_by != trained_on:
+        raise ArtifactError(f"{vdir.path}: another model made these vectors (fingerprint {made_by[:12]}) than the "
+                            f"ones the classifier {clf_dir} was trained on ({trained_on[:12]}); train it on "
+                            "these vectors (vecjob sentiment train)")
+
+
 def labelled_vectors(
-    vectors_dir: str | Path, labels: list[str] | str, cfg: SentimentConfig, id_col: str, split: str | None
+    vdir: VectorsDir, labels: list[str] | str, cfg: SentimentConfig, id_col: str, split: str | None
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Vectors joined to labels by id (optionally one split); returns x, y and join counts."""
-    vdir = VectorsDir.open(vectors_dir)
     table = vdir.read_all(["id", "vector"])
     vec_ids = pl.from_arrow(table.select(["id"])).with_row_index("row")
     frame = scan_by_id(labels, id_col, {cfg.label_col: "label"}, vec_ids["id"].dtype,
@@ -102,7 +112,7 @@ def labelled_vectors(
     if frame.height == 0:
         raise InputError(f"{where}: no row has a '{cfg.label_col}' label{in_split}")
     if joined.height == 0:
-        raise InputError(f"{where}: no id overlaps the vectors in {vectors_dir}{in_split}")
+        raise InputError(f"{where}: no id overlaps the vectors in {vdir.path}{in_split}")
     x = table_vectors(table)[joined["row"].to_numpy()]
     return x, joined["label"].to_numpy().astype(object), counts
 
@@ -114,7 +124,8 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
     out = check_output(out, "--out", [vectors_dir, *([labels] if isinstance(labels, (str, Path)) else labels)],
                        kind=CLF_KIND)
     t0 = time.perf_counter()
-    x, y, counts = labelled_vectors(vectors_dir, labels, cfg, id_col, split="train")
+    vdir = VectorsDir.open(vectors_dir)
+    x, y, counts = labelled_vectors(vdir, labels, cfg, id_col, split="train")
     classes, per_class = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise InputError(f"{labels}: only one class ({classes[0]!r}) among {len(y)} labelled rows; need two or more")
@@ -129,7 +140,8 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
     with output_lock(out), staged_dir(out) as staging:
         clf.save(staging)
         manifest = new_manifest(
-            CLF_KIND, vectors_dir=str(Path(vectors_dir).resolve()), labels=[str(p) for p in discover(labels)],
+            CLF_KIND, vectors_dir=str(Path(vectors_dir).resolve()),
+            model_fingerprint=vdir.manifest.get("model_fingerprint"), labels=[str(p) for p in discover(labels)],
             config=cfg.model_dump(), classes=clf.classes, dim=clf.dim, counts=counts,
             class_counts={str(c): int(n) for c, n in zip(classes, per_class)},
             chosen_C=float(best.C), cv_macro_f1=float(grid.best_score_),
@@ -145,8 +157,10 @@ def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_c
                         split: str | None = "test") -> dict:
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-    clf, _ = Classifier.load(clf_dir)
-    x, y, counts = labelled_vectors(vectors_dir, labels, cfg, id_col, split=split)
+    clf, clf_manifest = Classifier.load(clf_dir)
+    vdir = VectorsDir.open(vectors_dir)
+    check_same_model(clf_dir, clf_manifest, vdir)
+    x, y, counts = labelled_vectors(vdir, labels, cfg, id_col, split=split)
     pred = clf.predict(x)
     p, r, f, support = precision_recall_fscore_support(y, pred, labels=clf.classes, zero_division=0)
     report = {
@@ -173,9 +187,10 @@ def predict_collection(clf_dir, vectors_dir, out) -> dict:
     that are new or changed and keeps the rest. Like the vectors dir, the manifest is written last
     and lists the generation; prediction shards of other generations are removed after it."""
     out = check_output(out, "--out", [vectors_dir, clf_dir], markers=(MANIFEST, WRITING_MARK), kind=PRED_KIND)
-    clf, _ = Classifier.load(clf_dir)
+    clf, clf_manifest = Classifier.load(clf_dir)
     clf_key = fingerprint(*(file_fingerprint(Path(clf_dir) / name) for name in (WEIGHTS, "labels.json")))
     vdir = VectorsDir.open(vectors_dir)
+    check_same_model(clf_dir, clf_manifest, vdir)
     shards, predicted = [], 0
     with output_lock(out):
         out.mkdir(parents=True, exist_ok=True)
