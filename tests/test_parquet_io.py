@@ -19,6 +19,26 @@ def test_discover_files_dirs_and_globs(tmp_path):
         discover(str(tmp_path / "missing"))
 
 
+def test_a_glob_skips_what_spark_writes_beside_the_shards_unless_it_names_them(tmp_path):
+    for name in ("out/part-0.parquet", "out/part-1.parquet", "out/_SUCCESS", "out/.part-0.parquet.crc",
+                 "out/_temporary/0/part-2.parquet", "out/_staged.parquet"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert [os.path.basename(p) for p in discover(str(tmp_path / "out" / "*"))] == ["part-0.parquet", "part-1.parquet"]
+    assert [os.path.basename(p) for p in discover(str(tmp_path / "out" / "**" / "*.parquet"))] == [
+        "part-0.parquet", "part-1.parquet"]
+    assert [os.path.basename(p) for p in discover(str(tmp_path / "out" / "_*.parquet"))] == ["_staged.parquet"]
+
+
+def test_an_unsigned_id_above_the_int64_range_is_named(tmp_path):
+    # Vector shards hold integer ids as int64: such an id encoded, then failed every reader with a traceback.
+    pq.write_table(pa.table({"id": pa.array([1, 2**64 - 1], pa.uint64()), "text": ["a", "b"]}), tmp_path / "u.parquet")
+    with pytest.raises(InputError, match=r"u.parquet: id 18446744073709551615 in column 'id' is above 2\^63 - 1"):
+        check_shards(str(tmp_path), "id", "text")
+    pq.write_table(pa.table({"id": pa.array([1, 2**63 - 1], pa.uint64()), "text": ["a", "b"]}), tmp_path / "u.parquet")
+    assert len(check_shards(str(tmp_path), "id", "text")) == 1
+
+
 def test_not_parquet_is_named(tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"this is not parquet at all")

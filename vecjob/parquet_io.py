@@ -61,7 +61,7 @@ def discover(paths: list[str] | str) -> list[str]:
             found += _discover_uri(p)
             continue
         if any(ch in p for ch in "*?["):
-            found += sorted(f for f in glob.glob(p, recursive=True) if os.path.isfile(f))
+            found += sorted(f for f in glob.glob(p, recursive=True) if os.path.isfile(f) and not _hidden_match(p, f))
         elif os.path.isdir(p):
             found += sorted(
                 str(f) for f in Path(p).rglob("*.parquet") if f.is_file() and not _hidden(f.relative_to(p))
@@ -83,7 +83,8 @@ def _discover_uri(location: str) -> list[str]:
     if any(ch in path for ch in "*?["):
         prefix = re.split(r"[*?\[]", path, maxsplit=1)[0].rsplit("/", 1)[0]
         listed = storage.list_files(scheme + prefix)
-        return sorted(scheme + i.path for i in listed.values() if fnmatch.fnmatchcase(i.path, path))
+        return sorted(scheme + i.path for i in listed.values()
+                      if fnmatch.fnmatchcase(i.path, path) and not _hidden_match(path, i.path))
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
         return [location]
@@ -104,6 +105,17 @@ def parquet_file(path: str) -> pq.ParquetFile:
 
 def _hidden(rel: Path) -> bool:
     return any(part.startswith((".", "_")) for part in rel.parts)
+
+
+def _hidden_match(pattern: str, match: str) -> bool:
+    """A file or folder starting with "." or "_" that a wildcard matched and the pattern does not name
+    (Spark's _SUCCESS and .crc files, a _temporary folder): skipped, as in a folder and as pyarrow's
+    datasets skip them."""
+    pattern_parts, parts = Path(pattern).parts, Path(match).parts
+    wild = next(i for i, part in enumerate(pattern_parts) if any(ch in part for ch in "*?["))
+    named = [part for part in pattern_parts[wild:] if part.startswith((".", "_"))]
+    return any(part.startswith((".", "_")) and not any(fnmatch.fnmatchcase(part, n) for n in named)
+               for part in parts[wild:])
 
 
 def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tuple[str, ...] = ()) -> Shard:
@@ -184,6 +196,9 @@ def check_content(shard: Shard, id_col: str, text_col: str | None, strict: bool)
         examples = ", ".join(map(quoted, id_series.filter(twice).unique(maintain_order=True).head(3).to_list()))
         raise InputError(f"{shard.path}: {int(twice.sum())} rows share an id in column '{id_col}' (e.g. {examples}); "
                          "ids must be unique within a shard")
+    if id_series.dtype == pl.UInt64 and id_series.max() > np.iinfo(np.int64).max:  # vector shards hold int64 ids
+        raise InputError(f"{shard.path}: id {id_series.max()} in column '{id_col}' is above 2^63 - 1, the largest "
+                         "integer id vecjob keeps; write the ids as strings")
     if checks_texts and (blank := blank_texts(table.column(text_col))).any():
         first = ids[int(blank.argmax())].as_py()
         raise InputError(
