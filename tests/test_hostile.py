@@ -498,7 +498,7 @@ def test_training_that_diverges_stops_with_one_line_naming_the_learning_rate(col
 
     with pytest.raises(VecjobError, match=r"^training diverged: the loss is nan after round 1 \(train.lr = 1e\+30\)"):
         train_model(DataConfig(paths=[str(collection)]), tmp_path / "m", TokenizerConfig(max_len=16),
-                    ModelConfig(dim=8, embed_dim=8, hidden_dim=8), TrainConfig(epochs=3, lr=1e30), InProcess())
+                    ModelConfig(dim=8, embed_dim=8, hidden_dim=16), TrainConfig(epochs=3, lr=1e30), InProcess())
     assert not (tmp_path / "m").exists()
 
 

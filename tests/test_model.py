@@ -20,7 +20,7 @@ def _batch(lengths, seed=0):
 
 @pytest.mark.parametrize("variant", ["plain", "denoising", "variational"])
 def test_forward_gives_finite_losses(variant):
-    cfg = ModelConfig(variant=variant, dim=8, embed_dim=8, hidden_dim=12)
+    cfg = ModelConfig(variant=variant, dim=8, embed_dim=8, hidden_dim=16)
     model = SequenceAutoencoder(cfg, VOCAB)
     batch = _batch([5, 3, 7])
     losses = model(batch, corrupt(batch, cfg) if variant == "denoising" else None)
@@ -31,7 +31,7 @@ def test_forward_gives_finite_losses(variant):
 
 
 def test_embedding_shape_and_padding_invariance():
-    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=12)
+    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16)
     model = SequenceAutoencoder(cfg, VOCAB).eval()
     batch = _batch([6, 2])
     z = model.embed(batch)
@@ -42,7 +42,7 @@ def test_embedding_shape_and_padding_invariance():
 
 
 def test_unpadded_batches_take_the_dense_path_with_the_same_result():
-    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=12)
+    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16)
     model = SequenceAutoencoder(cfg, VOCAB).eval()
     batch = _batch([7, 7, 7])
     with torch.inference_mode():
@@ -74,7 +74,7 @@ def test_corrupt_deletes_a_fixed_share_so_equal_lengths_stay_equal():
 
 
 def test_decoder_dense_and_packed_paths_agree():
-    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=12, dropout=0.0)
+    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16, dropout=0.0)
     model = SequenceAutoencoder(cfg, VOCAB).eval()
     equal = _batch([6, 6, 6], seed=5)
     mixed = _batch([6, 6, 6, 9], seed=5)
@@ -110,7 +110,7 @@ def test_encoder_flops_count():
 
 def test_bag_of_words_loss_is_the_mean_over_words_of_the_chunk_or_its_context():
     batch = _batch([6, 3, 8], seed=2)
-    model = SequenceAutoencoder(ModelConfig(dim=8, embed_dim=8, hidden_dim=12), VOCAB)
+    model = SequenceAutoencoder(ModelConfig(dim=8, embed_dim=8, hidden_dim=16), VOCAB)
     with torch.no_grad():
         z = model.encode_states(batch)[0]
         nll = -torch.log_softmax(model.bow(z), -1).gather(1, batch.tokens)
@@ -132,7 +132,7 @@ def test_tfidf_target_is_scikit_learns_sublinear_tfidf_and_the_head_starts_at_it
     batch.tokens[0, :3] = 7  # a word three times: sublinear tf, 1 + ln 3
     batch.tokens[1, 1] = UNK  # special tokens are no words of the target
     chunks = [batch.tokens[i, : int(n)].numpy() for i, n in enumerate(batch.lengths)]
-    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=12, tfidf_weight=1.0)
+    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16, tfidf_weight=1.0)
     model = SequenceAutoencoder(cfg, VOCAB)
     model.set_document_frequencies(*bag_document_frequencies(ChunkSet.from_chunks(chunks), VOCAB))
 

@@ -77,7 +77,7 @@ def test_validation_checks_token_accuracy_on_a_bounded_sample_of_the_held_out_to
     from vecjob.training import ACCURACY_TOKENS, evaluate
 
     data = _chunks(4000)
-    model = build_model(ModelConfig(dim=8, embed_dim=8, hidden_dim=12), 60, seed=0)
+    model = build_model(ModelConfig(dim=8, embed_dim=8, hidden_dim=16), 60, seed=0)
     batches = batch_indices(data.lengths, 32, None)
     totals = evaluate(model, data, batches, torch.device("cpu"))
     assert totals.tokens > 2 * ACCURACY_TOKENS  # the losses see every held-out token

@@ -84,8 +84,9 @@ class ModelConfig(_Frozen):
     variant: Literal["plain", "denoising", "variational"] = "denoising"
     dim: Int = Field(default=128, ge=1)  # the document vector (bottleneck) size
     embed_dim: Int = Field(default=128, ge=1)
-    # The LSTM width: wider trains slower on CPU and gained nothing clear on a GPU (bench/README.md)
-    hidden_dim: Int = Field(default=128, ge=1)
+    # The LSTM width: wider trains slower on CPU and gained nothing clear on a GPU (bench/README.md).
+    # At least 16: the output layer's rare-word clusters see it cut to 1/4 and 1/16 of this width.
+    hidden_dim: Int = Field(default=128, ge=16)
     dropout: StrictFloat = Field(default=0.1, ge=0.0, lt=1.0)
     # Denoising: corrupt the encoder input, reconstruct the clean text (TSDAE: heavy deletion works best).
     delete_prob: StrictFloat = Field(default=0.4, ge=0.0, le=1.0)
