@@ -108,6 +108,8 @@ def test_shards_are_discovered_and_read_from_the_store(s3, tmp_path):
     found = discover(s3.uri("data"))
     assert found == [s3.uri("data", "day=1", p.name) for p in paths]
     assert discover(s3.uri("data", "*", "part-01.parquet")) == [found[1]]
+    storage.write_bytes(s3.uri("data", "day=1", "_SUCCESS"), b"")  # Spark's marker: skipped, as in a folder
+    assert discover(s3.uri("data", "day=1", "*")) == found
     shards = check_shards(s3.uri("data"), "id", "text")
     assert [s.num_rows for s in shards] == [30, 20]
     assert file_fingerprint(found[0]) == file_fingerprint(paths[0])  # same content, same fingerprint
