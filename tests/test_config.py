@@ -55,11 +55,13 @@ def test_object_store_uris_in_a_spec_are_kept_as_they_are(tmp_path):
     ("out", 'out = "s3:/bucket"\n[data]\npaths = ["d"]', "malformed URI"),
     ("data.paths", '[data]\npaths = ["gs://b/x"]', "malformed URI"),
     ("train.storage_path", '[data]\npaths = ["d"]\n[train]\nstorage_path = "ftp://host/x"', "unsupported scheme"),
+    ("out", 'out = "runs/{dat}"\n[data]\npaths = ["d"]', r"\{dat\} is not filled in"),  # a mistyped {date}
+    ("data.paths", '[data]\npaths = ["d/{out}/x"]', r"\{out\} is not filled in"),  # {out} only at the start
 ])
 def test_malformed_or_foreign_uris_in_a_spec_are_refused(tmp_path, key, toml, problem):
     spec = tmp_path / "job.toml"
     spec.write_text(toml + "\n")
-    with pytest.raises(ConfigError, match=f"{key} .*{problem}"):
+    with pytest.raises(ConfigError, match=f"^{spec}: {key} .*{problem}"):
         load_job_spec(spec, run_date=dt.date(2026, 1, 2))
     assert list(tmp_path.iterdir()) == [spec]
 

@@ -42,7 +42,7 @@ def test_a_submitted_job_writes_where_it_is_told_never_into_rays_copy_of_its_wor
 
     status, logs = submit(ray_cluster, work, "vecjob-relative-out", "vecjob", "run", "job.toml")
     assert status == "FAILED", logs[-4000:]
-    assert "error: out out: a relative output path in a job submitted with a working dir" in logs, logs[-4000:]
+    assert "job.toml: out out: a relative output path in a job submitted with a working dir" in logs, logs[-4000:]
 
     runs = tmp_path / "runs"
     status, logs = submit(ray_cluster, work, "vecjob-absolute-out", "vecjob", "run", "job.toml", "--out", str(runs))

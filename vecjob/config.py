@@ -263,13 +263,23 @@ def load_job_spec(path: str | Path, run_date: _dt.date | None = None, out: str |
         spec = JobSpec.model_validate(raw, context={"settings_only": settings_only})
     except ValidationError as exc:
         raise ConfigError(f"{path}: {first_error(exc)}") from None
-    return resolve_paths(spec, path.parent, run_date or _dt.date.today())
+    try:
+        return resolve_paths(spec, path.parent, run_date or _dt.date.today())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+PLACEHOLDER = re.compile(r"\{[A-Za-z_]\w*\}")
 
 
 def resolve_paths(spec: JobSpec, base: Path, run_date: _dt.date) -> JobSpec:
     date = run_date.isoformat()
 
     def resolve(p: str, key: str, written: bool = False) -> str:
+        unknown = [f for f in PLACEHOLDER.findall(p) if f != "{date}" and not (f == "{out}" and p.startswith(f))]
+        if unknown:  # a mistyped {date} would otherwise name a folder
+            raise ConfigError(f"{key} {p!r}: {unknown[0]} is not filled in: a path may hold {{date}} (the run date) "
+                              "and start with {out} (the run dir)")
         if "{out}" in p:  # a path inside the run dir follows it, wherever --out puts it
             return storage.join(out, p.replace("{out}", "").replace("{date}", date).lstrip("/"))
         p = p.replace("{date}", date)
