@@ -100,6 +100,23 @@ def test_single_class(tmp_path):
         train_classifier(vdir, str(tmp_path / "one.parquet"), tmp_path / "c", SentimentConfig())
 
 
+def test_a_label_of_one_row_is_left_out_and_labels_all_different_are_one_line(tmp_path):
+    # One row of its own label made every cross-validation fit fail (a fold trained without it):
+    # C was chosen among NaN scores; a label per row (the id column named as labels) was a traceback.
+    vdir, labels = _data(tmp_path)
+    table = pq.read_table(labels)
+    names = table.column("label").to_pylist()
+    names[3] = "typo"
+    pq.write_table(table.set_column(1, "label", pa.array(names)), tmp_path / "one.parquet")
+    manifest = train_classifier(vdir, str(tmp_path / "one.parquet"), tmp_path / "c", SentimentConfig())
+    assert manifest["classes"] == CLASSES and manifest["labels_of_one_row"] == ["typo"]
+    assert all(np.isfinite(list(manifest["cv_macro_f1_by_C"].values()))) and manifest["cv_macro_f1"] > 0.9
+    r = runner.invoke(app, ["sentiment", "train", str(vdir), "--labels", str(labels), "--label-col", "id",
+                            "--out", str(tmp_path / "ids")])
+    assert r.exit_code == 2 and "each of the 480 labelled rows has a label of its own in column 'id'" in r.output
+    assert not (tmp_path / "ids").exists()
+
+
 def test_vectors_of_another_dim_are_refused(tmp_path):
     vdir, labels = _data(tmp_path)
     train_classifier(vdir, str(labels), tmp_path / "clf", SentimentConfig())

@@ -93,6 +93,10 @@ def check_same_model(clf_dir, clf_manifest: dict, vdir: VectorsDir) -> None:
                             "these vectors (vecjob sentiment train)")
 
 
+def _named(labels: list[str] | str) -> str:
+    return str(labels) if isinstance(labels, (str, Path)) else ", ".join(map(str, labels))
+
+
 def labelled_vectors(
     vdir: VectorsDir, labels: list[str] | str, cfg: SentimentConfig, id_col: str, split: str | None
 ) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -108,7 +112,7 @@ def labelled_vectors(
     frame = frame.drop_nulls("label")
     joined = frame.join(vec_ids, on="id", how="inner")
     counts = {"labelled_rows": frame.height, "joined": joined.height, "labels_without_vector": frame.height - joined.height}
-    where, in_split = labels if isinstance(labels, str) else ", ".join(labels), f" (split '{split}')" if use_split else ""
+    where, in_split = _named(labels), f" (split '{split}')" if use_split else ""
     if frame.height == 0:
         raise InputError(f"{where}: no row has a '{cfg.label_col}' label{in_split}")
     if joined.height == 0:
@@ -127,8 +131,19 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
     vdir = VectorsDir.open(vectors_dir)
     x, y, counts = labelled_vectors(vdir, labels, cfg, id_col, split="train")
     classes, per_class = np.unique(y, return_counts=True)
+    # A label of one row cannot be cross-validated (a fold would train without it) nor learnt: left out.
+    single = classes[per_class < 2]
+    if len(single):
+        x, y = x[~np.isin(y, single)], y[~np.isin(y, single)]
+        classes, per_class = np.unique(y, return_counts=True)
+    where = _named(labels)
+    if len(classes) == 0:
+        raise InputError(f"{where}: each of the {len(single)} labelled rows has a label of its own in column "
+                         f"'{cfg.label_col}'; a classifier needs labels shared by two or more rows")
     if len(classes) < 2:
-        raise InputError(f"{labels}: only one class ({classes[0]!r}) among {len(y)} labelled rows; need two or more")
+        left_out = f"; {len(single)} label(s) of a single row left out" if len(single) else ""
+        raise InputError(f"{where}: only one class ({classes[0]!r}) among {len(y)} labelled rows{left_out}; "
+                         "need two or more")
     mean, scale = x.mean(0), x.std(0)
     scale[scale < 1e-12] = 1.0
     z = (x - mean) / scale
@@ -144,6 +159,7 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
             model_fingerprint=vdir.manifest.get("model_fingerprint"), labels=[str(p) for p in discover(labels)],
             config=cfg.model_dump(), classes=clf.classes, dim=clf.dim, counts=counts,
             class_counts={str(c): int(n) for c, n in zip(classes, per_class)},
+            labels_of_one_row=[str(c) for c in single],
             chosen_C=float(best.C), cv_macro_f1=float(grid.best_score_),
             cv_macro_f1_by_C={str(p["C"]): float(f)
                               for p, f in zip(grid.cv_results_["params"], grid.cv_results_["mean_test_score"])},

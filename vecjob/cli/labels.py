@@ -45,6 +45,7 @@ def sentiment_train(
         "classes": ", ".join(m["classes"]), "training rows": m["counts"]["joined"],
         "labels without a vector": m["counts"]["labels_without_vector"], "C (by CV)": m["chosen_C"],
         "CV macro-F1": m["cv_macro_f1"],
+        **({"labels of one row (left out)": len(m["labels_of_one_row"])} if m["labels_of_one_row"] else {}),
     })
 
 
