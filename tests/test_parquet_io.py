@@ -39,6 +39,17 @@ def test_an_unsigned_id_above_the_int64_range_is_named(tmp_path):
     assert len(check_shards(str(tmp_path), "id", "text")) == 1
 
 
+def test_a_kept_column_whose_type_differs_across_shards_is_named(tmp_path):
+    # Copied as they are, the vector shards would not read as one table (polars, pyarrow datasets).
+    pq.write_table(pa.table({"id": [1], "text": ["a"], "label": ["pos"], "stars": pa.array([4], pa.int32())}),
+                   tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": [2], "text": ["b"], "label": [1], "stars": pa.array([5], pa.int64())}),
+                   tmp_path / "b.parquet")
+    assert len(check_shards(str(tmp_path), "id", "text", keep_columns=("stars",))) == 2  # widths promote
+    with pytest.raises(InputError, match=r"--keep column 'label' mixes types across shards: .*a.parquet.*b.parquet"):
+        check_shards(str(tmp_path), "id", "text", keep_columns=("stars", "label"))
+
+
 def test_not_parquet_is_named(tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"this is not parquet at all")

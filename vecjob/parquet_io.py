@@ -42,6 +42,7 @@ class Shard:
     num_rows: int
     row_group_rows: tuple[int, ...]  # rows in each row group, to cut work into units
     id_type: str  # "string" or "int"
+    kept_types: tuple[str, ...] = ()  # the kind of each column copied into the vector shards (`_kind`)
 
     @property
     def name(self) -> str:
@@ -127,11 +128,8 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
     schema = meta.schema_arrow
     _require_column(path, schema, id_col)
     id_field = _value_type(schema.field(id_col).type)
-    if pa.types.is_integer(id_field):
-        id_type = "int"
-    elif _is_text(id_field):
-        id_type = "string"
-    else:
+    id_type = _kind(id_field)
+    if id_type not in ("int", "string"):
         raise InputError(f"{path}: id column '{id_col}' has type {id_field}; expected string or integer")
     if text_col is not None:
         _require_column(path, schema, text_col)
@@ -141,12 +139,18 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
     for col in keep_columns:
         _require_column(path, schema, col)
     rg_rows = tuple(meta.metadata.row_group(i).num_rows for i in range(meta.num_row_groups))
-    return Shard(path=path, num_rows=meta.metadata.num_rows, row_group_rows=rg_rows, id_type=id_type)
+    return Shard(path=path, num_rows=meta.metadata.num_rows, row_group_rows=rg_rows, id_type=id_type,
+                 kept_types=tuple(_kind(_value_type(schema.field(c).type)) for c in keep_columns))
 
 
 def _value_type(t: pa.DataType) -> pa.DataType:
     """A dictionary-encoded column (pandas' category, polars' Categorical) holds values of this type."""
     return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _kind(t: pa.DataType) -> str:
+    """A column's type up to what readers promote across files: integer widths, string kinds."""
+    return "int" if pa.types.is_integer(t) else "string" if _is_text(t) else str(t)
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -171,13 +175,20 @@ def check_shards(
     `check_content` reads. Without it, the caller checks the content of the shards it will read (a
     nightly encode reads only the new ones)."""
     shards = [check_shard(p, id_col, text_col, tuple(keep_columns)) for p in discover(paths)]
-    kinds = {s.id_type for s in shards}
-    if len(kinds) > 1:
-        first = {k: next(s.path for s in shards if s.id_type == k) for k in kinds}
-        raise InputError(f"id column '{id_col}' mixes types across shards: {first}")
+    _one_kind(shards, lambda s: s.id_type, f"id column '{id_col}'")
+    for i, col in enumerate(keep_columns):  # the vector shards must read as one table
+        _one_kind(shards, lambda s: s.kept_types[i], f"--keep column '{col}'")
     for shard in shards if content else ():
         check_content(shard, id_col, text_col, strict)
     return shards
+
+
+def _one_kind(shards: list[Shard], kind_of, column: str) -> None:
+    first: dict[str, str] = {}  # each kind's first shard, in path order
+    for s in shards:
+        first.setdefault(kind_of(s), s.path)
+    if len(first) > 1:
+        raise InputError(f"{column} mixes types across shards: {first}")
 
 
 def check_content(shard: Shard, id_col: str, text_col: str | None, strict: bool) -> None:
