@@ -3,6 +3,7 @@ it: a fresh process, an embedded Ray, then search by id and by text on the publi
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,8 @@ def test_a_job_in_a_bucket_runs_resumes_and_answers_searches(s3, tmp_path, monke
     run = json.loads(storage.read_bytes(s3.uri("runs", "nightly", "run_manifest.json")))
     assert run["spec"]["out"] == s3.uri("runs", "nightly")
     assert [r["status"] for r in run["stages"]] == ["ran"] * 5
+    index = json.loads(storage.read_bytes(s3.uri("runs", "nightly", "index", "manifest.json")))
+    assert index["vectors_dir"] == s3.uri("runs", "nightly", "vectors")  # not the run's local mirror
 
     second = vecjob("run", str(spec), cwd=work, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -132,3 +135,12 @@ def test_each_command_reads_and_writes_a_bucket(s3, tmp_path, tiny_model_dir, mo
     hits = runner.invoke(app, ["search", s3.uri("i"), "--id", "doc-00007", "--json", "-k", "3"])
     assert hits.exit_code == 0 and json.loads(hits.output)["hits"][0]["id"] == "doc-00007", hits.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["staging", "vecjob-cache"]  # nothing else written
+
+    # An index of codes (SQ8) finds a stored vector in its vectors dir: the one in the bucket, which a
+    # service on another machine reads too, not the local copy this one downloaded to build it.
+    assert runner.invoke(app, ["index", s3.uri("v"), "--out", s3.uri("sq"), "--factory", "SQ8"]).exit_code == 0
+    assert json.loads(storage.read_bytes(s3.uri("sq", "manifest.json")))["vectors_dir"] == s3.uri("v")
+    shutil.rmtree(tmp_path / "vecjob-cache")
+    hits = runner.invoke(app, ["search", s3.uri("sq"), "--id", "doc-00007", "--json", "-k", "3"])
+    assert hits.exit_code == 0 and json.loads(hits.output)["hits"][0]["id"] == "doc-00007", hits.output
+    assert [p.name for p in (tmp_path / "vecjob-cache").rglob("*.parquet")] == ["ids.parquet"]  # the index's only

@@ -134,7 +134,7 @@ def cluster_collection(
             metrics = {"silhouette": silhouette(sample_x, assign[:, 0], cfg.seed)}
 
         summary = {"k": k, "n": n, "metrics": metrics, "clusters": per_cluster, "k_curve": curve}
-        manifest = new_manifest(MANIFEST_KIND, vectors_dir=str(Path(vectors_dir).resolve()),
+        manifest = new_manifest(MANIFEST_KIND, vectors_dir=vdir.location,
                                 vectors_fingerprint=vdir.manifest.get("vectors_fingerprint"),
                                 model_fingerprint=vdir.manifest.get("model_fingerprint"), requested_k=k_requested,
                                 config=cfg.model_dump(), k=k, n=n, fitted_on=n, assigned_since_fit=0,

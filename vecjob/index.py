@@ -27,14 +27,15 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vecjob import storage
 from vecjob.config import IndexConfig
 from vecjob.errors import ArtifactError, ConfigError, InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
-from vecjob.parquet_io import new_manifest, read_manifest, write_json_atomic, write_parquet_atomic
+from vecjob.parquet_io import new_manifest, read_json, read_manifest, write_json_atomic, write_parquet_atomic
 from vecjob.timing import timed
-from vecjob.vectors import VectorsDir, table_vectors, unit_rows
+from vecjob.vectors import VectorsDir, table_vectors, unit_rows, vector_in_shard
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
@@ -257,7 +258,7 @@ def _manifest(vdir, cfg, factory, index, labels, train_size, *, trained_with, ad
              "seconds": round(sum(timings.values()), 3)}
     return new_manifest(
         MANIFEST_KIND,
-        vectors_dir=str(vdir.path.resolve()),
+        vectors_dir=vdir.location,
         model_fingerprint=vdir.manifest.get("model_fingerprint"),
         vectors_fingerprint=vdir.manifest.get("vectors_fingerprint"),
         config=cfg.model_dump(),
@@ -564,7 +565,8 @@ class LoadedIndex:
 
     def stored_vector(self, doc_id: object) -> np.ndarray:
         """A stored document's vector: from the index itself where it stores vectors exactly (Flat,
-        IVF-Flat), else from the vectors dir the index was built from (if it has not moved on)."""
+        IVF-Flat), else from the one shard that holds it in the vectors dir the index was built from
+        (if it has not moved on)."""
         slot = self.slot_of_id.get(doc_id)
         if slot is None and isinstance(doc_id, str) and doc_id.lstrip("-").isdigit():
             slot = self.slot_of_id.get(int(doc_id))
@@ -577,11 +579,16 @@ class LoadedIndex:
                 return self.index.reconstruct(int(slot))
             except RuntimeError:
                 pass  # an index without a direct map: read the vectors dir
-        vdir = VectorsDir.open(self.manifest["vectors_dir"])
-        if vdir.manifest.get("vectors_fingerprint") != self.manifest.get("vectors_fingerprint"):
-            raise ArtifactError(f"{vdir.path}: the vectors changed since the index was built from them; rebuild "
+        location = self.manifest["vectors_dir"]
+        if "shard" not in self.labels.column_names:
+            raise ArtifactError(f"{self.path}: an earlier vecjob wrote this index, whose id map names no vector "
+                                "shard; rebuild it (vecjob index, or vecjob run)")
+        published = read_json(storage.join(location, MANIFEST))  # its manifest alone, not the folder
+        if published.get("vectors_fingerprint") != self.manifest.get("vectors_fingerprint"):
+            raise ArtifactError(f"{location}: the vectors changed since the index was built from them; rebuild "
                                 "the index (vecjob index, or vecjob run)")
-        return vdir.vector_for_id(doc_id)
+        row = self.labels.filter(pc.equal(self.labels.column("slot"), slot))
+        return vector_in_shard(location, row.column("shard")[0].as_py(), doc_id)
 
 
 def load_index_dir(path: str | Path) -> LoadedIndex:

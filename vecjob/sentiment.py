@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from vecjob import storage
 from vecjob.config import SentimentConfig
 from vecjob.errors import ArtifactError, InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
@@ -155,7 +156,7 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
     with output_lock(out), staged_dir(out) as staging:
         clf.save(staging)
         manifest = new_manifest(
-            CLF_KIND, vectors_dir=str(Path(vectors_dir).resolve()),
+            CLF_KIND, vectors_dir=vdir.location,
             model_fingerprint=vdir.manifest.get("model_fingerprint"), labels=[str(p) for p in discover(labels)],
             config=cfg.model_dump(), classes=clf.classes, dim=clf.dim, counts=counts,
             class_counts={str(c): int(n) for c, n in zip(classes, per_class)},
@@ -222,8 +223,8 @@ def predict_collection(clf_dir, vectors_dir, out) -> dict:
                 write_parquet_atomic(pa.table(cols), out / name)
                 predicted += 1
             shards.append({"output": name, "rows": int(live.sum())})
-        manifest = new_manifest(PRED_KIND, classifier=str(Path(clf_dir).resolve()), classifier_fingerprint=clf_key,
-                                vectors_dir=str(Path(vectors_dir).resolve()), classes=clf.classes,
+        manifest = new_manifest(PRED_KIND, classifier=storage.lasting(clf_dir), classifier_fingerprint=clf_key,
+                                vectors_dir=vdir.location, classes=clf.classes,
                                 rows=sum(s["rows"] for s in shards), shards=shards,
                                 counts={"shards_predicted": predicted, "shards_kept": len(shards) - predicted})
         write_json_atomic(manifest, out / MANIFEST)

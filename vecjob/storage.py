@@ -83,6 +83,12 @@ def absolute(location: str | Path) -> str:
     return str(location) if is_uri(location) else os.path.abspath(location)
 
 
+def lasting(location: str | Path) -> str:
+    """Where any process, on any node, finds a folder again: a URI as it is, a path inside a local
+    mirror of a store its URI there, any other path made absolute."""
+    return str(location) if is_uri(location) else published_location(location) or os.path.abspath(location)
+
+
 def join(location: str, *parts: str) -> str:
     """A location below `location`: posix joins for a URI, the OS's for a local path."""
     return posixpath.join(location, *parts) if is_uri(location) else os.path.join(location, *parts)

@@ -65,19 +65,20 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class VectorsDir:
-    path: Path
+    path: Path  # a local folder: the dir itself, or a snapshot of one in an object store
     manifest: dict
+    location: str  # where it is published (`storage.lasting`): what the manifests made from it record
 
     @classmethod
-    def open(cls, path: str | Path) -> "VectorsDir":
-        path = storage.snapshot(str(path), "vectors")
+    def open(cls, location: str | Path) -> "VectorsDir":
+        path = storage.snapshot(str(location), "vectors")
         if not path.is_dir():
             raise ArtifactError(f"{path}: vectors dir not found")
         manifest = read_manifest(path, MANIFEST_KIND)
         for shard in manifest["shards"]:
             if not (path / shard["output"]).exists():
                 raise ArtifactError(f"{path}: shard {shard['output']} listed in the manifest is missing")
-        return cls(path, manifest)
+        return cls(path, manifest, storage.lasting(location))
 
     @property
     def dim(self) -> int:
@@ -186,15 +187,21 @@ class VectorsDir:
             raise ArtifactError(f"{self.path}: holds no vectors")
         return pa.concat_tables(tables, promote_options="permissive")  # a kept column's int32 and int64
 
-    def vector_for_id(self, doc_id: object) -> np.ndarray:
-        for path, table in self.iter_shards(["id", "vector"]):
-            ids = table.column("id")
-            key = _coerce_id(doc_id, ids.type)
-            mask = pc.equal(ids, pa.scalar(key, ids.type))
-            hit = table.filter(mask)
-            if hit.num_rows:
-                return table_vectors(hit)[0]
-        raise ArtifactError(f"{self.path}: no document with id {doc_id!r}")
+
+
+def vector_in_shard(location: str, shard: str, doc_id: object) -> np.ndarray:
+    """One document's vector, read from the one shard of a published vectors dir (local or in an
+    object store) that holds it: a lookup downloads neither the folder nor its other shards."""
+    fs, inner = storage.filesystem(storage.join(location, shard))
+    try:
+        table = _one_id_type(pq.read_table(inner, filesystem=fs, columns=["id", "vector"]))
+    except (pa.ArrowException, OSError) as exc:
+        raise ArtifactError(f"{storage.join(location, shard)}: cannot read vector shard ({exc})") from None
+    ids = table.column("id")
+    hit = table.filter(pc.equal(ids, pa.scalar(_coerce_id(doc_id, ids.type), ids.type)))
+    if not hit.num_rows:
+        raise ArtifactError(f"{location}: shard {shard} holds no document with id {doc_id!r}")
+    return table_vectors(hit)[0]
 
 
 def _coerce_id(doc_id: object, arrow_type: pa.DataType) -> object:
