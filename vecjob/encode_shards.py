@@ -289,7 +289,7 @@ def encode_collection(
         timings["total_s"] = time.perf_counter() - t_start
         manifest = new_manifest(
             MANIFEST_KIND,
-            model_dir=storage.absolute(model_dir),
+            model_dir=storage.lasting(model_dir),
             model_fingerprint=model_fp,
             vectors_fingerprint=vectors_fingerprint(stats),
             dim=dim,
