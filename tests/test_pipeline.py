@@ -2,6 +2,9 @@
 
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from typer.testing import CliRunner
 
 from conftest import TINY_SPEC, write_collection
@@ -37,7 +40,9 @@ def test_the_train_stage_reports_the_published_round_not_the_last():
 def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):
     write_collection(tmp_path / "data", [40, 25])
     spec = tmp_path / "job.toml"
-    spec.write_text(TINY_SPEC.format(name="tiny", factory="auto"))
+    # A vocabulary smaller than the collection's: its training data holds unknown words (drift's baseline).
+    spec_text = TINY_SPEC.replace("max_vocab = 300", "max_vocab = 24")
+    spec.write_text(spec_text.format(name="tiny", factory="auto"))
 
     from vecjob.parquet_io import _content_hash
 
@@ -61,8 +66,16 @@ def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):
     assert [s["status"] for s in manifest["stages"]] == [kept] + ["skipped (up to date)"] * 2
     assert manifest["night"]["model"]["action"] == "kept" and manifest["night"]["shards_unchanged"] == 2
 
+    # A night of blank texts holds no word to measure drift by (it read as a drift of minus the
+    # training data's unknown share): the model is kept at drift 0.
+    pq.write_table(pa.table({"id": ["blank-0", "blank-1"], "text": ["", None]}), tmp_path / "data" / "part-99.parquet")
+    blank = runner.invoke(app, ["run", str(spec)])
+    manifest = json.loads((tmp_path / "out" / "run_manifest.json").read_text())
+    assert blank.exit_code == 0 and manifest["stages"][0]["status"] == kept, manifest["stages"][0]
+    assert manifest["stages"][0]["metrics"]["sampled_documents"] == 2 == manifest["stages"][1]["metrics"]["skipped_empty"]
+
     # A changed index setting reruns only the index stage.
-    spec.write_text(TINY_SPEC.format(name="tiny", factory="Flat"))
+    spec.write_text(spec_text.format(name="tiny", factory="Flat"))
     third = runner.invoke(app, ["run", str(spec)])
     statuses = [s["status"] for s in json.loads((tmp_path / "out" / "run_manifest.json").read_text())["stages"]]
     assert third.exit_code == 0 and statuses == [kept, "skipped (up to date)", "ran"]

@@ -100,11 +100,14 @@ def measure_drift(spec: JobSpec, model_dir: Path, manifest: dict, vectors_dir: P
         texts = texts.column(0).slice(0, DRIFT_SAMPLE - documents)
         ids += tokenizer.encode(texts)
         documents += len(texts)
-    new_share = unknown_share(np.concatenate(ids)) if ids else 0.0
+    tokens = np.concatenate(ids) if ids else np.empty(0, np.int64)
     counts = manifest.get("counts", {})
     baseline = float(counts.get("unknown_share_heldout", counts.get("unknown_share", 0.0)))
-    return {"new_shards": len(new), "sampled_documents": documents, "unknown_share_new": round(new_share, 4),
-            "unknown_share_training": round(baseline, 4), "drift": round(new_share - baseline if documents else 0.0, 4)}
+    # New documents without a word (blank texts, skipped by encode) say nothing of drift: not -baseline.
+    new_share = unknown_share(tokens) if len(tokens) else baseline
+    return {"new_shards": len(new), "sampled_documents": documents, "sampled_tokens": len(tokens),
+            "unknown_share_new": round(new_share, 4), "unknown_share_training": round(baseline, 4),
+            "drift": round(new_share - baseline, 4)}
 
 
 def publish_when_ready(model_dir: Path, outputs: list[Path]) -> bool:
