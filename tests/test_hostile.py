@@ -415,6 +415,11 @@ def test_a_mistyped_data_path_or_column_in_a_job_spec_is_refused_before_the_run_
         spec.write_text(f'out = "run"\n[data]\n{data}\n')
         refused(invoke("run", spec), line)
         assert not (tmp_path / "run").exists()
+    # The labels' column too: it was refused only once training and encoding were done.
+    spec.write_text(f'out = "run"\nstages = ["train", "encode", "sentiment"]\n[data]\npaths = ["{collection}"]\n'
+                    '[sentiment]\nlabel_col = "stars"\n')
+    refused(invoke("run", spec), "missing column 'stars' (columns: id, text")
+    assert not (tmp_path / "run").exists()
 
 
 def test_more_workers_than_the_local_ray_holds_is_one_line_not_a_wait_for_ever(ray_session, tiny_model_dir,

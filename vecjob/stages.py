@@ -239,6 +239,13 @@ class Sentiment(Stage):
     name, folder = "sentiment", "sentiment"
     needs = ("encode",)
 
+    def check(self, spec: JobSpec) -> None:
+        """The first labels shard has the label column: a mistyped sentiment.label_col, or data without
+        labels, is one line before the run, not after training and encoding."""
+        labels = spec.sentiment.labels or ([] if "corpus" in spec.stages else spec.data.paths)
+        if labels:
+            check_shard(discover(labels)[0], spec.data.id_col, None, (spec.sentiment.label_col,))
+
     def fingerprint(self, ctx: RunContext) -> str:
         labels = ctx.spec.sentiment.labels
         labels = [file_fingerprint(p) for p in discover(labels)] if labels else ctx.data_files()
