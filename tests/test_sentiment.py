@@ -132,10 +132,10 @@ def test_vectors_another_model_made_are_refused_by_eval_and_predict(tmp_path):
     assert manifest["model_fingerprint"] == "m"
     vecs, _ = blobs(600, 12, 3, seed=8)
     other = make_vectors_dir(tmp_path / "retrained", vecs, list(range(600)), model="retrained-model")
-    with pytest.raises(ArtifactError, match="retrained: another model made these vectors .*sentiment train"):
+    with pytest.raises(ArtifactError, match="retrained: these vectors were made by model retrained-mo, the classifier .*sentiment train"):
         evaluate_classifier(tmp_path / "clf", other, str(labels), SentimentConfig())
     r = runner.invoke(app, ["sentiment", "predict", str(tmp_path / "clf"), str(other), "--out", str(tmp_path / "p")])
-    assert r.exit_code == 2 and "another model made these vectors" in r.output and not (tmp_path / "p").exists()
+    assert r.exit_code == 2 and "these vectors were made by model retrained-mo" in r.output and not (tmp_path / "p").exists()
     assert evaluate_classifier(tmp_path / "clf", vdir, str(labels), SentimentConfig())["accuracy"] > 0.9
 
 

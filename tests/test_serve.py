@@ -21,7 +21,7 @@ from vecjob.index import index_collection
 from vecjob.outputs import staged_dir
 from vecjob.encode_shards import encode_collection
 from vecjob.search import search
-from vecjob.vectors import VectorsDir
+from vecjob.vectors import VectorsDir, table_vectors
 
 pytest.importorskip("ray.serve")
 pytest.importorskip("fastapi")
@@ -80,7 +80,8 @@ def test_text_id_and_vector_queries_answer_as_vecjob_search_does(service):
         expected = search(index, doc_id=doc_id, k=4)
         assert status == 200 and [h["id"] for h in answer["hits"]] == [h["id"] for h in expected]
         assert answer["hits"][0]["id"] == doc_id and "snippet" in answer["hits"][0]
-    vector = VectorsDir.open(service.root / "v").vector_for_id("doc-00010").tolist()
+    stored = VectorsDir.open(service.root / "v").read_all(["id", "vector"])
+    vector = table_vectors(stored)[stored.column("id").to_pylist().index("doc-00010")].tolist()
     status, answer = call(service.url, "/search", {"vector": vector, "k": 3})
     assert status == 200 and answer["hits"][0]["id"] == "doc-00010"
 

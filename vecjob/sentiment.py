@@ -89,9 +89,9 @@ def check_same_model(clf_dir, clf_manifest: dict, vdir: VectorsDir) -> None:
     before the manifest recorded the model are not checked."""
     trained_on, made_by = clf_manifest.get("model_fingerprint"), str(vdir.manifest.get("model_fingerprint", ""))
     if trained_on and made_by != trained_on:
-        raise ArtifactError(f"{vdir.path}: another model made these vectors (fingerprint {made_by[:12]}) than the "
-                            f"ones the classifier {clf_dir} was trained on ({trained_on[:12]}); train it on "
-                            "these vectors (vecjob sentiment train)")
+        raise ArtifactError(f"{vdir.location}: these vectors were made by model {made_by[:12]}, the classifier "
+                            f"{clf_dir} was trained on vectors of model {trained_on[:12]}; train it on these vectors "
+                            "(vecjob sentiment train)")
 
 
 def _named(labels: list[str] | str) -> str:
@@ -117,7 +117,7 @@ def labelled_vectors(
     if frame.height == 0:
         raise InputError(f"{where}: no row has a '{cfg.label_col}' label{in_split}")
     if joined.height == 0:
-        raise InputError(f"{where}: no id overlaps the vectors in {vdir.path}{in_split}")
+        raise InputError(f"{where}: no id overlaps the vectors in {vdir.location}{in_split}")
     x = table_vectors(table)[joined["row"].to_numpy()]
     return x, joined["label"].to_numpy().astype(object), counts
 

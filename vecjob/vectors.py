@@ -188,7 +188,6 @@ class VectorsDir:
         return pa.concat_tables(tables, promote_options="permissive")  # a kept column's int32 and int64
 
 
-
 def vector_in_shard(location: str, shard: str, doc_id: object) -> np.ndarray:
     """One document's vector, read from the one shard of a published vectors dir (local or in an
     object store) that holds it: a lookup downloads neither the folder nor its other shards."""
