@@ -267,11 +267,11 @@ def encode_collection(
             check_content(shards[s_idx], data.id_col, data.text_col, data.strict)
         if on_plan:
             on_plan(sum(it.rows for it in todo), sum(s.num_rows for s in shards))
-        write_to = storage.published_location(out_dir) or str(out_dir)
+        write_to = storage.lasting(out_dir)
         if todo and storage.is_uri(write_to):  # the folder in the store is incomplete from here on
             storage.delete(storage.join(write_to, MANIFEST))
         encoder_kwargs = dict(
-            model_dir=storage.absolute(model_dir), out=write_to, id_col=data.id_col, text_col=data.text_col,
+            model_dir=storage.lasting(model_dir), out=write_to, id_col=data.id_col, text_col=data.text_col,
             keep_columns=list(cfg.keep_columns), batch_size=cfg.batch_size, strict=data.strict,
         )
 

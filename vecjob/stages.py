@@ -42,7 +42,7 @@ class RunContext:
     @property
     def published_at(self) -> str:
         """Where readers on any node (Ray workers) find the run dir: the store, when there."""
-        return storage.published_location(self.root) or str(self.root)
+        return storage.lasting(self.root)
 
     def folder(self, stage: str) -> Path:
         return self.root / STAGES[stage].folder
@@ -189,11 +189,8 @@ class Encode(Stage):
         from vecjob.encode_shards import encode_collection
         from vecjob.ray_encode import RayData
 
-        # The model this run encodes with, where every Ray worker reads it (the store, when there).
-        model = active_model(ctx.folder("train"))
-        model = storage.published_location(model) or str(model)
-        spec = ctx.spec
-        return encode_collection(spec.data, model, ctx.folder(self.name), spec.encode,
+        spec = ctx.spec  # the workers read the model where it is published (storage.lasting)
+        return encode_collection(spec.data, active_model(ctx.folder("train")), ctx.folder(self.name), spec.encode,
                                  RayData(spec.address or None))["counts"]
 
 

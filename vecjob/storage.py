@@ -78,17 +78,6 @@ def check_location(location: str | Path, what: str) -> None:
         raise ConfigError(f"{what} {location}: malformed URI (an empty, '.' or '..' part in its path)")
 
 
-def absolute(location: str | Path) -> str:
-    """A location any process can open, whatever its working dir: a URI as it is, a path made absolute."""
-    return str(location) if is_uri(location) else os.path.abspath(location)
-
-
-def lasting(location: str | Path) -> str:
-    """Where any process, on any node, finds a folder again: a URI as it is, a path inside a local
-    mirror of a store its URI there, any other path made absolute."""
-    return str(location) if is_uri(location) else published_location(location) or os.path.abspath(location)
-
-
 def join(location: str, *parts: str) -> str:
     """A location below `location`: posix joins for a URI, the OS's for a local path."""
     return posixpath.join(location, *parts) if is_uri(location) else os.path.join(location, *parts)
@@ -378,14 +367,17 @@ def _mirror_of(local: Path) -> tuple[Path, str] | None:
     return next(((root, uri) for root, uri in _MIRRORS.items() if local == root or root in local.parents), None)
 
 
-def published_location(local: str | Path) -> str | None:
-    """Where a path inside a local mirror is published (a URI in the store); None outside a mirror.
-    Workers on other nodes read and write there: they cannot reach this machine's disk."""
-    found = _mirror_of(Path(local))
+def lasting(location: str | Path) -> str:
+    """Where any process, on any node and whatever its working dir, finds a file or folder again: a
+    URI as it is; a path inside a local mirror of a store, its URI there (workers on other nodes
+    cannot reach this machine's disk); any other path, made absolute."""
+    if is_uri(location):
+        return str(location)
+    found = _mirror_of(Path(location))
     if not found:
-        return None
+        return os.path.abspath(location)
     root, uri = found
-    rel = Path(local).resolve().relative_to(root).as_posix()
+    rel = Path(location).resolve().relative_to(root).as_posix()
     return uri if rel == "." else join(uri, rel)
 
 

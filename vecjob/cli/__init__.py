@@ -87,7 +87,7 @@ def job_spec(config: Optional[Path], data: list[str], **data_flags) -> JobSpec:
     """The job spec's settings (or the defaults), with DATA and column flags applied."""
     for p in data:
         storage.check_location(p, "DATA")
-    paths = [storage.absolute(p) for p in data]
+    paths = [storage.lasting(p) for p in data]
     spec = load_job_spec(config, settings_only=True) if config else JobSpec(data={"paths": paths})
     return spec.model_copy(update={"data": override(spec.data, paths=paths, **data_flags)})
 

@@ -32,7 +32,7 @@ def run(
     if out:
         storage.check_location(out, "--out")
         storage.check_lasting(out, "--out")
-        out = storage.absolute(out)
+        out = storage.lasting(out)
     spec = load_job_spec(job, out=out)
     if address:
         spec = spec.model_copy(update={"address": address})

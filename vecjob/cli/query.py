@@ -81,8 +81,8 @@ def serve(
                                   ("--poll-s", poll_s, poll_s > 0, "above 0")):
         if not ok:
             raise ConfigError(f"{flag} {value}: must be {need}")
-    index_dir, model = storage.absolute(index_dir), storage.absolute(model) if model else None
-    data = [storage.absolute(d) for d in data or []] or None
+    index_dir, model = storage.lasting(index_dir), storage.lasting(model) if model else None
+    data = [storage.lasting(d) for d in data or []] or None
     check_search_pair(index_dir, model, data)  # a corrupt or missing index, another model, unusable texts
     if not (address or os.environ.get("RAY_ADDRESS")):  # the proxy will listen on this machine
         with socket.socket() as probe:
