@@ -145,3 +145,17 @@ def test_a_vector_shard_without_its_columns_is_named(tmp_path):
     with pytest.raises(ArtifactError, match=r"s1\.parquet: vector shard has no column 'id'"):
         index_collection(tmp_path / "v", tmp_path / "i", IndexConfig())
     assert not (tmp_path / "i").exists()
+
+
+def test_an_index_of_codes_reads_a_stored_vector_from_its_shard_and_refuses_vectors_that_moved_on(tmp_path):
+    vecs = _clustered(300, 16)
+    make_vectors_dir(tmp_path / "v", vecs, list(range(300)), shards=3)
+    index_collection(tmp_path / "v", tmp_path / "i", IndexConfig(factory="SQ8"))
+    loaded = load_index_dir(tmp_path / "i")
+    assert loaded.manifest["vectors_dir"] == str(tmp_path / "v")
+    np.testing.assert_array_equal(loaded.stored_vector(250), vecs[250])  # exact: read from the shard, not the codes
+    np.testing.assert_array_equal(loaded.stored_vector("7"), vecs[7])
+    manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    (tmp_path / "v" / "manifest.json").write_text(json.dumps({**manifest, "vectors_fingerprint": "another"}))
+    with pytest.raises(ArtifactError, match="the vectors changed since the index was built from them; rebuild"):
+        loaded.stored_vector(250)
