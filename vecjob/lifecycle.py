@@ -104,10 +104,10 @@ def measure_drift(spec: JobSpec, model_dir: Path, manifest: dict, vectors_dir: P
     counts = manifest.get("counts", {})
     baseline = float(counts.get("unknown_share_heldout", counts.get("unknown_share", 0.0)))
     # New documents without a word (blank texts, skipped by encode) say nothing of drift: not -baseline.
-    new_share = unknown_share(tokens) if len(tokens) else baseline
+    new_share = round(unknown_share(tokens), 4) if len(tokens) else None
     return {"new_shards": len(new), "sampled_documents": documents, "sampled_tokens": len(tokens),
-            "unknown_share_new": round(new_share, 4), "unknown_share_training": round(baseline, 4),
-            "drift": round(new_share - baseline, 4)}
+            "unknown_share_new": new_share, "unknown_share_training": round(baseline, 4),
+            "drift": round(new_share - baseline, 4) if new_share is not None else 0.0}
 
 
 def publish_when_ready(model_dir: Path, outputs: list[Path]) -> bool:

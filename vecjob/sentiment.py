@@ -135,7 +135,8 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
     # A label of one row cannot be cross-validated (a fold would train without it) nor learnt: left out.
     single = classes[per_class < 2]
     if len(single):
-        x, y = x[~np.isin(y, single)], y[~np.isin(y, single)]
+        shared = ~np.isin(y, single)
+        x, y = x[shared], y[shared]
         classes, per_class = np.unique(y, return_counts=True)
     where = _named(labels)
     if len(classes) == 0:
