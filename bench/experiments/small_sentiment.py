@@ -33,18 +33,20 @@ from common import machine  # noqa: E402
 SAMPLE_SEED = 123
 
 
-def lsa_on_vecjob_tokens(texts: list[str]):
+def lsa_on_vecjob_tokens(texts: list[str], longer_than: int = 0, ngrams: int = 2):
     """LSA as the suite fits it (1-2-grams, min_df 2, sublinear tf), but over the tokens vecjob's
     tokeniser cuts (punctuation and one-letter words kept) instead of scikit-learn's: what the same
-    factorisation reaches from the words vecjob's model sees."""
+    factorisation reaches from the words vecjob's model sees. `longer_than` 1 drops the one-character
+    tokens (punctuation, "a", "i", digits), as scikit-learn's token pattern does; `ngrams` 1: words alone."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from vecjob.tokenizer import tokenize_column
 
-    tokens = tokenize_column(pl.Series(texts, dtype=pl.String)).to_list()
+    tokens = [[t for t in doc if len(t) > longer_than]
+              for doc in tokenize_column(pl.Series(texts, dtype=pl.String)).to_list()]
     tfidf = TfidfVectorizer(tokenizer=lambda doc: doc, preprocessor=lambda doc: doc, token_pattern=None,
-                            lowercase=False, ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+                            lowercase=False, ngram_range=(1, ngrams), min_df=2, sublinear_tf=True)
     return TruncatedSVD(quality.DIM, random_state=quality.SEED).fit_transform(tfidf.fit_transform(tokens))
 
 
@@ -71,7 +73,12 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(result, indent=2, default=float))
 
     for name, fn in (("TF-IDF 1-2gram", quality.tfidf_vectors), ("LSA 128", quality.lsa_vectors),
-                     ("LSA 128 on vecjob's tokens", lsa_on_vecjob_tokens)):
+                     ("LSA 128 on vecjob's tokens", lsa_on_vecjob_tokens),
+                     ("LSA 128 on vecjob's tokens, words alone",
+                      lambda t: lsa_on_vecjob_tokens(t, ngrams=1)),
+                     ("LSA 128 on vecjob's tokens of 2+ characters", lambda t: lsa_on_vecjob_tokens(t, longer_than=1)),
+                     ("LSA 128 on vecjob's tokens of 2+ characters, words alone",
+                      lambda t: lsa_on_vecjob_tokens(t, longer_than=1, ngrams=1))):
         save({"method": name, "acc": quality.cv_probe(fn(texts), y)})
     runs = [("vecjob default", {}, int(s)) for s in args.seeds.split(",") if s]
     runs += [(f"vecjob {name}", overrides, 0) for name, overrides in json.loads(args.variants).items()]
