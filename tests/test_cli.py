@@ -106,6 +106,13 @@ def test_a_text_query_of_unknown_words_only_is_refused(pipeline):
     assert r.exit_code == 2 and "--text 'zzqx qqzv': no word of it is in the model's vocabulary" in r.output
 
 
+def test_a_text_query_of_bytes_that_are_not_utf8_is_refused_in_one_line(pipeline):
+    # Python hands such argv bytes over as half surrogate pairs ("\\udcff"), which no encoding writes:
+    # the tokeniser raised UnicodeEncodeError and the command ended in a traceback.
+    r = invoke("search", pipeline / "i", "--model", pipeline / "m", "--text", "goal \udcff team")
+    assert r.exit_code == 2 and "--text 'goal \\udcff team': not valid Unicode: character 5" in r.output
+
+
 def test_search_with_a_different_model_is_refused(pipeline, tiny_model_dir):
     r = invoke("search", pipeline / "i", "--model", tiny_model_dir, "--text", "goal")
     assert r.exit_code == 2 and "did not make the index's vectors" in r.output

@@ -105,6 +105,7 @@ def test_batch_answers_each_query_and_names_the_one_it_refuses(service):
     ({"id": "doc-00001", "nprobe": 4}, 422, "nprobe applies to IVF indexes"),
     ({"text": "   "}, 422, "text is empty"),
     ({"text": "zzqx qqzv"}, 422, "the query text has no word the model knows"),  # its vector is <unk>'s alone
+    (b'{"text": "goal \\ud800"}', 422, "text: not valid Unicode: character 5 is half of a surrogate pair"),
     ({"text": "goal", "colour": "red"}, 422, "unknown key 'colour'"),
     ({"id": ["doc-00001"]}, 422, "id: Input should be a valid string or Input should be a valid integer"),
     ({"id": "doc-00001", "k": True}, 422, "k: Input should be a valid integer"),

@@ -26,6 +26,7 @@ from vecjob.index import LoadedIndex, load_index_dir
 from vecjob.outputs import MANIFEST
 from vecjob.parquet_io import fingerprint, read_json, read_manifest
 from vecjob.search import check_model_made_index
+from vecjob.tokenizer import unicode_problem
 
 MAX_K = 1_000
 MAX_BATCH = 256
@@ -49,6 +50,8 @@ class Query(BaseModel):
             raise ValueError(f"give exactly one of text, id or vector (got {', '.join(given) or 'none'})")
         if self.text is not None and not self.text.strip():
             raise ValueError("text is empty")
+        if self.text is not None and (problem := unicode_problem(self.text)):
+            raise ValueError(f"text: {problem}")
         return self
 
 

@@ -168,6 +168,18 @@ class Tokenizer:
         return [ids[max(0, i - width) : i + self.max_len + width] for i in range(0, len(ids), self.max_len)]
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why a text cannot be tokenised, or None. A Python string can hold half of a UTF-16 surrogate
+    pair, which no encoding writes: a command-line argument of bytes that are not UTF-8 arrives so,
+    and so does a JSON string escaping half a pair ("\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"not valid Unicode: character {exc.start} is half of a surrogate pair ({text[exc.start]!r}), "
+                "from bytes that are not UTF-8 or a JSON escape of half a pair")
+    return None
+
+
 def unknown_share(token_ids: np.ndarray) -> float:
     """The share of tokens the vocabulary does not know (0 for no tokens)."""
     return float(np.mean(token_ids == UNK)) if len(token_ids) else 0.0
