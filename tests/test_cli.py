@@ -106,11 +106,21 @@ def test_a_text_query_of_unknown_words_only_is_refused(pipeline):
     assert r.exit_code == 2 and "--text 'zzqx qqzv': no word of it is in the model's vocabulary" in r.output
 
 
-def test_a_text_query_of_bytes_that_are_not_utf8_is_refused_in_one_line(pipeline):
-    # Python hands such argv bytes over as half surrogate pairs ("\\udcff"), which no encoding writes:
-    # the tokeniser raised UnicodeEncodeError and the command ended in a traceback.
-    r = invoke("search", pipeline / "i", "--model", pipeline / "m", "--text", "goal \udcff team")
-    assert r.exit_code == 2 and "--text 'goal \\udcff team': not valid Unicode: character 5" in r.output
+@pytest.mark.parametrize("command, flag", [
+    (["search", "{i}", "--model", "{m}", "--text", "goal \udcff team"], "--text 'goal \\udcff team'"),
+    (["search", "{i}", "--id", "doc-\udcff"], "--id 'doc-\\udcff'"),
+    (["encode", "{tmp}/x\udcff.parquet", "--model", "{m}", "--out", "{tmp}/v"], "DATA '{tmp}/x\\udcff.parquet'"),
+    (["index", "{tmp}/v", "--out", "{tmp}/i\udcff"], "--out '{tmp}/i\\udcff'"),
+])
+def test_an_argument_of_bytes_that_are_not_utf8_is_refused_in_one_line_naming_its_flag(pipeline, tmp_path, command,
+                                                                                       flag):
+    # Python hands such argv bytes (a file name in another encoding) over as half surrogate pairs
+    # ("\\udcff"), which no encoding writes: pyarrow, Ray and the tokeniser raised UnicodeEncodeError
+    # and the command ended in a traceback.
+    where = {"i": pipeline / "i", "m": pipeline / "m", "tmp": tmp_path}
+    r = invoke(*[arg.format(**where) for arg in command])
+    assert r.exit_code == 2 and f"{flag.format(**where)}: not valid Unicode: character" in r.output, r.output
+    assert not list(tmp_path.iterdir())
 
 
 def test_search_with_a_different_model_is_refused(pipeline, tiny_model_dir):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import typing
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -20,7 +21,8 @@ import typer
 
 from vecjob import storage
 from vecjob.config import JobSpec, load_job_spec, override
-from vecjob.errors import VecjobError
+from vecjob.errors import ConfigError, VecjobError
+from vecjob.tokenizer import unicode_problem
 
 app = typer.Typer(
     name="vecjob",
@@ -52,12 +54,14 @@ def friendly_errors(fn):
     """Expected failures print one line and exit 2; anything else keeps its traceback.
 
     An OSError (a folder that cannot be written, a disk that is full) is the environment's, not a
-    bug: it is one line naming the file too."""
+    bug: it is one line naming the file too. So is an argument that is not valid Unicode, which
+    pyarrow, Ray and the tokeniser cannot take (`check_unicode`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         try:
+            check_unicode(fn, kwargs)
             return fn(*args, **kwargs)
         except VecjobError as exc:
             typer.echo(f"error: {exc}", err=True)
@@ -68,6 +72,26 @@ def friendly_errors(fn):
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def check_unicode(command, arguments: dict) -> None:
+    """Refuse an argument Python decoded from bytes that are not UTF-8 (a file name in another
+    encoding: it holds half surrogate pairs that no library below takes), naming its flag."""
+    for name, value in arguments.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, (str, Path)) and (problem := unicode_problem(str(item))):
+                raise ConfigError(f"{_flag(command, name)} {str(item)!r}: {problem}")
+
+
+def _flag(command, name: str) -> str:
+    """How the command line spells a parameter of `command`: its long option, or an argument's NAME."""
+    for info in getattr(typing.get_type_hints(command, include_extras=True).get(name), "__metadata__", ()):
+        if isinstance(info, typer.models.ArgumentInfo):
+            return name.upper()
+        if isinstance(info, typer.models.OptionInfo):  # typer reads a first argument "--id" as the declaration
+            spellings = (*(info.param_decls or ()), *([info.default] if isinstance(info.default, str) else []))
+            return next((d for d in spellings if d.startswith("--")), f"--{name.replace('_', '-')}")
+    return f"--{name.replace('_', '-')}"
 
 
 @contextlib.contextmanager
