@@ -47,6 +47,20 @@ def test_cli_eval_json(tmp_path):
     assert r.exit_code == 0 and '"macro_f1"' in r.stdout
 
 
+def test_a_label_column_that_is_the_split_column_is_refused_in_one_line(tmp_path):
+    # It was a KeyError traceback: both columns were read under one name.
+    vdir, labels = _data(tmp_path)
+    for command in (["train", str(vdir), "--labels", str(labels), "--out", str(tmp_path / "c")],
+                    ["eval", str(tmp_path / "c"), str(vdir), "--labels", str(labels)]):
+        r = runner.invoke(app, ["sentiment", *command, "--label-col", "split"])
+        assert r.exit_code == 2 and "--label-col: 'split' is the split column too" in r.output, r.output
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'stages = ["sentiment"]\n[data]\npaths = ["{labels}"]\n[sentiment]\nlabel_col = "split"\n')
+    r = runner.invoke(app, ["run", str(spec)])
+    assert r.exit_code == 2 and f"{spec}: sentiment.label_col: 'split' is the split column too" in r.output
+    assert not (tmp_path / "c").exists()
+
+
 def test_missing_label_column(tmp_path):
     vdir, _ = _data(tmp_path)
     pq.write_table(pa.table({"id": [1, 2]}), tmp_path / "nolabel.parquet")

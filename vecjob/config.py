@@ -195,8 +195,16 @@ class ClusterConfig(_Frozen):
 
 class SentimentConfig(_Frozen):
     labels: list[str] = Field(default_factory=list)  # Parquet with id + label (+ split); [] = data.paths
-    label_col: str = "label"
     split_col: str = "split"  # rows with split == "train" train the classifier; "test" evaluates it
+    label_col: str = "label"
+
+    @field_validator("label_col")
+    @classmethod
+    def _not_the_split(cls, label_col: str, info: ValidationInfo) -> str:
+        if label_col == info.data.get("split_col"):
+            raise ValueError(f"'{label_col}' is the split column too (split_col): rows are chosen by their split, "
+                             "so every training row would have the label 'train'; name another column")
+        return label_col
 
 
 class JobSpec(_Frozen):

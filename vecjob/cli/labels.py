@@ -17,7 +17,7 @@ from vecjob.cli import (
     friendly_errors,
     writable,
 )
-from vecjob.config import SentimentConfig
+from vecjob.config import SentimentConfig, override
 from vecjob.parquet_io import plain_json
 
 sentiment_app = typer.Typer(help="Train, evaluate and apply a classifier (e.g. sentiment) on document vectors.",
@@ -40,7 +40,7 @@ def sentiment_train(
     from vecjob.sentiment import train_classifier
 
     with writable(out) as target:
-        m = train_classifier(vectors, labels, target, SentimentConfig(label_col=label_col), id_col=id_col or "id")
+        m = train_classifier(vectors, labels, target, override(SentimentConfig(), label_col=label_col), id_col=id_col or "id")
     reporting.summary(f"classifier → {out}", {
         "classes": ", ".join(m["classes"]), "training rows": m["counts"]["joined"],
         "labels without a vector": m["counts"]["labels_without_vector"], "C (by CV)": m["chosen_C"],
@@ -64,7 +64,7 @@ def sentiment_eval(
     from vecjob import reporting
     from vecjob.sentiment import evaluate_classifier
 
-    report = evaluate_classifier(clf, vectors, labels, SentimentConfig(label_col=label_col), id_col=id_col or "id",
+    report = evaluate_classifier(clf, vectors, labels, override(SentimentConfig(), label_col=label_col), id_col=id_col or "id",
                                  split=None if split == "all" else split)
     if as_json:
         typer.echo(plain_json(report))
