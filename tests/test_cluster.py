@@ -49,6 +49,20 @@ def test_label_metrics_count_the_labelled_documents_only(tmp_path):
     assert summary["metrics"]["labelled"] == 100 and summary["metrics"]["nmi"] > 0.95
 
 
+def test_one_column_can_be_both_the_texts_and_the_labels(tmp_path):
+    # A collection whose short texts are their labels: both were read under one name, and the second
+    # role's column was not found (a polars traceback).
+    vdir, data = _labelled(tmp_path)
+    table = pq.read_table(data)
+    words = {"c0": "alpha", "c1": "beta", "c2": "gamma"}
+    pq.write_table(pa.table({"id": table.column("id"), "topic": [words[c] for c in table.column("label").to_pylist()]}),
+                   data)
+    summary = cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), data=[str(data)], text_col="topic",
+                                 label_col="topic")
+    assert summary["metrics"]["labelled"] == 300 and summary["metrics"]["nmi"] > 0.95
+    assert sorted(term for c in summary["clusters"] for term in c["top_terms"]) == ["alpha", "beta", "gamma"]
+
+
 def test_without_labels_reports_silhouette(tmp_path):
     vecs, _ = blobs(200, 8, 4, seed=3)
     make_vectors_dir(tmp_path / "v", vecs, list(range(200)))

@@ -226,7 +226,7 @@ def _cluster_table(frame: pl.DataFrame, k: int, examples: int = 5) -> list[dict]
 
 
 def _join_data(frame: pl.DataFrame, data: list[str], id_col: str, text_col: str, label_col: str) -> pl.DataFrame:
-    source = scan_by_id(data, id_col, {text_col: "text"}, frame["id"].dtype, optional={label_col: "label"})
+    source = scan_by_id(data, id_col, {"text": text_col}, frame["id"].dtype, optional={"label": label_col})
     source = labels_as_text(source) if "label" in source.collect_schema() else source
     return frame.join(source.collect(), on="id", how="inner")
 

@@ -347,15 +347,16 @@ def scan(paths: list[str]):
 
 
 def scan_by_id(data: list[str] | str, id_col: str, columns: dict[str, str], id_dtype, optional: dict | None = None):
-    """A collection's id column (as "id") and `columns` (its name → the name given; `optional` ones
-    where present), read lazily to be joined to vectors by id. One line naming the file refuses a
-    missing column, and ids of another type than `id_dtype` (the vectors'), which no row could match."""
+    """A collection's id column (as "id") and `columns` (the name given → its column; `optional` ones
+    where present; one column may be given two names), read lazily to be joined to vectors by id. One
+    line naming the file refuses a missing column, and ids of another type than `id_dtype` (the
+    vectors'), which no row could match."""
     import polars as pl
 
     paths = discover(data)
     frame = scan(paths)
     schema = frame.collect_schema()
-    for col in (id_col, *columns):
+    for col in (id_col, *columns.values()):
         if col not in schema:
             raise InputError(f"{paths[0]}: missing column '{col}' (columns: {', '.join(schema.names())})")
     ids = pl.col(id_col)
@@ -363,8 +364,8 @@ def scan_by_id(data: list[str] | str, id_col: str, columns: dict[str, str], id_d
         if not (schema[id_col].is_integer() and id_dtype.is_integer()):
             raise InputError(f"{paths[0]}: id column '{id_col}' is {schema[id_col]}, the vectors' ids are {id_dtype}")
         ids = ids.cast(id_dtype)
-    present = {**columns, **{col: name for col, name in (optional or {}).items() if col in schema}}
-    return frame.select(ids.alias("id"), *(pl.col(col).alias(name) for col, name in present.items()))
+    present = {**columns, **{name: col for name, col in (optional or {}).items() if col in schema}}
+    return frame.select(ids.alias("id"), *(pl.col(col).alias(name) for name, col in present.items()))
 
 
 def labels_as_text(frame, name: str = "label"):

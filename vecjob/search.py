@@ -104,5 +104,5 @@ def add_snippets(hits: list[dict], data: list[str], id_col: str = "id", text_col
 def lookup_texts(data: list[str], ids: list, id_col: str, text_col: str) -> dict:
     """Texts of the given ids, read lazily from the Parquet collection (only the matching rows)."""
     wanted = pl.Series(ids)
-    frame = scan_by_id(data, id_col, {text_col: "text"}, wanted.dtype).filter(pl.col("id").is_in(wanted)).collect()
+    frame = scan_by_id(data, id_col, {"text": text_col}, wanted.dtype).filter(pl.col("id").is_in(wanted)).collect()
     return dict(zip(frame["id"].to_list(), frame["text"].to_list()))

@@ -104,8 +104,8 @@ def labelled_vectors(
     """Vectors joined to labels by id (optionally one split); returns x, y and join counts."""
     table = vdir.read_all(["id", "vector"])
     vec_ids = pl.from_arrow(table.select(["id"])).with_row_index("row")
-    frame = scan_by_id(labels, id_col, {cfg.label_col: "label"}, vec_ids["id"].dtype,
-                       optional={cfg.split_col: "split"} if split is not None else None)
+    frame = scan_by_id(labels, id_col, {"label": cfg.label_col}, vec_ids["id"].dtype,
+                       optional={"split": cfg.split_col} if split is not None else None)
     use_split = "split" in frame.collect_schema()
     frame = labels_as_text(frame).collect()
     if use_split:
