@@ -30,6 +30,25 @@ def test_a_glob_skips_what_spark_writes_beside_the_shards_unless_it_names_them(t
     assert [os.path.basename(p) for p in discover(str(tmp_path / "out" / "_*.parquet"))] == ["_staged.parquet"]
 
 
+def test_a_file_or_folder_named_with_a_glob_s_characters_is_read_as_named(tmp_path):
+    # "part[1].parquet" (a browser's second download, a Spark-like name) was taken for a glob that
+    # matched nothing: "no Parquet files found", and polars' readers globbed it again.
+    import polars as pl
+
+    from vecjob.outputs import check_output
+    from vecjob.parquet_io import scan_by_id
+
+    (tmp_path / "day[1]").mkdir()
+    for name in ("day[1]/part[1].parquet", "part1.parquet"):
+        pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"], "label": [name, name]}), tmp_path / name)
+    literal = str(tmp_path / "day[1]" / "part[1].parquet")
+    assert discover(literal) == [literal] and discover(str(tmp_path / "day[1]")) == [literal]
+    assert discover(str(tmp_path / "part[1].parquet")) == [str(tmp_path / "part1.parquet")]  # no such name: a glob
+    labels = scan_by_id(literal, "id", {"label": "label"}, pl.String).collect()
+    assert labels["label"].to_list() == ["day[1]/part[1].parquet"] * 2
+    assert check_output(tmp_path / "day[1]" / "out", "--out", [literal]) == tmp_path / "day[1]" / "out"
+
+
 def test_an_unsigned_id_above_the_int64_range_is_named(tmp_path):
     # Vector shards hold integer ids as int64: such an id encoded, then failed every reader with a traceback.
     pq.write_table(pa.table({"id": pa.array([1, 2**64 - 1], pa.uint64()), "text": ["a", "b"]}), tmp_path / "u.parquet")

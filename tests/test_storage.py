@@ -114,6 +114,9 @@ def test_shards_are_discovered_and_read_from_the_store(s3, tmp_path):
     assert [s.num_rows for s in shards] == [30, 20]
     assert file_fingerprint(found[0]) == file_fingerprint(paths[0])  # same content, same fingerprint
     assert read_row_groups(found[1], [0], ["id"]).column("id")[0].as_py() == "doc-00030"
+    named = s3.uri("data", "day=2", "part[1].parquet")  # a glob's characters in an object's name
+    storage.write_bytes(named, paths[0].read_bytes())
+    assert discover(named) == [named]
 
 
 @pytest.mark.parametrize("location, problem", [

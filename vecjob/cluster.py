@@ -169,7 +169,7 @@ def assign_increment(vdir: VectorsDir, out: Path, data: list[str] | None, id_col
     t0 = time.perf_counter()
     old = read_manifest(out, MANIFEST_KIND)
     centroids = np.load(out / "centroids.npy")
-    held = pl.read_parquet(out / "assignments.parquet")
+    held = pl.read_parquet(out / "assignments.parquet", glob=False)
     live = vdir.live_ids()
     kept = held.join(live, on=["id", "shard"], how="semi")
     new = live.join(held, on=["id", "shard"], how="anti")

@@ -61,14 +61,14 @@ def discover(paths: list[str] | str) -> list[str]:
         if storage.is_uri(p):
             found += _discover_uri(p)
             continue
-        if any(ch in p for ch in "*?["):
-            found += sorted(f for f in glob.glob(p, recursive=True) if os.path.isfile(f) and not _hidden_match(p, f))
-        elif os.path.isdir(p):
+        if os.path.isdir(p):  # a name that exists is read as named, even with a glob's characters ("part[1]")
             found += sorted(
                 str(f) for f in Path(p).rglob("*.parquet") if f.is_file() and not _hidden(f.relative_to(p))
             )
         elif os.path.isfile(p):
             found.append(p)
+        elif any(ch in p for ch in "*?["):
+            found += sorted(f for f in glob.glob(p, recursive=True) if os.path.isfile(f) and not _hidden_match(p, f))
         else:
             raise InputError(f"{p}: no such file or directory")
     if not found:
@@ -81,14 +81,14 @@ def _discover_uri(location: str) -> list[str]:
     scheme = location.split("://", 1)[0] + "://"
     storage.check_reachable(location, "input")
     fs, path = storage.filesystem(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return [location]
     if any(ch in path for ch in "*?["):
         prefix = re.split(r"[*?\[]", path, maxsplit=1)[0].rsplit("/", 1)[0]
         listed = storage.list_files(scheme + prefix)
         return sorted(scheme + i.path for i in listed.values()
                       if fnmatch.fnmatchcase(i.path, path) and not _hidden_match(path, i.path))
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.File:
-        return [location]
     listed = storage.list_files(location)
     if not listed and info.type == pafs.FileType.NotFound:
         raise InputError(f"{location}: no such file or prefix")
@@ -336,7 +336,7 @@ def scan(paths: list[str]):
     import polars.selectors as cs
 
     if not any(storage.is_uri(p) for p in paths):
-        frame = pl.scan_parquet(paths)
+        frame = pl.scan_parquet(paths, glob=False)  # `discover` expanded the globs; a "[" here is a name
     else:
         import pyarrow.dataset as pads
 
