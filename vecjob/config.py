@@ -6,6 +6,7 @@ Every field has a default and a short reason. The resolved config is saved besid
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -294,7 +295,8 @@ def resolve_paths(spec: JobSpec, base: Path, run_date: _dt.date) -> JobSpec:
         storage.check_location(p, key)
         if written:
             storage.check_lasting(p, key)
-        return p if storage.is_uri(p) else str((base / p).resolve())
+        # "~" is the home folder, as the shell reads it (TOML expands nothing; the run went to a folder "~")
+        return p if storage.is_uri(p) else str((base / os.path.expanduser(p)).resolve())
 
     out = resolve(spec.out, "out", True)
 
