@@ -63,6 +63,15 @@ def test_one_column_can_be_both_the_texts_and_the_labels(tmp_path):
     assert sorted(term for c in summary["clusters"] for term in c["top_terms"]) == ["alpha", "beta", "gamma"]
 
 
+def test_vectors_of_one_dimension_cluster_and_are_drawn_on_a_line(tmp_path):
+    # `--dim 1` is a valid model: its clusters' picture needed a second principal axis (an IndexError).
+    x = np.concatenate([np.full((50, 1), -1.0), np.full((50, 1), 1.0)]).astype(np.float32)
+    x += np.random.default_rng(0).normal(0, 0.01, x.shape).astype(np.float32)
+    make_vectors_dir(tmp_path / "v", x, list(range(100)))
+    summary = cluster_collection(tmp_path / "v", tmp_path / "c", 2, ClusterConfig())
+    assert sorted(c["size"] for c in summary["clusters"]) == [50, 50] and (tmp_path / "c" / "clusters.png").exists()
+
+
 def test_without_labels_reports_silhouette(tmp_path):
     vecs, _ = blobs(200, 8, 4, seed=3)
     make_vectors_dir(tmp_path / "v", vecs, list(range(200)))

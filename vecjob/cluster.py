@@ -286,6 +286,7 @@ def plot_clusters(x: np.ndarray, km, dest: Path, max_points: int = 5_000) -> Non
     centered = x - x.mean(0)
     _, _, vt = np.linalg.svd(centered, full_matrices=False)
     xy = centered @ vt[:2].T
+    xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))  # vectors of dim 1 are drawn on a line
     fig, ax = plt.subplots(figsize=(6, 5))
     scatter = ax.scatter(xy[:, 0], xy[:, 1], c=assign[:, 0], s=6, cmap="tab20", alpha=0.7)
     ax.set_title(f"{km.k} clusters, PCA of {len(x)} vectors")
