@@ -521,3 +521,21 @@ def test_shards_whose_integer_ids_differ_in_width_make_one_collection(tiny_model
     r = invoke("search", tmp_path / "i", "--id", "20", "-k", "1", "--json")
     top = json.loads(r.stdout)["hits"][0] if r.exit_code == 0 else r.output
     assert top["id"] in (2, 5, 8, 11, 14, 17, 20, 23, 26, 29) and top["score"] > 0.999, top  # the same text
+
+
+def test_the_corpus_is_written_alone_in_its_folder_and_a_rewrite_leaves_no_shard_over(tmp_path):
+    # It joined a folder holding another collection (its shards became part of it), a rewrite with
+    # fewer shards left the others behind with their rows a second time, and --shards 0 was a
+    # ZeroDivisionError.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "part-0.parquet").write_bytes(b"theirs")
+    refused(invoke("corpus", "bbc", "--out", mine), f"--out {mine}: holds part-0.parquet, not the bbc corpus's shards")
+    assert [p.name for p in mine.iterdir()] == ["part-0.parquet"]
+    for shards, problem in ((0, "must be at least 1"), (2226, "more than the corpus's 2,225 documents")):
+        refused(invoke("corpus", "bbc", "--out", tmp_path / "c", "--shards", shards), f"--shards {shards}: {problem}")
+    assert not (tmp_path / "c").exists()
+    assert invoke("corpus", "bbc", "--out", tmp_path / "c", "--shards", 4).exit_code == 0
+    assert invoke("corpus", "bbc", "--out", tmp_path / "c", "--shards", 2).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["bbc-000.parquet", "bbc-001.parquet"]
+    assert pq.read_table(tmp_path / "c").num_rows == 2225

