@@ -159,3 +159,28 @@ def test_an_index_of_codes_reads_a_stored_vector_from_its_shard_and_refuses_vect
     (tmp_path / "v" / "manifest.json").write_text(json.dumps({**manifest, "vectors_fingerprint": "another"}))
     with pytest.raises(ArtifactError, match="the vectors changed since the index was built from them; rebuild"):
         loaded.stored_vector(250)
+
+
+def test_a_night_whose_ids_change_type_rebuilds_the_index_and_refits_the_clusters(tmp_path):
+    # Upstream began writing the same documents with integer ids: the update joined the held string
+    # ids to the new integer ones, a polars SchemaError every night from then on.
+    import shutil
+
+    import polars as pl
+
+    from vecjob.cluster import cluster_collection
+    from vecjob.config import ClusterConfig
+
+    vecs = _clustered(120, 8)
+    vdir = make_vectors_dir(tmp_path / "v", vecs, [str(i) for i in range(120)])
+    index_collection(vdir, tmp_path / "i", IndexConfig(), update=True)
+    cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), update=True)
+    shutil.rmtree(vdir)
+    make_vectors_dir(tmp_path / "v", vecs, list(range(120)))
+    manifest = index_collection(vdir, tmp_path / "i", IndexConfig(), update=True)
+    assert manifest["updates"][-1]["why"] == "the documents' ids changed type (String → Int64)"
+    assert load_index_dir(tmp_path / "i").search(vecs[5], 1)[0] == [[5]]
+    clusters = cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), update=True)
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text()).get("action") != "assigned"
+    assigned = pl.read_parquet(tmp_path / "c" / "assignments.parquet")
+    assert assigned["id"].dtype == pl.Int64 and assigned.height == clusters["n"] == 120

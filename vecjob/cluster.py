@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from vecjob.config import ClusterConfig
 from vecjob.errors import InputError
@@ -157,9 +158,11 @@ def _can_follow(out: Path, vdir: VectorsDir, k: int | str, cfg: ClusterConfig) -
     if not (out / MANIFEST).exists():
         return False
     old = read_manifest(out, MANIFEST_KIND)
+    held_ids = pl.from_arrow(pq.read_schema(out / "assignments.parquet").empty_table())["id"].dtype
     return (old.get("model_fingerprint") == vdir.manifest.get("model_fingerprint") and "fitted_on" in old
             and old.get("requested_k") == k and old.get("config") == cfg.model_dump()
-            and old["assigned_since_fit"] < REFIT_GROWTH * old["fitted_on"])
+            and old["assigned_since_fit"] < REFIT_GROWTH * old["fitted_on"]
+            and held_ids == vdir.live_ids()["id"].dtype)  # ids of another type match none of the held ones
 
 
 def assign_increment(vdir: VectorsDir, out: Path, data: list[str] | None, id_col: str, text_col: str,
