@@ -20,8 +20,8 @@ def test_a_path_starting_with_a_tilde_is_in_the_home_folder_not_in_a_folder_name
     # TOML expands nothing: out = "~/runs" wrote the run into a folder "~" beside the spec.
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     spec = tmp_path / "job.toml"
-    spec.write_text('out = "~/runs/{date}"\n[data]\npaths = ["~/data/*.parquet"]\n[sentiment]\nlabels = ["~/l.parquet"]\n'
-                    '[train]\nstorage_path = "~/ckpt"\n')
+    spec.write_text('out = "~/runs/{date}"\n[data]\npaths = ["~/data/*.parquet"]\n'
+                    '[sentiment]\nlabels = ["~/l.parquet"]\n[train]\nstorage_path = "~/ckpt"\n')
     loaded = load_job_spec(spec, run_date=dt.date(2026, 1, 2))
     home = tmp_path / "home"
     assert loaded.out == str(home / "runs" / "2026-01-02") and loaded.data.paths == [str(home / "data" / "*.parquet")]
