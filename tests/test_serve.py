@@ -195,6 +195,30 @@ def test_a_newly_published_index_is_swapped_in_while_queries_run(service, other_
     assert status == 200 and [h["id"] for h in answer["hits"]] == [h["id"] for h in expected]
 
 
+def test_texts_that_cannot_be_read_leave_the_hits_without_snippets_and_say_why(service, tmp_path):
+    # Snippets are an extra: once the texts the service started with moved, every search was a 500.
+    from urllib.parse import urlparse
+
+    from vecjob.ray_serve import deploy
+
+    index, model, port = str(service.root / "index"), str(service.root / "model"), urlparse(service.url).port
+    texts = tmp_path / "texts"
+    shutil.copytree(service.collection, texts)
+    query = {"id": "doc-00001", "k": 2}
+    try:
+        deploy(index, model, [str(texts)], port=port, poll_s=0.3)  # live replicas reconfigured, not restarted
+        status, answer = call(service.url, "/search", query)
+        assert status == 200 and all(h["snippet"] for h in answer["hits"]), answer
+        shutil.rmtree(texts)
+        status, answer = call(service.url, "/search", query)
+        assert status == 200 and [h["id"] for h in answer["hits"]][0] == "doc-00001", answer
+        assert "snippet" not in answer["hits"][0] and f"{texts}: no such file" in answer["snippet_error"], answer
+    finally:
+        deploy(index, model, [str(service.collection)], port=port, poll_s=0.3)
+    status, answer = call(service.url, "/search", query)
+    assert status == 200 and "snippet_error" not in answer and answer["hits"][0]["snippet"]
+
+
 def test_a_corrupt_or_missing_index_at_start_is_one_line(tmp_path, tiny_model_dir, other_model_dir, service):
     runner = CliRunner()
     (tmp_path / "broken").mkdir()

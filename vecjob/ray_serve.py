@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from vecjob.errors import VecjobError
-from vecjob.service import BatchQuery, Query, RequestError, Snapshot, parse
+from vecjob.service import BatchQuery, Query, RequestError, Snapshot, parse, with_snippets
 
 log = logging.getLogger(__name__)
 APP_NAME = "vecjob-search"
@@ -96,9 +96,7 @@ class SearchService:
         result = snapshot.search(query, snapshot.query_vector(query, encoded))
         data = self.config.get("data")
         if data:
-            from vecjob.search import add_snippets
-
-            await asyncio.to_thread(add_snippets, result["hits"], data)
+            await asyncio.to_thread(with_snippets, result, data)
         return result
 
     async def _body(self, request: Request, model):

@@ -84,6 +84,22 @@ def parse(body: bytes, model: type[BaseModel], max_bytes: int) -> BaseModel:
         raise RequestError(422, first_error(exc)) from None
 
 
+def with_snippets(result: dict, data: list[str]) -> dict:
+    """Give the answer's hits their snippets from `data`. Snippets are an extra: texts that cannot be
+    read now (moved, or rewritten in another form since the service started) leave the hits without
+    them and say why in `snippet_error`, instead of failing every search."""
+    import polars as pl
+    import pyarrow as pa
+
+    from vecjob.search import add_snippets
+
+    try:
+        add_snippets(result["hits"], data)
+    except (VecjobError, OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
+        result["snippet_error"] = str(exc).strip().splitlines()[0]
+    return result
+
+
 def generation(manifest: dict) -> str:
     """What tells two published indexes apart: a hash of the index manifest (each build's differs)."""
     return fingerprint(manifest)[:16]
