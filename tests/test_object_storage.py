@@ -90,6 +90,18 @@ def test_bad_run_locations_exit_2_with_one_line_and_create_nothing(s3, tmp_path,
     assert list(work.iterdir()) == [] and not storage.cache_root().exists()
 
 
+def test_a_prefix_vecjob_did_not_write_is_refused_naming_its_uri_and_kept(s3, tmp_path, tiny_model_dir):
+    # The refusal named the local cache folder the prefix is mirrored in, not the --out the user gave.
+    storage.write_bytes(s3.uri("theirs", "notes.csv"), b"a,b\n")
+    write_collection(tmp_path / "data", [20])
+    result = CliRunner().invoke(app, ["encode", str(tmp_path / "data"), "--model", str(tiny_model_dir),
+                                      "--out", s3.uri("theirs"), "--runner", "local"])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"error: --out {s3.uri('theirs')}: is a folder vecjob did not write (no manifest.json); refusing to write "
+        "into it"], result.output
+    assert list(storage.list_files(s3.uri("theirs"))) == ["notes.csv"]
+
+
 def test_a_run_in_a_bucket_killed_mid_encode_resumes_shard_by_shard(s3, tmp_path):
     spec = tmp_path / "job.toml"
     spec.write_text(S3_SPEC.format(out=s3.uri("killed"), data=upload_collection(s3, tmp_path, (50, 40, 30)))

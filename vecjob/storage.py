@@ -41,7 +41,7 @@ from typing import Callable, Iterator
 import pyarrow.fs as pafs
 
 from vecjob import faults
-from vecjob.errors import ArtifactError, ConfigError, LockedError
+from vecjob.errors import ArtifactError, ConfigError, LockedError, VecjobError
 
 SCHEMES = ("s3", "gs")
 MANIFESTS = ("manifest.json",)
@@ -357,6 +357,11 @@ def mirrored(uri: str, what: str) -> Iterator[Path]:
         _MIRRORS[local.resolve()] = uri
         try:
             yield local
+        except VecjobError as exc:  # a refusal names the location the user gave, not this cache folder
+            message = str(exc)
+            for name in dict.fromkeys((str(local.resolve()), str(local))):
+                message = message.replace(name, uri.rstrip("/"))
+            raise type(exc)(message) from None
         finally:
             _MIRRORS.pop(local.resolve(), None)
         push(local, uri)
