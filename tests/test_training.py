@@ -150,6 +150,20 @@ def test_a_budgeted_run_sees_its_tokens_and_says_why_it_stopped():
     assert state.stop_reason == "time" and state.round == 1 and state.best_weights is not None
 
 
+def test_a_collection_too_small_to_hold_documents_out_reports_no_validation_figures_not_zeros():
+    # With no held-out chunk, every round said "val loss 0.000" and the summary "val loss 0": a
+    # perfect model, to a reader. The training loss picks the best round then.
+    from vecjob.chunks import ChunkSet
+
+    model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16)
+    empty = ChunkSet.from_chunks([])
+    state = train_loop(build_model(model_cfg, 40, seed=0), _chunks(32), empty, model_cfg,
+                       TrainConfig(epochs=3, batch_size=16, patience=100), device=torch.device("cpu"))
+    assert state.round == 3 and not any(k.startswith("val_") for h in state.history for k in h)
+    assert state.best_round == 1 + int(np.argmin([h["train_loss"] for h in state.history]))
+    assert "no validation documents" in round_line(state.history[-1])
+
+
 def test_resuming_mid_epoch_continues_the_same_step_sequence():
     """Rounds shorter than an epoch: a run stopped after a round and resumed equals an unbroken one."""
     model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16, variant="plain")

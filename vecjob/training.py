@@ -77,6 +77,8 @@ class Totals:
         return cls(*[float(x) for x in t.tolist()])
 
     def summary(self, prefix: str) -> dict[str, float]:
+        if prefix == "val" and not self.chunks:
+            return {}  # a handful of documents holds none out: no validation figures, rather than zeros
         c, t = max(self.chunks, 1), max(self.tokens, 1)
         out = {
             f"{prefix}_loss": self.loss / c,
@@ -223,7 +225,8 @@ def round_line(metrics: dict) -> str:
     done = metrics["round"] / metrics["rounds_planned"]
     left = metrics["seconds"] * (1 - done) / max(done, 1e-9)
     return (f"train round {metrics['round']}/{metrics['rounds_planned']}: {metrics['epochs']:.2f} epochs, "
-            f"train loss {metrics['train_loss']:.3f}, val loss {metrics['val_loss']:.3f}, "
+            f"train loss {metrics['train_loss']:.3f}, "
+            f"{'val loss %.3f' % metrics['val_loss'] if 'val_loss' in metrics else 'no validation documents'}, "
             f"{metrics['train_tokens_per_s']:,.0f} tokens/s, ≤ {left / 60:.1f} min left")
 
 

@@ -99,8 +99,8 @@ def train(
         "stopped": {"budget": "token budget done", "patience": "validation loss flat",
                     "time": "max_minutes reached"}.get(manifest["stop_reason"], manifest["stop_reason"]),
         "best round": f"{manifest['best_round']} of {manifest['rounds_run']}",
-        "val loss": best.get("val_loss", float("nan")),
-        "val token acc": best.get("val_token_acc", float("nan")),
+        **({"val loss": best["val_loss"], "val token acc": best["val_token_acc"]} if best["val_loss"] is not None
+           else {"val loss": "none: too few documents to hold any out"}),
         "seconds": manifest["timings"]["fit_s"] + manifest["timings"]["prepare_s"],
     })
 
