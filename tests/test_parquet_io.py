@@ -49,6 +49,15 @@ def test_a_file_or_folder_named_with_a_glob_s_characters_is_read_as_named(tmp_pa
     assert check_output(tmp_path / "day[1]" / "out", "--out", [literal]) == tmp_path / "day[1]" / "out"
 
 
+def test_a_column_name_two_columns_share_is_named_as_such_not_as_missing(tmp_path):
+    # Parquet allows two columns of one name; the line said "missing column 'text'" beside a list holding it.
+    texts = pa.array(["a", "b"])
+    pq.write_table(pa.Table.from_arrays([pa.array([1, 2]), texts, texts], names=["id", "text", "text"]),
+                   tmp_path / "twice.parquet")
+    with pytest.raises(InputError, match=r"twice.parquet: 2 columns are named 'text' \(columns: id, text, text\)"):
+        check_shard(str(tmp_path / "twice.parquet"), "id", "text")
+
+
 def test_an_unsigned_id_above_the_int64_range_is_named(tmp_path):
     # Vector shards hold integer ids as int64: such an id encoded, then failed every reader with a traceback.
     pq.write_table(pa.table({"id": pa.array([1, 2**64 - 1], pa.uint64()), "text": ["a", "b"]}), tmp_path / "u.parquet")

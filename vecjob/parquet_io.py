@@ -158,8 +158,9 @@ def _is_text(t: pa.DataType) -> bool:
 
 
 def _require_column(path: str, schema: pa.Schema, col: str) -> None:
-    if schema.get_field_index(col) < 0:
-        raise InputError(f"{path}: missing column '{col}' (columns: {', '.join(schema.names)})")
+    if schema.get_field_index(col) < 0:  # also -1 for a name two columns share, as a Parquet file may
+        twice = f"{schema.names.count(col)} columns are named '{col}'" if col in schema.names else ""
+        raise InputError(f"{path}: {twice or f'missing column {col!r}'} (columns: {', '.join(schema.names)})")
 
 
 def check_shards(
