@@ -63,6 +63,25 @@ def test_one_column_can_be_both_the_texts_and_the_labels(tmp_path):
     assert sorted(term for c in summary["clusters"] for term in c["top_terms"]) == ["alpha", "beta", "gamma"]
 
 
+def test_texts_polars_cannot_scan_or_read_as_one_table_are_one_line_naming_them(tmp_path):
+    # A file with two columns of one name, and files whose labels differ in type, were polars
+    # tracebacks (DuplicateError, SchemaError) in cluster --data, sentiment --labels and search --data.
+    vdir, data = _labelled(tmp_path)
+    table = pq.read_table(data)
+    (tmp_path / "twice").mkdir()
+    pq.write_table(pa.Table.from_arrays([*table.columns, table.column("label")], [*table.column_names, "label"]),
+                   tmp_path / "twice" / "a.parquet")
+    with pytest.raises(InputError, match=r"a.parquet: 2 columns are named 'label' \(columns: id, text, label, label\)"):
+        cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), data=[str(tmp_path / "twice")])
+    (tmp_path / "mixed").mkdir()
+    pq.write_table(table.slice(0, 150), tmp_path / "mixed" / "a.parquet")
+    numbers = pa.array([int(v[1:]) for v in table.column("label").to_pylist()[150:]])
+    pq.write_table(table.slice(150).set_column(2, "label", numbers), tmp_path / "mixed" / "b.parquet")
+    with pytest.raises(InputError, match="mixed: its files cannot be read as one table .*column label"):
+        cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), data=[str(tmp_path / "mixed")])
+    assert not (tmp_path / "c").exists()
+
+
 def test_vectors_of_one_dimension_cluster_and_are_drawn_on_a_line(tmp_path):
     # `--dim 1` is a valid model: its clusters' picture needed a second principal axis (an IndexError).
     x = np.concatenate([np.full((50, 1), -1.0), np.full((50, 1), 1.0)]).astype(np.float32)

@@ -23,6 +23,7 @@ from vecjob.errors import InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import (
     atomic_path,
+    collect_scanned,
     labels_as_text,
     new_manifest,
     read_manifest,
@@ -231,7 +232,7 @@ def _cluster_table(frame: pl.DataFrame, k: int, examples: int = 5) -> list[dict]
 def _join_data(frame: pl.DataFrame, data: list[str], id_col: str, text_col: str, label_col: str) -> pl.DataFrame:
     source = scan_by_id(data, id_col, {"text": text_col}, frame["id"].dtype, optional={"label": label_col})
     source = labels_as_text(source) if "label" in source.collect_schema() else source
-    return frame.join(source.collect(), on="id", how="inner")
+    return frame.join(collect_scanned(source, data), on="id", how="inner")
 
 
 def _labelled_metrics(texts: pl.DataFrame) -> dict:

@@ -356,7 +356,10 @@ def scan_by_id(data: list[str] | str, id_col: str, columns: dict[str, str], id_d
 
     paths = discover(data)
     frame = scan(paths)
-    schema = frame.collect_schema()
+    try:
+        schema = frame.collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        _name_unscannable(paths, id_col, tuple(columns.values()), exc)
     for col in (id_col, *columns.values()):
         if col not in schema:
             raise InputError(f"{paths[0]}: missing column '{col}' (columns: {', '.join(schema.names())})")
@@ -367,6 +370,30 @@ def scan_by_id(data: list[str] | str, id_col: str, columns: dict[str, str], id_d
         ids = ids.cast(id_dtype)
     present = {**columns, **{name: col for name, col in (optional or {}).items() if col in schema}}
     return frame.select(ids.alias("id"), *(pl.col(col).alias(name) for name, col in present.items()))
+
+
+def collect_scanned(frame, data: list[str] | str):
+    """`frame` (from `scan_by_id`) read: files whose columns differ in type (a label of integers in
+    one, of strings in another) are one line naming the data, not a polars traceback."""
+    import polars as pl
+
+    try:
+        return frame.collect()
+    except pl.exceptions.PolarsError as exc:
+        where = data if isinstance(data, str) else ", ".join(map(str, data))
+        raise InputError(f"{where}: its files cannot be read as one table ({str(exc).strip().splitlines()[0]})") from None
+
+
+def _name_unscannable(paths: list[str], id_col: str, columns: tuple[str, ...], exc: Exception) -> None:
+    """Why polars could not scan these files, as one line naming the file: not Parquet, a needed
+    column missing, or two columns of one name (which polars refuses in any file it scans)."""
+    for path in paths:
+        check_shard(path, id_col, None, columns)
+        names = parquet_file(path).schema_arrow.names
+        if twice := next((n for n in names if names.count(n) > 1), None):
+            raise InputError(f"{path}: {names.count(twice)} columns are named '{twice}' (columns: {', '.join(names)})")
+    raise InputError(f"{paths[0]}{' and the rest' if len(paths) > 1 else ''}: cannot be read together "
+                     f"({str(exc).strip().splitlines()[0]})")
 
 
 def labels_as_text(frame, name: str = "label"):

@@ -9,7 +9,7 @@ import polars as pl
 
 from vecjob.errors import ArtifactError, InputError, quoted
 from vecjob.index import LoadedIndex, load_index_dir
-from vecjob.parquet_io import scan_by_id
+from vecjob.parquet_io import collect_scanned, scan_by_id
 from vecjob.tokenizer import unicode_problem
 
 
@@ -104,5 +104,6 @@ def add_snippets(hits: list[dict], data: list[str], id_col: str = "id", text_col
 def lookup_texts(data: list[str], ids: list, id_col: str, text_col: str) -> dict:
     """Texts of the given ids, read lazily from the Parquet collection (only the matching rows)."""
     wanted = pl.Series(ids)
-    frame = scan_by_id(data, id_col, {"text": text_col}, wanted.dtype).filter(pl.col("id").is_in(wanted)).collect()
+    frame = scan_by_id(data, id_col, {"text": text_col}, wanted.dtype).filter(pl.col("id").is_in(wanted))
+    frame = collect_scanned(frame, data)
     return dict(zip(frame["id"].to_list(), frame["text"].to_list()))

@@ -23,6 +23,7 @@ from vecjob.errors import ArtifactError, InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import (
     atomic_path,
+    collect_scanned,
     discover,
     file_fingerprint,
     fingerprint,
@@ -107,7 +108,7 @@ def labelled_vectors(
     frame = scan_by_id(labels, id_col, {"label": cfg.label_col}, vec_ids["id"].dtype,
                        optional={"split": cfg.split_col} if split is not None else None)
     use_split = "split" in frame.collect_schema()
-    frame = labels_as_text(frame).collect()
+    frame = collect_scanned(labels_as_text(frame), labels)
     if use_split:
         frame = frame.filter(pl.col("split") == split)
     frame = frame.drop_nulls("label")
