@@ -55,7 +55,8 @@ def write_corpus(name: str, out_dir: str | Path, shards: int = 3, what: str = "-
                           f"{name} corpus's shards; write the corpus into an empty or new folder")
     table = bbc_table()
     if shards > table.num_rows:
-        raise ConfigError(f"--shards {shards}: more than the corpus's {table.num_rows:,} documents (a shard would be empty)")
+        raise ConfigError(f"--shards {shards}: more than the corpus's {table.num_rows:,} documents (a shard would "
+                          "be empty)")
     bounds = [i * table.num_rows // shards for i in range(shards + 1)]
     paths = []
     for i in range(shards):

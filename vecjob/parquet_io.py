@@ -381,7 +381,8 @@ def collect_scanned(frame, data: list[str] | str):
         return frame.collect()
     except pl.exceptions.PolarsError as exc:
         where = data if isinstance(data, str) else ", ".join(map(str, data))
-        raise InputError(f"{where}: its files cannot be read as one table ({str(exc).strip().splitlines()[0]})") from None
+        first_line = str(exc).strip().splitlines()[0]
+        raise InputError(f"{where}: its files cannot be read as one table ({first_line})") from None
 
 
 def _name_unscannable(paths: list[str], id_col: str, columns: tuple[str, ...], exc: Exception) -> None:

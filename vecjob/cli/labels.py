@@ -40,7 +40,8 @@ def sentiment_train(
     from vecjob.sentiment import train_classifier
 
     with writable(out) as target:
-        m = train_classifier(vectors, labels, target, override(SentimentConfig(), label_col=label_col), id_col=id_col or "id")
+        m = train_classifier(vectors, labels, target, override(SentimentConfig(), label_col=label_col),
+                             id_col=id_col or "id")
     reporting.summary(f"classifier → {out}", {
         "classes": ", ".join(m["classes"]), "training rows": m["counts"]["joined"],
         "labels without a vector": m["counts"]["labels_without_vector"], "C (by CV)": m["chosen_C"],
@@ -64,8 +65,8 @@ def sentiment_eval(
     from vecjob import reporting
     from vecjob.sentiment import evaluate_classifier
 
-    report = evaluate_classifier(clf, vectors, labels, override(SentimentConfig(), label_col=label_col), id_col=id_col or "id",
-                                 split=None if split == "all" else split)
+    report = evaluate_classifier(clf, vectors, labels, override(SentimentConfig(), label_col=label_col),
+                                 id_col=id_col or "id", split=None if split == "all" else split)
     if as_json:
         typer.echo(plain_json(report))
         return
