@@ -380,9 +380,7 @@ def collect_scanned(frame, data: list[str] | str):
     try:
         return frame.collect()
     except pl.exceptions.PolarsError as exc:
-        where = data if isinstance(data, str) else ", ".join(map(str, data))
-        first_line = str(exc).strip().splitlines()[0]
-        raise InputError(f"{where}: its files cannot be read as one table ({first_line})") from None
+        raise _not_one_table(data if isinstance(data, str) else ", ".join(map(str, data)), exc) from None
 
 
 def _name_unscannable(paths: list[str], id_col: str, columns: tuple[str, ...], exc: Exception) -> None:
@@ -390,11 +388,14 @@ def _name_unscannable(paths: list[str], id_col: str, columns: tuple[str, ...], e
     column missing, or two columns of one name (which polars refuses in any file it scans)."""
     for path in paths:
         check_shard(path, id_col, None, columns)
-        names = parquet_file(path).schema_arrow.names
-        if twice := next((n for n in names if names.count(n) > 1), None):
-            raise InputError(f"{path}: {names.count(twice)} columns are named '{twice}' (columns: {', '.join(names)})")
-    raise InputError(f"{paths[0]}{' and the rest' if len(paths) > 1 else ''}: cannot be read together "
-                     f"({str(exc).strip().splitlines()[0]})")
+        schema = parquet_file(path).schema_arrow
+        for name in dict.fromkeys(schema.names):
+            _require_column(path, schema, name)  # refuses a name two columns share
+    raise _not_one_table(f"{paths[0]}{' and the rest' if len(paths) > 1 else ''}", exc)
+
+
+def _not_one_table(where: str, exc: Exception) -> InputError:
+    return InputError(f"{where}: its files cannot be read as one table ({str(exc).strip().splitlines()[0]})")
 
 
 def labels_as_text(frame, name: str = "label"):
