@@ -539,3 +539,34 @@ def test_the_corpus_is_written_alone_in_its_folder_and_a_rewrite_leaves_no_shard
     assert invoke("corpus", "bbc", "--out", tmp_path / "c", "--shards", 2).exit_code == 0
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["bbc-000.parquet", "bbc-001.parquet"]
     assert pq.read_table(tmp_path / "c").num_rows == 2225
+
+
+DELETED = object()
+
+
+@pytest.mark.parametrize("folder, key, value, problem", [
+    ("v", "shards", DELETED, "'shards' is missing, where a list belongs"),
+    ("v", "dim", "x", "'dim' is \"x\", where an integer belongs"),
+    ("v", "shards", [1], "a shard listed in the manifest has no output file name"),
+    ("v", None, [1, 2], "not a vecjob manifest (a JSON list, not an object)"),
+    ("i", "ntotal", DELETED, "'ntotal' is missing, where an integer belongs"),
+    ("i", "factory", None, "'factory' is null, where a string belongs"),
+])
+def test_a_manifest_edited_by_hand_or_damaged_is_one_line_naming_the_key(tmp_path, folder, key, value, problem):
+    # Valid JSON without the keys its reader needs was a KeyError, TypeError or AttributeError traceback.
+    vecs, _ = blobs(60, 8, 3)
+    make_vectors_dir(tmp_path / "v", vecs, list(range(60)))
+    index_collection(tmp_path / "v", tmp_path / "i", IndexConfig())
+    manifest_path = tmp_path / folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if key is None:
+        manifest = value
+    elif value is DELETED:
+        del manifest[key]
+    else:
+        manifest[key] = value
+    manifest_path.write_text(json.dumps(manifest))
+    command = (["index", tmp_path / "v", "--out", tmp_path / "i2"] if folder == "v"
+               else ["search", tmp_path / "i", "--id", "1"])
+    refused(invoke(*command), str(manifest_path if "shard listed" not in problem else tmp_path / "v"), problem)
+    assert not (tmp_path / "i2").exists()

@@ -599,7 +599,7 @@ def load_index_dir(path: str | Path) -> LoadedIndex:
     import pyarrow.parquet as pq
 
     path = storage.snapshot(str(path), "index")
-    manifest = read_manifest(path, MANIFEST_KIND)
+    manifest = read_manifest(path, MANIFEST_KIND, {"ntotal": int, "dim": int, "factory": str, "metric": str})
     for name in (INDEX_FILE, IDS_FILE):
         if not (path / name).exists():
             raise ArtifactError(f"{path}: incomplete index dir, {name} missing")

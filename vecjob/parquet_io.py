@@ -426,12 +426,24 @@ def new_manifest(kind: str, **fields: Any) -> dict:
     }
 
 
-def read_manifest(folder: str | Path, kind: str) -> dict:
-    """Read and check a manifest; an absent, foreign or newer-format one is an ArtifactError."""
+_A_TYPE = {int: "an integer", str: "a string", list: "a list", dict: "an object"}
+
+
+def read_manifest(folder: str | Path, kind: str, fields: dict[str, type] | None = None) -> dict:
+    """Read and check a manifest; an absent, foreign or newer-format one is an ArtifactError, and so
+    is one without the `fields` its reader needs (name → type), as a hand edit or damage leaves it."""
     path = storage.join(str(folder), MANIFEST)
     if not storage.exists(path):
         raise ArtifactError(f"{folder}: no {MANIFEST} (not a complete vecjob {kind.split('.')[-1]} dir)")
     manifest = read_json(path)
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: not a vecjob manifest (a JSON {type(manifest).__name__}, not an object)")
+    for name, wanted in (fields or {}).items():
+        value = manifest.get(name)
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            found = "missing" if name not in manifest else f"{json.dumps(value)[:40]}"
+            raise ArtifactError(f"{path}: '{name}' is {found}, where {_A_TYPE[wanted]} belongs: the manifest was "
+                                "edited or damaged; write the folder again")
     if manifest.get("kind") != kind:
         raise ArtifactError(f"{path}: is a '{manifest.get('kind')}' manifest, expected '{kind}'")
     if manifest.get("format_version") != FORMAT_VERSION:

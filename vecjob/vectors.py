@@ -74,7 +74,10 @@ class VectorsDir:
         path = storage.snapshot(str(location), "vectors")
         if not path.is_dir():
             raise ArtifactError(f"{path}: vectors dir not found")
-        manifest = read_manifest(path, MANIFEST_KIND)
+        manifest = read_manifest(path, MANIFEST_KIND, {"dim": int, "shards": list})
+        if not all(isinstance(shard, dict) and isinstance(shard.get("output"), str) for shard in manifest["shards"]):
+            raise ArtifactError(f"{path}: a shard listed in the manifest has no output file name: the manifest was "
+                                "edited or damaged; write the folder again")
         for shard in manifest["shards"]:
             if not (path / shard["output"]).exists():
                 raise ArtifactError(f"{path}: shard {shard['output']} listed in the manifest is missing")
