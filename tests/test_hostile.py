@@ -551,12 +551,15 @@ DELETED = object()
     ("v", None, [1, 2], "not a vecjob manifest (a JSON list, not an object)"),
     ("i", "ntotal", DELETED, "'ntotal' is missing, where an integer belongs"),
     ("i", "factory", None, "'factory' is null, where a string belongs"),
+    ("m", "model_fingerprint", 5, "'model_fingerprint' is 5, where a string belongs"),
 ])
-def test_a_manifest_edited_by_hand_or_damaged_is_one_line_naming_the_key(tmp_path, folder, key, value, problem):
+def test_a_manifest_edited_by_hand_or_damaged_is_one_line_naming_the_key(tmp_path, tiny_model_dir, folder, key, value,
+                                                                         problem):
     # Valid JSON without the keys its reader needs was a KeyError, TypeError or AttributeError traceback.
     vecs, _ = blobs(60, 8, 3)
     make_vectors_dir(tmp_path / "v", vecs, list(range(60)))
     index_collection(tmp_path / "v", tmp_path / "i", IndexConfig())
+    shutil.copytree(tiny_model_dir, tmp_path / "m")
     manifest_path = tmp_path / folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     if key is None:
@@ -566,7 +569,7 @@ def test_a_manifest_edited_by_hand_or_damaged_is_one_line_naming_the_key(tmp_pat
     else:
         manifest[key] = value
     manifest_path.write_text(json.dumps(manifest))
-    command = (["index", tmp_path / "v", "--out", tmp_path / "i2"] if folder == "v"
-               else ["search", tmp_path / "i", "--id", "1"])
+    command = {"v": ["index", tmp_path / "v", "--out", tmp_path / "i2"], "i": ["search", tmp_path / "i", "--id", "1"],
+               "m": ["search", tmp_path / "i", "--model", tmp_path / "m", "--text", "goal"]}[folder]
     refused(invoke(*command), str(manifest_path if "shard listed" not in problem else tmp_path / "v"), problem)
     assert not (tmp_path / "i2").exists()

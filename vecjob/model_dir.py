@@ -100,7 +100,7 @@ def read_model_info(path: str | Path) -> ModelInfo:
     path = storage.snapshot(str(path), "model")
     if not path.is_dir():
         raise ArtifactError(f"{path}: model dir not found")
-    manifest = read_manifest(path, MANIFEST_KIND)
+    manifest = read_manifest(path, MANIFEST_KIND, {"model_fingerprint": str})
     for name in (CONFIG, WEIGHTS):
         if not (path / name).exists():
             raise ArtifactError(f"{path}: incomplete model dir, {name} missing")
