@@ -340,7 +340,7 @@ def _rebuild_reason(vdir: VectorsDir, current: "LoadedIndex", cfg: IndexConfig) 
         return "the vectors come from another model"
     if m.get("config", {}).get("factory") != cfg.factory or m["metric"] != cfg.metric or m["dim"] != vdir.dim:
         return "the index settings changed"
-    held, live = pl.from_arrow(current.labels.select(["id"]))["id"].dtype, vdir.live_ids()["id"].dtype
+    held, live = pl.from_arrow(current.labels.select(["id"]).slice(0, 0))["id"].dtype, vdir.live_ids()["id"].dtype
     if held != live and current.labels.num_rows and vdir.num_vectors:  # no id of one type matches the other's
         return f"the documents' ids changed type ({held} → {live})"
     if cfg.factory == "auto" and choose_factory(vdir.num_vectors, vdir.dim).split(",")[0][:3] != m["factory"][:3]:

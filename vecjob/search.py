@@ -10,7 +10,6 @@ import polars as pl
 from vecjob.errors import ArtifactError, InputError, quoted
 from vecjob.index import LoadedIndex, load_index_dir
 from vecjob.parquet_io import collect_scanned, scan_by_id
-from vecjob.tokenizer import unicode_problem
 
 
 def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, model_dir: str | Path | None):
@@ -20,8 +19,6 @@ def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, mo
         return index.stored_vector(doc_id)
     if model_dir is None:
         raise InputError("--text needs --model to encode the query")
-    if problem := unicode_problem(text):
-        raise InputError(f"--text {text!r}: {problem}")
     # Imported here: a search by id answers without loading torch.
     from vecjob.encoder import DocumentEncoder
 

@@ -16,6 +16,8 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import polars as pl
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
 
 from vecjob import storage
@@ -25,7 +27,7 @@ from vecjob.index import MANIFEST_KIND as INDEX_KIND
 from vecjob.index import LoadedIndex, load_index_dir
 from vecjob.outputs import MANIFEST
 from vecjob.parquet_io import fingerprint, read_json, read_manifest
-from vecjob.search import check_model_made_index
+from vecjob.search import add_snippets, check_model_made_index
 from vecjob.tokenizer import unicode_problem
 
 MAX_K = 1_000
@@ -88,11 +90,6 @@ def with_snippets(result: dict, data: list[str]) -> dict:
     """Give the answer's hits their snippets from `data`. Snippets are an extra: texts that cannot be
     read now (moved, or rewritten in another form since the service started) leave the hits without
     them and say why in `snippet_error`, instead of failing every search."""
-    import polars as pl
-    import pyarrow as pa
-
-    from vecjob.search import add_snippets
-
     try:
         add_snippets(result["hits"], data)
     except (VecjobError, OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:

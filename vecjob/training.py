@@ -224,9 +224,9 @@ def round_line(metrics: dict) -> str:
     """One progress line per round, for a terminal or a nightly log."""
     done = metrics["round"] / metrics["rounds_planned"]
     left = metrics["seconds"] * (1 - done) / max(done, 1e-9)
+    val = f"val loss {metrics['val_loss']:.3f}" if "val_loss" in metrics else "no validation documents"
     return (f"train round {metrics['round']}/{metrics['rounds_planned']}: {metrics['epochs']:.2f} epochs, "
-            f"train loss {metrics['train_loss']:.3f}, "
-            f"{'val loss %.3f' % metrics['val_loss'] if 'val_loss' in metrics else 'no validation documents'}, "
+            f"train loss {metrics['train_loss']:.3f}, {val}, "
             f"{metrics['train_tokens_per_s']:,.0f} tokens/s, ≤ {left / 60:.1f} min left")
 
 
