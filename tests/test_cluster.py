@@ -193,3 +193,20 @@ def test_an_update_assigns_new_vectors_to_the_existing_centroids(tmp_path):
     old = dict(zip(assignments["id"], assignments["cluster"]))
     assert all(old[1000 + i] == old[i] for i in range(30))  # each lands with its neighbour
     assert sum(c["size"] for c in second["clusters"]) == 430 and first["k"] == second["k"]
+
+
+@pytest.mark.parametrize("damaged, content", [
+    ("centroids.npy", b"not numpy"), ("summary.json", b"{"), ("summary.json", b'{"clusters": 3}'),
+    ("assignments.parquet", b"not parquet"), ("manifest.json", b'{"kind": "vecjob.cluster", "k": "3"}'),
+])
+def test_an_update_over_a_damaged_clustering_fits_anew(tmp_path, damaged, content):
+    # A damaged file of the clustering an update keeps was a traceback (np.load, json, a KeyError).
+    vecs, _ = blobs(300, 8, 3, seed=4)
+    vdir = make_vectors_dir(tmp_path / "v", vecs, list(range(300)))
+    cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), update=True)
+    (tmp_path / "c" / damaged).write_bytes(content)
+    cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), update=True)
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["action"] == "clustered" and manifest["n"] == 300
+    assert np.load(tmp_path / "c" / "centroids.npy").shape == (3, 8)
+    assert pl.read_parquet(tmp_path / "c" / "assignments.parquet").height == 300

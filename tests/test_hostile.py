@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from conftest import blobs, make_vectors_dir, write_collection
 from vecjob.cli import app
-from vecjob.config import DataConfig, IndexConfig, ModelConfig, TokenizerConfig, TrainConfig
+from vecjob.config import DataConfig, IndexConfig, ModelConfig, SentimentConfig, TokenizerConfig, TrainConfig
 from vecjob.errors import InputError
 from vecjob.index import index_collection
 from vecjob.outputs import output_lock
+from vecjob.sentiment import train_classifier
 
 runner = CliRunner()
 
@@ -548,7 +549,7 @@ DELETED = object()
     ("v", "shards", DELETED, "'shards' is missing, where a list belongs"),
     ("v", "dim", "x", "'dim' is \"x\", where an integer belongs"),
     ("v", "shards", [1], "a shard listed in the manifest has no output file name"),
-    ("v", None, [1, 2], "not a vecjob manifest (a JSON list, not an object)"),
+    ("v", None, [1, 2], "a JSON list, not an object"),
     ("i", "ntotal", DELETED, "'ntotal' is missing, where an integer belongs"),
     ("i", "factory", None, "'factory' is null, where a string belongs"),
     ("m", "model_fingerprint", 5, "'model_fingerprint' is 5, where a string belongs"),
@@ -573,3 +574,26 @@ def test_a_manifest_edited_by_hand_or_damaged_is_one_line_naming_the_key(tmp_pat
                "m": ["search", tmp_path / "i", "--model", tmp_path / "m", "--text", "goal"]}[folder]
     refused(invoke(*command), str(manifest_path if "shard listed" not in problem else tmp_path / "v"), problem)
     assert not (tmp_path / "i2").exists()
+
+
+@pytest.mark.parametrize("folder, name, content, problem", [
+    ("m", "config.json", b"[1]", "config.json: a JSON list, not an object"),
+    ("m", "config.json", b"\xff{", "config.json: not valid JSON"),
+    ("i", "ids.parquet", b"not parquet", "ids.parquet: not a readable Parquet file"),
+    ("s", "classifier.npz", b"not numpy", "classifier.npz: not a classifier's weights"),
+    ("s", "labels.json", b'{"classes": ["a"]}', "labels.json and classifier.npz do not fit together"),
+])
+def test_a_damaged_file_of_an_output_dir_is_one_line_naming_it(tmp_path, tiny_model_dir, folder, name, content,
+                                                               problem):
+    # Each was a traceback: JSONDecodeError, ArrowInvalid, a pickle ValueError, an IndexError.
+    vecs, labels = blobs(60, 8, 3)
+    make_vectors_dir(tmp_path / "v", vecs, list(range(60)))
+    index_collection(tmp_path / "v", tmp_path / "i", IndexConfig())
+    shutil.copytree(tiny_model_dir, tmp_path / "m")
+    pq.write_table(pa.table({"id": list(range(60)), "label": [f"c{c}" for c in labels]}), tmp_path / "labels.parquet")
+    train_classifier(tmp_path / "v", str(tmp_path / "labels.parquet"), tmp_path / "s", SentimentConfig())
+    (tmp_path / folder / name).write_bytes(content)
+    command = {"m": ["search", tmp_path / "i", "--model", tmp_path / "m", "--text", "goal"],
+               "i": ["search", tmp_path / "i", "--id", "1"],
+               "s": ["sentiment", "eval", tmp_path / "s", tmp_path / "v", "--labels", tmp_path / "labels.parquet"]}
+    refused(invoke(*command[folder]), problem)

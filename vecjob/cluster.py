@@ -7,26 +7,27 @@ when labels are known, else a silhouette estimate), clusters.png (PCA map of a s
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vecjob.config import ClusterConfig
-from vecjob.errors import InputError
+from vecjob.errors import ArtifactError, InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import (
     atomic_path,
     collect_scanned,
     labels_as_text,
     new_manifest,
+    read_json,
     read_manifest,
+    read_output_table,
     scan_by_id,
     write_json_atomic,
     write_parquet_atomic,
@@ -98,8 +99,9 @@ def cluster_collection(
     k_range = check_k(k, n, vectors_dir)
     timings: dict[str, float] = {}
     with output_lock(out):
-        if update and _can_follow(out, vdir, k, cfg):
-            return assign_increment(vdir, out, data, id_col, text_col, label_col)
+        fit = followable_fit(out, vdir, k, cfg) if update else None
+        if fit:
+            return assign_increment(vdir, out, fit, data, id_col, text_col, label_col)
         with timed(timings, "fit_s"):
             train_x, _ = _sample(vdir, MAX_TRAIN_POINTS_PER_CENTROID * (k_range.stop - 1), cfg.seed)
             curve, k_requested = None, k
@@ -154,26 +156,43 @@ def cluster_collection(
 REFIT_GROWTH = 0.5  # re-cluster once half as many vectors were assigned since the fit as it was fitted on
 
 
-def _can_follow(out: Path, vdir: VectorsDir, k: int | str, cfg: ClusterConfig) -> bool:
-    """Whether an existing clustering can take the new vectors: same model and settings, not outgrown."""
+@dataclass
+class HeldFit:
+    """An existing clustering, read whole: what an update keeps."""
+
+    manifest: dict
+    centroids: np.ndarray
+    assignments: pl.DataFrame
+    summary: dict
+
+
+def followable_fit(out: Path, vdir: VectorsDir, k: int | str, cfg: ClusterConfig) -> HeldFit | None:
+    """The existing clustering when it can take the new vectors (same model and settings, not
+    outgrown); None means fit anew, as for a clustering whose files no longer read (damaged or edited):
+    the fit rewrites them from the vectors."""
     if not (out / MANIFEST).exists():
-        return False
-    old = read_manifest(out, MANIFEST_KIND)
-    held_ids = pl.from_arrow(pq.read_schema(out / "assignments.parquet").empty_table())["id"].dtype
-    return (old.get("model_fingerprint") == vdir.manifest.get("model_fingerprint") and "fitted_on" in old
-            and old.get("requested_k") == k and old.get("config") == cfg.model_dump()
-            and old["assigned_since_fit"] < REFIT_GROWTH * old["fitted_on"]
-            and held_ids == vdir.live_ids()["id"].dtype)  # ids of another type match none of the held ones
+        return None
+    try:
+        old = read_manifest(out, MANIFEST_KIND, {"k": int, "fitted_on": int, "assigned_since_fit": int})
+        centroids = np.load(out / "centroids.npy")
+        held = pl.from_arrow(read_output_table(out / "assignments.parquet", ("id", "cluster", "distance", "shard")))
+        summary = read_json(out / "summary.json")
+    except (ArtifactError, OSError, ValueError, EOFError):
+        return None
+    readable = (centroids.shape == (old["k"], vdir.dim) and isinstance(summary.get("metrics"), dict)
+                and isinstance(summary.get("clusters"), list) and all(isinstance(c, dict) for c in summary["clusters"]))
+    same = (old.get("model_fingerprint") == vdir.manifest.get("model_fingerprint") and old.get("requested_k") == k
+            and old.get("config") == cfg.model_dump() and old["assigned_since_fit"] < REFIT_GROWTH * old["fitted_on"]
+            and held["id"].dtype == vdir.live_ids()["id"].dtype)  # ids of another type match none of the held ones
+    return HeldFit(old, centroids, held, summary) if readable and same else None
 
 
-def assign_increment(vdir: VectorsDir, out: Path, data: list[str] | None, id_col: str, text_col: str,
+def assign_increment(vdir: VectorsDir, out: Path, fit: HeldFit, data: list[str] | None, id_col: str, text_col: str,
                      label_col: str) -> dict:
     """Keep the centroids and the assignments of unchanged rows; assign the new rows; drop the gone.
     Sizes, examples and label metrics are recomputed; the top terms are the last full clustering's."""
     t0 = time.perf_counter()
-    old = read_manifest(out, MANIFEST_KIND)
-    centroids = np.load(out / "centroids.npy")
-    held = pl.read_parquet(out / "assignments.parquet", glob=False)
+    old, centroids, held = fit.manifest, fit.centroids, fit.assignments
     live = vdir.live_ids()
     kept = held.join(live, on=["id", "shard"], how="semi")
     new = live.join(held, on=["id", "shard"], how="anti")
@@ -183,9 +202,9 @@ def assign_increment(vdir: VectorsDir, out: Path, data: list[str] | None, id_col
         parts.append(pl.DataFrame({"id": pl.from_arrow(rows.column("id")), "cluster": sims.argmax(1).astype(np.int32),
                                    "distance": (1.0 - sims.max(1)).astype(np.float32), "shard": path.name}))
     frame = pl.concat(parts, how="vertical_relaxed")
-    k, previous = old["k"], json.loads((out / "summary.json").read_text())
+    k, previous = old["k"], fit.summary
     per_cluster = _cluster_table(frame, k)
-    terms = {c["cluster"]: c.get("top_terms", []) for c in previous["clusters"]}
+    terms = {c.get("cluster"): c.get("top_terms", []) for c in previous["clusters"]}
     for c in per_cluster:
         c["top_terms"] = terms.get(c["cluster"], [])
     metrics = previous["metrics"]
@@ -200,7 +219,8 @@ def assign_increment(vdir: VectorsDir, out: Path, data: list[str] | None, id_col
         "timings": {"assign_s": time.perf_counter() - t0}}
     with staged_dir(out) as staging:
         write_parquet_atomic(frame.to_arrow(), staging / "assignments.parquet")
-        shutil.copy(out / "centroids.npy", staging / "centroids.npy")
+        with open(staging / "centroids.npy", "wb") as f:
+            np.save(f, centroids)
         if (out / "clusters.png").exists():
             shutil.copy(out / "clusters.png", staging / "clusters.png")  # the map of the last full fit
         write_json_atomic(summary, staging / "summary.json")

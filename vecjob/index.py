@@ -33,7 +33,8 @@ from vecjob import storage
 from vecjob.config import IndexConfig
 from vecjob.errors import ArtifactError, ConfigError, InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
-from vecjob.parquet_io import new_manifest, read_json, read_manifest, write_json_atomic, write_parquet_atomic
+from vecjob.parquet_io import (new_manifest, read_json, read_manifest, read_output_table, write_json_atomic,
+                               write_parquet_atomic)
 from vecjob.timing import timed
 from vecjob.vectors import VectorsDir, table_vectors, unit_rows, vector_in_shard
 
@@ -596,7 +597,6 @@ class LoadedIndex:
 
 def load_index_dir(path: str | Path) -> LoadedIndex:
     import faiss
-    import pyarrow.parquet as pq
 
     path = storage.snapshot(str(path), "index")
     manifest = read_manifest(path, MANIFEST_KIND, {"ntotal": int, "dim": int, "factory": str, "metric": str})
@@ -607,7 +607,7 @@ def load_index_dir(path: str | Path) -> LoadedIndex:
         index = faiss.read_index(str(path / INDEX_FILE))
     except RuntimeError as exc:
         raise ArtifactError(f"{path / INDEX_FILE}: not a readable FAISS index ({str(exc).splitlines()[0]})") from None
-    labels = pq.read_table(path / IDS_FILE)
+    labels = read_output_table(path / IDS_FILE, ("id",))
     if "slot" not in labels.column_names:  # written before slots: the row number is the label
         labels = labels.add_column(0, "slot", pa.array(np.arange(labels.num_rows, dtype=np.int64)))
     if index.ntotal != labels.num_rows or index.ntotal != manifest["ntotal"]:

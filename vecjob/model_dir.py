@@ -25,7 +25,7 @@ from vecjob import FORMAT_VERSION, storage
 from vecjob.config import REMOVE_THE_KEY, ModelConfig, TokenizerConfig, first_error
 from vecjob.errors import ArtifactError
 from vecjob.outputs import staged_dir
-from vecjob.parquet_io import MANIFEST, file_fingerprint, fingerprint, read_manifest, write_json_atomic
+from vecjob.parquet_io import MANIFEST, file_fingerprint, fingerprint, read_json, read_manifest, write_json_atomic
 from vecjob.tokenizer import TOKEN_PATTERNS, TOKENIZER_VERSION, Tokenizer, Vocab
 
 if TYPE_CHECKING:
@@ -108,9 +108,9 @@ def read_model_info(path: str | Path) -> ModelInfo:
     # damaged file before any encoder actor starts (load_model_dir still checks the contents).
     if not zipfile.is_zipfile(path / WEIGHTS):
         raise ArtifactError(f"{path / WEIGHTS}: cannot load weights (not a torch weights file, or truncated)")
-    config = json.loads((path / CONFIG).read_text())
+    config = read_json(path / CONFIG)
     trained_with = config.get("tokenizer_version", 1)  # models from before the field used version 1
-    if trained_with not in TOKEN_PATTERNS:
+    if not isinstance(trained_with, int) or trained_with not in TOKEN_PATTERNS:
         raise ArtifactError(
             f"{path}: trained with tokenizer version {trained_with}, this vecjob tokenises with versions "
             f"{', '.join(map(str, TOKEN_PATTERNS))}: retrain the model (vecjob train, or vecjob run retrains it)"
@@ -123,8 +123,8 @@ def read_model_info(path: str | Path) -> ModelInfo:
         raise ArtifactError(f"{path / CONFIG}: a model config this vecjob cannot run ({problem}): retrain the model "
                             f"(vecjob train, or vecjob run retrains it)") from None
     vocab = Vocab.load(path)
-    if len(vocab) != config["vocab_size"]:
-        raise ArtifactError(f"{path}: vocab.tsv has {len(vocab)} tokens, config says {config['vocab_size']}")
+    if len(vocab) != config.get("vocab_size"):
+        raise ArtifactError(f"{path}: vocab.tsv has {len(vocab)} tokens, config says {config.get('vocab_size')}")
     return ModelInfo(path, model_cfg, tok_cfg, vocab, manifest, trained_with)
 
 

@@ -284,14 +284,34 @@ def write_json_atomic(obj: Any, dest: str | Path) -> None:
 
 
 def read_json(path: str | Path) -> dict:
+    """A JSON object vecjob wrote (a manifest, a config, a record); damage is an ArtifactError naming it."""
     try:
         if storage.is_uri(path):
-            return json.loads(storage.read_bytes(str(path)))
-        return json.loads(Path(path).read_text())
+            value = json.loads(storage.read_bytes(str(path)))
+        else:
+            value = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc}): the file was damaged; write the folder again") from None
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: a JSON {type(value).__name__}, not an object: the file was edited or damaged; "
+                            "write the folder again")
+    return value
+
+
+def read_output_table(path: str | Path, columns: tuple[str, ...]) -> pa.Table:
+    """A Parquet file of an output dir vecjob wrote, with the columns its reader needs; damage is an
+    ArtifactError naming the file."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ArtifactError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]}): the file was "
+                            "damaged; write the folder again") from None
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ArtifactError(f"{path}: no column '{missing[0]}': the file was edited or damaged; write the folder again")
+    return table
 
 
 def clean_stale_temporaries(folder: str | Path) -> int:
@@ -436,8 +456,6 @@ def read_manifest(folder: str | Path, kind: str, fields: dict[str, type] | None 
     if not storage.exists(path):
         raise ArtifactError(f"{folder}: no {MANIFEST} (not a complete vecjob {kind.split('.')[-1]} dir)")
     manifest = read_json(path)
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{path}: not a vecjob manifest (a JSON {type(manifest).__name__}, not an object)")
     for name, wanted in (fields or {}).items():
         value = manifest.get(name)
         if not isinstance(value, wanted) or isinstance(value, bool):

@@ -105,11 +105,12 @@ def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage:
 
 def headline(metrics: dict) -> str:
     """A stage's measured figures in one line (best round, vectors written, recall, NMI, accuracy, …)."""
-    keys = ("why", "best_round", "epochs_seen", "stop_reason", "val_loss", "shards_encoded", "rows_out", "action",
+    keys = ("best_round", "epochs_seen", "stop_reason", "val_loss", "shards_encoded", "rows_out", "action",
             "added", "removed", "recall_at_10", "k", "nmi", "accuracy", "macro_f1")
     shown = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
              if k in keys and v is not None]  # no recall@10 for an index of under 10 vectors
-    return ", ".join(shown) or "-"
+    reason = f" (why: {metrics['why']})" if metrics.get("why") else ""
+    return (", ".join(shown) or "-") + reason
 
 
 def _collection_state(vectors_dir: Path) -> dict:

@@ -8,8 +8,8 @@ predict: one prediction shard per vector shard (id, label, prob_<class>...), wri
 
 from __future__ import annotations
 
-import json
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from vecjob.parquet_io import (
     fingerprint,
     labels_as_text,
     new_manifest,
+    read_json,
     read_manifest,
     scan_by_id,
     write_json_atomic,
@@ -79,9 +80,20 @@ class Classifier:
         for name in (WEIGHTS, "labels.json"):
             if not (folder / name).exists():
                 raise ArtifactError(f"{folder}: incomplete classifier dir, {name} missing")
-        arrays = np.load(folder / WEIGHTS)
-        classes = json.loads((folder / "labels.json").read_text())["classes"]
-        return cls(classes, arrays["mean"], arrays["scale"], arrays["coef"], arrays["intercept"]), manifest
+        classes = read_json(folder / "labels.json").get("classes")
+        try:
+            with np.load(folder / WEIGHTS) as arrays:
+                clf = cls(classes, *(arrays[name] for name in ("mean", "scale", "coef", "intercept")))
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+            raise ArtifactError(f"{folder / WEIGHTS}: not a classifier's weights (damaged, or not written by "
+                                "vecjob): train the classifier again") from None
+        n = len(classes) if isinstance(classes, list) and all(isinstance(c, str) for c in classes) else 0
+        rows = 1 if n == 2 else n  # sklearn's binary form: one row of weights
+        if (n < 2 or clf.coef.ndim != 2 or len(clf.coef) != rows or clf.intercept.shape != (rows,)
+                or clf.mean.shape != (clf.dim,) or clf.scale.shape != (clf.dim,)):
+            raise ArtifactError(f"{folder}: labels.json and {WEIGHTS} do not fit together (edited or damaged): "
+                                "train the classifier again")
+        return clf, manifest
 
 
 def check_same_model(clf_dir, clf_manifest: dict, vdir: VectorsDir) -> None:
@@ -91,7 +103,7 @@ def check_same_model(clf_dir, clf_manifest: dict, vdir: VectorsDir) -> None:
     trained_on, made_by = clf_manifest.get("model_fingerprint"), str(vdir.manifest.get("model_fingerprint", ""))
     if trained_on and made_by != trained_on:
         raise ArtifactError(f"{vdir.location}: these vectors were made by model {made_by[:12]}, the classifier "
-                            f"{clf_dir} was trained on vectors of model {trained_on[:12]}; train it on these vectors "
+                            f"{clf_dir} was trained on vectors of model {str(trained_on)[:12]}; train it on these vectors "
                             "(vecjob sentiment train)")
 
 
