@@ -74,6 +74,15 @@ def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):
     assert blank.exit_code == 0 and manifest["stages"][0]["status"] == kept, manifest["stages"][0]
     assert manifest["stages"][0]["metrics"]["sampled_documents"] == 2 == manifest["stages"][1]["metrics"]["skipped_empty"]
 
+    # A damaged run state (what each stage last ran with) was a traceback on every later night: each
+    # stage now checks its own output again; nothing is trained or encoded anew.
+    (tmp_path / "out" / "run_state.json").write_bytes(b'{"train": ')
+    damaged = runner.invoke(app, ["run", str(spec)])
+    manifest = json.loads((tmp_path / "out" / "run_manifest.json").read_text())
+    assert damaged.exit_code == 0 and "run_state.json did not read" in damaged.output, damaged.output
+    assert manifest["stages"][0]["status"] == kept and manifest["stages"][1]["metrics"]["shards_encoded"] == 0
+    assert json.loads((tmp_path / "out" / "run_state.json").read_text())["index"]
+
     # A changed index setting reruns only the index stage.
     spec.write_text(spec_text.format(name="tiny", factory="Flat"))
     third = runner.invoke(app, ["run", str(spec)])

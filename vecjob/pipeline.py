@@ -19,7 +19,7 @@ from typing import Callable
 
 from vecjob import storage
 from vecjob.config import JobSpec
-from vecjob.errors import ConfigError
+from vecjob.errors import ArtifactError, ConfigError
 from vecjob.lifecycle import publish_when_ready
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import MANIFEST, new_manifest, read_json, write_json_atomic
@@ -66,7 +66,11 @@ def _run_in(spec: JobSpec, force: bool, on_stage: Callable[[str, str], None], re
 def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage: Callable[[str, str], None],
                 publish: Callable[[], object]) -> dict:
     state_path = root / STATE_FILE
-    state = read_json(state_path) if state_path.exists() else {}
+    try:
+        state = read_json(state_path) if state_path.exists() else {}
+    except ArtifactError:  # what each stage last ran with, damaged: each checks its output again
+        on_stage("run", f"{state_path} did not read (damaged): every stage checks its output again")
+        state = {}
     ctx = RunContext(spec, root, retrain)
     before = _collection_state(ctx.folder("encode"))
     records = []
