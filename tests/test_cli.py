@@ -51,6 +51,13 @@ def test_top_level_help_lists_commands():
         assert command in r.output
 
 
+def test_version_is_the_package_s():
+    from vecjob import __version__
+
+    r = invoke("--version")
+    assert r.exit_code == 0 and r.output.strip() == f"vecjob {__version__}"
+
+
 def test_model_dir_is_complete(pipeline):
     m = pipeline / "m"
     assert {p.name for p in m.iterdir()} == {"config.json", "vocab.tsv", "model.pt", "manifest.json", "curves.png"}

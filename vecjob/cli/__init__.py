@@ -26,11 +26,24 @@ from vecjob.tokenizer import unicode_problem
 
 app = typer.Typer(
     name="vecjob",
-    help="Batch document vectorisation on Ray: train an LSTM autoencoder, encode Parquet, index, search.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from vecjob import __version__
+
+        typer.echo(f"vecjob {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                               help="Print vecjob's version and exit.")] = False) -> None:
+    """Batch document vectorisation on Ray: train an LSTM autoencoder, encode Parquet, index, search."""
+
 
 DataArg = Annotated[list[str], typer.Argument(help="Parquet file(s), directories of them, or globs.")]
 DataOpt = Annotated[Optional[list[str]], typer.Option("--data", help="Parquet collection: texts for snippets and top terms, labels for scores.")]
