@@ -84,6 +84,9 @@ def test_rerun_skips_done_shards_and_redoes_missing_ones_identically(collection,
     (out / victim).unlink()
     third = _encode(collection, tiny_model_dir, out)
     assert third["counts"]["shards_encoded"] == 1 and third["counts"]["parts_encoded"] == 1
+    # Only the re-encoded shard's rows count as encoded this run (docs/s was all shards' rows ÷ its time).
+    assert third["counts"]["rows_encoded"] == first["shards"][1]["rows_in"] < third["counts"]["rows_in"] == 282
+    assert again["counts"]["rows_encoded"] == 0 and first["counts"]["rows_encoded"] == 282
     after = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
     for name in before:
         a, b = pq.read_table(out / name), pq.read_table(pa.BufferReader(before[name]))

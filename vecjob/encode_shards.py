@@ -285,7 +285,7 @@ def encode_collection(
             actors = executor.encode(todo, encoder_kwargs, cfg, received) if todo else 0
 
         stats = [read_json(out_dir / stats_name(it.output)) for it in items]
-        encoded = {it.shard for it in todo}
+        encoded, fresh = {it.shard for it in todo}, {it.output for it in todo}
         timings["total_s"] = time.perf_counter() - t_start
         manifest = new_manifest(
             MANIFEST_KIND,
@@ -302,6 +302,7 @@ def encode_collection(
                 "shards_encoded": len(encoded),
                 "shards_skipped_done": len(shards) - len(encoded),
                 "parts_encoded": len(todo),
+                "rows_encoded": sum(s["rows_in"] for s in stats if s["output"] in fresh),
                 "rows_in": sum(s["rows_in"] for s in stats),
                 "rows_out": sum(s["rows_out"] for s in stats),
                 "skipped_empty": sum(s["skipped_empty"] for s in stats),

@@ -140,11 +140,11 @@ def encode(
     c, t = manifest["counts"], manifest["timings"]
     reporting.summary(f"vectors → {out}", {
         "shards": f"{c['shards']} ({c['shards_encoded']} encoded, {c['shards_skipped_done']} already done)",
-        "rows in": c["rows_in"],
+        "rows encoded": f"{c['rows_encoded']:,} of {c['rows_in']:,}",
         "vectors out": c["rows_out"],
         "skipped (empty)": c["skipped_empty"],
         "dim": manifest["dim"],
-        "docs/s": c["rows_in"] / max(t["encode_wall_s"], 1e-9) if c["shards_encoded"] else "-",
+        "docs/s": c["rows_encoded"] / max(t["encode_wall_s"], 1e-9) if c["shards_encoded"] else "-",
         "seconds": t["total_s"],
     })
 
