@@ -32,7 +32,7 @@ def _spec(docs) -> str:
 def _run(spec, *flags):
     r = CliRunner().invoke(app, ["run", str(spec), *flags])
     assert r.exit_code == 0, r.output
-    return json.loads((spec.parent / "collection" / "run_manifest.json").read_text())
+    return {**json.loads((spec.parent / "collection" / "run_manifest.json").read_text()), "log": r.output}
 
 
 def _write_day(docs, day: str, frames: list[pl.DataFrame]) -> None:
@@ -77,6 +77,7 @@ def test_four_nights_over_a_growing_collection(ray_session, articles, tmp_path):
     night, encode = manifest["night"], next(s for s in manifest["stages"] if s["stage"] == "encode")
     assert night["model"]["action"] == "kept" and abs(night["model"]["drift"]) <= 0.05  # same kind of text
     assert night["shards_new"] == 2 and night["shards_unchanged"] == 2
+    assert "2 new, 0 changed, 0 removed, 2 unchanged" in manifest["log"]  # the night, in its log
     assert encode["metrics"]["shards_encoded"] == 2 and encode["metrics"]["shards_skipped_done"] == 2
     recall = night["index"].pop("recall_at_10")
     assert night["index"] == {"action": "updated", "why": "new or removed vector shards", "added": 300,

@@ -41,7 +41,10 @@ def run(
         reporting.console.print(f"[bold]{stage}[/]: {state}", soft_wrap=True)  # one line a stage, in a log too
 
     manifest = run_job(spec, force=force, on_stage=on_stage, retrain=retrain)
-    reporting.summary(f"job '{spec.name}' → {spec.out} in {manifest['seconds']:.0f}s", {
-        r["stage"]: r["status"] + (f" in {r['seconds']:.0f}s: {headline(r['metrics'])}" if "seconds" in r else "")
-        for r in manifest["stages"]
-    })
+    rows = {r["stage"]: r["status"] + (f" in {r['seconds']:.0f}s: {headline(r['metrics'])}" if "seconds" in r else "")
+            for r in manifest["stages"]}
+    if "encode" in spec.stages:  # what the night brought, as a log reader asks first
+        n = manifest["night"]
+        rows["shards"] = (f"{n['shards_new']} new, {n['shards_changed']} changed, {n['shards_removed']} removed, "
+                          f"{n['shards_unchanged']} unchanged")
+    reporting.summary(f"job '{spec.name}' → {spec.out} in {manifest['seconds']:.0f}s", rows)
