@@ -545,6 +545,15 @@ def test_the_corpus_is_written_alone_in_its_folder_and_a_rewrite_leaves_no_shard
 DELETED = object()
 
 
+def _output_dirs(tmp_path, tiny_model_dir) -> np.ndarray:
+    """Vectors (v, 60 of 3 blobs), their index (i) and a model dir (m) under tmp_path; the blob labels."""
+    vecs, labels = blobs(60, 8, 3)
+    make_vectors_dir(tmp_path / "v", vecs, list(range(60)))
+    index_collection(tmp_path / "v", tmp_path / "i", IndexConfig())
+    shutil.copytree(tiny_model_dir, tmp_path / "m")
+    return labels
+
+
 @pytest.mark.parametrize("folder, key, value, problem", [
     ("v", "shards", DELETED, "'shards' is missing, where a list belongs"),
     ("v", "dim", "x", "'dim' is \"x\", where an integer belongs"),
@@ -557,10 +566,7 @@ DELETED = object()
 def test_a_manifest_edited_by_hand_or_damaged_is_one_line_naming_the_key(tmp_path, tiny_model_dir, folder, key, value,
                                                                          problem):
     # Valid JSON without the keys its reader needs was a KeyError, TypeError or AttributeError traceback.
-    vecs, _ = blobs(60, 8, 3)
-    make_vectors_dir(tmp_path / "v", vecs, list(range(60)))
-    index_collection(tmp_path / "v", tmp_path / "i", IndexConfig())
-    shutil.copytree(tiny_model_dir, tmp_path / "m")
+    _output_dirs(tmp_path, tiny_model_dir)
     manifest_path = tmp_path / folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     if key is None:
@@ -586,10 +592,7 @@ def test_a_manifest_edited_by_hand_or_damaged_is_one_line_naming_the_key(tmp_pat
 def test_a_damaged_file_of_an_output_dir_is_one_line_naming_it(tmp_path, tiny_model_dir, folder, name, content,
                                                                problem):
     # Each was a traceback: JSONDecodeError, ArrowInvalid, a pickle ValueError, an IndexError.
-    vecs, labels = blobs(60, 8, 3)
-    make_vectors_dir(tmp_path / "v", vecs, list(range(60)))
-    index_collection(tmp_path / "v", tmp_path / "i", IndexConfig())
-    shutil.copytree(tiny_model_dir, tmp_path / "m")
+    labels = _output_dirs(tmp_path, tiny_model_dir)
     pq.write_table(pa.table({"id": list(range(60)), "label": [f"c{c}" for c in labels]}), tmp_path / "labels.parquet")
     train_classifier(tmp_path / "v", str(tmp_path / "labels.parquet"), tmp_path / "s", SentimentConfig())
     (tmp_path / folder / name).write_bytes(content)
