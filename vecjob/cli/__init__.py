@@ -31,6 +31,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
 def _print_version(asked: bool) -> None:
     if asked:
         from vecjob import __version__
