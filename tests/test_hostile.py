@@ -408,6 +408,17 @@ def test_a_stage_whose_input_no_stage_makes_is_refused_before_the_run_dir_exists
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_dir_inside_its_input_folder_is_refused_before_it_exists(tmp_path, collection):
+    # Its stage folders would be read as input on the next night; the run dir was made (empty) first.
+    data = tmp_path / "docs"
+    shutil.copytree(collection, data)
+    spec = tmp_path / "job.toml"
+    for out in (data / "run", data):
+        spec.write_text(f'out = "{out}"\n[data]\npaths = ["{data}"]\n')
+        refused(invoke("run", spec), f"out {out / 'model'}: overlaps the input {data}")
+        assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in Path(collection).iterdir())
+
+
 def test_a_mistyped_data_path_or_column_in_a_job_spec_is_refused_before_the_run_dir_exists(tmp_path, collection):
     spec = tmp_path / "job.toml"
     for data, line in ((f'paths = ["{collection}"]\nid_col = "ident"', "missing column 'ident' (columns: id, text"),

@@ -53,6 +53,10 @@ def _run_in(spec: JobSpec, force: bool, on_stage: Callable[[str, str], None], re
             publish: Callable[[], object]) -> dict:
     """The run in a local run dir (the mirror of one in a store), under its lock."""
     root = check_output(spec.out, "out", markers=(), kind="vecjob.run")  # stages check their own folders
+    inputs = [*spec.data.paths, *spec.sentiment.labels]
+    for name in spec.stages:  # a stage folder in an input folder would be read as input: refused before any mkdir
+        if STAGES[name].folder:
+            check_output(root / STAGES[name].folder, "out", inputs, markers=())
     for name in spec.stages:  # before anything is written: a stage whose input no stage of this run makes
         for needed in STAGES[name].needs:
             if needed not in spec.stages and not (root / STAGES[needed].folder / MANIFEST).exists():
