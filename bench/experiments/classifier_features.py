@@ -23,12 +23,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench" / "experiments"))
 
-from classifier_rule import DECADES, collections, machine, quality  # noqa: E402
+from classifier_rule import DECADES, labelled_vectors, machine  # noqa: E402
 
 FEATURES = {"standardised (the stage now)": False, "unit length, then standardised": True}
 
@@ -68,17 +67,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "archive" / "classifier-features.json"))
     args = ap.parse_args()
     cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
     result = {"command": " ".join(sys.argv), "machine": machine(), "features": list(FEATURES), "collections": {}}
-    for name, (df, visible) in collections().items():
-        vectors_file = cache / f"{name}.npy"
-        if not vectors_file.exists():
-            path = cache / f"{name}.parquet"
-            df.select("id", "text").write_parquet(path)
-            vectors, _ = quality.vecjob_vectors(path, cache, "denoising", {}, seed=0)
-            np.save(vectors_file, vectors)
-        x = np.load(vectors_file)[visible]
-        y = df["label"].cast(pl.String).to_numpy()[visible]
+    for name, x, y in labelled_vectors(cache):
         result["collections"][name] = {"rows": int(len(y)), **score(x, y)}
         print(name, json.dumps(result["collections"][name], indent=1), flush=True)
         Path(args.out).write_text(json.dumps(result, indent=2))

@@ -60,6 +60,19 @@ def collections() -> dict[str, tuple[pl.DataFrame, np.ndarray]]:
     return found
 
 
+def labelled_vectors(cache: Path):
+    """(name, vectors, labels) of each collection's visible rows; vectors trained once, then cached."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for name, (df, visible) in collections().items():
+        vectors_file = cache / f"{name}.npy"
+        if not vectors_file.exists():
+            path = cache / f"{name}.parquet"
+            df.select("id", "text").write_parquet(path)
+            vectors, _ = quality.vecjob_vectors(path, cache, "denoising", {}, seed=0)
+            np.save(vectors_file, vectors)
+        yield name, np.load(vectors_file)[visible], df["label"].cast(pl.String).to_numpy()[visible]
+
+
 def one_standard_error_C(cv_results: dict, folds: int) -> float:
     """The strongest regularisation (smallest C) whose cross-validated score is within one standard
     error of the best C's: the rule `vecjob sentiment train` had before this comparison."""
@@ -115,18 +128,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "archive" / "classifier-rule.json"))
     args = ap.parse_args()
     cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
     result = {"command": " ".join(sys.argv), "machine": machine(), "rules": {k: list(v) for k, v in RULES.items()},
               "collections": {}}
-    for name, (df, visible) in collections().items():
-        vectors_file = cache / f"{name}.npy"
-        if not vectors_file.exists():
-            path = cache / f"{name}.parquet"
-            df.select("id", "text").write_parquet(path)
-            vectors, _ = quality.vecjob_vectors(path, cache, "denoising", {}, seed=0)
-            np.save(vectors_file, vectors)
-        x = np.load(vectors_file)[visible]
-        y = df["label"].cast(pl.String).to_numpy()[visible]
+    for name, x, y in labelled_vectors(cache):
         result["collections"][name] = {"rows": int(len(y)), **score_rules(x, y)}
         print(name, json.dumps(result["collections"][name], indent=1), flush=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
