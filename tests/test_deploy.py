@@ -119,5 +119,8 @@ def test_rayservice_serves_the_search_application_from_the_bucket():
     import importlib
 
     assert callable(getattr(importlib.import_module(module), name))
+    from ray.serve.schema import ServeDeploySchema
+
+    assert ServeDeploySchema.model_validate(config).logging_config.enable_access_log is False
     worker = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
     assert {"name": "vecjob-data", "mountPath": "/data"} in worker["containers"][0]["volumeMounts"]
