@@ -136,6 +136,8 @@ def test_a_value_out_of_its_range_is_one_line_naming_the_key(tmp_path, table, ke
 
 @pytest.mark.parametrize("body, message", [
     ('[model]\ndim = true', "model.dim: Input should be a valid integer$"),  # not 1
+    ('[cluster]\nk = true', "cluster.k: Input should be a valid integer or Input should be 'auto'$"),  # not 1
+    ('strict = "no"', "data.strict: Input should be a valid boolean$"),  # a string, not false
     ('[tokenizer]\nmax_vocab = 99999999999999999999', "tokenizer.max_vocab: Input should be less than or equal to"),
     ('[train]\nepochs = 1.5', "train.epochs: Input should be a valid integer or Input should be 'auto'$"),
     # TOML reads inf: an infinite learning rate or loss weight trained a model of NaN weights

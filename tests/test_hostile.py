@@ -275,10 +275,20 @@ def test_search_k_below_one_is_one_line(vectors, tmp_path):
     assert invoke("search", tmp_path / "i", "--id", "d1", "-k", "3", "--json").exit_code == 0
 
 
+def test_an_id_of_digits_int_refuses_is_looked_up_as_a_string(tmp_path):
+    # "²" is a digit to str.isdigit() and not to int(): a lookup in an index of integer ids raised.
+    vecs, _ = blobs(30, 8, 3)
+    make_vectors_dir(tmp_path / "v", vecs, list(range(30)))
+    index_collection(tmp_path / "v", tmp_path / "i", IndexConfig())
+    refused(invoke("search", tmp_path / "i", "--id", "-\u00b2"), "no document with id '-\u00b2'")
+    assert invoke("search", tmp_path / "i", "--id", "7", "--json").exit_code == 0
+
+
 def test_cluster_k_edge_values_are_one_line_and_leave_nothing(vectors, tmp_path):
     refused(invoke("cluster", vectors, "--k", "0", "--out", tmp_path / "c"), "--k must be at least 2")
     refused(invoke("cluster", vectors, "--k", "60", "--out", tmp_path / "c"), "--k 60 needs more vectors than clusters")
     refused(invoke("cluster", vectors, "--k", "-3", "--out", tmp_path / "c"), "'-3'")
+    refused(invoke("cluster", vectors, "--k", "\u00b2", "--out", tmp_path / "c"), "'\u00b2'")  # a digit int() refuses
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v"]
 
 
@@ -497,6 +507,7 @@ def test_a_cluster_address_that_is_malformed_or_where_nothing_listens_is_one_lin
     vecjob = [sys.executable, "-c", "from vecjob.cli import app; app()"]
     for flags, env, fragment in [
         ([], {"RAY_ADDRESS": "head-node"}, "RAY_ADDRESS head-node: not a Ray cluster address"),
+        ([], {"RAY_ADDRESS": "head-node:\u00b2"}, "RAY_ADDRESS head-node:\u00b2: not a Ray cluster address"),
         (["--address", f"127.0.0.1:{closed_port}"], {}, f"address (--address) 127.0.0.1:{closed_port}: no Ray "
                                                          "cluster answers there"),
     ]:

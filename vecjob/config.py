@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    StrictBool,
     StrictFloat,
     ValidationError,
     ValidationInfo,
@@ -63,7 +64,7 @@ class DataConfig(_Frozen):
     paths: list[str] = Field(default_factory=list)  # Parquet files, directories or globs
     id_col: str = Field(default="id", min_length=1)
     text_col: str = Field(default="text", min_length=1)
-    strict: bool = False  # null/empty texts become an error instead of being skipped and counted
+    strict: StrictBool = False  # null/empty texts become an error instead of being skipped and counted
 
     @model_validator(mode="after")
     def _two_columns(self) -> "DataConfig":
@@ -188,7 +189,7 @@ class IndexConfig(_Frozen):
 
 
 class ClusterConfig(_Frozen):
-    k: int | Literal["auto"] = 5  # "auto": the best silhouette over k = 2..20
+    k: Int | Literal["auto"] = 5  # "auto": the best silhouette over k = 2..20
     seeds: Int = Field(default=3, ge=1)  # restarts; the lowest-objective run is kept
     iterations: Int = Field(default=25, ge=1)
     seed: Int = Field(default=0, ge=0)

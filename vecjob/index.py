@@ -572,7 +572,7 @@ class LoadedIndex:
         IVF-Flat), else from the one shard that holds it in the vectors dir the index was built from
         (if it has not moved on)."""
         slot = self.slot_of_id.get(doc_id)
-        if slot is None and isinstance(doc_id, str) and doc_id.lstrip("-").isdigit():
+        if slot is None and isinstance(doc_id, str) and doc_id.lstrip("-").isdecimal():
             slot = self.slot_of_id.get(int(doc_id))
         if slot is None and not isinstance(doc_id, str):
             slot = self.slot_of_id.get(str(doc_id))

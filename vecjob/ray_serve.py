@@ -105,7 +105,7 @@ class SearchService:
     async def _body(self, request: Request, model):
         limit = int(self.config.get("max_body_bytes", 1 << 20))
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and declared.isdecimal() and int(declared) > limit:
             raise RequestError(413, f"request body is {declared} bytes, over the limit of {limit}")
         return parse(await request.body(), model, limit)
 

@@ -55,7 +55,7 @@ def _check_answers(address: str, source: str) -> None:
     if address == "auto" or "://" in address:  # the latest local cluster; Ray Client has its own timeout
         return
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not port.isdecimal() or not 0 < int(port) < 65536:
         raise ConfigError(f"{source} {address}: not a Ray cluster address (HOST:PORT, auto or ray://HOST:PORT)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_CHECK_S).close()

@@ -197,7 +197,7 @@ def cluster(
     from vecjob.cluster import cluster_collection
     from vecjob.errors import InputError
 
-    if k != "auto" and not k.isdigit():
+    if k != "auto" and not k.isdecimal():  # isdigit() passes "²", which int() refuses
         raise InputError(f"--k must be a positive integer or 'auto', not {k!r}")
     base = load_job_spec(config, settings_only=True).cluster if config else ClusterConfig()
     cfg = override(base, seeds=seeds, iterations=iterations)
