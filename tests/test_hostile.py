@@ -442,6 +442,17 @@ def test_a_mistyped_data_path_or_column_in_a_job_spec_is_refused_before_the_run_
                     '[sentiment]\nlabel_col = "stars"\n')
     refused(invoke("run", spec), "missing column 'stars' (columns: id, text")
     assert not (tmp_path / "run").exists()
+    # So are the encode stage's kept columns and the corpus stage's corpus: refused after training,
+    # and the unknown corpus once the run dir was made.
+    for extra, line in (('[encode]\nkeep_columns = ["stars"]', "missing column 'stars' (columns: id, text"),
+                        ('[encode]\nkeep_columns = ["id"]', "encode.keep_columns: 'id': every vector shard has"),
+                        ('[encode]\nkeep_columns = ["text", "text"]', "encode.keep_columns: a column named twice")):
+        spec.write_text(f'out = "run"\nstages = ["train", "encode"]\n[data]\npaths = ["{collection}"]\n{extra}\n')
+        refused(invoke("run", spec), line)
+        assert not (tmp_path / "run").exists()
+    spec.write_text('out = "run"\ncorpus = "bbcx"\nstages = ["corpus", "train"]\n[data]\npaths = ["{out}/data"]\n')
+    refused(invoke("run", spec), "corpus: 'bbcx' is not a corpus vecjob ships (available: bbc)")
+    assert not (tmp_path / "run").exists()
 
 
 def test_more_workers_than_the_local_ray_holds_is_one_line_not_a_wait_for_ever(ray_session, tiny_model_dir,

@@ -175,8 +175,18 @@ class EncodeConfig(_Frozen):
     # Encoder actors; 0 = auto (one per GPU, else one per CPU; never more than units of work)
     concurrency: Int = Field(default=0, ge=0)
     rows_per_task: Int = Field(default=4_096, ge=1)  # a unit of work: row groups of one shard up to this many rows
-    keep_columns: list[str] = Field(default_factory=list)  # passed through to the vector shards
+    keep_columns: list[str] = Field(default_factory=list)  # input columns copied into the vector shards
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("keep_columns")
+    @classmethod
+    def _keepable(cls, columns: list[str]) -> list[str]:
+        for col in columns:
+            if col in ("id", "vector"):  # every vector shard's own columns
+                raise ValueError(f"'{col}': every vector shard has a column of that name already")
+        if len(set(columns)) < len(columns) or "" in columns:
+            raise ValueError(f"a column named twice or an empty name in {columns}")
+        return columns
 
 
 class IndexConfig(_Frozen):
@@ -332,6 +342,9 @@ def first_error(exc: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
+_FLAG = {"keep_columns": "--keep"}  # a field whose flag is not its name
+
+
 def override(model: BaseModel, **changes) -> BaseModel:
     """Apply CLI flags (None means 'not given') on top of a config, re-validating the result."""
     given = {k: v for k, v in changes.items() if v is not None}
@@ -341,5 +354,6 @@ def override(model: BaseModel, **changes) -> BaseModel:
         return type(model).model_validate({**model.model_dump(), **given})
     except ValidationError as exc:
         key = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else ""
-        flag = f"--{key.replace('_', '-')}: " if key in given else ""  # the flag the user typed, not the field
+        typed = _FLAG.get(key, "--" + key.replace("_", "-"))  # the flag the user typed, not the field
+        flag = f"{typed}: " if key in given else ""
         raise ConfigError(flag + first_error(exc).removeprefix(f"{key}: ")) from None

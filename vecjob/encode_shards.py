@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from vecjob import faults, storage
 from vecjob.config import DataConfig, EncodeConfig
-from vecjob.errors import ConfigError, InputError, quoted
+from vecjob.errors import InputError, quoted
 from vecjob.model_dir import read_model_info
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import (
@@ -53,7 +53,6 @@ from vecjob.timing import timed
 from vecjob.vectors import MANIFEST_KIND, vectors_table, with_model_fingerprint
 
 STATS_DIR = "_stats"
-RESERVED_COLUMNS = ("id", "vector")
 
 
 @dataclass(frozen=True)
@@ -241,9 +240,6 @@ def encode_collection(
     downloads what they wrote into the mirror as each unit ends (`vecjob.storage.adopting`).
     """
     executor = executor or InProcess()
-    for col in cfg.keep_columns:
-        if col in RESERVED_COLUMNS:
-            raise ConfigError(f"--keep {col}: the vector shards already have a '{col}' column")
     out_dir = check_output(out_dir, "--out", data.paths, markers=(MANIFEST, STATS_DIR), kind=MANIFEST_KIND)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}

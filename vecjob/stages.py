@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from vecjob import storage
 from vecjob.config import JobSpec
+from vecjob.errors import ConfigError
 from vecjob.lifecycle import active_model, decide, settings_fingerprint
 from vecjob.parquet_io import (
     MANIFEST,
@@ -101,6 +102,12 @@ class Corpus(Stage):
 
     name, folder = "corpus", ""
 
+    def check(self, spec: JobSpec) -> None:
+        from vecjob.corpus import CORPORA
+
+        if spec.corpus not in CORPORA:
+            raise ConfigError(f"corpus: {spec.corpus!r} is not a corpus vecjob ships (available: {', '.join(CORPORA)})")
+
     def fingerprint(self, ctx: RunContext) -> str:
         from vecjob import __version__
 
@@ -131,7 +138,8 @@ def check_data_columns(spec: JobSpec) -> None:
     mistyped path or column name is one line then, not after the run started (each shard is checked
     in full by the stage that reads it). Data the corpus stage writes does not exist yet."""
     if "corpus" not in spec.stages:
-        check_shard(discover(spec.data.paths)[0], spec.data.id_col, spec.data.text_col)
+        keep = tuple(spec.encode.keep_columns) if "encode" in spec.stages else ()
+        check_shard(discover(spec.data.paths)[0], spec.data.id_col, spec.data.text_col, keep)
 
 
 class Train(Stage):
