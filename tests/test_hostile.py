@@ -442,8 +442,7 @@ def test_a_mistyped_data_path_or_column_in_a_job_spec_is_refused_before_the_run_
                     '[sentiment]\nlabel_col = "stars"\n')
     refused(invoke("run", spec), "missing column 'stars' (columns: id, text")
     assert not (tmp_path / "run").exists()
-    # So are the encode stage's kept columns and the corpus stage's corpus: refused after training,
-    # and the unknown corpus once the run dir was made.
+    # The kept columns too (they were refused after training) and the corpus (after the run dir was made).
     for extra, line in (('[encode]\nkeep_columns = ["stars"]', "missing column 'stars' (columns: id, text"),
                         ('[encode]\nkeep_columns = ["id"]', "encode.keep_columns: 'id': every vector shard has"),
                         ('[encode]\nkeep_columns = ["text", "text"]', "encode.keep_columns: a column named twice")):
