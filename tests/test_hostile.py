@@ -316,7 +316,7 @@ def test_keep_columns_are_checked_as_columns_not_as_ids(tiny_model_dir, tmp_path
     refused(invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v2", "--keep", "nope",
                    "--runner", "local"), "a.parquet: missing column 'nope'")
     refused(invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v2", "--keep", "id",
-                   "--runner", "local"), "--keep id")
+                   "--runner", "local"), "--keep: 'id': every vector shard has a column of that name already")
     refused(invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v2", "--runner", "foo"),
             "--runner 'foo'")
     assert not (tmp_path / "v2").exists()
