@@ -136,8 +136,8 @@ def test_healthz_and_info_describe_the_loaded_index(service):
 
 
 def test_queries_write_no_access_log_line(service):
-    # One log line per request in the proxy and in the replica cost ~8% of the saturated throughput
-    # on 2 cores (bench/README.md, "Search service"); Serve's metrics still count every request.
+    # A log line per request in the proxy and in the replica took the cores that answer queries;
+    # Serve's metrics still count every request.
     from ray.serve._private.logging_utils import get_serve_logs_dir
 
     for _ in range(3):

@@ -10,8 +10,8 @@ Index swaps without a failed request, two ways:
   replicas (user_config), which load and switch the same way; no replica restarts.
 Text queries are encoded in micro-batches (`serve.batch`), so concurrent queries share a forward pass.
 Serve's own metrics (requests, errors and latency per route) stay available on Ray's metrics endpoint;
-its access log (a line per request in the proxy and the replica) is off: it cost ~8% of the saturated
-throughput on 2 cores (bench/README.md).
+its access log (a line per request in the proxy and in the replica, to a file and to stderr) is off:
+that work shares the cores that answer queries.
 """
 
 import asyncio
