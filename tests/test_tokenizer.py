@@ -72,15 +72,22 @@ def test_vocab_max_size_counts_specials():
     assert len(vocab) == 6
 
 
-def test_vocab_roundtrip(tmp_path):
-    vocab = Vocab.from_counts(count_tokens(["x y y z z z"]), 100, 1)
+def test_vocab_roundtrip_keeps_every_token_a_text_can_hold(tmp_path):
+    # \x1c-\x1e (ASCII file, group and record separators, found in exported text) are tokens, and
+    # str.splitlines cuts lines at them: a model trained on such text once never loaded again.
+    texts = ["x y y z z z", "a\x1cb\x1dc\x1ed a\x1cb\x1dc\x1ed \x00 \x7f", "北京 🙂 café"]
+    vocab = Vocab.from_counts(count_tokens(texts), 100, 1)
+    assert {"\x1c", "\x1d", "\x1e", "\x00", "北", "🙂"} <= set(vocab.tokens)
     vocab.save(tmp_path)
     assert Vocab.load(tmp_path) == vocab
 
 
-def test_vocab_load_rejects_foreign_file(tmp_path):
-    (tmp_path / "vocab.tsv").write_text("hello\t3\n")
-    with pytest.raises(ArtifactError, match="not a vecjob vocabulary"):
+@pytest.mark.parametrize("content", [b"hello\t3\n", b"<pad>\t0\n<unk>\t0\n<bos>\t0\n<eos>\t0\nword\tmany\n",
+                                     b"<pad>\t0\n<unk>\t0\n<bos>\t0\n<eos>\t0\n\xff\xfe\t3\n", b""],
+                         ids=["foreign", "a count not a number", "not utf-8", "empty"])
+def test_vocab_load_rejects_a_foreign_or_damaged_file(tmp_path, content):
+    (tmp_path / "vocab.tsv").write_bytes(content)
+    with pytest.raises(ArtifactError, match="vocab.tsv: not a vecjob vocabulary"):
         Vocab.load(tmp_path)
 
 

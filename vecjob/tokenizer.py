@@ -99,7 +99,7 @@ class Vocab:
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / VOCAB_FILE
-        path.write_text("".join(f"{t}\t{c}\n" for t, c in zip(self.tokens, self.counts)))
+        path.write_text("".join(f"{t}\t{c}\n" for t, c in zip(self.tokens, self.counts)), encoding="utf-8")
         return path
 
     @classmethod
@@ -107,9 +107,17 @@ class Vocab:
         path = Path(folder) / VOCAB_FILE
         if not path.exists():
             raise ArtifactError(f"{path}: vocabulary missing")
-        rows = [line.split("\t") for line in path.read_text().splitlines()]
-        if [r[0] for r in rows[: len(SPECIALS)]] != list(SPECIALS) or any(len(r) != 2 for r in rows):
-            raise ArtifactError(f"{path}: not a vecjob vocabulary")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        # Lines end at "\n" alone: str.splitlines also cuts at the ASCII separators \x1c-\x1e, which a
+        # token can be (they are not Unicode whitespace), and a model trained on such text never loaded.
+        rows = [line.split("\t") for line in text.removesuffix("\n").split("\n")]
+        if ([r[0] for r in rows[: len(SPECIALS)]] != list(SPECIALS)
+                or any(len(r) != 2 or not r[1].isdecimal() for r in rows)):
+            raise ArtifactError(f"{path}: not a vecjob vocabulary (damaged, or written by something else): train "
+                                "the model again")
         return cls(tokens=tuple(r[0] for r in rows), counts=tuple(int(r[1]) for r in rows))
 
 
