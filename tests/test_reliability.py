@@ -233,3 +233,30 @@ def test_a_dead_training_worker_restarts_from_the_last_checkpoint(ray_session, t
     assert manifest["rounds_run"] == ROUNDS and [h["round"] for h in manifest["history"]] == list(range(1, ROUNDS + 1))
     assert (out / "model.pt").exists() and (out / "manifest.json").exists()
     assert victims[-1] not in _our_ray_train_workers()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_run_stopped_by_a_signal_says_so_in_one_line_and_publishes_nothing(collection, tmp_path, sig):
+    # Ctrl-C during training exited with status 1 and said nothing (Ray Train's own handler aborts the
+    # run and calls sys.exit); SIGTERM, what a scheduler sends at its time limit, printed Ray's C++
+    # stack dump, which reads like a crash in a nightly log.
+    out = tmp_path / "model"
+    proc = subprocess.Popen([*VECJOB, "train", str(collection), "--out", str(out), "--epochs", "1000", "--dim", "8",
+                             "--hidden-dim", "16", "--max-len", "16"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stderr:  # the first round's line: Ray Train's run is under way
+            if line.startswith("train round 1/"):
+                break
+        os.kill(proc.pid, sig)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    lines = stderr.strip().splitlines()
+    assert proc.returncode == 128 + sig, stderr
+    assert lines and lines[-1] == (f"stopped by {signal.Signals(sig).name}: what was published stays whole; the "
+                                   "same command goes on from it"), stderr
+    assert "SIGTERM received" not in stderr and "Traceback" not in stderr, stderr
+    assert not out.exists()

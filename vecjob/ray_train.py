@@ -7,7 +7,9 @@ it (the run name is the job's fingerprint).
 from __future__ import annotations
 
 import contextlib
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,11 +101,17 @@ class RayTrain:
                 checkpoint_config=CheckpointConfig(num_to_keep=1),
             ),
         )
+        on_ctrl_c = signal.getsignal(signal.SIGINT)
         try:
             with _echo_lines(progress):
                 result = trainer.fit()
+        except SystemExit:  # Ray Train's Ctrl-C handler aborts the run, then exits (Ray's get makes it status 1)
+            raise KeyboardInterrupt from None
         except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types
             raise from_worker(exc, "training") from exc
+        finally:
+            if threading.current_thread() is threading.main_thread():  # fit's handler outlives the run
+                signal.signal(signal.SIGINT, on_ctrl_c)
         if result.checkpoint is None:
             raise VecjobError("training finished without a checkpoint")
         with result.checkpoint.as_directory() as ckpt:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 
 from vecjob.errors import ConfigError
 
@@ -19,6 +21,7 @@ def connect(address: str | None = None) -> dict:
     import ray
 
     if not ray.is_initialized():
+        stop_handler = signal.getsignal(signal.SIGTERM)
         source = "address (--address)" if address else "RAY_ADDRESS"
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
@@ -41,6 +44,10 @@ def connect(address: str | None = None) -> dict:
                 **_storage_env(),
             )
         _quiet_ray_data()
+        # ray.init replaces a SIGTERM handler with its own, which exits after a C++ stack dump that reads
+        # like a crash in a nightly log: the caller's (the CLI's one line) stays.
+        if callable(stop_handler) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, stop_handler)
     return ray.cluster_resources()
 
 

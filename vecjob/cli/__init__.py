@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import signal
+import threading
 import typing
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -69,14 +71,22 @@ def friendly_errors(fn):
 
     An OSError (a folder that cannot be written, a disk that is full) is the environment's, not a
     bug: it is one line naming the file too. So is an argument that is not valid Unicode, which
-    pyarrow, Ray and the tokeniser cannot take (`check_unicode`)."""
+    pyarrow, Ray and the tokeniser cannot take (`check_unicode`). Ctrl-C, or SIGTERM from a scheduler,
+    is one line too, and exit code 128 + the signal's number, as a shell reports a process it stopped."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _stop)
         try:
             check_unicode(fn, kwargs)
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            signum = _stop_signals[-1] if _stop_signals else signal.SIGINT
+            typer.echo(f"stopped by {signal.Signals(signum).name}: what was published stays whole; the same "
+                       "command goes on from it", err=True)
+            raise typer.Exit(128 + signum) from None
         except VecjobError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -86,6 +96,15 @@ def friendly_errors(fn):
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+_stop_signals: list[int] = []  # what `_stop` was called for: Ray's get turns its exception into a bare KeyboardInterrupt
+
+
+def _stop(signum: int, frame) -> None:
+    """SIGTERM: unwind as Ctrl-C does (a KeyboardInterrupt, which no `except Exception` takes for a failure)."""
+    _stop_signals.append(signum)
+    raise KeyboardInterrupt
 
 
 def check_unicode(command, arguments: dict) -> None:
