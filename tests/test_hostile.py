@@ -632,3 +632,27 @@ def test_a_damaged_file_of_an_output_dir_is_one_line_naming_it(tmp_path, tiny_mo
                "i": ["search", tmp_path / "i", "--id", "1"],
                "s": ["sentiment", "eval", tmp_path / "s", tmp_path / "v", "--labels", tmp_path / "labels.parquet"]}
     refused(invoke(*command[folder]), problem)
+
+
+def test_ids_texts_and_labels_print_as_they_are_with_control_characters_escaped(tmp_path):
+    # rich read them as markup: "[/]" in a snippet, id or label stopped the command with a MarkupError
+    # traceback, "[cite]" vanished, ":fire:" became an emoji; an ESC sequence reached the terminal.
+    marked = ["[/]", "[red]x", ":fire:"]
+    vecs, centre = blobs(60, 8, 3, orthogonal=True)
+    ids = [f"{marked[c]}{i}" for i, c in enumerate(centre)]
+    make_vectors_dir(tmp_path / "v", vecs, ids)
+    index_collection(tmp_path / "v", tmp_path / "i", IndexConfig())
+    texts = [f"{marked[c]} [cite] \x1b]0;owned\x07" for c in centre]
+    splits = ["test" if i % 4 == 0 else "train" for i in range(60)]
+    pq.write_table(pa.table({"id": ids, "text": texts, "label": [marked[c] for c in centre], "split": splits}),
+                   tmp_path / "docs.parquet")
+
+    r = invoke("search", tmp_path / "i", "--id", ids[0], "-k", "2", "--data", tmp_path / "docs.parquet")
+    assert r.exit_code == 0, r.output
+    assert f"top 2 for id {ids[0]}" in r.output and f"{marked[centre[0]]} [cite]" in r.output, r.output
+    assert "\\x1b]0;owned\\x07" in r.output and "\x1b" not in r.output, r.output
+    r = invoke("sentiment", "train", tmp_path / "v", "--labels", tmp_path / "docs.parquet", "--out", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    r = invoke("sentiment", "eval", tmp_path / "c", tmp_path / "v", "--labels", tmp_path / "docs.parquet")
+    assert r.exit_code == 0, r.output
+    assert all(f"F1 {label}" in r.output for label in marked), r.output

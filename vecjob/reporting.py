@@ -9,7 +9,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console(stderr=True)
+# No markup or emoji codes: what is printed holds ids, texts, labels and paths from the user's data, where
+# "[/]" stopped a command with rich's MarkupError, "[citation needed]" vanished and ":fire:" became 🔥.
+console = Console(stderr=True, markup=False, emoji=False)
+
+
+def shown(value: object) -> str:
+    """A value from the data as a terminal may show it: control characters escaped (an ESC sequence in
+    an id or a text would drive the terminal: recolour it, retitle it, move the cursor)."""
+    text = str(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @contextlib.contextmanager
@@ -49,17 +58,18 @@ def status(message: str) -> Iterator[None]:
 def summary(title: str, rows: dict[str, object]) -> None:
     """A titled two-column summary: a table in a terminal, plain aligned lines in a log (a nightly
     job's), where a table would be cut to the width rich guesses."""
+    title, rows = shown(title), {shown(key): _fmt(value) for key, value in rows.items()}
     if not console.is_terminal:
         width = max(map(len, rows), default=0)
         console.print(title, highlight=False, soft_wrap=True)
         for key, value in rows.items():
-            console.print(f"  {key:<{width}}  {_fmt(value)}", highlight=False, soft_wrap=True)
+            console.print(f"  {key:<{width}}  {value}", highlight=False, soft_wrap=True)
         return
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows.items():
-        table.add_row(key, _fmt(value))
+        table.add_row(key, value)
     console.print(table)
 
 
@@ -68,4 +78,4 @@ def _fmt(value: object) -> str:
         return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
-    return str(value)
+    return shown(value)

@@ -26,6 +26,8 @@ def run(
     address: AddressOpt = None,
 ) -> None:
     """Run the stages a job spec names, skipping those whose outputs are up to date."""
+    from rich.text import Text
+
     from vecjob import reporting
     from vecjob.pipeline import headline, run_job
 
@@ -38,7 +40,8 @@ def run(
         spec = spec.model_copy(update={"address": address})
 
     def on_stage(stage: str, state: str) -> None:
-        reporting.console.print(f"[bold]{stage}[/]: {state}", soft_wrap=True)  # one line a stage, in a log too
+        reporting.console.print(Text.assemble((stage, "bold"), f": {reporting.shown(state)}"),
+                                soft_wrap=True)  # one line a stage, in a log too
 
     manifest = run_job(spec, force=force, on_stage=on_stage, retrain=retrain)
     rows = {r["stage"]: r["status"] + (f" in {r['seconds']:.0f}s: {headline(r['metrics'])}" if "seconds" in r else "")

@@ -45,13 +45,13 @@ def search(
         return
     from rich.table import Table
 
-    from vecjob.reporting import console
+    from vecjob.reporting import console, shown
 
-    table = Table(title=f"top {len(hits)} for {'id ' + doc_id if doc_id else repr(text)}")
+    table = Table(title=f"top {len(hits)} for {'id ' + shown(doc_id) if doc_id else repr(text)}")
     for col in ("rank", "id", "score") + (("snippet",) if data else ()):
         table.add_column(col, overflow="fold")
     for h in hits:
-        table.add_row(str(h["rank"]), str(h["id"]), f"{h['score']:.4f}", *([h["snippet"]] if data else []))
+        table.add_row(str(h["rank"]), shown(h["id"]), f"{h['score']:.4f}", *([shown(h["snippet"])] if data else []))
     console.print(table)
 
 
