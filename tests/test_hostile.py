@@ -656,3 +656,4 @@ def test_ids_texts_and_labels_print_as_they_are_with_control_characters_escaped(
     r = invoke("sentiment", "eval", tmp_path / "c", tmp_path / "v", "--labels", tmp_path / "docs.parquet")
     assert r.exit_code == 0, r.output
     assert all(f"F1 {label}" in r.output for label in marked), r.output
+    refused(invoke("search", tmp_path / "no\nwhere", "--id", ids[0]), "no\\nwhere")  # the one line stays one

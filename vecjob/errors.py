@@ -23,6 +23,14 @@ class LockedError(VecjobError):
     """Another run holds the output directory."""
 
 
+def shown(value: object) -> str:
+    """A value from the data as a terminal may show it: control characters escaped (an ESC sequence in
+    an id or a text would drive the terminal: recolour it, retitle it, move the cursor; a newline in a
+    path would make a one-line error two)."""
+    text = str(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def quoted(value: object, limit: int = 40) -> str:
     """A value from the data as a message quotes it: its repr, cut short (an id may be a whole text)."""
     text = repr(value)

@@ -9,16 +9,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from vecjob.errors import shown
+
 # No markup or emoji codes: what is printed holds ids, texts, labels and paths from the user's data, where
 # "[/]" stopped a command with rich's MarkupError, "[citation needed]" vanished and ":fire:" became 🔥.
 console = Console(stderr=True, markup=False, emoji=False)
 
-
-def shown(value: object) -> str:
-    """A value from the data as a terminal may show it: control characters escaped (an ESC sequence in
-    an id or a text would drive the terminal: recolour it, retitle it, move the cursor)."""
-    text = str(value)
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ import typer
 
 from vecjob import storage
 from vecjob.config import JobSpec, load_job_spec, override
-from vecjob.errors import ConfigError, VecjobError
+from vecjob.errors import ConfigError, VecjobError, shown
 from vecjob.tokenizer import unicode_problem
 
 app = typer.Typer(
@@ -88,11 +88,11 @@ def friendly_errors(fn):
                        "command goes on from it", err=True)
             raise typer.Exit(128 + signum) from None
         except VecjobError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {shown(exc)}", err=True)
             raise typer.Exit(2) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
-            typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            typer.echo(f"error: {shown(where)}{shown(exc.strerror or exc)}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -29,6 +29,7 @@ def run(
     from rich.text import Text
 
     from vecjob import reporting
+    from vecjob.errors import shown
     from vecjob.pipeline import headline, run_job
 
     if out:
@@ -40,7 +41,7 @@ def run(
         spec = spec.model_copy(update={"address": address})
 
     def on_stage(stage: str, state: str) -> None:
-        reporting.console.print(Text.assemble((stage, "bold"), f": {reporting.shown(state)}"),
+        reporting.console.print(Text.assemble((stage, "bold"), f": {shown(state)}"),
                                 soft_wrap=True)  # one line a stage, in a log too
 
     manifest = run_job(spec, force=force, on_stage=on_stage, retrain=retrain)

@@ -45,7 +45,8 @@ def search(
         return
     from rich.table import Table
 
-    from vecjob.reporting import console, shown
+    from vecjob.errors import shown
+    from vecjob.reporting import console
 
     table = Table(title=f"top {len(hits)} for {'id ' + shown(doc_id) if doc_id else repr(text)}")
     for col in ("rank", "id", "score") + (("snippet",) if data else ()):
