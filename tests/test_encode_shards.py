@@ -151,3 +151,16 @@ def test_an_id_twice_in_one_input_shard_is_refused_before_anything_is_written(ti
     with pytest.raises(InputError, match=r"a.parquet: 2 rows share an id in column 'id' \(e.g. 'd3'\)"):
         _encode(data, tiny_model_dir, tmp_path / "v", rows_per_task=20)
     assert not (tmp_path / "v").exists()
+
+
+def test_a_later_partition_numbered_without_padding_replaces_an_earlier_one_s_row(tiny_model_dir, tmp_path):
+    # Spark writes an integer partition column unpadded: by characters, month=10 sorted before
+    # month=9, and September's row of a document replaced October's.
+    for month, text in [(9, "goal team league match"), (10, "market shares profit bank")]:
+        (tmp_path / "data" / f"month={month}").mkdir(parents=True)
+        pq.write_table(pa.table({"id": ["doc-1", f"only-{month}"], "text": [text, text]}),
+                       tmp_path / "data" / f"month={month}" / "part-0.parquet")
+    _encode(tmp_path / "data", tiny_model_dir, tmp_path / "v")
+    vdir = VectorsDir.open(tmp_path / "v")
+    live = dict(zip(*vdir.live_ids().to_dict(as_series=False).values()))
+    assert live["doc-1"] == live["only-10"] != live["only-9"]

@@ -157,3 +157,12 @@ def test_a_remembered_file_hash_follows_the_file_not_its_name(tmp_path):
         f.write(b"a")
     (tmp_path / "c.bin").write_bytes(b"abbb")
     assert file_fingerprint(shard) == file_fingerprint(tmp_path / "c.bin")
+
+
+def test_shards_are_ordered_by_name_with_numbers_compared_as_numbers(tmp_path):
+    names = ["month=9/day=30", "month=10/day=2", "month=9/day=4", "2026-12-02", "2026-11-30"]
+    for name in names:
+        (tmp_path / name).mkdir(parents=True)
+        pq.write_table(pa.table({"id": [1], "text": ["x"]}), tmp_path / name / "p.parquet")
+    found = [os.path.relpath(os.path.dirname(p), tmp_path) for p in discover(str(tmp_path))]
+    assert found == ["2026-11-30", "2026-12-02", "month=9/day=4", "month=9/day=30", "month=10/day=2"]

@@ -73,7 +73,16 @@ def discover(paths: list[str] | str) -> list[str]:
             raise InputError(f"{p}: no such file or directory")
     if not found:
         raise InputError(f"{', '.join(paths)}: no Parquet files found")
-    return sorted(dict.fromkeys(f if storage.is_uri(f) else os.path.abspath(f) for f in found))
+    return sorted(dict.fromkeys(f if storage.is_uri(f) else os.path.abspath(f) for f in found), key=path_order)
+
+
+def path_order(path: str) -> tuple:
+    """The order of a collection's shards, in which a later shard's row of an id replaces an earlier
+    one's: by name, with numbers compared as numbers. Spark writes an integer partition column
+    unpadded, and by characters alone `month=10` came before `month=9`: September's vector of a
+    document won over October's. Zero-padded names and ISO dates sort as they did."""
+    parts = re.split(r"(\d+)", path)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), path
 
 
 def _discover_uri(location: str) -> list[str]:
