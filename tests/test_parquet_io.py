@@ -166,3 +166,14 @@ def test_shards_are_ordered_by_name_with_numbers_compared_as_numbers(tmp_path):
         pq.write_table(pa.table({"id": [1], "text": ["x"]}), tmp_path / name / "p.parquet")
     found = [os.path.relpath(os.path.dirname(p), tmp_path) for p in discover(str(tmp_path))]
     assert found == ["2026-11-30", "2026-12-02", "month=9/day=4", "month=9/day=30", "month=10/day=2"]
+
+
+def test_a_link_back_up_the_tree_lists_each_shard_once(tmp_path):
+    # The glob module follows links to folders under "**": each file below such a link was listed
+    # about 40 times (once per level until the OS refused the path), each copy a shard of its own.
+    (tmp_path / "data" / "day=1").mkdir(parents=True)
+    pq.write_table(pa.table({"id": [1], "text": ["x"]}), tmp_path / "data" / "day=1" / "p.parquet")
+    (tmp_path / "data" / "day=1" / "back").symlink_to("..")
+    expected = [str(tmp_path / "data" / "day=1" / "p.parquet")]
+    assert discover(str(tmp_path / "data")) == expected
+    assert discover(str(tmp_path / "data" / "**" / "*.parquet")) == expected

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import functools
-import glob
 import hashlib
 import json
 import math
@@ -68,7 +67,7 @@ def discover(paths: list[str] | str) -> list[str]:
         elif os.path.isfile(p):
             found.append(p)
         elif any(ch in p for ch in "*?["):
-            found += sorted(f for f in glob.glob(p, recursive=True) if os.path.isfile(f) and not _hidden_match(p, f))
+            found += [f for f in _glob(p) if not _hidden_match(p, f)]
         else:
             raise InputError(f"{p}: no such file or directory")
     if not found:
@@ -111,6 +110,17 @@ def parquet_file(path: str) -> pq.ParquetFile:
         fs, inner = storage.filesystem(path)
         return pq.ParquetFile(fs.open_input_file(inner))
     return pq.ParquetFile(path)
+
+
+def _glob(pattern: str) -> list[str]:
+    """The files a local glob names. Its `**` does not follow links to folders (pathlib's rule; the
+    glob module follows them: a link back up the tree named every file below it ~40 times over,
+    two such links made the listing exponential)."""
+    parts = Path(pattern).parts
+    wild = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    rest = [part if part == "**" else part.replace("**", "*") for part in parts[wild:]]  # "a**" is "a*" to glob
+    root = Path(*parts[:wild]) if wild else Path()
+    return [str(f) for f in root.glob(str(Path(*rest))) if f.is_file()]
 
 
 def _hidden(rel: Path) -> bool:
