@@ -242,8 +242,12 @@ def test_a_run_stopped_by_a_signal_says_so_in_one_line_and_the_same_command_goes
     # run and calls sys.exit); SIGTERM, what a scheduler sends at its time limit, printed Ray's C++
     # stack dump and aborted, which reads like a crash in a nightly log.
     out = tmp_path / "model"
-    train = [*VECJOB, "train", str(collection), "--out", str(out), "--epochs", "5", "--dim", "8", "--hidden-dim", "16",
-             "--max-len", "16"]
+    # Rounds of a fraction of a second: 20 of them, without early stopping, leave the signal seconds
+    # to arrive mid-run.
+    spec = tmp_path / "spec.toml"
+    spec.write_text("[train]\nepochs = 20\npatience = 20\n")
+    train = [*VECJOB, "train", str(collection), "--out", str(out), "--config", str(spec), "--dim", "8",
+             "--hidden-dim", "16", "--max-len", "16"]
     proc = subprocess.Popen(train, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         for line in proc.stderr:  # round 2 has ended: round 1's checkpoint, at least, is reported
@@ -265,4 +269,4 @@ def test_a_run_stopped_by_a_signal_says_so_in_one_line_and_the_same_command_goes
         done = subprocess.run(train, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         manifest = json.loads((out / "manifest.json").read_text())
-        assert manifest["rounds_run"] == 5 and manifest["resumed_after_rounds"][0] >= 1
+        assert manifest["rounds_run"] == 20 and manifest["resumed_after_rounds"][0] >= 1

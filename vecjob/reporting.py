@@ -16,7 +16,6 @@ from vecjob.errors import shown
 console = Console(stderr=True, markup=False, emoji=False)
 
 
-
 @contextlib.contextmanager
 def row_progress(description: str) -> Iterator[tuple[Callable[[int, int], None], Callable[[int], None]]]:
     """Yields (on_plan(todo_rows, total_rows), on_rows(n)) callbacks driving one progress bar.
