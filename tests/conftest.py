@@ -295,9 +295,11 @@ def ray_cluster(s3_server):
         nodes = {r: n.node_id for n in alive() for r in n.resources_total if r.startswith("node_")}
         yield RayCluster(gcs, dashboard, env, nodes)
     finally:
-        # `ray start --block` stops its node on SIGINT (it ignores SIGTERM); the worker node first.
+        # `ray start --block` stops its node on SIGINT (it ignores SIGTERM); the worker node first. Alone,
+        # each stops in under 2 s; at the end of the whole suite both have waited out a minute and been
+        # killed (not traced): 15 s, then the group is killed.
         for proc in reversed(processes):
-            stop_group(proc, signal.SIGINT)
+            stop_group(proc, signal.SIGINT, timeout=15)
 
 
 def _wait_for(ready, processes: list, what: str, timeout_s: float = 120) -> None:
