@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,8 +262,39 @@ class RayCluster:
 def ray_cluster(s3_server):
     """Two Ray nodes on this machine, each a `ray start --block` process group with its own temp dir,
     one CPU and a custom resource naming it; the head serves the Jobs API. Every process of it has the
-    S3 server's settings in its environment, as a cluster's nodes have their store's."""
+    S3 server's settings in its environment, as a cluster's nodes have their store's.
+
+    A node's ports are picked free before it starts and bound by it only later, so another process
+    on a busy machine can take one in between (once in CI, a head node exited while the second node
+    joined). A start in which a node exits is reported as a warning, with the tail of what that node
+    printed, and made again with fresh ports; the third such start fails the tests that need it."""
     pytest.importorskip("ray.dashboard", reason="the Jobs API and the state API need ray[default]")
+    failed_starts: list[str] = []
+    for attempt in range(3):
+        processes: list[tuple[subprocess.Popen, Path]] = []
+        try:
+            try:
+                cluster = _start_two_nodes(s3_server, f"vj{os.getpid()}-{attempt}", processes)
+            except _NodeExited as exited:
+                failed_starts.append(str(exited))
+                warnings.warn(f"two-node cluster, start {attempt + 1}: {exited}", stacklevel=1)
+                continue
+            yield cluster
+            return
+        finally:
+            # `ray start --block` stops its node on SIGINT (it ignores SIGTERM); the worker node first.
+            # Alone, each stops in under 2 s; at the end of the whole suite both have waited out a
+            # minute and been killed (not traced): 15 s, then the group is killed.
+            for proc, _ in reversed(processes):
+                stop_group(proc, signal.SIGINT, timeout=15)
+    pytest.fail("\n\n".join(failed_starts))
+
+
+class _NodeExited(Exception):
+    pass
+
+
+def _start_two_nodes(s3_server, name_prefix: str, processes: list) -> RayCluster:
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, **s3_server.env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     gcs = f"127.0.0.1:{free_port()}"
@@ -270,36 +302,31 @@ def ray_cluster(s3_server):
     env["RAY_ADDRESS"] = gcs
     dashboard = f"http://127.0.0.1:{free_port()}"
 
-    def node(name: str, *role: str) -> subprocess.Popen:
+    def node(name: str, *role: str) -> None:
         ports = {flag: free_port() for flag in ("node-manager-port", "object-manager-port", "metrics-export-port",
                                                  "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                  "runtime-env-agent-port")}
-        return subprocess.Popen(
-            [str(bin_dir / "ray"), "start", *role, "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-             f"--resources={json.dumps({name: 1})}", f"--temp-dir=/tmp/vj{os.getpid()}-{name}",
-             "--object-store-memory=300000000", "--disable-usage-stats",
-             *(f"--{flag}={port}" for flag, port in ports.items())],
-            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        output = Path(f"/tmp/{name_prefix}-{name}.log")
+        with output.open("wb") as log:
+            processes.append((subprocess.Popen(
+                [str(bin_dir / "ray"), "start", *role, "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                 f"--resources={json.dumps({name: 1})}", f"--temp-dir=/tmp/{name_prefix}-{name}",
+                 "--object-store-memory=300000000", "--disable-usage-stats",
+                 *(f"--{flag}={port}" for flag, port in ports.items())],
+                env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+            ), output))
 
-    processes = [node("node_head", "--head", f"--port={gcs.split(':')[1]}", "--include-dashboard=true",
-                      "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard.rsplit(':', 1)[1]}")]
-    try:
-        from ray.util.state import list_nodes
+    from ray.util.state import list_nodes
 
-        _wait_for(lambda: subprocess.run([str(bin_dir / "ray"), "job", "list", "--address", dashboard], env=env,
-                                         capture_output=True).returncode == 0, processes, "the head's Jobs API")
-        processes.append(node("node_worker", f"--address={gcs}"))
-        alive = lambda: [n for n in list_nodes(address=dashboard, detail=True) if n.state == "ALIVE"]  # noqa: E731
-        _wait_for(lambda: len(alive()) == 2, processes, "the second node")
-        nodes = {r: n.node_id for n in alive() for r in n.resources_total if r.startswith("node_")}
-        yield RayCluster(gcs, dashboard, env, nodes)
-    finally:
-        # `ray start --block` stops its node on SIGINT (it ignores SIGTERM); the worker node first. Alone,
-        # each stops in under 2 s; at the end of the whole suite both have waited out a minute and been
-        # killed (not traced): 15 s, then the group is killed.
-        for proc in reversed(processes):
-            stop_group(proc, signal.SIGINT, timeout=15)
+    node("node_head", "--head", f"--port={gcs.split(':')[1]}", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard.rsplit(':', 1)[1]}")
+    _wait_for(lambda: subprocess.run([str(bin_dir / "ray"), "job", "list", "--address", dashboard], env=env,
+                                     capture_output=True).returncode == 0, processes, "the head's Jobs API")
+    node("node_worker", f"--address={gcs}")
+    alive = lambda: [n for n in list_nodes(address=dashboard, detail=True) if n.state == "ALIVE"]  # noqa: E731
+    _wait_for(lambda: len(alive()) == 2, processes, "the second node")
+    nodes = {r: n.node_id for n in alive() for r in n.resources_total if r.startswith("node_")}
+    return RayCluster(gcs, dashboard, env, nodes)
 
 
 def _wait_for(ready, processes: list, what: str, timeout_s: float = 120) -> None:
@@ -310,6 +337,10 @@ def _wait_for(ready, processes: list, what: str, timeout_s: float = 120) -> None
                 return
         except Exception:  # noqa: BLE001 - not up yet
             pass
-        assert all(p.poll() is None for p in processes), f"a Ray node exited while waiting for {what}"
+        for proc, output in processes:
+            if proc.poll() is not None:
+                tail = "\n".join(output.read_text(errors="replace").splitlines()[-40:])
+                raise _NodeExited(f"{output.stem} exited with {proc.returncode} while waiting for {what}; "
+                                  f"the end of what it printed ({output}):\n{tail}")
         assert time.time() < deadline, f"{what} did not come up within {timeout_s:.0f} s"
         time.sleep(2)
