@@ -5,6 +5,7 @@ Library tests need no Ray. Tests that use Ray take the `ray_session` fixture (st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -170,10 +171,19 @@ def other_model_dir(tmp_path_factory, collection) -> Path:
 # ---- real servers and clusters, started once per session and shared ------------------------------
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports free now: each socket stays bound until all are picked, since
+    the OS may hand a just-closed port out again (on this machine, 8 of 2,000 runs of 14 picks
+    one at a time held a repeat)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
@@ -297,22 +307,25 @@ class _NodeExited(Exception):
 def _start_two_nodes(s3_server, name_prefix: str, processes: list) -> RayCluster:
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, **s3_server.env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
-    gcs = f"127.0.0.1:{free_port()}"
+    flags = ("node-manager-port", "object-manager-port", "metrics-export-port", "dashboard-agent-listen-port",
+             "dashboard-agent-grpc-port", "runtime-env-agent-port")
+    # Both nodes' ports are picked together: the head's agents bind theirs only after its Jobs API is
+    # up, so a port picked for the second node then could be one the head was told to use.
+    ports = iter(free_ports(2 + 2 * len(flags)))
+    gcs = f"127.0.0.1:{next(ports)}"
     # Processes of this cluster must not find the session's own Ray: with two, the State API asks both.
     env["RAY_ADDRESS"] = gcs
-    dashboard = f"http://127.0.0.1:{free_port()}"
+    dashboard = f"http://127.0.0.1:{next(ports)}"
 
     def node(name: str, *role: str) -> None:
-        ports = {flag: free_port() for flag in ("node-manager-port", "object-manager-port", "metrics-export-port",
-                                                 "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                 "runtime-env-agent-port")}
+        node_ports = {flag: next(ports) for flag in flags}
         output = Path(f"/tmp/{name_prefix}-{name}.log")
         with output.open("wb") as log:
             processes.append((subprocess.Popen(
                 [str(bin_dir / "ray"), "start", *role, "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
                  f"--resources={json.dumps({name: 1})}", f"--temp-dir=/tmp/{name_prefix}-{name}",
                  "--object-store-memory=300000000", "--disable-usage-stats",
-                 *(f"--{flag}={port}" for flag, port in ports.items())],
+                 *(f"--{flag}={port}" for flag, port in node_ports.items())],
                 env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
             ), output))
 

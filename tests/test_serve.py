@@ -4,7 +4,6 @@ bounded loops, indexes published while it answers. One service for the whole mod
 import json
 import re
 import shutil
-import socket
 import threading
 import time
 import urllib.error
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from conftest import free_port
 from vecjob.cli import app
 from vecjob.config import DataConfig, EncodeConfig, IndexConfig
 from vecjob.index import index_collection
@@ -27,12 +27,6 @@ from vecjob.vectors import VectorsDir, table_vectors
 
 pytest.importorskip("ray.serve")
 pytest.importorskip("fastapi")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(url: str, path: str, body=None, timeout: float = 30.0) -> tuple[int, dict]:
@@ -61,7 +55,7 @@ def service(ray_session, tiny_model_dir, collection, tmp_path_factory):
     _publish_model(tiny_model_dir, root / "model")  # a copy: the swap test publishes another model here
     encode_collection(DataConfig(paths=[str(collection)]), root / "model", root / "v", EncodeConfig())
     index_collection(root / "v", root / "index", IndexConfig())
-    url = deploy(str(root / "index"), str(root / "model"), [str(collection)], port=_free_port(), poll_s=0.3)
+    url = deploy(str(root / "index"), str(root / "model"), [str(collection)], port=free_port(), poll_s=0.3)
     deadline = time.time() + 60
     while time.time() < deadline and call(url, "/healthz")[0] != 200:
         time.sleep(0.2)
