@@ -270,3 +270,22 @@ def test_a_run_stopped_by_a_signal_says_so_in_one_line_and_the_same_command_goes
         assert done.returncode == 0, done.stderr
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["rounds_run"] == 20 and manifest["resumed_after_rounds"][0] >= 1
+
+
+def test_a_command_run_in_process_gives_the_caller_its_sigterm_handler_back(tmp_path):
+    # A scheduler that runs `app()` in its own Python process keeps its SIGTERM handling after the
+    # command; the command's own handler lasts as long as the command.
+    from typer.testing import CliRunner
+
+    from vecjob.cli import app
+
+    def callers_handler(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGTERM, callers_handler)
+    try:
+        result = CliRunner().invoke(app, ["search", str(tmp_path / "no-index"), "--id", "x"])
+        assert result.exit_code == 2 and "no-index" in result.output, result.output
+        assert signal.getsignal(signal.SIGTERM) is callers_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -77,8 +77,12 @@ def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        # The caller's handler comes back afterwards: a scheduler that runs the app in its own process
+        # (a Python task calling `app()`) keeps its SIGTERM handling.
+        caller_sigterm = None
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _stop)
+            caller_sigterm = signal.signal(signal.SIGTERM, _stop)
+        _stop_signals.clear()
         try:
             check_unicode(fn, kwargs)
             return fn(*args, **kwargs)
@@ -94,6 +98,9 @@ def friendly_errors(fn):
             where = f"{exc.filename}: " if exc.filename else ""
             typer.echo(f"error: {shown(where)}{shown(exc.strerror or exc)}", err=True)
             raise typer.Exit(2) from None
+        finally:
+            if caller_sigterm is not None:
+                signal.signal(signal.SIGTERM, caller_sigterm)
 
     return wrapper
 
