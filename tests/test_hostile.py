@@ -520,6 +520,10 @@ def test_a_cluster_address_that_is_malformed_or_where_nothing_listens_is_one_lin
         ([], {"RAY_ADDRESS": "head-node:\u00b2"}, "RAY_ADDRESS head-node:\u00b2: not a Ray cluster address"),
         (["--address", f"127.0.0.1:{closed_port}"], {}, f"address (--address) 127.0.0.1:{closed_port}: no Ray "
                                                          "cluster answers there"),
+        # Ray Client waited 30 s and said "ray client connection timeout", naming no address.
+        (["--address", f"ray://127.0.0.1:{closed_port}"], {}, f"address (--address) ray://127.0.0.1:{closed_port}: "
+                                                               "no Ray Client server answers there"),
+        ([], {"RAY_ADDRESS": "ray://head-node:port"}, "RAY_ADDRESS ray://head-node:port: not a Ray cluster address"),
     ]:
         done = subprocess.run([*vecjob, "train", str(collection), "--out", str(tmp_path / "m"), *flags],
                               capture_output=True, text=True, timeout=120, env={**os.environ, **env})

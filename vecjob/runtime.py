@@ -27,7 +27,10 @@ def connect(address: str | None = None) -> dict:
         if address:
             _check_answers(address, source)
             log.info("connecting to Ray cluster at %s", address)
-            ray.init(address=address, log_to_driver=True, **_storage_env())
+            try:
+                ray.init(address=address, log_to_driver=True, **_storage_env())
+            except ConnectionError as exc:  # no local cluster for "auto"; a Ray Client that never answered
+                raise ConfigError(f"{source} {address}: {exc}") from None
         else:
             # Local runs need no token auth; the default object store (30% of RAM) is far more than needed.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -54,20 +57,28 @@ def connect(address: str | None = None) -> dict:
 CONNECT_CHECK_S = 10.0  # a cluster's GCS answers at once; a host that drops packets is given this long
 
 
+RAY_CLIENT_PORT = "10001"  # Ray Client's port when a ray:// address names none
+
+
 def _check_answers(address: str, source: str) -> None:
-    """Refuse a cluster address (host:port of its GCS) that is malformed or where nothing listens: Ray
-    would raise a traceback for the first and, for the second, retry for minutes printing warnings."""
+    """Refuse a cluster address (host:port of its GCS, or ray://host[:port] of its Ray Client server)
+    that is malformed or where nothing listens: Ray would raise a traceback for the first and, for the
+    second, retry for minutes printing warnings (Ray Client: 30 s, then a line naming neither)."""
     import socket
 
-    if address == "auto" or "://" in address:  # the latest local cluster; Ray Client has its own timeout
+    scheme, client, rest = address.rpartition("://")
+    if address == "auto" or (client and scheme != "ray"):  # this machine's cluster; another client builder's
         return
-    host, _, port = address.rpartition(":")
+    host, colon, port = rest.rpartition(":")
+    if client and (not colon or "]" in port):  # ray://HOST ([IPv6] too): Ray Client's own port
+        host, port = rest, RAY_CLIENT_PORT
     if not host or not port.isdecimal() or not 0 < int(port) < 65536:
         raise ConfigError(f"{source} {address}: not a Ray cluster address (HOST:PORT, auto or ray://HOST:PORT)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_CHECK_S).close()
     except OSError as exc:
-        raise ConfigError(f"{source} {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+        what = "Ray Client server" if client else "Ray cluster"
+        raise ConfigError(f"{source} {address}: no {what} answers there ({exc.strerror or exc})") from None
 
 
 STORAGE_ENV = ("AWS_", "GOOGLE_", "VECJOB_CACHE")
