@@ -55,15 +55,13 @@ def connect(address: str | None = None) -> dict:
 
 
 CONNECT_CHECK_S = 10.0  # a cluster's GCS answers at once; a host that drops packets is given this long
-
-
 RAY_CLIENT_PORT = "10001"  # Ray Client's port when a ray:// address names none
 
 
 def _check_answers(address: str, source: str) -> None:
     """Refuse a cluster address (host:port of its GCS, or ray://host[:port] of its Ray Client server)
     that is malformed or where nothing listens: Ray would raise a traceback for the first and, for the
-    second, retry for minutes printing warnings (Ray Client: 30 s, then a line naming neither)."""
+    second, retry for minutes printing warnings (Ray Client: 30 s, then a line naming no address)."""
     import socket
 
     scheme, client, rest = address.rpartition("://")
