@@ -186,3 +186,16 @@ def test_a_killed_night_resumes_to_the_same_index_and_a_refused_night_changes_no
         (clean / "collection" / "model" / "manifest.json").read_text())["model_fingerprint"]
     assert load_index_dir(killed / "collection" / "index").manifest["model_fingerprint"] == new_model
     assert not (killed / "collection" / ".model-next").exists()
+
+
+def test_a_models_age_is_read_with_the_utc_offset_it_was_written_with():
+    # Read as the reader's local time, a model written at noon in UTC+14 and one written at noon in
+    # UTC-12 were the same age: `train.max_model_age_days` retrained a night early or late.
+    from datetime import datetime, timezone
+
+    from vecjob.lifecycle import created_at
+
+    noon_utc = datetime(2026, 12, 1, 12, tzinfo=timezone.utc).timestamp()
+    assert created_at({"created": "2026-12-01T12:00:00+0000"}) == noon_utc
+    assert created_at({"created": "2026-12-01T12:00:00+1400"}) == noon_utc - 14 * 3600
+    assert created_at({"created": "2026-12-01T12:00:00-1200"}) == noon_utc + 12 * 3600

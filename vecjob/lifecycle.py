@@ -14,6 +14,7 @@ reader never pairs a query encoded by one model with an index of another's vecto
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def decide(spec: JobSpec, model_dir: Path, vectors_dir: Path, retrain: bool) -> 
     if trained_with != settings_fingerprint(spec.tokenizer, spec.model, spec.train) or \
             read_json(model_dir / "config.json").get("tokenizer_version") not in TOKEN_PATTERNS:
         return {"train": True, "target": pending, "why": "the model settings in the spec changed"}
-    age_days = (time.time() - _created(manifest)) / 86_400
+    age_days = (time.time() - created_at(manifest)) / 86_400
     if spec.train.max_model_age_days and age_days > spec.train.max_model_age_days:
         return {"train": True, "target": pending, "age_days": round(age_days, 1),
                 "why": f"the model is {age_days:.1f} days old (max {spec.train.max_model_age_days})"}
@@ -76,10 +77,18 @@ def decide(spec: JobSpec, model_dir: Path, vectors_dir: Path, retrain: bool) -> 
             "why": f"kept (drift {drift['drift']:.3f} ≤ {spec.train.retrain_drift})"}
 
 
-def _created(manifest: dict) -> float:
+def created_at(manifest: dict) -> float:
+    """When a manifest was written, in seconds since the epoch. Its time carries the writer's UTC
+    offset: read as the reader's local time, a model written on a cluster in another time zone aged
+    by that many hours."""
+    created = str(manifest.get("created", ""))
     try:
-        return time.mktime(time.strptime(manifest["created"][:19], "%Y-%m-%dT%H:%M:%S"))
-    except (KeyError, ValueError):
+        return datetime.strptime(created, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        pass
+    try:  # no offset: the local time of a machine like this one
+        return time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
         return time.time()
 
 
