@@ -120,6 +120,9 @@ TARGETS = [
            "serve_speed.json", lambda d: (f"{_serve(d, 32)['qps']:.0f}/s", _serve(d, 32)["qps"] >= 200)),
     Target("nightly.py", "a night over a grown collection (issue 27)", "a night ≤ 5% of a full run",
            "nightly.json", _nightly_share),
+    Target("suite_time.py", "the test suite on 2 cores (CI)", "every test passes, ≤ 20 min", "suite_time.json",
+           lambda d: (f"{d['counts'].get('passed', 0)} passed, {d['wall_s'] / 60:.1f} min",
+                      d["exit_code"] == 0 and d["wall_s"] <= 1200)),
 ]
 
 
