@@ -184,3 +184,20 @@ def test_a_night_whose_ids_change_type_rebuilds_the_index_and_refits_the_cluster
     assert json.loads((tmp_path / "c" / "manifest.json").read_text()).get("action") != "assigned"
     assigned = pl.read_parquet(tmp_path / "c" / "assignments.parquet")
     assert assigned["id"].dtype == pl.Int64 and assigned.height == clusters["n"] == 120
+
+
+def test_a_night_that_leaves_no_vector_is_refused_in_one_line_and_keeps_the_index(tmp_path):
+    # Every document of the collection became blank: the update removed every vector and then
+    # failed to draw its recall sample, a ValueError traceback.
+    import shutil
+
+    vecs = _clustered(120, 8)
+    vdir = make_vectors_dir(tmp_path / "v", vecs, [str(i) for i in range(120)])
+    index_collection(vdir, tmp_path / "i", IndexConfig(), update=True)
+    before = (tmp_path / "i" / "manifest.json").read_bytes()
+    shutil.rmtree(vdir)
+    make_vectors_dir(tmp_path / "v", np.empty((0, 8), np.float32), [], shards=1)
+    with pytest.raises(InputError, match="holds no vectors to index"):
+        index_collection(vdir, tmp_path / "i", IndexConfig(), update=True)
+    assert (tmp_path / "i" / "manifest.json").read_bytes() == before
+    assert load_index_dir(tmp_path / "i").search(vecs[5], 1)[0] == [["5"]]

@@ -211,10 +211,8 @@ def _prep(metric: str):
 
 def build_index(vectors_dir: str | Path, cfg: IndexConfig, why: str = "no index yet") -> BuiltIndex:
     """A new index over every live vector of the dir (slots 0..n-1 in shard order)."""
-    vdir = VectorsDir.open(vectors_dir)
+    vdir = _vectors_to_index(vectors_dir)
     n, dim = vdir.num_vectors, vdir.dim
-    if n == 0:
-        raise InputError(f"{vectors_dir}: holds no vectors to index")
     check_factory(cfg.factory, dim, cfg.metric)
     factory = choose_factory(n, dim) if cfg.factory == "auto" else cfg.factory
     index = _labelled_index(factory, dim, cfg.metric)
@@ -277,9 +275,18 @@ def _manifest(vdir, cfg, factory, index, labels, train_size, *, trained_with, ad
     )
 
 
+def _vectors_to_index(vectors_dir: str | Path) -> VectorsDir:
+    """The vectors dir, refused when it holds none (every document blank): an index of nothing would
+    answer every search with nothing, and an update would remove every vector and then fail."""
+    vdir = VectorsDir.open(vectors_dir)
+    if vdir.num_vectors == 0:
+        raise InputError(f"{vectors_dir}: holds no vectors to index")
+    return vdir
+
+
 def update_index(vectors_dir: str | Path, current: "LoadedIndex", cfg: IndexConfig) -> BuiltIndex:
     """Bring a loaded index up to date with the vectors dir in place, or rebuild when the policy says so."""
-    vdir = VectorsDir.open(vectors_dir)
+    vdir = _vectors_to_index(vectors_dir)
     m = current.manifest
     why = _rebuild_reason(vdir, current, cfg)
     if why:
