@@ -276,8 +276,9 @@ def ray_cluster(s3_server):
 
     A node's ports are picked free before it starts and bound by it only later, so another process
     on a busy machine can take one in between (once in CI, a head node exited while the second node
-    joined). A start in which a node exits is reported as a warning, with the tail of what that node
-    printed, and made again with fresh ports; the third such start fails the tests that need it."""
+    joined). A start in which a node exits, or that does not come up in time, is reported as a
+    warning with the end of what the nodes printed, and made again with fresh ports; the third such
+    start fails the tests that need it."""
     pytest.importorskip("ray.dashboard", reason="the Jobs API and the state API need ray[default]")
     failed_starts: list[str] = []
     for attempt in range(3):
@@ -285,9 +286,9 @@ def ray_cluster(s3_server):
         try:
             try:
                 cluster = _start_two_nodes(s3_server, f"vj{os.getpid()}-{attempt}", processes)
-            except _NodeExited as exited:
-                failed_starts.append(str(exited))
-                warnings.warn(f"two-node cluster, start {attempt + 1}: {exited}", stacklevel=1)
+            except _StartFailed as failed:
+                failed_starts.append(str(failed))
+                warnings.warn(f"two-node cluster, start {attempt + 1}: {failed}", stacklevel=1)
                 continue
             yield cluster
             return
@@ -300,7 +301,7 @@ def ray_cluster(s3_server):
     pytest.fail("\n\n".join(failed_starts))
 
 
-class _NodeExited(Exception):
+class _StartFailed(Exception):
     pass
 
 
@@ -352,8 +353,14 @@ def _wait_for(ready, processes: list, what: str, timeout_s: float = 120) -> None
             pass
         for proc, output in processes:
             if proc.poll() is not None:
-                tail = "\n".join(output.read_text(errors="replace").splitlines()[-40:])
-                raise _NodeExited(f"{output.stem} exited with {proc.returncode} while waiting for {what}; "
-                                  f"the end of what it printed ({output}):\n{tail}")
-        assert time.time() < deadline, f"{what} did not come up within {timeout_s:.0f} s"
+                raise _StartFailed(f"{output.stem} exited with {proc.returncode} while waiting for {what}; "
+                                   f"{_tail(output)}")
+        if time.time() > deadline:
+            raise _StartFailed(f"{what} did not come up within {timeout_s:.0f} s; "
+                               + "; ".join(_tail(output) for _, output in processes))
         time.sleep(2)
+
+
+def _tail(output: Path) -> str:
+    lines = output.read_text(errors="replace").splitlines()[-40:]
+    return f"the end of what {output.stem} printed ({output}):\n" + "\n".join(lines)
