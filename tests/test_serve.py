@@ -254,3 +254,53 @@ def test_a_corrupt_or_missing_index_at_start_is_one_line(tmp_path, tiny_model_di
         r = runner.invoke(app, args)
         lines = r.output.strip().splitlines()
         assert r.exit_code == 2 and len(lines) == 1 and fragment in lines[0], r.output
+
+
+def _cluster_apps(cluster) -> dict:
+    with urllib.request.urlopen(f"{cluster.dashboard}/api/serve/applications/", timeout=30) as r:
+        return json.loads(r.read()).get("applications") or {}
+
+
+def test_a_service_on_a_cluster_goes_with_its_command_even_when_stopped_while_starting(ray_cluster, tmp_path):
+    # Stopped while Serve was starting it (Ctrl-C, a deployment's SIGTERM), the command ended and left
+    # the application on the cluster: a service nobody owned, holding its replicas' CPUs. Here it asks
+    # for more replicas than the two one-CPU nodes hold, so it waits for nodes to join (a cluster's
+    # autoscaler could add them) until it is stopped.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from conftest import make_vectors_dir
+    from vecjob.ray_serve import APP_NAME
+
+    vectors = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    make_vectors_dir(tmp_path / "v", vectors, [f"d{i}" for i in range(60)])
+    index_collection(tmp_path / "v", tmp_path / "index", IndexConfig())
+    serve_cmd = [sys.executable, "-c", "from vecjob.cli import app; app()", "serve", str(tmp_path / "index"),
+                 "--address", ray_cluster.gcs, "--port", str(free_port()), "--replicas", "5"]
+    proc = subprocess.Popen(serve_cmd, env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while APP_NAME not in _cluster_apps(ray_cluster) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None and APP_NAME in _cluster_apps(ray_cluster), proc.communicate()
+        os.kill(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "waiting for nodes to join" in stderr and "serving" not in stderr, stderr
+    try:
+        deadline = time.time() + 60
+        while APP_NAME in _cluster_apps(ray_cluster) and time.time() < deadline:
+            time.sleep(0.5)
+        assert APP_NAME not in _cluster_apps(ray_cluster)
+    finally:  # Serve's controller and proxies go too: the cluster's later tests have its two CPUs to themselves
+        urllib.request.urlopen(urllib.request.Request(f"{ray_cluster.dashboard}/api/serve/applications/",
+                                                      method="DELETE"), timeout=60).close()

@@ -92,6 +92,8 @@ def serve(
             except OSError as exc:
                 raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
     runtime.connect(address)
+    from ray import serve as ray_serve
+
     from vecjob.ray_serve import APP_NAME, deploy
 
     try:
@@ -99,12 +101,14 @@ def serve(
                      poll_s=poll_s)
     except RuntimeError as exc:  # Serve's own failures (a proxy that cannot bind on a cluster node)
         raise ConfigError(f"the search service did not start: {str(exc).strip().splitlines()[-1]}") from None
+    except KeyboardInterrupt:  # stopped while starting: on a cluster the application would outlive the command
+        if not detach:
+            ray_serve.delete(APP_NAME)
+        raise
     typer.echo(f"serving {index_dir} at {url} (POST /search, /search/batch; GET /healthz, /info)", err=True)
     if detach:
         return
     import signal
-
-    from ray import serve as ray_serve
 
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM):  # a background job ignores SIGINT: TERM stops it too
