@@ -70,6 +70,7 @@ def serve(
     address: AddressOpt = None,
 ) -> None:
     """Serve similarity search over HTTP (Ray Serve): POST /search, /search/batch; GET /healthz, /info."""
+    import contextlib
     import os
     import socket
     import time
@@ -93,6 +94,7 @@ def serve(
                 raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
     runtime.connect(address)
     from ray import serve as ray_serve
+    from ray.serve.exceptions import RayServeException
 
     from vecjob.ray_serve import APP_NAME, deploy
 
@@ -103,7 +105,8 @@ def serve(
         raise ConfigError(f"the search service did not start: {str(exc).strip().splitlines()[-1]}") from None
     except KeyboardInterrupt:  # stopped while starting: on a cluster the application would outlive the command
         if not detach:
-            ray_serve.delete(APP_NAME)
+            with contextlib.suppress(RayServeException):  # stopped before Serve itself had started
+                ray_serve.delete(APP_NAME)
         raise
     typer.echo(f"serving {index_dir} at {url} (POST /search, /search/batch; GET /healthz, /info)", err=True)
     if detach:
