@@ -29,7 +29,7 @@ def main() -> None:
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     lines = done.stdout.strip().splitlines()
-    counts = {kind.rstrip("s") if kind in ("errors", "warnings") else kind: int(n)
+    counts = {kind.removesuffix("s"): int(n)  # "1 error", "2 errors": one key
               for n, kind in re.findall(r"(\d+) (passed|failed|skipped|errors?|warnings?|xfailed|xpassed)",
                                         lines[-1] if lines else "")}
     slowest = [line for line in lines if re.match(r"^\d+\.\d+s (setup|call|teardown) ", line)]

@@ -51,7 +51,7 @@ def _check_local(location: str | Path, what: str) -> None:
 
 def _input_root(location: str) -> Path:
     """The folder (or file) an input location reads: a glob reads below its first wildcard-free prefix."""
-    if any(ch in location for ch in "*?[") and not os.path.exists(location):
+    if storage.is_glob(location) and not os.path.exists(location):
         prefix = re.split(r"[*?\[]", location, maxsplit=1)[0]
         return Path(os.path.dirname(prefix) or ".").resolve()
     return Path(location).resolve()

@@ -66,7 +66,7 @@ def discover(paths: list[str] | str) -> list[str]:
             )
         elif os.path.isfile(p):
             found.append(p)
-        elif any(ch in p for ch in "*?["):
+        elif storage.is_glob(p):
             found += [f for f in _glob(p) if not _hidden_match(p, f)]
         else:
             raise InputError(f"{p}: no such file or directory")
@@ -92,7 +92,7 @@ def _discover_uri(location: str) -> list[str]:
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
         return [location]
-    if any(ch in path for ch in "*?["):
+    if storage.is_glob(path):
         prefix = re.split(r"[*?\[]", path, maxsplit=1)[0].rsplit("/", 1)[0]
         listed = storage.list_files(scheme + prefix)
         return sorted(scheme + i.path for i in listed.values()
@@ -117,7 +117,7 @@ def _glob(pattern: str) -> list[str]:
     glob module follows them: a link back up the tree named every file below it ~40 times over,
     two such links made the listing exponential)."""
     parts = Path(pattern).parts
-    wild = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    wild = next(i for i, part in enumerate(parts) if storage.is_glob(part))
     rest = [part if part == "**" else part.replace("**", "*") for part in parts[wild:]]  # "a**" is "a*" to glob
     root = Path(*parts[:wild]) if wild else Path()
     return [str(f) for f in root.glob(str(Path(*rest))) if f.is_file()]
@@ -132,7 +132,7 @@ def _hidden_match(pattern: str, match: str) -> bool:
     (Spark's _SUCCESS and .crc files, a _temporary folder): skipped, as in a folder and as pyarrow's
     datasets skip them."""
     pattern_parts, parts = Path(pattern).parts, Path(match).parts
-    wild = next(i for i, part in enumerate(pattern_parts) if any(ch in part for ch in "*?["))
+    wild = next(i for i, part in enumerate(pattern_parts) if storage.is_glob(part))
     named = [part for part in pattern_parts[wild:] if part.startswith((".", "_"))]
     return any(part.startswith((".", "_")) and not any(fnmatch.fnmatchcase(part, n) for n in named)
                for part in parts[wild:])

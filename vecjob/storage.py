@@ -60,6 +60,11 @@ def is_uri(location: str | Path) -> bool:
     return bool(_SCHEME.match(str(location)))
 
 
+def is_glob(location: str) -> bool:
+    """Whether a location names files by wildcards ("*", "?", "[…]") rather than by name."""
+    return any(ch in location for ch in "*?[")
+
+
 def check_location(location: str | Path, what: str) -> None:
     """Refuse a URI vecjob cannot use, naming `what` (the flag or key): an unknown scheme or a
     malformed URI (s3:/x, s3://, a bucket with characters no store allows)."""
