@@ -251,10 +251,17 @@ def read_row_groups(path: str, row_groups: list[int], columns: list[str]) -> pa.
         table = parquet_file(path).read_row_groups(row_groups, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
-    for i, field in enumerate(table.schema):  # dictionary-encoded columns are read as their values
-        if pa.types.is_dictionary(field.type):
-            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    for i, field in enumerate(table.schema):
+        if (plain := _plain_type(field.type)) != field.type:
+            table = table.set_column(i, field.name, table.column(i).cast(plain))
     return table
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """What a column is read as: a dictionary-encoded one as its values, a string view (pyarrow's
+    `string_view`, which Arrow's take and sort kernels do not handle) as a string."""
+    t = _value_type(t)
+    return pa.string() if pa.types.is_string_view(t) else t
 
 
 # ---- atomic writes -------------------------------------------------------------------------------
