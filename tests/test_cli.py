@@ -130,6 +130,26 @@ def test_an_argument_of_bytes_that_are_not_utf8_is_refused_in_one_line_naming_it
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("command, flag", [
+    (["corpus", "bbc", "--out", ""], "--out"),
+    (["encode", "", "--model", "{m}", "--out", "{tmp}/v", "--runner", "local"], "DATA"),
+    (["encode", "{data}", "--model", "{m}", "--out", "", "--runner", "local"], "--out"),
+    (["cluster", "{p}/v", "--k", "2", "--out", "{tmp}/c", "--data", ""], "--data"),
+    (["search", "", "--id", "doc-00003"], "INDEX_DIR"),
+])
+def test_an_empty_argument_is_refused_naming_its_flag_not_read_as_the_current_folder(
+        pipeline, collection, tmp_path, monkeypatch, command, flag):
+    # An unset shell variable (`--out "$RUN_DIR"`) is an empty argument, which the file system reads
+    # as the current folder: `corpus --out ""` wrote the corpus into it, `encode ""` read its Parquet.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    where = {"p": pipeline, "m": pipeline / "m", "tmp": tmp_path, "data": collection}
+    r = invoke(*[arg.format(**where) for arg in command])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == f"error: {flag} is empty", r.output
+    assert [p.name for p in tmp_path.iterdir()] == ["cwd"] and not list(cwd.iterdir())
+
+
 def test_search_with_a_different_model_is_refused(pipeline, tiny_model_dir):
     r = invoke("search", pipeline / "i", "--model", tiny_model_dir, "--text", "goal")
     assert r.exit_code == 2 and "did not make the index's vectors" in r.output

@@ -158,6 +158,12 @@ def test_a_spec_that_is_not_utf8_text_is_one_line(tmp_path):
         load_job_spec(spec)
 
 
+def test_a_folder_given_as_the_spec_is_one_line(tmp_path):
+    # `--config ""` (an unset variable) reaches vecjob as ".": the line was "error: .: Is a directory".
+    with pytest.raises(ConfigError, match=f"^{tmp_path}: a folder, not a job spec"):
+        load_job_spec(tmp_path)
+
+
 def test_a_spec_saved_with_a_byte_order_mark_loads(tmp_path):
     spec = tmp_path / "job.toml"  # as Windows Notepad saves UTF-8
     spec.write_bytes(b'\xef\xbb\xbfname = "caf\xc3\xa9"\n[data]\npaths = ["d"]\n')

@@ -273,6 +273,8 @@ def load_job_spec(path: str | Path, run_date: _dt.date | None = None, out: str |
         raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as Windows editors write
     except FileNotFoundError:
         raise ConfigError(f"{path}: job spec not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a job spec (a TOML file)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:

@@ -70,9 +70,9 @@ def friendly_errors(fn):
     """Expected failures print one line and exit 2; anything else keeps its traceback.
 
     An OSError (a folder that cannot be written, a disk that is full) is the environment's, not a
-    bug: it is one line naming the file too. So is an argument that is not valid Unicode, which
-    pyarrow, Ray and the tokeniser cannot take (`check_unicode`). Ctrl-C, or SIGTERM from a scheduler,
-    is one line too, and exit code 128 + the signal's number, as a shell reports a process it stopped."""
+    bug: it is one line naming the file too. So is an argument that is empty or not valid Unicode
+    (`check_arguments`). Ctrl-C, or SIGTERM from a scheduler, is one line too, and exit code
+    128 + the signal's number, as a shell reports a process it stopped."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -84,7 +84,7 @@ def friendly_errors(fn):
             caller_sigterm = signal.signal(signal.SIGTERM, _stop)
         _stop_signals.clear()
         try:
-            check_unicode(fn, kwargs)
+            check_arguments(fn, kwargs)
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
             signum = _stop_signals[-1] if _stop_signals else signal.SIGINT
@@ -114,13 +114,22 @@ def _stop(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
-def check_unicode(command, arguments: dict) -> None:
-    """Refuse an argument Python decoded from bytes that are not UTF-8 (a file name in another
-    encoding: it holds half surrogate pairs that no library below takes), naming its flag."""
+def check_arguments(command, arguments: dict) -> None:
+    """Refuse, naming its flag, an argument Python decoded from bytes that are not UTF-8 (a file name
+    in another encoding: it holds half surrogate pairs that no library below takes), and an empty
+    one: an unset shell variable (`--out "$RUN_DIR"`) otherwise reads as the current folder, or as
+    an empty column name. A query text or id says itself what is wrong with an empty one."""
     for name, value in arguments.items():
         for item in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(item, (str, Path)) and (problem := unicode_problem(str(item))):
-                raise ConfigError(f"{_flag(command, name)} {str(item)!r}: {problem}")
+            if not isinstance(item, str):  # a Path: typer reads an empty one as ".", a folder no spec is
+                continue
+            if item == "" and name not in _MAY_BE_EMPTY:
+                raise ConfigError(f"{_flag(command, name)} is empty")
+            if problem := unicode_problem(item):
+                raise ConfigError(f"{_flag(command, name)} {item!r}: {problem}")
+
+
+_MAY_BE_EMPTY = {"text", "doc_id"}
 
 
 def _flag(command, name: str) -> str:
