@@ -409,7 +409,7 @@ def test_a_faiss_factory_that_would_crash_faiss_is_one_line_in_index_and_before_
     spec = tmp_path / "job.toml"
     spec.write_text(f'out = "run"\n[data]\npaths = ["{collection}"]\n[model]\ndim = {dim}\n'
                     f'[index]\nfactory = "{factory}"\n')
-    refused(invoke("run", spec), f"FAISS factory '{factory}'")
+    refused(invoke("run", spec), f"index.factory: FAISS factory '{factory}'")  # the spec's key, as run reads it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.toml", "v"]
 
 

@@ -209,7 +209,10 @@ class Index(Stage):
     def check(self, spec: JobSpec) -> None:
         from vecjob.index import check_factory
 
-        check_factory(spec.index.factory, spec.model.dim, spec.index.metric)
+        try:
+            check_factory(spec.index.factory, spec.model.dim, spec.index.metric)
+        except ConfigError as exc:
+            raise ConfigError(f"index.factory: {exc}") from None
 
     def fingerprint(self, ctx: RunContext) -> str:
         return fingerprint(self.name, ctx.upstream("encode", "vectors_fingerprint"), ctx.spec.index.model_dump())
