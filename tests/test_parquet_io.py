@@ -3,6 +3,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_collection
 
 from vecjob.errors import InputError, LockedError
 from vecjob.outputs import output_lock
@@ -177,3 +178,18 @@ def test_a_link_back_up_the_tree_lists_each_shard_once(tmp_path):
     expected = [str(tmp_path / "data" / "day=1" / "p.parquet")]
     assert discover(str(tmp_path / "data")) == expected
     assert discover(str(tmp_path / "data" / "**" / "*.parquet")) == expected
+
+
+def test_a_folder_of_shards_not_named_parquet_is_named_with_how_to_read_them(tmp_path):
+    # Hive and Impala write their shards as 000000_0; "no Parquet files found" alone read as an empty folder.
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "000000_0").write_bytes(write_collection(tmp_path / "src", [5])[0].read_bytes())
+    (tmp_path / "t" / "_SUCCESS").touch()
+    with pytest.raises(InputError, match=r"t: no Parquet files found \(1 other file\(s\), such as 000000_0: in a "
+                                         r"folder vecjob reads the files named \*.parquet; a glob names others"):
+        discover(str(tmp_path / "t"))
+    assert discover(str(tmp_path / "t" / "*")) == [str(tmp_path / "t" / "000000_0")]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"empty: no Parquet files found$"):
+        discover(str(tmp_path / "empty"))
+

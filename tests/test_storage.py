@@ -12,7 +12,7 @@ import pytest
 from conftest import write_collection
 
 from vecjob import storage
-from vecjob.errors import ArtifactError, ConfigError, LockedError
+from vecjob.errors import ArtifactError, ConfigError, InputError, LockedError
 
 
 def _folder(root, generation: int, shards: int) -> None:
@@ -117,6 +117,10 @@ def test_shards_are_discovered_and_read_from_the_store(s3, tmp_path):
     named = s3.uri("data", "day=2", "part[1].parquet")  # a glob's characters in an object's name
     storage.write_bytes(named, paths[0].read_bytes())
     assert discover(named) == [named]
+    storage.write_bytes(s3.uri("hive", "000000_0"), paths[0].read_bytes())  # Hive names shards so
+    with pytest.raises(InputError, match="hive: no Parquet files found .1 other file.s., such as 000000_0: "):
+        discover(s3.uri("hive"))
+    assert discover(s3.uri("hive", "*")) == [s3.uri("hive", "000000_0")]
 
 
 @pytest.mark.parametrize("location, problem", [

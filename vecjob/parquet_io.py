@@ -55,15 +55,16 @@ def discover(paths: list[str] | str) -> list[str]:
     if isinstance(paths, str):
         paths = [paths]
     found: list[str] = []
+    unnamed: list[str] = []  # files in a folder not named *.parquet, as Hive writes its shards (000000_0)
     for p in paths:
         storage.check_location(p, "input")
         if storage.is_uri(p):
-            found += _discover_uri(p)
+            found += _discover_uri(p, unnamed)
             continue
         if os.path.isdir(p):  # a name that exists is read as named, even with a glob's characters ("part[1]")
-            found += sorted(
-                str(f) for f in Path(p).rglob("*.parquet") if f.is_file() and not _hidden(f.relative_to(p))
-            )
+            files = [f for f in Path(p).rglob("*") if f.is_file() and not _hidden(f.relative_to(p))]
+            found += sorted(str(f) for f in files if f.name.endswith(".parquet"))
+            unnamed += [str(f) for f in files if not f.name.endswith(".parquet")]
         elif os.path.isfile(p):
             found.append(p)
         elif storage.is_glob(p):
@@ -71,7 +72,9 @@ def discover(paths: list[str] | str) -> list[str]:
         else:
             raise InputError(f"{p}: no such file or directory")
     if not found:
-        raise InputError(f"{', '.join(paths)}: no Parquet files found")
+        hint = (f" ({len(unnamed)} other file(s), such as {Path(unnamed[0]).name}: in a folder vecjob reads the "
+                "files named *.parquet; a glob names others, as 'FOLDER/*')") if unnamed else ""
+        raise InputError(f"{', '.join(paths)}: no Parquet files found{hint}")
     return sorted(dict.fromkeys(f if storage.is_uri(f) else os.path.abspath(f) for f in found), key=path_order)
 
 
@@ -84,7 +87,7 @@ def path_order(path: str) -> tuple:
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), path
 
 
-def _discover_uri(location: str) -> list[str]:
+def _discover_uri(location: str, unnamed: list[str]) -> list[str]:
     """Files, prefixes and globs in an object store, as URIs (a store lists; it has no directories)."""
     scheme = location.split("://", 1)[0] + "://"
     storage.check_reachable(location, "input")
@@ -100,8 +103,9 @@ def _discover_uri(location: str) -> list[str]:
     listed = storage.list_files(location)
     if not listed and info.type == pafs.FileType.NotFound:
         raise InputError(f"{location}: no such file or prefix")
-    return sorted(scheme + i.path for rel, i in listed.items()
-                  if rel.endswith(".parquet") and not _hidden(Path(rel)))
+    visible = {rel: scheme + i.path for rel, i in listed.items() if not _hidden(Path(rel))}
+    unnamed += [uri for rel, uri in visible.items() if not rel.endswith(".parquet")]
+    return sorted(uri for rel, uri in visible.items() if rel.endswith(".parquet"))
 
 
 def parquet_file(path: str) -> pq.ParquetFile:
