@@ -534,6 +534,39 @@ def test_a_cluster_address_that_is_malformed_or_where_nothing_listens_is_one_lin
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("ray_address", [None, "local"])
+def test_a_cluster_ray_start_left_on_this_machine_does_not_stop_the_embedded_ray(collection, tiny_model_dir,
+                                                                                tmp_path, ray_address):
+    """`ray start --head` (a `ray up` head node, a laptop) leaves its address in Ray's temp folder, and
+    Ray's init with no address joins that cluster, then refuses the embedded Ray's settings: vecjob with
+    no address ended in a ValueError traceback. It runs on a Ray of its own, with a line saying how to
+    use the cluster instead; so it does with Ray's own word for that, "local" (refused as malformed)."""
+    import os
+    import socket
+    import sys
+    import tempfile
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="vj", dir="/tmp"))  # short: Ray's socket paths lie below it
+    (ray_tmp / "ray").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": str(ray_tmp)}
+    if ray_address:
+        env["RAY_ADDRESS"] = ray_address
+    try:
+        with socket.socket() as gcs:  # stands for the cluster's GCS: all that is asked of it is to answer
+            gcs.bind(("127.0.0.1", 0))
+            gcs.listen()
+            address = f"127.0.0.1:{gcs.getsockname()[1]}"
+            (ray_tmp / "ray" / "ray_current_cluster").write_text(address)
+            done = subprocess.run([sys.executable, "-c", "from vecjob.cli import app; app()", "encode", str(collection),
+                                   "--model", str(tiny_model_dir), "--out", str(tmp_path / "v")],
+                                  capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert f"a Ray cluster started on this machine answers at {address}; vecjob starts a Ray of its own" in done.stderr
+    assert (tmp_path / "v" / "manifest.json").exists()
+
+
 def test_training_that_diverges_stops_with_one_line_naming_the_learning_rate(collection, tmp_path):
     # Every round's loss was NaN, so no round was ever the best: publishing the model then failed on
     # its missing weights (a TypeError) after the whole budget had run.

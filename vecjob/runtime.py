@@ -24,6 +24,8 @@ def connect(address: str | None = None) -> dict:
         stop_handler = signal.getsignal(signal.SIGTERM)
         source = "address (--address)" if address else "RAY_ADDRESS"
         address = address or os.environ.get("RAY_ADDRESS") or None
+        if address == "local":  # Ray's word for a Ray of this process's own, as with no address
+            address = None
         if address:
             _check_answers(address, source)
             log.info("connecting to Ray cluster at %s", address)
@@ -32,12 +34,16 @@ def connect(address: str | None = None) -> dict:
             except ConnectionError as exc:  # no local cluster for "auto"; a Ray Client that never answered
                 raise ConfigError(f"{source} {address}: {exc}") from None
         else:
+            _note_a_cluster_started_here()
             # Local runs need no token auth; the default object store (30% of RAM) is far more than needed.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             # Ray Train's controller acts on a run's events (start, each round's report, the end) only when
             # it next polls its workers, every 2 s by default: each event would wait up to that long.
             os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(TRAIN_POLL_S))
             ray.init(
+                # "local": a Ray of this process's own. With no address Ray joins the cluster a `ray start`
+                # on this machine left its address for, and refuses the settings below (a ValueError).
+                address="local",
                 num_cpus=os.cpu_count(),
                 include_dashboard=False,
                 object_store_memory=_local_object_store_bytes(),
@@ -52,6 +58,23 @@ def connect(address: str | None = None) -> dict:
         if callable(stop_handler) and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, stop_handler)
     return ray.cluster_resources()
+
+
+def _note_a_cluster_started_here() -> None:
+    """Say so when a cluster that `ray start` began on this machine answers (a `ray up` head node):
+    vecjob runs beside it, on a Ray of its own, unless told to use it."""
+    import socket
+
+    from ray._private.utils import read_ray_address
+
+    try:
+        address = read_ray_address()
+        host, _, port = (address or "").rpartition(":")
+        socket.create_connection((host, int(port)), timeout=1.0).close()
+    except (OSError, ValueError):  # none, or one that has stopped
+        return
+    log.warning("a Ray cluster started on this machine answers at %s; vecjob starts a Ray of its own "
+                "(use that cluster with --address auto or RAY_ADDRESS)", address)
 
 
 CONNECT_CHECK_S = 10.0  # a cluster's GCS answers at once; a host that drops packets is given this long
@@ -71,7 +94,7 @@ def _check_answers(address: str, source: str) -> None:
     if client and (not colon or "]" in port):  # ray://HOST ([IPv6] too): Ray Client's own port
         host, port = rest, RAY_CLIENT_PORT
     if not host or not port.isdecimal() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{source} {address}: not a Ray cluster address (HOST:PORT, auto or ray://HOST:PORT)")
+        raise ConfigError(f"{source} {address}: not a Ray cluster address (HOST:PORT, auto, local or ray://HOST:PORT)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_CHECK_S).close()
     except OSError as exc:
