@@ -506,6 +506,25 @@ def test_a_model_too_large_for_the_machine_is_one_line_before_training(ray_sessi
     assert [p for p in listing(tmp_path) if p.startswith(("m", ".m"))] == []  # no model dir, lock or checkpoints
 
 
+def test_an_input_folder_of_another_kind_is_named_as_such_not_as_damaged(tiny_model_dir, tmp_path):
+    # Its manifest lacks the keys the reader needs, as another kind's should: the line called it
+    # "edited or damaged; write the folder again", and a user rewrote a good index.
+    vectors = make_vectors_dir(tmp_path / "v", blobs(40, 8, 2)[0], [f"d{i}" for i in range(40)])
+    assert invoke("index", vectors, "--out", tmp_path / "i").exit_code == 0
+    for args, line in [
+        (["index", tmp_path / "i", "--out", tmp_path / "i2"], f"{tmp_path / 'i'}: a vecjob index dir, where a "
+                                                              "vecjob vectors dir belongs"),
+        (["cluster", tmp_path / "i", "--k", "2", "--out", tmp_path / "c"], f"{tmp_path / 'i'}: a vecjob index dir"),
+        (["search", vectors, "--id", "d1"], f"{vectors}: a vecjob vectors dir, where a vecjob index dir belongs"),
+        (["search", tmp_path / "i", "--model", vectors, "--text", "goal"], f"{vectors}: a vecjob vectors dir, "
+                                                                           "where a vecjob model dir belongs"),
+        (["encode", write_collection(tmp_path / "d", [10])[0], "--model", tmp_path / "i", "--out", tmp_path / "v2"],
+         f"{tmp_path / 'i'}: a vecjob index dir, where a vecjob model dir belongs"),
+    ]:
+        refused(invoke(*args), line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "i", "v"]
+
+
 def test_a_cluster_address_that_is_malformed_or_where_nothing_listens_is_one_line(collection, tmp_path):
     # Ray raised a traceback for the first; for the second it retried for minutes, printing warnings.
     # A process of its own: this one's Ray may already be started, and then no address is read.

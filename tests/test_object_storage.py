@@ -156,3 +156,13 @@ def test_each_command_reads_and_writes_a_bucket(s3, tmp_path, tiny_model_dir, mo
     hits = runner.invoke(app, ["search", s3.uri("sq"), "--id", "doc-00007", "--json", "-k", "3"])
     assert hits.exit_code == 0 and json.loads(hits.output)["hits"][0]["id"] == "doc-00007", hits.output
     assert [p.name for p in (tmp_path / "vecjob-cache").rglob("*.parquet")] == ["ids.parquet"]  # the index's only
+
+    # A refusal of a folder read from the bucket names its URI, not the cache folder it was downloaded
+    # to (the line named ~/.cache/vecjob/published/<hash>, a folder the user never wrote).
+    for step, line in [
+        (["search", s3.uri("i"), "--id", "no-such-doc"], f"error: {s3.uri('i')}: no document with id 'no-such-doc'"),
+        (["index", s3.uri("i"), "--out", s3.uri("i2")], f"error: {s3.uri('i')}: a vecjob index dir, where a vecjob "
+                                                        "vectors dir belongs"),
+    ]:
+        refused = runner.invoke(app, step)
+        assert refused.exit_code == 2 and refused.output.strip().splitlines()[-1].startswith(line), refused.output

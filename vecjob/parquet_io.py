@@ -486,14 +486,16 @@ def read_manifest(folder: str | Path, kind: str, fields: dict[str, type] | None 
     if not storage.exists(path):
         raise ArtifactError(f"{folder}: no {MANIFEST} (not a complete vecjob {kind.split('.')[-1]} dir)")
     manifest = read_json(path)
-    for name, wanted in (fields or {}).items():
+    found = manifest.get("kind")
+    if isinstance(found, str) and found != kind:  # before its fields: another kind's folder lacks them
+        what = f"a vecjob {found[7:]} dir" if found.startswith("vecjob.") else f"a manifest of kind {quoted(found)}"
+        raise ArtifactError(f"{folder}: {what}, where a vecjob {kind.split('.')[-1]} dir belongs")
+    for name, wanted in {"kind": str, **(fields or {})}.items():
         value = manifest.get(name)
         if not isinstance(value, wanted) or isinstance(value, bool):
             found = "missing" if name not in manifest else f"{json.dumps(value)[:40]}"
             raise ArtifactError(f"{path}: '{name}' is {found}, where {_A_TYPE[wanted]} belongs: the manifest was "
                                 "edited or damaged; write the folder again")
-    if manifest.get("kind") != kind:
-        raise ArtifactError(f"{path}: is a '{manifest.get('kind')}' manifest, expected '{kind}'")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
             f"{path}: format version {manifest.get('format_version')} is not supported "

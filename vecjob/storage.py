@@ -450,6 +450,7 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
             raise ArtifactError(f"{location}: no {MANIFESTS[0]} (not a complete vecjob folder)") from None
         key = hashlib.blake2b(before, digest_size=12).hexdigest()
         dest = cache_root() / "published" / f"{place}-{key}"
+        _SNAPSHOTS[str(dest)] = location.rstrip("/")
         if (dest / MANIFESTS[0]).exists():
             return dest
         files = list_files(location)
@@ -469,6 +470,17 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
         time.sleep(1.0)
     raise ArtifactError(f"{location}: a file is newer than its {MANIFESTS[0]} in every one of {tries} reads: a run "
                         f"is publishing it, or it was copied there file by file (publish the manifest last)")
+
+
+_SNAPSHOTS: dict[str, str] = {}  # a downloaded generation's folder → the location it was read from
+
+
+def as_given(message: str) -> str:
+    """`message` naming the locations the user gave where it names their local copies: a refusal of
+    a folder read from a store names the store's URI, not a cache folder the user never wrote."""
+    for local, location in _SNAPSHOTS.items():
+        message = message.replace(local, location)
+    return message
 
 
 def _prune(kept: Path, place: str) -> None:

@@ -92,7 +92,7 @@ def friendly_errors(fn):
                        "command goes on from it", err=True)
             raise typer.Exit(128 + signum) from None
         except VecjobError as exc:
-            typer.echo(f"error: {shown(exc)}", err=True)
+            typer.echo(f"error: {shown(storage.as_given(str(exc)))}", err=True)
             raise typer.Exit(2) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
