@@ -129,7 +129,7 @@ def check_arguments(command, arguments: dict) -> None:
                 raise ConfigError(f"{_flag(command, name)} {item!r}: {problem}")
 
 
-_MAY_BE_EMPTY = {"text", "doc_id"}
+_MAY_BE_EMPTY = {"text", "doc_id", "address"}  # an empty address is the spec's own default: no cluster named
 
 
 def _flag(command, name: str) -> str:
