@@ -102,6 +102,25 @@ def test_a_prefix_vecjob_did_not_write_is_refused_naming_its_uri_and_kept(s3, tm
     assert list(storage.list_files(s3.uri("theirs"))) == ["notes.csv"]
 
 
+def test_an_output_inside_its_input_prefix_is_refused_and_leaves_the_bucket_as_it_was(s3, tmp_path, tiny_model_dir):
+    # In a store the overlap went unchecked: the vectors were published inside the data prefix, and
+    # every later read of it failed on them ("missing column 'text'"). A refused run leaves no empty
+    # folder marker either, which pyarrow put where the run's lease had been.
+    import pyarrow.fs as pafs
+
+    data = upload_collection(s3, tmp_path, sizes=(20,))
+    fs, root = storage.filesystem(s3.uri())
+    listing = lambda: sorted((i.path, i.type) for i in fs.get_file_info(pafs.FileSelector(root, recursive=True)))  # noqa: E731
+    before = listing()
+    for source in (data, s3.uri("data", "*.parquet")):
+        result = CliRunner().invoke(app, ["encode", source, "--model", str(tiny_model_dir), "--out",
+                                          s3.uri("data", "v"), "--runner", "local"])
+        assert result.exit_code == 2 and result.output.strip().splitlines() == [
+            f"error: --out {s3.uri('data', 'v')}: overlaps the input {source}; write outputs outside the inputs' "
+            "folders"], result.output
+    assert listing() == before
+
+
 def test_a_run_in_a_bucket_killed_mid_encode_resumes_shard_by_shard(s3, tmp_path):
     spec = tmp_path / "job.toml"
     spec.write_text(S3_SPEC.format(out=s3.uri("killed"), data=upload_collection(s3, tmp_path, (50, 40, 30)))

@@ -49,6 +49,16 @@ def _check_local(location: str | Path, what: str) -> None:
         raise ConfigError(f"{what} {location}: an object-store location must be written through vecjob.storage")
 
 
+def _uri_overlap(out: str, location: str) -> bool:
+    """Whether a folder in a store and an input location there hold one another (a glob reads below
+    its first wildcard-free prefix)."""
+    if storage.is_glob(location) and not storage.exists(location):
+        location = re.split(r"[*?\[]", location, maxsplit=1)[0].rsplit("/", 1)[0]
+    out_parts, in_parts = ([p for p in uri.rstrip("/").split("/") if p] for uri in (out, location))
+    shared = min(len(out_parts), len(in_parts))
+    return out_parts[:shared] == in_parts[:shared]
+
+
 def _input_root(location: str) -> Path:
     """The folder (or file) an input location reads: a glob reads below its first wildcard-free prefix."""
     if storage.is_glob(location) and not os.path.exists(location):
@@ -82,12 +92,17 @@ def check_output(
         raise ConfigError(f"{what} {out}: {ancestor} is a file, not a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {out}: cannot write in {ancestor} (permission denied)")
+    published_at = storage.lasting(path)  # the store's URI when `out` is the local mirror of one
     for location in inputs:
         storage.check_location(location, "input")
-        if storage.is_uri(location):
+        if storage.is_uri(location) != storage.is_uri(published_at):
             continue  # an object store never overlaps a local folder
-        root = _input_root(str(location))
-        if path == root or root in path.parents or path in root.parents:
+        if storage.is_uri(location):
+            overlap = _uri_overlap(published_at, str(location))
+        else:
+            root = _input_root(str(location))
+            overlap = path == root or root in path.parents or path in root.parents
+        if overlap:
             raise ConfigError(
                 f"{what} {out}: overlaps the input {location}; write outputs outside the inputs' folders"
             )

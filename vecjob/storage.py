@@ -534,6 +534,10 @@ def lease(uri: str, ttl_s: float = LEASE_TTL_S) -> Iterator[None]:
         held = _lease_holder(location)
         if held and held.get("token") == token:
             delete(location)
+            # A refused run's folder: pyarrow leaves an empty folder marker where the lease was (never a bucket)
+            if "/" in filesystem(uri)[1].strip("/") and not list_files(uri):
+                with contextlib.suppress(OSError):
+                    remove(uri)
 
 
 @contextlib.contextmanager
