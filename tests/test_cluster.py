@@ -63,6 +63,22 @@ def test_one_column_can_be_both_the_texts_and_the_labels(tmp_path):
     assert sorted(term for c in summary["clusters"] for term in c["top_terms"]) == ["alpha", "beta", "gamma"]
 
 
+def test_a_label_column_named_must_be_there(tmp_path):
+    # A mistyped --label-col was passed over: the clustering was scored by its silhouette alone, and
+    # nothing said that the labels were never read.
+    vdir, data = _labelled(tmp_path)
+    with pytest.raises(InputError, match=r"missing column 'topic' \(columns: id, text, label\)"):
+        cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), data=[str(data)], label_col="topic")
+    unnamed = cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), data=[str(data)])
+    assert unnamed["metrics"]["labelled"] == 300  # none named: the column "label", where the data has one
+    from typer.testing import CliRunner
+
+    from vecjob.cli import app
+
+    r = CliRunner().invoke(app, ["cluster", str(vdir), "--k", "3", "--out", str(tmp_path / "c2"), "--label-col", "label"])
+    assert r.exit_code == 2 and "--label-col label: the labels are read from the collection: give --data" in r.output
+
+
 def test_texts_polars_cannot_scan_or_read_as_one_table_are_one_line_naming_them(tmp_path):
     # A file with two columns of one name, and files whose labels differ in type, were polars
     # tracebacks (DuplicateError, SchemaError) in cluster --data, sentiment --labels and search --data.

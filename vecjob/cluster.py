@@ -87,7 +87,7 @@ def cluster_collection(
     data: list[str] | None = None,
     id_col: str = "id",
     text_col: str = "text",
-    label_col: str = "label",
+    label_col: str | None = None,
     update: bool = False,
 ) -> dict:
     """`vecjob cluster`: fit, assign every vector, summarise, write the cluster dir. With `update`, an
@@ -188,7 +188,7 @@ def followable_fit(out: Path, vdir: VectorsDir, k: int | str, cfg: ClusterConfig
 
 
 def assign_increment(vdir: VectorsDir, out: Path, fit: HeldFit, data: list[str] | None, id_col: str, text_col: str,
-                     label_col: str) -> dict:
+                     label_col: str | None) -> dict:
     """Keep the centroids and the assignments of unchanged rows; assign the new rows; drop the gone.
     Sizes, examples and label metrics are recomputed; the top terms are the last full clustering's."""
     t0 = time.perf_counter()
@@ -249,8 +249,12 @@ def _cluster_table(frame: pl.DataFrame, k: int, examples: int = 5) -> list[dict]
     return [{"cluster": c, "size": int(sizes.get(c, 0)), "example_ids": example_ids.get(c, [])} for c in range(k)]
 
 
-def _join_data(frame: pl.DataFrame, data: list[str], id_col: str, text_col: str, label_col: str) -> pl.DataFrame:
-    source = scan_by_id(data, id_col, {"text": text_col}, frame["id"].dtype, optional={"label": label_col})
+def _join_data(frame: pl.DataFrame, data: list[str], id_col: str, text_col: str, label_col: str | None) -> pl.DataFrame:
+    """The texts (and labels) of the clustered documents. A label column named (`--label-col`) must be
+    there; without one, a column "label" is used where there is one."""
+    labels = {"label": label_col} if label_col else {}
+    source = scan_by_id(data, id_col, {"text": text_col, **labels}, frame["id"].dtype,
+                        optional={} if label_col else {"label": "label"})
     source = labels_as_text(source) if "label" in source.collect_schema() else source
     return frame.join(collect_scanned(source, data), on="id", how="inner")
 
