@@ -193,3 +193,19 @@ def test_a_folder_of_shards_not_named_parquet_is_named_with_how_to_read_them(tmp
     with pytest.raises(InputError, match=r"empty: no Parquet files found$"):
         discover(str(tmp_path / "empty"))
 
+
+def test_a_collection_read_by_id_keeps_the_later_shards_row_of_an_id(tmp_path):
+    # As the vectors do. A document updated in a later shard (a night's) was read twice by the joins
+    # to the vectors: its stale label trained the classifier, and both rows counted in the clustering's
+    # label metrics ("labelled 340" of 300 vectors).
+    import polars as pl
+
+    from vecjob.parquet_io import collect_scanned, scan_by_id
+
+    data = tmp_path / "d"
+    data.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "label": ["x", "y", "z"]}), data / "part-9.parquet")
+    pq.write_table(pa.table({"id": ["b"], "label": ["new"]}), data / "part-10.parquet")  # after part-9
+    frame = collect_scanned(scan_by_id(str(data), "id", {"label": "label"}, pl.String), str(data))
+    assert frame.height == 3 and dict(zip(frame["id"], frame["label"])) == {"a": "x", "b": "new", "c": "z"}
+

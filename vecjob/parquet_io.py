@@ -427,8 +427,8 @@ def collect_scanned(frame, data: list[str] | str):
     one, of strings in another) are one line naming the data, not a polars traceback."""
     import polars as pl
 
-    try:
-        return frame.collect()
+    try:  # one row an id, as in the vectors: a later shard's row replaces an earlier one's (shards in path order)
+        return frame.unique("id", keep="last", maintain_order=True).collect()
     except pl.exceptions.PolarsError as exc:
         raise _not_one_table(data if isinstance(data, str) else ", ".join(map(str, data)), exc) from None
 
