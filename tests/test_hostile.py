@@ -28,8 +28,9 @@ def invoke(*args):
 
 
 def refused(result, *fragments: str) -> str:
-    """Exit 2 with exactly one line, starting 'error:', holding every fragment."""
-    lines = result.output.strip().splitlines()
+    """Exit 2 with exactly one line, starting 'error:', holding every fragment (no empty line before it:
+    a progress bar never shown ended its line all the same)."""
+    lines = result.output.rstrip("\n").split("\n")
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     for fragment in fragments:

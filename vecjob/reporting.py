@@ -36,7 +36,8 @@ def row_progress(description: str) -> Iterator[tuple[Callable[[int, int], None],
     try:
         yield on_plan, on_rows
     finally:
-        progress.stop()
+        if progress.live.is_started:  # a bar never shown would still end its line: an empty one before an error
+            progress.stop()
 
 
 def line(text: str) -> None:
