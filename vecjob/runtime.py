@@ -65,13 +65,13 @@ def _note_a_cluster_started_here() -> None:
     vecjob runs beside it, on a Ray of its own, unless told to use it."""
     import socket
 
-    from ray._private.utils import read_ray_address
-
     try:
+        from ray._private.utils import read_ray_address  # where `ray start` leaves it; private, so guarded
+
         address = read_ray_address()
         host, _, port = (address or "").rpartition(":")
         socket.create_connection((host, int(port)), timeout=1.0).close()
-    except (OSError, ValueError):  # none, or one that has stopped
+    except (ImportError, OSError, ValueError):  # none, one that has stopped, or a Ray that keeps it elsewhere
         return
     log.warning("a Ray cluster started on this machine answers at %s; vecjob starts a Ray of its own "
                 "(use that cluster with --address auto or RAY_ADDRESS)", address)

@@ -185,7 +185,8 @@ def cluster(
     data: DataOpt = None,
     seeds: Annotated[Optional[int], typer.Option(help="k-means restarts.")] = None,
     iterations: Annotated[Optional[int], typer.Option(help="k-means iterations.")] = None,
-    label_col: Annotated[Optional[str], typer.Option("--label-col", help="Label column for NMI, ARI and purity (default: label, where the data has one).")] = None,
+    label_col: Annotated[Optional[str], typer.Option(
+        "--label-col", help="Label column for NMI, ARI and purity (default: label, where the data has one).")] = None,
     id_col: IdColOpt = None,
     text_col: TextColOpt = None,
     as_json: JsonOpt = False,
