@@ -257,3 +257,24 @@ def test_training_chunks_with_bow_context_hold_each_chunk_inside_its_context(col
         for i in range(len(data)):
             chunk, context = data.chunk(i).tolist(), data.context.chunk(i).tolist()
             assert any(context[s : s + len(chunk)] == chunk for s in range(len(context) - len(chunk) + 1))
+
+
+def test_a_document_updated_in_a_later_shard_is_trained_on_once_as_it_reads_now(tmp_path):
+    # A later shard's row of an id replaces an earlier one's in the vectors; training read both, so a
+    # collection of nightly updates trained on every old version of a document, its old words included.
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from conftest import train_tiny_model, write_collection
+
+    data = tmp_path / "in"
+    first, second = write_collection(data, [30, 30])
+    for path, text in ((first, "obsolete wording " * 4), (second, "current wording " * 4)):
+        table = pq.read_table(path)
+        pq.write_table(pa.concat_tables([table, pa.table({"id": ["updated"], "text": [text], "label": ["x"]}).cast(table.schema)]), path)
+    model = train_tiny_model(tmp_path / "m", data)
+    counts = json.loads((model / "manifest.json").read_text())["counts"]
+    assert counts["documents"] == 61 and counts["superseded"] == 1
+    words = (model / "vocab.tsv").read_text(encoding="utf-8")
+    assert "current" in words and "obsolete" not in words

@@ -27,13 +27,27 @@ def is_validation(doc_id: object, fraction: float) -> bool:
 
 @dataclass
 class DocCounts:
-    rows: int = 0
+    rows: int = 0  # the collection's documents: each id once
     skipped_empty: int = 0  # null, empty or whitespace-only texts
+    superseded: int = 0  # rows whose id a later shard holds again: the document as it read before
 
 
-def _read_texts(shard: Shard, id_col: str, text_col: str) -> pl.DataFrame:
+def latest_rows(shards: list[Shard], id_col: str) -> list[np.ndarray]:
+    """Per shard, which of its rows are the collection's documents: an id's row in the latest shard
+    that holds it, as in the vectors. A document updated in a later shard is trained on once, as it
+    reads now; its older text would weigh it twice and teach words it no longer holds."""
+    ids = [pl.from_arrow(read_row_groups(s.path, list(range(len(s.row_group_rows))), [id_col])) for s in shards]
+    if len(ids) < 2:  # ids are unique within a shard
+        return [np.ones(frame.height, bool) for frame in ids]
+    latest = pl.concat(ids, how="vertical_relaxed")[id_col].is_last_distinct().to_numpy()
+    bounds = np.cumsum([0, *(frame.height for frame in ids)])
+    return [latest[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _read_texts(shard: Shard, id_col: str, text_col: str, latest: np.ndarray | None = None) -> pl.DataFrame:
     table = read_row_groups(shard.path, list(range(len(shard.row_group_rows))), [id_col, text_col])
-    return pl.from_arrow(table).rename({id_col: "id", text_col: "text"})
+    frame = pl.from_arrow(table).rename({id_col: "id", text_col: "text"})
+    return frame if latest is None or latest.all() else frame.filter(pl.Series(latest))
 
 
 def usable_texts(frame: pl.DataFrame, path: str, strict: bool) -> tuple[pl.DataFrame, int]:
@@ -46,8 +60,10 @@ def usable_texts(frame: pl.DataFrame, path: str, strict: bool) -> tuple[pl.DataF
     return frame.filter(~blank), n_blank
 
 
-def build_vocab(shards: list[Shard], id_col: str, text_col: str, cfg: TokenizerConfig) -> Vocab:
-    counts = merge_counts(count_tokens(_read_texts(s, id_col, text_col)["text"]) for s in shards)
+def build_vocab(shards: list[Shard], id_col: str, text_col: str, cfg: TokenizerConfig,
+                latest: list[np.ndarray] | None = None) -> Vocab:
+    latest = latest or [None] * len(shards)
+    counts = merge_counts(count_tokens(_read_texts(s, id_col, text_col, rows)["text"]) for s, rows in zip(shards, latest))
     vocab = Vocab.from_counts(counts, cfg.max_vocab, cfg.min_count)
     if len(vocab) <= 4:
         where = shards[0].path + (f" and {len(shards) - 1} more shard(s)" if len(shards) > 1 else "")
@@ -57,14 +73,14 @@ def build_vocab(shards: list[Shard], id_col: str, text_col: str, cfg: TokenizerC
 
 
 def heldout_unknown_share(shards: list[Shard], id_col: str, text_col: str, cfg: TokenizerConfig,
-                          val_fraction: float) -> float:
+                          val_fraction: float, latest: list[np.ndarray] | None = None) -> float:
     """The share of unknown tokens in documents a vocabulary has not seen: the validation documents'
     under a vocabulary counted from the others. The baseline of the drift signal (vecjob.lifecycle):
     a vocabulary always knows its own documents better than new ones, so the in-sample share would
     call every night a drift (BBC, 400 articles: 0.09 in sample, 0.21 on the next articles)."""
     counts, held_out = [], []
-    for shard in shards:
-        frame = _read_texts(shard, id_col, text_col).drop_nulls("text")
+    for shard, rows in zip(shards, latest or [None] * len(shards)):
+        frame = _read_texts(shard, id_col, text_col, rows).drop_nulls("text")
         val = np.array([is_validation(i, val_fraction) for i in frame["id"].to_list()], bool)
         counts.append(count_tokens(frame["text"].filter(~val)))
         held_out.append(frame["text"].filter(val))
@@ -84,6 +100,7 @@ def training_chunks(
     train_cfg: TrainConfig,
     strict: bool = False,
     bow_context: int = 0,
+    latest: list[np.ndarray] | None = None,
 ) -> tuple[ChunkSet, ChunkSet, DocCounts]:
     """Tokenise every document, cut it into chunks, and split by id hash into train / validation.
     bow_context > 0: each chunk also carries its bag-of-words target, the chunk ± that many tokens."""
@@ -92,9 +109,11 @@ def training_chunks(
     train_contexts: list[np.ndarray] = []
     val_contexts: list[np.ndarray] = []
     counts = DocCounts()
-    for shard in shards:
-        frame, n_blank = usable_texts(_read_texts(shard, id_col, text_col), shard.path, strict)
-        counts.rows += shard.num_rows
+    for shard, rows in zip(shards, latest or [None] * len(shards)):
+        frame, n_blank = usable_texts(_read_texts(shard, id_col, text_col, rows), shard.path, strict)
+        kept = shard.num_rows if rows is None else int(rows.sum())
+        counts.rows += kept
+        counts.superseded += shard.num_rows - kept
         counts.skipped_empty += n_blank
         docs = tokenizer.encode(frame["text"])
         chunks, owner = document_chunks(tokenizer, docs)

@@ -17,7 +17,7 @@ import torch
 from vecjob import runtime
 from vecjob.chunks import ChunkSet
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
-from vecjob.dataset import build_vocab, heldout_unknown_share, training_chunks
+from vecjob.dataset import build_vocab, heldout_unknown_share, latest_rows, training_chunks
 from vecjob.errors import ConfigError, VecjobError
 from vecjob.model import ADAPTIVE_CUTOFFS
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
@@ -117,9 +117,10 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
     timings: dict[str, float] = {}
     with timed(timings, "prepare_s"):
         inputs = [{"path": s.path, "rows": s.num_rows, "fingerprint": file_fingerprint(s.path)} for s in shards]
-        vocab = build_vocab(shards, data.id_col, data.text_col, tok_cfg)
+        latest = latest_rows(shards, data.id_col)
+        vocab = build_vocab(shards, data.id_col, data.text_col, tok_cfg, latest)
         train, val, counts = training_chunks(shards, Tokenizer(vocab, tok_cfg.max_len), data.id_col, data.text_col,
-                                             train_cfg, data.strict, model_cfg.bow_context)
+                                             train_cfg, data.strict, model_cfg.bow_context, latest)
 
     workers, use_gpu = executor.start(train_cfg)
     if not train_cfg.workers:  # auto: a collection of a few chunks trains on as many workers, not fails
@@ -149,6 +150,7 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
         columns={"id": data.id_col, "text": data.text_col},
         counts={
             "documents": counts.rows,
+            "superseded": counts.superseded,
             "skipped_empty": counts.skipped_empty,
             "train_chunks": len(train),
             "val_chunks": len(val),
@@ -157,7 +159,7 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
             "unknown_share": unknown_share(train.flat),
             # The drift baseline (vecjob.lifecycle): the unknown share of documents the vocabulary has not seen.
             "unknown_share_heldout": heldout_unknown_share(shards, data.id_col, data.text_col, tok_cfg,
-                                                           train_cfg.val_fraction),
+                                                           train_cfg.val_fraction, latest),
         },
         workers=workers,
         use_gpu=use_gpu,
