@@ -24,7 +24,6 @@ import fcntl
 import glob
 import json
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -53,7 +52,7 @@ def _uri_overlap(out: str, location: str) -> bool:
     """Whether a folder in a store and an input location there hold one another (a glob reads below
     its first wildcard-free prefix)."""
     if storage.is_glob(location) and not storage.exists(location):
-        location = re.split(r"[*?\[]", location, maxsplit=1)[0].rsplit("/", 1)[0]
+        location = storage.glob_root(location)
     out_parts, in_parts = ([p for p in uri.rstrip("/").split("/") if p] for uri in (out, location))
     shared = min(len(out_parts), len(in_parts))
     return out_parts[:shared] == in_parts[:shared]
@@ -62,8 +61,7 @@ def _uri_overlap(out: str, location: str) -> bool:
 def _input_root(location: str) -> Path:
     """The folder (or file) an input location reads: a glob reads below its first wildcard-free prefix."""
     if storage.is_glob(location) and not os.path.exists(location):
-        prefix = re.split(r"[*?\[]", location, maxsplit=1)[0]
-        return Path(os.path.dirname(prefix) or ".").resolve()
+        return Path(storage.glob_root(location) or ".").resolve()
     return Path(location).resolve()
 
 

@@ -96,8 +96,7 @@ def _discover_uri(location: str, unnamed: list[str]) -> list[str]:
     if info.type == pafs.FileType.File:
         return [location]
     if storage.is_glob(path):
-        prefix = re.split(r"[*?\[]", path, maxsplit=1)[0].rsplit("/", 1)[0]
-        listed = storage.list_files(scheme + prefix)
+        listed = storage.list_files(scheme + storage.glob_root(path))
         return sorted(scheme + i.path for i in listed.values()
                       if fnmatch.fnmatchcase(i.path, path) and not _hidden_match(path, i.path))
     listed = storage.list_files(location)

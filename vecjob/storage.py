@@ -65,6 +65,12 @@ def is_glob(location: str) -> bool:
     return any(ch in location for ch in "*?[")
 
 
+def glob_root(location: str) -> str:
+    """The folder a glob reads below: its path up to the last "/" before the first wildcard ("" when
+    the wildcard is in the first part)."""
+    return posixpath.dirname(re.split(r"[*?\[]", location, maxsplit=1)[0])
+
+
 def check_location(location: str | Path, what: str) -> None:
     """Refuse a URI vecjob cannot use, naming `what` (the flag or key): an unknown scheme or a
     malformed URI (s3:/x, s3://, a bucket with characters no store allows)."""
@@ -360,13 +366,11 @@ def mirrored(uri: str, what: str) -> Iterator[Path]:
         local = workspace(uri)
         pull(uri, local)
         _MIRRORS[local.resolve()] = uri
+        _show_as(local, uri)
         try:
             yield local
         except VecjobError as exc:  # a refusal names the location the user gave, not this cache folder
-            message = str(exc)
-            for name in dict.fromkeys((str(local.resolve()), str(local))):
-                message = message.replace(name, uri.rstrip("/"))
-            raise type(exc)(message) from None
+            raise type(exc)(as_given(str(exc))) from None
         finally:
             _MIRRORS.pop(local.resolve(), None)
         push(local, uri)
@@ -450,7 +454,7 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
             raise ArtifactError(f"{location}: no {MANIFESTS[0]} (not a complete vecjob folder)") from None
         key = hashlib.blake2b(before, digest_size=12).hexdigest()
         dest = cache_root() / "published" / f"{place}-{key}"
-        _SNAPSHOTS[str(dest)] = location.rstrip("/")
+        _show_as(dest, location)
         if (dest / MANIFESTS[0]).exists():
             return dest
         files = list_files(location)
@@ -472,14 +476,19 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
                         f"is publishing it, or it was copied there file by file (publish the manifest last)")
 
 
-_SNAPSHOTS: dict[str, str] = {}  # a downloaded generation's folder → the location it was read from
+_SHOWN_AS: dict[str, str] = {}  # a local copy of a store's folder (a mirror, a downloaded generation) → its URI
+
+
+def _show_as(local: Path, uri: str) -> None:
+    for name in (str(local.resolve()), str(local)):
+        _SHOWN_AS[name] = uri.rstrip("/")
 
 
 def as_given(message: str) -> str:
     """`message` naming the locations the user gave where it names their local copies: a refusal of
-    a folder read from a store names the store's URI, not a cache folder the user never wrote."""
-    for local, location in _SNAPSHOTS.items():
-        message = message.replace(local, location)
+    a folder in a store names the store's URI, not a cache folder the user never wrote."""
+    for local in sorted(_SHOWN_AS, key=len, reverse=True):  # a resolved path holds its relative form
+        message = message.replace(local, _SHOWN_AS[local])
     return message
 
 
