@@ -1,7 +1,10 @@
 """The CLI end to end on a real local Ray: train (Ray Train, 2 workers) → encode (Ray Data) → index → search."""
 
 import json
+import os
 import re
+import signal
+import threading
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -56,6 +59,18 @@ def test_version_is_the_package_s():
 
     r = invoke("--version")
     assert r.exit_code == 0 and r.output.strip() == f"vecjob {__version__}"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_waits_for_a_stop_signal_and_gives_the_caller_its_handlers_back(sig):
+    # `vecjob serve` in a Python process (a notebook, a test runner) left its own handlers installed:
+    # Ctrl-C there no longer interrupted anything after the service had stopped.
+    from vecjob.cli.query import wait_for_a_stop_signal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threading.Timer(0.3, os.kill, (os.getpid(), sig)).start()
+    wait_for_a_stop_signal(poll_s=0.05)
+    assert {s: signal.getsignal(s) for s in before} == before
 
 
 def test_model_dir_is_complete(pipeline):

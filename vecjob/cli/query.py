@@ -73,7 +73,6 @@ def serve(
     import contextlib
     import os
     import socket
-    import time
 
     from vecjob import runtime
     from vecjob.search import check_search_pair
@@ -111,12 +110,22 @@ def serve(
     typer.echo(f"serving {index_dir} at {url} (POST /search, /search/batch; GET /healthz, /info)", err=True)
     if detach:
         return
-    import signal
-
-    stop = []
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a background job ignores SIGINT: TERM stops it too
-        signal.signal(sig, lambda *_: stop.append(True))
-    while not stop:
-        time.sleep(0.5)
+    wait_for_a_stop_signal()
     ray_serve.delete(APP_NAME)  # the service lives as long as this command, on a local Ray or a cluster
     typer.echo("stopped", err=True)
+
+
+def wait_for_a_stop_signal(poll_s: float = 0.5) -> None:
+    """Return once SIGINT or SIGTERM arrives (a background job ignores SIGINT: TERM stops it too), with
+    the caller's handlers back in place: `vecjob serve` run inside a Python process leaves it as it was."""
+    import signal
+    import time
+
+    stop = []
+    replaced = {sig: signal.signal(sig, lambda *_: stop.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop:
+            time.sleep(poll_s)
+    finally:
+        for sig, handler in replaced.items():
+            signal.signal(sig, handler)
