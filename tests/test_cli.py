@@ -61,6 +61,20 @@ def test_version_is_the_package_s():
     assert r.exit_code == 0 and r.output.strip() == f"vecjob {__version__}"
 
 
+def test_the_train_summary_says_what_ended_training():
+    from vecjob.cli.build import _stopped
+
+    def manifest(stop_reason, budget=None, epochs=3.2):
+        return {"stop_reason": stop_reason, "epochs_seen": epochs, **({"budget": budget} if budget else {})}
+
+    assert _stopped(manifest("budget", "tokens")) == _stopped(manifest("budget")) == "token budget done"
+    assert _stopped(manifest("budget", "epoch cap", 100.0)) == (
+        "planned steps done (100 epochs: the cap of a small collection)")
+    assert _stopped(manifest("budget", "epochs", 5.0)) == "planned epochs done"
+    assert _stopped(manifest("patience", "epoch cap")) == "validation loss flat"
+    assert _stopped(manifest("time")) == "max_minutes reached"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_waits_for_a_stop_signal_and_gives_the_caller_its_handlers_back(sig):
     # `vecjob serve` in a Python process (a notebook, a test runner) left its own handlers installed:
@@ -81,6 +95,7 @@ def test_model_dir_is_complete(pipeline):
     assert len(manifest["history"]) == manifest["rounds_run"] >= 1
     assert 1 <= manifest["best_round"] <= manifest["rounds_run"]
     assert manifest["stop_reason"] in ("budget", "patience") and manifest["epochs_seen"] > 0
+    assert manifest["budget"] == "epochs"  # the spec sets them
     assert not list(pipeline.glob(".m.ray-train/*")), "Ray Train scratch is removed after publishing"
 
 

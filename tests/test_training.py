@@ -132,6 +132,17 @@ def test_the_token_budget_sets_the_run_length_whatever_the_collection_size():
     # Two workers split each step's chunks: half the steps, the same tokens.
     assert RunPlan.make(cfg, large, 2).total_steps == pytest.approx(large_plan.total_steps / 2, abs=1)
     assert RunPlan.make(TrainConfig(epochs=3, batch_size=16), large, 1).rounds == 3
+    assert (small_plan.bound, large_plan.bound) == ("tokens", "tokens")
+
+
+def test_a_collection_too_small_for_the_token_budget_is_trained_for_the_epoch_cap_at_most():
+    from vecjob.training import MAX_AUTO_EPOCHS, ROUNDS, RunPlan
+
+    tiny = np.full(50, 20)  # 1,000 tokens an epoch: the default budget would make it 3,000 epochs
+    plan = RunPlan.make(TrainConfig(), tiny, 2)
+    assert plan.bound == "epoch cap" and plan.total_steps == MAX_AUTO_EPOCHS * plan.steps_per_epoch
+    assert plan.rounds == ROUNDS
+    assert RunPlan.make(TrainConfig(epochs=3 * MAX_AUTO_EPOCHS), tiny, 2).bound == "epochs"  # set: not capped
 
 
 def test_a_budgeted_run_sees_its_tokens_and_says_why_it_stopped():

@@ -25,7 +25,7 @@ from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
 from vecjob.timing import timed
 from vecjob.tokenizer import Tokenizer, Vocab, unknown_share
-from vecjob.training import TrainState, build_model, round_line, set_center, train_loop, training_bytes
+from vecjob.training import RunPlan, TrainState, build_model, round_line, set_center, train_loop, training_bytes
 
 
 @dataclass
@@ -168,6 +168,7 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
         steps=state.step,
         epochs_seen=state.history[-1]["epochs"] if state.history else 0.0,
         stop_reason=state.stop_reason,
+        budget=RunPlan.make(train_cfg, train.lengths, workers).bound,
         train_minutes=state.seconds / 60,
         resumed_after_rounds=state.resumed_after_rounds,
         history=state.history,

@@ -193,27 +193,39 @@ class TrainState:
 # checkpointed after every step.
 ROUNDS = 10
 
+# The most epochs a budgeted run spends on a collection too small for its token budget. Beyond it a
+# model memorises its few texts instead of learning more of their words in context, and a tiny
+# collection (50 tweets: 2,700 epochs of the budget) would keep the cores for minutes (bench/README.md,
+# "The epoch cap").
+MAX_AUTO_EPOCHS = 100
+
 
 @dataclass(frozen=True)
 class RunPlan:
-    """How long a run is, the same on every rank: its steps, the steps of one epoch, and of one round."""
+    """How long a run is, the same on every rank: its steps, the steps of one epoch, and of one round,
+    and what set its length: "tokens" (the budget), "epoch cap" (MAX_AUTO_EPOCHS) or "epochs" (set)."""
 
     total_steps: int
     steps_per_epoch: int
     steps_per_round: int
+    bound: str = "tokens"
 
     @classmethod
     def make(cls, train_cfg: TrainConfig, chunk_lengths: np.ndarray, world_size: int) -> "RunPlan":
         """epochs = N: N epochs of one round each. epochs = "auto": the steps that show the model
         `train_cfg.tokens` training tokens (all ranks together), in whole steps, whatever the
-        collection's size: a small collection is seen many times, a large one in part."""
+        collection's size: a small collection is seen many times (at most MAX_AUTO_EPOCHS), a large
+        one in part."""
         per_rank = len(chunk_lengths) // world_size
         per_epoch = max(1, math.ceil(per_rank / train_cfg.batch_size))
         if train_cfg.epochs != "auto":
-            return cls(train_cfg.epochs * per_epoch, per_epoch, per_epoch)
+            return cls(train_cfg.epochs * per_epoch, per_epoch, per_epoch, "epochs")
         tokens_per_epoch = max(1.0, float(chunk_lengths.sum()))
         total = max(1, math.ceil(train_cfg.tokens / tokens_per_epoch * per_epoch))
-        return cls(total, per_epoch, math.ceil(total / ROUNDS))
+        bound = "tokens"
+        if total > MAX_AUTO_EPOCHS * per_epoch:
+            total, bound = MAX_AUTO_EPOCHS * per_epoch, "epoch cap"
+        return cls(total, per_epoch, math.ceil(total / ROUNDS), bound)
 
     @property
     def rounds(self) -> int:

@@ -44,6 +44,16 @@ def corpus(
     typer.echo(f"wrote {len(paths)} shards to {out}", err=True)
 
 
+def _stopped(manifest: dict) -> str:
+    """Why training ended, in words: the manifest's stop_reason, and for a run that did all its planned
+    steps, what planned them (older manifests have no budget)."""
+    if manifest["stop_reason"] != "budget":
+        return {"patience": "validation loss flat", "time": "max_minutes reached"}.get(
+            manifest["stop_reason"], manifest["stop_reason"])
+    return {"epoch cap": f"planned steps done ({manifest['epochs_seen']:.0f} epochs: the cap of a small collection)",
+            "epochs": "planned epochs done"}.get(manifest.get("budget", "tokens"), "token budget done")
+
+
 @app.command()
 @friendly_errors
 def train(
@@ -95,8 +105,7 @@ def train(
         "vocabulary": manifest["counts"]["vocab_size"],
         "workers": f"{manifest['workers']} ({'GPU' if manifest['use_gpu'] else 'CPU'})",
         "epochs seen": round(manifest["epochs_seen"], 2),
-        "stopped": {"budget": "token budget done", "patience": "validation loss flat",
-                    "time": "max_minutes reached"}.get(manifest["stop_reason"], manifest["stop_reason"]),
+        "stopped": _stopped(manifest),
         "best round": f"{manifest['best_round']} of {manifest['rounds_run']}",
         **({"val loss": best["val_loss"], "val token acc": best["val_token_acc"]} if best["val_loss"] is not None
            else {"val loss": "none: too few documents to hold any out"}),
