@@ -75,6 +75,23 @@ def test_the_train_summary_says_what_ended_training():
     assert _stopped(manifest("time")) == "max_minutes reached"
 
 
+def test_tokens_trains_for_a_token_budget_in_place_of_the_specs_epochs(ray_session, collection, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text("[train]\nepochs = 7\n")
+    flags = [*TINY[:TINY.index("--epochs")], *TINY[TINY.index("--epochs") + 2:]]
+    r = invoke("train", collection, "--out", tmp_path / "both", "--config", spec, "--epochs", "2", "--tokens", "900")
+    assert r.exit_code == 2 and r.output.strip() == (
+        "error: --epochs and --tokens: give one of them (a number of epochs, or a token budget)"), r.output
+    assert not (tmp_path / "both").exists()
+
+    r = invoke("train", collection, "--out", tmp_path / "m", "--config", spec, "--tokens", "900", *flags)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["config"]["train"]["epochs"] == "auto" and manifest["config"]["train"]["tokens"] == 900
+    assert manifest["budget"] == "tokens" and manifest["epochs_seen"] < 1  # 900 tokens: part of one epoch
+    assert "stopped          token budget done" in r.output
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_waits_for_a_stop_signal_and_gives_the_caller_its_handlers_back(sig):
     # `vecjob serve` in a Python process (a notebook, a test runner) left its own handlers installed:
@@ -131,7 +148,7 @@ def test_search_by_id_returns_the_document_itself(pipeline, collection):
 
 
 def test_search_by_text(pipeline):
-    r = invoke("search", pipeline / "i", "--model", pipeline / "m", "--text", "goal team league", "-k", "3", "--json")
+    r = invoke("search", pipeline / "i", "--model", pipeline / "m", "--text", "goal team league", "--k", "3", "--json")
     assert r.exit_code == 0, r.output
     assert len(json.loads(r.stdout)["hits"]) == 3
 

@@ -126,7 +126,7 @@ def test_an_undefined_silhouette_is_null_in_strict_json_files_and_output(tmp_pat
     def strict(text: str):
         return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
 
-    result = CliRunner().invoke(app, ["cluster", str(tmp_path / "v"), "--k", "auto", "--out", str(tmp_path / "c"),
+    result = CliRunner().invoke(app, ["cluster", str(tmp_path / "v"), "-k", "auto", "--out", str(tmp_path / "c"),
                                       "--json"])
     assert result.exit_code == 0, result.output
     assert strict(result.output)["metrics"] == {"silhouette": None}

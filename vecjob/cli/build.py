@@ -62,6 +62,7 @@ def train(
     variant: Annotated[Optional[str], typer.Option(help="plain | denoising | variational")] = None,
     dim: Annotated[Optional[int], typer.Option(help="Document vector size (bottleneck).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs instead of the token budget (early stopping may end sooner).")] = None,
+    tokens: Annotated[Optional[int], typer.Option(help="The token budget: training tokens to show the model (instead of --epochs).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Ray Train workers (0 = auto).")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(help="GPUs per worker when GPUs are used.")] = None,
     use_gpu: Annotated[Optional[str], typer.Option(help="auto | yes | no")] = None,
@@ -83,11 +84,13 @@ def train(
     from vecjob.stages import train_headline
     from vecjob.trainer import train_model
 
+    if epochs is not None and tokens is not None:
+        raise ConfigError("--epochs and --tokens: give one of them (a number of epochs, or a token budget)")
     spec = job_spec(config, data, id_col=id_col, text_col=text_col, strict=strict)
     model_cfg = override(spec.model, variant=variant, dim=dim, hidden_dim=hidden_dim)
     tok_cfg = override(spec.tokenizer, max_vocab=max_vocab, max_len=max_len)
     train_cfg = override(
-        spec.train, epochs=epochs, workers=workers, gpus_per_worker=gpus_per_worker, use_gpu=use_gpu,
+        spec.train, epochs="auto" if tokens is not None else epochs, tokens=tokens, workers=workers, gpus_per_worker=gpus_per_worker, use_gpu=use_gpu,
         batch_size=batch_size, max_train_chunks=max_train_chunks, seed=seed,
     )
     if storage.is_uri(out) and not train_cfg.storage_path:  # Ray Train's checkpoints where every node reaches
@@ -189,7 +192,7 @@ def index(
 @friendly_errors
 def cluster(
     vectors: VectorsArg,
-    k: Annotated[str, typer.Option("--k", help="Number of clusters, or 'auto' (best silhouette in 2..20).")],
+    k: Annotated[str, typer.Option("--k", "-k", help="Number of clusters, or 'auto' (best silhouette in 2..20).")],
     out: OutOpt,
     data: DataOpt = None,
     seeds: Annotated[Optional[int], typer.Option(help="k-means restarts.")] = None,

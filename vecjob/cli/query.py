@@ -29,7 +29,7 @@ def search(
     model: ModelOpt = None,
     text: Annotated[Optional[str], typer.Option("--text", help="Query text.")] = None,
     doc_id: Annotated[Optional[str], typer.Option("--id", help="Query by a stored document's id.")] = None,
-    k: Annotated[int, typer.Option("-k", help="Number of neighbours.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of neighbours.")] = 10,
     data: DataOpt = None,
     as_json: JsonOpt = False,
     id_col: IdColOpt = None,
