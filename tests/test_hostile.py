@@ -271,6 +271,26 @@ def test_an_unwritable_output_folder_is_one_line(vectors, tmp_path):
 # ---- values of flags ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("args, fragments", [
+    (["train", "{data}", "--out", "{out}", "--epochs", "abc"], ["'--epochs'", "valid integer", "(vecjob train --help)"]),
+    (["train", "{data}", "--out", "{out}", "--tokens", "3e6"], ["'--tokens'", "valid integer"]),
+    (["search", "{out}", "--id", "d1", "--k", "many"], ["'-k' / '--k'", "(vecjob search --help)"]),
+    (["train", "{data}", "--out", "{out}", "--bogus"], ["No such option: --bogus"]),
+    (["encode", "{data}", "--model", "{out}"], ["Missing option '--out'", "(vecjob encode --help)"]),
+    (["train"], ["Missing argument"]),
+    (["--bogus"], ["No such option: --bogus", "(vecjob --help)"]),
+    (["embed", "{data}"], ["No such command 'embed'"]),
+    (["sentiment", "fit"], ["No such command 'fit'", "(vecjob sentiment --help)"]),
+])
+def test_a_command_line_that_cannot_be_parsed_is_one_line_naming_the_flag(tmp_path, args, fragments):
+    # Click's own refusals (an unknown flag or command, a value of the wrong type, a missing argument)
+    # were a usage text and a box of six lines; every other refusal is one line.
+    (tmp_path / "data").mkdir()
+    got = invoke(*[a.format(data=tmp_path / "data", out=tmp_path / "out") for a in args])
+    refused(got, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
 def test_search_k_below_one_is_one_line(vectors, tmp_path):
     index_collection(vectors, tmp_path / "i", IndexConfig())
     for k in ("0", "-3"):

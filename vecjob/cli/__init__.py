@@ -5,7 +5,7 @@ serve), `labels` (sentiment train / eval / predict), `jobs` (run). The flags the
 defined once, here.
 
 Heavy modules (torch, ray, faiss) are imported inside commands so `vecjob --help` answers at once.
-A VecjobError becomes one line on stderr and exit code 2.
+A VecjobError becomes one line on stderr and exit code 2, and so does a command line that cannot be parsed.
 """
 
 from __future__ import annotations
@@ -20,14 +20,47 @@ from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
+import typer.core
 
 from vecjob import storage
 from vecjob.config import JobSpec, load_job_spec, override
 from vecjob.errors import ConfigError, VecjobError, shown
 from vecjob.tokenizer import unicode_problem
 
+try:  # typer parses with a copy of click of its own in recent versions, with click itself before
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    """A command line click cannot parse (an unknown flag or command, a value of the wrong type, a
+    missing argument) is one line and exit code 2, as every other refusal, not a boxed usage text."""
+    try:
+        yield
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `vecjob`: the help is the answer
+            raise
+        hint = f" ({exc.ctx.command_path} --help)" if exc.ctx else ""
+        typer.echo(f"error: {shown(exc.format_message().rstrip('.'))}{hint}", err=True)
+        raise typer.Exit(2) from None
+
+
+class _Commands(typer.core.TyperGroup):
+    # The top group parses its own flags in make_context and each command's in invoke.
+    def make_context(self, *args, **kwargs):
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
     name="vecjob",
+    cls=_Commands,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
