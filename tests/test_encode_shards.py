@@ -28,9 +28,14 @@ def test_plan_cuts_large_shards_by_row_groups_into_units_with_their_own_names(co
         mine = [it for it in items if it.shard == s_idx]
         assert sum(it.rows for it in mine) == shard.num_rows
         assert len(mine) > 1 or len(shard.row_group_rows) == 1
-        assert [g for it in mine for g in it.row_groups] == list(range(len(shard.row_group_rows)))
-        assert all(it.rows <= 40 or len(it.row_groups) == 1 for it in mine)
+        # Each row once, in order: runs of row groups, and slices of the groups of 64 rows.
+        first_row = np.cumsum([0, *shard.row_group_rows])
+        rows = [r for it in mine for r in range(first_row[it.row_groups[0]] + it.skip,
+                                                first_row[it.row_groups[0]] + it.skip + it.rows)]
+        assert rows == list(range(shard.num_rows))
+        assert all(it.rows <= 40 for it in mine)
         assert [it.output for it in mine] == sorted(it.output for it in mine)
+    assert any(it.skip for it in items)
     assert len({it.output for it in items}) == len(items)
     # A shard that fits one unit keeps its one name, whatever rows_per_task is; a cut shard's names
     # depend on the cut, so a rerun with another rows_per_task never takes one cut's parts for another's.
@@ -38,6 +43,26 @@ def test_plan_cuts_large_shards_by_row_groups_into_units_with_their_own_names(co
     assert [it.output for it in whole] == [it.output for it in plan_items(shards, ["fp"] * 3, "model", {}, 20_000)]
     cut = {it.output for it in items if len(shards[it.shard].row_group_rows) > 1}
     assert cut and not cut & {it.output for it in plan_items(shards, ["fp"] * 3, "model", {}, 30)}
+
+
+def test_a_row_group_larger_than_a_unit_is_sliced_and_encodes_as_smaller_groups_do(tiny_model_dir, tmp_path):
+    # pandas writes up to a million rows to one row group: as one unit, one encoder read all of it
+    # (memory grew with it) while the others waited.
+    from vecjob.encode_shards import MAX_SLICES, shard_units
+
+    assert shard_units((1_000,), 100) == [([0], skip, 100) for skip in range(0, 1_000, 100)]
+    assert [rows for _, _, rows in shard_units((100_000,), 100)] == [6_250] * MAX_SLICES
+    assert shard_units((30, 1_000, 30, 30), 100) == [([0], 0, 30), *[([1], s, 100) for s in range(0, 1_000, 100)],
+                                                     ([2, 3], 0, 60)]
+    write_collection(tmp_path / "whole", [1_000], row_group_size=1_000)
+    write_collection(tmp_path / "groups", [1_000], row_group_size=100)
+    whole = _encode(tmp_path / "whole", tiny_model_dir, tmp_path / "v_whole")
+    groups = _encode(tmp_path / "groups", tiny_model_dir, tmp_path / "v_groups")
+    assert whole["counts"]["parts_encoded"] == groups["counts"]["parts_encoded"] == 10
+    assert [s["rows_in"] for s in whole["shards"]] == [100] * 10
+    a, b = VectorsDir.open(tmp_path / "v_whole").read_all(), VectorsDir.open(tmp_path / "v_groups").read_all()
+    assert a.column("id").to_pylist() == b.column("id").to_pylist() == [f"doc-{i:05d}" for i in range(1_000)]
+    np.testing.assert_array_equal(table_vectors(a), table_vectors(b))
 
 
 def test_vector_shards_hold_each_input_shard_in_order(collection, tiny_model_dir, tmp_path):

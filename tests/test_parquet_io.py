@@ -209,3 +209,14 @@ def test_a_collection_read_by_id_keeps_the_later_shards_row_of_an_id(tmp_path):
     frame = collect_scanned(scan_by_id(str(data), "id", {"label": "label"}, pl.String), str(data))
     assert frame.height == 3 and dict(zip(frame["id"], frame["label"])) == {"a": "x", "b": "new", "c": "z"}
 
+
+
+def test_rows_of_a_row_group_are_read_a_slice_at_a_time(tmp_path):
+    from vecjob.parquet_io import iter_rows
+
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": list(range(100)), "text": [f"t{i}" for i in range(100)]}), path, row_group_size=60)
+    pieces = list(iter_rows(str(path), [0, 1], ["id"], skip=10, rows=55, batch_rows=7))
+    assert [i for p in pieces for i in p.column("id").to_pylist()] == list(range(10, 65))
+    assert max(p.num_rows for p in pieces) <= 7
+    assert [p.num_rows for p in iter_rows(str(path), [1], ["id", "text"], skip=0, rows=0, batch_rows=7)] == [0]

@@ -174,7 +174,9 @@ class EncodeConfig(_Frozen):
     batch_size: Int = Field(default=0, ge=0)
     # Encoder actors; 0 = auto (one per GPU, else one per CPU; never more than units of work)
     concurrency: Int = Field(default=0, ge=0)
-    rows_per_task: Int = Field(default=4_096, ge=1)  # a unit of work: row groups of one shard up to this many rows
+    # A unit of work: row groups of one shard up to this many rows, or a slice of this many rows of a
+    # larger row group (at most 16 a group); small enough to spread a shard over the encoders.
+    rows_per_task: Int = Field(default=4_096, ge=1)
     keep_columns: list[str] = Field(default_factory=list)  # input columns copied into the vector shards
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

@@ -4,7 +4,8 @@
 after another, or `vecjob.ray_encode.RayData` over a pool of encoder actors.
 
 A unit of work (`WorkItem`) is an input shard, or a run of its row groups (≤ rows_per_task rows)
-when it holds more, so large shards are spread over workers and small ones are not merged. Each unit
+when it holds more, or a slice of a row group larger than that, so large shards are spread over
+workers and small ones are not merged; a unit is read and encoded READ_ROWS rows at a time. Each unit
 has its own vector shard. `PartEncoder` reads a unit's rows, encodes them, and writes the unit's
 vector shard and stats file itself, straight to where the vectors are published (the store, when the
 run dir is in one), then returns the stats: the driver plans the units and writes the manifest, and
@@ -19,6 +20,7 @@ skipped. Files of other generations are removed once the new manifest is publish
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -44,8 +46,8 @@ from vecjob.parquet_io import (
     file_fingerprint,
     fingerprint,
     new_manifest,
+    iter_rows,
     read_json,
-    read_row_groups,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -53,6 +55,7 @@ from vecjob.timing import timed
 from vecjob.vectors import MANIFEST_KIND, vectors_table, with_model_fingerprint
 
 STATS_DIR = "_stats"
+READ_ROWS = 4_096  # rows a unit reads, tokenises and encodes at a time: its memory does not grow with it
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class WorkItem:
     rows: int
     output: str  # the vector shard's file name: its generation
     input_fingerprint: str
+    skip: int = 0  # rows of the row groups before the unit's own: a slice of a row group larger than a unit
 
 
 def row_group_runs(row_group_rows: tuple[int, ...], rows_per_task: int) -> list[list[int]]:
@@ -78,9 +82,29 @@ def row_group_runs(row_group_rows: tuple[int, ...], rows_per_task: int) -> list[
     return runs
 
 
-def generation_key(input_fp: str, model_fp: str, columns: dict, split: int | None = None) -> str:
+# A row group of more than rows_per_task rows (pandas writes a million rows to one) is cut into slices
+# of rows_per_task rows, at most this many: each slice's reader decodes the group up to its own rows,
+# so more slices would add decoding, while this many already spread a group over 16 encoders.
+MAX_SLICES = 16
+
+
+def shard_units(row_group_rows: tuple[int, ...], rows_per_task: int) -> list[tuple[list[int], int, int]]:
+    """(row groups, rows skipped, rows) of each unit of one shard: runs of consecutive row groups of
+    ≤ rows_per_task rows, and slices of a larger row group."""
+    units = []
+    for groups in row_group_runs(row_group_rows, rows_per_task):
+        rows = sum(row_group_rows[g] for g in groups)
+        if rows <= rows_per_task:
+            units.append((groups, 0, rows))
+            continue
+        step = max(rows_per_task, math.ceil(rows / MAX_SLICES))
+        units += [(groups, skip, min(step, rows - skip)) for skip in range(0, rows, step)]
+    return units
+
+
+def generation_key(input_fp: str, model_fp: str, columns: dict, split: int | tuple | None = None) -> str:
     """What a vector shard's content depends on: the input's content, the model, the columns kept,
-    and for a shard cut into runs, the cut."""
+    and for a shard cut into units, the cut."""
     return fingerprint(input_fp, model_fp, columns, *([split] if split else []))[:12]
 
 
@@ -88,13 +112,15 @@ def plan_items(shards: list[Shard], input_fps: list[str], model_fp: str, columns
                rows_per_task: int) -> list[WorkItem]:
     items: list[WorkItem] = []
     for s_idx, shard in enumerate(shards):
-        runs = row_group_runs(shard.row_group_rows, rows_per_task) if shard.num_rows else [[]]
-        split = rows_per_task if len(runs) > 1 else None
+        units = shard_units(shard.row_group_rows, rows_per_task) if shard.num_rows else [([], 0, 0)]
+        # The key covers the cut, so a rerun with another rows_per_task never takes one cut's parts for
+        # another's; a shard cut by runs alone keeps the name it had before row groups were sliced.
+        sliced = any(skip for _, skip, _ in units)
+        split = (rows_per_task, MAX_SLICES) if sliced else rows_per_task if len(units) > 1 else None
         stem = f"{shard.name}-{generation_key(input_fps[s_idx], model_fp, columns, split)}"
-        for part, groups in enumerate(runs):
+        for part, (groups, skip, rows) in enumerate(units):
             name = f"{stem}-{part:04d}.parquet" if split else f"{stem}.parquet"
-            items.append(WorkItem(s_idx, shard.path, groups, sum(shard.row_group_rows[g] for g in groups), name,
-                                  input_fps[s_idx]))
+            items.append(WorkItem(s_idx, shard.path, groups, rows, name, input_fps[s_idx], skip))
     return items
 
 
@@ -147,32 +173,47 @@ class PartEncoder:
         self.strict = strict
 
     def encode_item(self, item: WorkItem) -> dict:
-        timings: dict[str, float] = {}
-        with timed(timings, "read_s"):
-            table = read_row_groups(item.path, item.row_groups, [self.id_col, self.text_col, *self.keep_columns])
-        if table.column(self.id_col).null_count:
-            raise InputError(f"{item.path}: {table.column(self.id_col).null_count} row(s) with a null id")
-        encoded = self.encoder.encode_texts(pl.from_arrow(table.column(self.text_col)))
-        if self.strict and not encoded.ok.all():
-            first = table.column(self.id_col)[int(np.argmin(encoded.ok))].as_py()
-            raise InputError(
-                f"{item.path}: {int((~encoded.ok).sum())} null or empty text(s) (first id {quoted(first)}) "
-                "and --strict is set"
-            )
-        extra = {c: table.column(c) for c in self.keep_columns}
-        kept = vectors_table(table.column(self.id_col), encoded.vectors, extra).filter(encoded.ok)
+        timings: dict[str, float] = {"read_s": 0.0}
+        pieces = iter_rows(item.path, item.row_groups, [self.id_col, self.text_col, *self.keep_columns],
+                           item.skip, item.rows, READ_ROWS)
+        kept, encoded = [], []
+        while True:
+            with timed(timings, "read_s"):
+                table = next(pieces, None)
+            if table is None:
+                break
+            vectors, done = self._encode_piece(item.path, table)
+            kept.append(vectors)
+            encoded.append((table.num_rows, done.timings))
+        vectors = pa.concat_tables(kept)
         with timed(timings, "write_s"):
-            write_parquet_atomic(with_model_fingerprint(kept, self.model_fp), storage.join(self.out, item.output))
-        t = encoded.timings
+            write_parquet_atomic(with_model_fingerprint(vectors, self.model_fp), storage.join(self.out, item.output))
+        rows_in = sum(rows for rows, _ in encoded)
         stats = asdict(PartStats(
-            input=item.path, output=item.output, rows_in=table.num_rows, rows_out=kept.num_rows,
-            skipped_empty=table.num_rows - kept.num_rows, read_s=timings["read_s"], tokenize_s=t.tokenize,
-            infer_s=t.infer, tokens=t.tokens, write_s=timings["write_s"],
+            input=item.path, output=item.output, rows_in=rows_in, rows_out=vectors.num_rows,
+            skipped_empty=rows_in - vectors.num_rows, read_s=timings["read_s"],
+            tokenize_s=sum(t.tokenize for _, t in encoded), infer_s=sum(t.infer for _, t in encoded),
+            tokens=sum(t.tokens for _, t in encoded), write_s=timings["write_s"],
             input_fingerprint=item.input_fingerprint, model_fingerprint=self.model_fp,
             written_by=f"{platform.node()}:{os.getpid()}",
         ))
         write_json_atomic(stats, storage.join(self.out, stats_name(item.output)))
         return stats
+
+    def _encode_piece(self, path: str, table: pa.Table):
+        """Rows of a unit → the vectors table of those with a text (id, vector, kept columns), and the
+        encoder's result (its timings)."""
+        if table.column(self.id_col).null_count:
+            raise InputError(f"{path}: {table.column(self.id_col).null_count} row(s) with a null id")
+        encoded = self.encoder.encode_texts(pl.from_arrow(table.column(self.text_col)))
+        if self.strict and not encoded.ok.all():
+            first = table.column(self.id_col)[int(np.argmin(encoded.ok))].as_py()
+            raise InputError(
+                f"{path}: {int((~encoded.ok).sum())} null or empty text(s) (first id {quoted(first)}) "
+                "and --strict is set"
+            )
+        extra = {c: table.column(c) for c in self.keep_columns}
+        return vectors_table(table.column(self.id_col), encoded.vectors, extra).filter(encoded.ok), encoded
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Ray Data map_batches entry: a batch of units (as rows) → their stats (as rows)."""

@@ -254,6 +254,33 @@ def read_row_groups(path: str, row_groups: list[int], columns: list[str]) -> pa.
         table = parquet_file(path).read_row_groups(row_groups, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
+    return _plain_columns(table)
+
+
+def iter_rows(path: str, row_groups: list[int], columns: list[str], skip: int, rows: int,
+              batch_rows: int) -> Iterator[pa.Table]:
+    """Rows skip .. skip + rows of some row groups of one shard, at most `batch_rows` at a time: a row
+    group of a million rows is never held whole. At least one table, empty for no rows; a corrupt page
+    raises InputError naming the file."""
+    seen, given = 0, False
+    try:
+        for batch in parquet_file(path).iter_batches(batch_size=batch_rows, row_groups=row_groups, columns=columns):
+            start, seen = seen, seen + batch.num_rows
+            if seen <= skip:
+                continue
+            if start >= skip + rows:
+                break
+            first = max(skip - start, 0)
+            piece = pa.Table.from_batches([batch.slice(first, min(skip + rows, seen) - start - first)])
+            given = True
+            yield _plain_columns(piece)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
+    if not given:
+        yield read_row_groups(path, [], columns)
+
+
+def _plain_columns(table: pa.Table) -> pa.Table:
     for i, field in enumerate(table.schema):
         if (plain := _plain_type(field.type)) != field.type:
             table = table.set_column(i, field.name, table.column(i).cast(plain))
