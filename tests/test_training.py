@@ -145,6 +145,31 @@ def test_a_collection_too_small_for_the_token_budget_is_trained_for_the_epoch_ca
     assert RunPlan.make(TrainConfig(epochs=3 * MAX_AUTO_EPOCHS), tiny, 2).bound == "epochs"  # set: not capped
 
 
+def test_a_budget_far_below_the_collection_trains_on_a_sample_of_its_documents(tmp_path):
+    # Every document was tokenised and held (each chunk with up to 2,112 tokens of bag-of-words
+    # context) to train on 3M tokens of them: memory and time grew with the collection.
+    from conftest import write_collection
+    from vecjob.config import DataConfig, TokenizerConfig
+    from vecjob.dataset import SAMPLE_SALT, id_share, training_sample
+    from vecjob.trainer import train_model
+
+    assert training_sample(TrainConfig(), 600_000_000, 1_000_000) == pytest.approx(0.01)
+    assert training_sample(TrainConfig(epochs=2), 600_000_000, 1_000_000) == 1.0  # epochs: every document
+    assert training_sample(TrainConfig(), 5_000_000, 1_000_000) == 1.0  # the budget covers it
+    assert training_sample(TrainConfig(tokens=10), 600_000, 20_000) == pytest.approx(0.05)  # 1,000 documents
+
+    write_collection(tmp_path / "data", [2_500, 2_500])
+    manifest = train_model(DataConfig(paths=[str(tmp_path / "data")]), tmp_path / "m",
+                           TokenizerConfig(max_vocab=200, min_count=1, max_len=16),
+                           ModelConfig(dim=8, embed_dim=8, hidden_dim=16),
+                           TrainConfig(tokens=25_000, batch_size=32, patience=100))
+    counts = manifest["counts"]
+    drawn = sum(id_share(f"doc-{i:05d}", SAMPLE_SALT) < counts["sample"] for i in range(5_000))
+    # About 170k tokens: the budget's sample is 2 × 25k of them, above the 1,000 documents' share (0.2).
+    assert 0.2 < counts["sample"] < 0.4 and counts["not_sampled"] == 5_000 - drawn
+    assert counts["documents"] == 5_000 and counts["train_tokens"] < 0.4 * 170_000
+
+
 def test_a_budgeted_run_sees_its_tokens_and_says_why_it_stopped():
     model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16)
     train, val = _chunks(64), _chunks(16, 1)

@@ -1,7 +1,7 @@
 """From checked Parquet shards to what training needs: a vocabulary and train/validation chunk sets.
 
 Shards are read one at a time, so memory holds one shard's text plus the token ids kept for training
-(bounded by `max_train_chunks`).
+(bounded by the token budget's sample, `training_sample`, and by `max_train_chunks`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,35 @@ from vecjob.parquet_io import Shard, read_row_groups
 from vecjob.tokenizer import Tokenizer, Vocab, count_tokens, document_chunks, merge_counts, unknown_share
 
 
+def id_share(doc_id: object, salt: bytes = b"") -> float:
+    """Where a document falls in [0, 1) by the hash of its id (and `salt`, for an independent draw):
+    the same in every run and on every machine."""
+    digest = hashlib.blake2b(str(doc_id).encode(), digest_size=8, person=salt).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
 def is_validation(doc_id: object, fraction: float) -> bool:
     """Stable split by id hash: the same document is held out in every run and on every machine."""
-    h = int.from_bytes(hashlib.blake2b(str(doc_id).encode(), digest_size=8).digest(), "little")
-    return (h / 2**64) < fraction
+    return id_share(doc_id) < fraction
+
+
+# A token budget far below the collection's size shows the model a small part of it: training then
+# reads a sample of the documents holding about this many times the budget's tokens (drawn by id hash,
+# independently of the validation split), so its memory and time stop growing with the collection
+# while every chunk it trains on is still seen about once, as in the whole collection. At least
+# MIN_SAMPLE_DOCUMENTS documents (or all) are drawn, so a tiny budget still has documents to validate on.
+SAMPLE_TOKENS_PER_BUDGET_TOKEN = 2.0
+MIN_SAMPLE_DOCUMENTS = 1_000
+SAMPLE_SALT = b"vecjob-sample"
+
+
+def training_sample(train_cfg: TrainConfig, collection_tokens: int, documents: int) -> float:
+    """The share of documents training reads: 1 for a number of epochs, or a collection the budget
+    covers; else the share holding SAMPLE_TOKENS_PER_BUDGET_TOKEN × train.tokens."""
+    if train_cfg.epochs != "auto" or collection_tokens <= 0 or documents <= 0:
+        return 1.0
+    return min(1.0, max(SAMPLE_TOKENS_PER_BUDGET_TOKEN * train_cfg.tokens / collection_tokens,
+                        MIN_SAMPLE_DOCUMENTS / documents))
 
 
 @dataclass
@@ -30,6 +55,7 @@ class DocCounts:
     rows: int = 0  # the collection's documents: each id once
     skipped_empty: int = 0  # null, empty or whitespace-only texts
     superseded: int = 0  # rows whose id a later shard holds again: the document as it read before
+    not_sampled: int = 0  # documents with a text that the training sample (training_sample) leaves out
 
 
 def latest_rows(shards: list[Shard], id_col: str) -> list[np.ndarray]:
@@ -101,9 +127,11 @@ def training_chunks(
     strict: bool = False,
     bow_context: int = 0,
     latest: list[np.ndarray] | None = None,
+    sample: float = 1.0,
 ) -> tuple[ChunkSet, ChunkSet, DocCounts]:
-    """Tokenise every document, cut it into chunks, and split by id hash into train / validation.
-    bow_context > 0: each chunk also carries its bag-of-words target, the chunk ± that many tokens."""
+    """Tokenise every document (or the `sample` share of them, by id hash), cut it into chunks, and
+    split by id hash into train / validation. bow_context > 0: each chunk also carries its
+    bag-of-words target, the chunk ± that many tokens."""
     train_parts: list[np.ndarray] = []
     val_parts: list[np.ndarray] = []
     train_contexts: list[np.ndarray] = []
@@ -115,6 +143,10 @@ def training_chunks(
         counts.rows += kept
         counts.superseded += shard.num_rows - kept
         counts.skipped_empty += n_blank
+        if sample < 1.0:
+            drawn = pl.Series([id_share(i, SAMPLE_SALT) < sample for i in frame["id"].to_list()], dtype=pl.Boolean)
+            counts.not_sampled += frame.height - int(drawn.sum())
+            frame = frame.filter(drawn)
         docs = tokenizer.encode(frame["text"])
         chunks, owner = document_chunks(tokenizer, docs)
         held_out = np.array([is_validation(i, train_cfg.val_fraction) for i in frame["id"].to_list()], bool)

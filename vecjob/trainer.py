@@ -17,7 +17,7 @@ import torch
 from vecjob import runtime
 from vecjob.chunks import ChunkSet
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
-from vecjob.dataset import build_vocab, heldout_unknown_share, latest_rows, training_chunks
+from vecjob.dataset import build_vocab, heldout_unknown_share, latest_rows, training_chunks, training_sample
 from vecjob.errors import ConfigError, VecjobError
 from vecjob.model import ADAPTIVE_CUTOFFS
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
@@ -119,8 +119,10 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
         inputs = [{"path": s.path, "rows": s.num_rows, "fingerprint": file_fingerprint(s.path)} for s in shards]
         latest = latest_rows(shards, data.id_col)
         vocab = build_vocab(shards, data.id_col, data.text_col, tok_cfg, latest)
+        # The vocabulary's counts: the collection's tokens but for the rarest words' few.
+        sample = training_sample(train_cfg, sum(vocab.counts), sum(int(rows.sum()) for rows in latest))
         train, val, counts = training_chunks(shards, Tokenizer(vocab, tok_cfg.max_len), data.id_col, data.text_col,
-                                             train_cfg, data.strict, model_cfg.bow_context, latest)
+                                             train_cfg, data.strict, model_cfg.bow_context, latest, sample)
 
     workers, use_gpu = executor.start(train_cfg)
     if not train_cfg.workers:  # auto: a collection of a few chunks trains on as many workers, not fails
@@ -152,6 +154,8 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
             "documents": counts.rows,
             "superseded": counts.superseded,
             "skipped_empty": counts.skipped_empty,
+            "sample": sample,  # the share of documents training read (the token budget's sample)
+            "not_sampled": counts.not_sampled,
             "train_chunks": len(train),
             "val_chunks": len(val),
             "train_tokens": int(train.lengths.sum()),

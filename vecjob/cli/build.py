@@ -104,6 +104,8 @@ def train(
     reporting.summary(f"model → {out}", {
         "documents": manifest["counts"]["documents"],
         "skipped (empty)": manifest["counts"]["skipped_empty"],
+        **({"trained on": f"a {manifest['counts']['sample']:.1%} sample of them (all the token budget needs)"}
+           if manifest["counts"].get("not_sampled") else {}),
         "train chunks": manifest["counts"]["train_chunks"],
         "vocabulary": manifest["counts"]["vocab_size"],
         "workers": f"{manifest['workers']} ({'GPU' if manifest['use_gpu'] else 'CPU'})",
