@@ -314,3 +314,43 @@ def test_a_document_updated_in_a_later_shard_is_trained_on_once_as_it_reads_now(
     assert counts["documents"] == 61 and counts["superseded"] == 1
     words = (model / "vocab.tsv").read_text(encoding="utf-8")
     assert "current" in words and "obsolete" not in words
+
+
+def test_texts_read_a_batch_at_a_time_train_as_a_shard_read_whole_does(tmp_path, monkeypatch):
+    # Training read each shard whole, three times over (vocabulary, drift baseline, chunks): one file
+    # of a million texts, as pandas writes it, was held whole each time.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import vecjob.dataset as dataset
+    from vecjob.config import TokenizerConfig
+    from vecjob.dataset import build_vocab, heldout_unknown_share, latest_rows, training_chunks
+    from vecjob.parquet_io import check_shards
+    from vecjob.tokenizer import Tokenizer
+
+    from conftest import synthetic_texts
+
+    texts, _ = synthetic_texts(400, 0)
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(300)], "text": texts[:300]}), tmp_path / "in" / "a.parquet")
+    # The second shard updates 50 of the first's documents: the rows read must follow each batch's rows.
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(250, 350)], "text": texts[300:400]}),
+                   tmp_path / "in" / "b.parquet")
+    shards = check_shards(str(tmp_path / "in"), "id", "text")
+    tok_cfg, train_cfg = TokenizerConfig(max_vocab=300, min_count=1, max_len=16), TrainConfig(val_fraction=0.2)
+
+    def read_all():
+        latest = latest_rows(shards, "id")
+        vocab = build_vocab(shards, "id", "text", tok_cfg, latest)
+        train, val, counts = training_chunks(shards, Tokenizer(vocab, tok_cfg.max_len), "id", "text", train_cfg,
+                                             bow_context=8, latest=latest, sample=0.5)
+        return vocab, train, val, counts, heldout_unknown_share(shards, "id", "text", tok_cfg, 0.2, latest)
+
+    whole = read_all()
+    monkeypatch.setattr(dataset, "TEXT_ROWS", 64)
+    batched = read_all()
+    assert whole[0] == batched[0] and whole[3] == batched[3] and whole[4] == batched[4]
+    assert whole[3].superseded == 50 and 0 < whole[3].not_sampled < 350
+    for a, b in zip(whole[1:3], batched[1:3]):
+        np.testing.assert_array_equal(a.flat, b.flat)
+        np.testing.assert_array_equal(a.context.flat, b.context.flat)

@@ -1,13 +1,14 @@
 """From checked Parquet shards to what training needs: a vocabulary and train/validation chunk sets.
 
-Shards are read one at a time, so memory holds one shard's text plus the token ids kept for training
-(bounded by the token budget's sample, `training_sample`, and by `max_train_chunks`).
+Shards are read TEXT_ROWS rows at a time, so memory holds those texts plus the token ids kept for
+training (bounded by the token budget's sample, `training_sample`, and by `max_train_chunks`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -15,7 +16,7 @@ import polars as pl
 from vecjob.chunks import ChunkSet
 from vecjob.config import TokenizerConfig, TrainConfig
 from vecjob.errors import InputError, quoted
-from vecjob.parquet_io import Shard, read_row_groups
+from vecjob.parquet_io import Shard, iter_rows, read_row_groups
 from vecjob.tokenizer import Tokenizer, Vocab, count_tokens, document_chunks, merge_counts, unknown_share
 
 
@@ -70,10 +71,18 @@ def latest_rows(shards: list[Shard], id_col: str) -> list[np.ndarray]:
     return [latest[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _read_texts(shard: Shard, id_col: str, text_col: str, latest: np.ndarray | None = None) -> pl.DataFrame:
-    table = read_row_groups(shard.path, list(range(len(shard.row_group_rows))), [id_col, text_col])
-    frame = pl.from_arrow(table).rename({id_col: "id", text_col: "text"})
-    return frame if latest is None or latest.all() else frame.filter(pl.Series(latest))
+TEXT_ROWS = 65_536  # rows of a shard read and tokenised at a time: a file of a million texts is never held whole
+
+
+def _read_texts(shard: Shard, id_col: str, text_col: str, latest: np.ndarray | None = None) -> Iterator[pl.DataFrame]:
+    """A shard's rows as (id, text) frames of at most TEXT_ROWS rows, those `latest` marks only."""
+    start = 0
+    for table in iter_rows(shard.path, list(range(len(shard.row_group_rows))), [id_col, text_col], 0,
+                           shard.num_rows, TEXT_ROWS):
+        frame = pl.from_arrow(table).rename({id_col: "id", text_col: "text"})
+        mine = None if latest is None else latest[start : start + frame.height]
+        start += frame.height
+        yield frame if mine is None or mine.all() else frame.filter(pl.Series(mine))
 
 
 def usable_texts(frame: pl.DataFrame, path: str, strict: bool) -> tuple[pl.DataFrame, int]:
@@ -89,7 +98,8 @@ def usable_texts(frame: pl.DataFrame, path: str, strict: bool) -> tuple[pl.DataF
 def build_vocab(shards: list[Shard], id_col: str, text_col: str, cfg: TokenizerConfig,
                 latest: list[np.ndarray] | None = None) -> Vocab:
     latest = latest or [None] * len(shards)
-    counts = merge_counts(count_tokens(_read_texts(s, id_col, text_col, rows)["text"]) for s, rows in zip(shards, latest))
+    counts = merge_counts(merge_counts(count_tokens(frame["text"]) for frame in _read_texts(s, id_col, text_col, rows))
+                          for s, rows in zip(shards, latest))
     vocab = Vocab.from_counts(counts, cfg.max_vocab, cfg.min_count)
     if len(vocab) <= 4:
         where = shards[0].path + (f" and {len(shards) - 1} more shard(s)" if len(shards) > 1 else "")
@@ -106,10 +116,13 @@ def heldout_unknown_share(shards: list[Shard], id_col: str, text_col: str, cfg: 
     call every night a drift (BBC, 400 articles: 0.09 in sample, 0.21 on the next articles)."""
     counts, held_out = [], []
     for shard, rows in zip(shards, latest or [None] * len(shards)):
-        frame = _read_texts(shard, id_col, text_col, rows).drop_nulls("text")
-        val = np.array([is_validation(i, val_fraction) for i in frame["id"].to_list()], bool)
-        counts.append(count_tokens(frame["text"].filter(~val)))
-        held_out.append(frame["text"].filter(val))
+        shard_counts = []
+        for frame in _read_texts(shard, id_col, text_col, rows):
+            frame = frame.drop_nulls("text")
+            val = np.array([is_validation(i, val_fraction) for i in frame["id"].to_list()], bool)
+            shard_counts.append(count_tokens(frame["text"].filter(~val)))
+            held_out.append(frame["text"].filter(val))
+        counts.append(merge_counts(shard_counts))
     texts = pl.concat(held_out)
     if texts.len() == 0:
         return 0.0
@@ -138,23 +151,24 @@ def training_chunks(
     val_contexts: list[np.ndarray] = []
     counts = DocCounts()
     for shard, rows in zip(shards, latest or [None] * len(shards)):
-        frame, n_blank = usable_texts(_read_texts(shard, id_col, text_col, rows), shard.path, strict)
         kept = shard.num_rows if rows is None else int(rows.sum())
         counts.rows += kept
         counts.superseded += shard.num_rows - kept
-        counts.skipped_empty += n_blank
-        if sample < 1.0:
-            drawn = pl.Series([id_share(i, SAMPLE_SALT) < sample for i in frame["id"].to_list()], dtype=pl.Boolean)
-            counts.not_sampled += frame.height - int(drawn.sum())
-            frame = frame.filter(drawn)
-        docs = tokenizer.encode(frame["text"])
-        chunks, owner = document_chunks(tokenizer, docs)
-        held_out = np.array([is_validation(i, train_cfg.val_fraction) for i in frame["id"].to_list()], bool)
-        for chunk, doc in zip(chunks, owner):
-            (val_parts if held_out[doc] else train_parts).append(chunk)
-        if bow_context:
-            for ids, held in zip(docs, held_out):
-                (val_contexts if held else train_contexts).extend(tokenizer.chunk_contexts(ids, bow_context))
+        for frame in _read_texts(shard, id_col, text_col, rows):
+            frame, n_blank = usable_texts(frame, shard.path, strict)
+            counts.skipped_empty += n_blank
+            if sample < 1.0:
+                drawn = pl.Series([id_share(i, SAMPLE_SALT) < sample for i in frame["id"].to_list()], dtype=pl.Boolean)
+                counts.not_sampled += frame.height - int(drawn.sum())
+                frame = frame.filter(drawn)
+            docs = tokenizer.encode(frame["text"])
+            chunks, owner = document_chunks(tokenizer, docs)
+            held_out = np.array([is_validation(i, train_cfg.val_fraction) for i in frame["id"].to_list()], bool)
+            for chunk, doc in zip(chunks, owner):
+                (val_parts if held_out[doc] else train_parts).append(chunk)
+            if bow_context:
+                for ids, held in zip(docs, held_out):
+                    (val_contexts if held else train_contexts).extend(tokenizer.chunk_contexts(ids, bow_context))
     if not train_parts:
         raise InputError(f"no usable text in {len(shards)} shard(s) ({counts.skipped_empty} empty)")
     train = ChunkSet.from_chunks(train_parts, train_contexts if bow_context else None)
