@@ -272,7 +272,8 @@ def test_an_unwritable_output_folder_is_one_line(vectors, tmp_path):
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["train", "{data}", "--out", "{out}", "--epochs", "abc"], ["'--epochs'", "valid integer", "(vecjob train --help)"]),
+    (["train", "{data}", "--out", "{out}", "--epochs", "abc"],
+     ["'--epochs'", "valid integer", "(vecjob train --help)"]),
     (["train", "{data}", "--out", "{out}", "--tokens", "3e6"], ["'--tokens'", "valid integer"]),
     (["search", "{out}", "--id", "d1", "--k", "many"], ["'-k' / '--k'", "(vecjob search --help)"]),
     (["train", "{data}", "--out", "{out}", "--bogus"], ["No such option: --bogus"]),

@@ -90,8 +90,9 @@ def train(
     model_cfg = override(spec.model, variant=variant, dim=dim, hidden_dim=hidden_dim)
     tok_cfg = override(spec.tokenizer, max_vocab=max_vocab, max_len=max_len)
     train_cfg = override(
-        spec.train, epochs="auto" if tokens is not None else epochs, tokens=tokens, workers=workers, gpus_per_worker=gpus_per_worker, use_gpu=use_gpu,
-        batch_size=batch_size, max_train_chunks=max_train_chunks, seed=seed,
+        spec.train, epochs="auto" if tokens is not None else epochs, tokens=tokens, workers=workers,
+        gpus_per_worker=gpus_per_worker, use_gpu=use_gpu, batch_size=batch_size, max_train_chunks=max_train_chunks,
+        seed=seed,
     )
     if storage.is_uri(out) and not train_cfg.storage_path:  # Ray Train's checkpoints where every node reaches
         train_cfg = train_cfg.model_copy(update={"storage_path": storage.join(
