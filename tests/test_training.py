@@ -244,6 +244,22 @@ def test_lsa_warm_start_places_words_of_one_topic_together():
     assert not torch.allclose(untrained.embedding.weight, torch.from_numpy(vectors))
 
 
+def test_the_lsa_warm_start_reads_a_sample_of_bags_holding_at_most_max_bag_tokens(monkeypatch):
+    # 20,000 news articles' bags held 53M tokens: the factorisation took 85 s and 2.3 GB in each worker.
+    import vecjob.warm_start as warm_start
+
+    # 1,000 bags of 10 tokens: two common words and one word of the bag's own (ids 6 .. 1,005).
+    bags = [np.array([4, 5] * 4 + [6 + i, 4], np.int32) for i in range(1_000)]
+    data = ChunkSet.from_chunks(bags)
+    whole = warm_start.lsa_term_vectors(data.flat, data.offsets, 1_006, 8)
+    assert np.count_nonzero(np.abs(whole[6:]).sum(1)) == 1_000  # every bag read: every own word placed
+    monkeypatch.setattr(warm_start, "MAX_BAG_TOKENS", 1_000)  # a tenth of the tokens: about 100 bags
+    sampled = warm_start.lsa_term_vectors(data.flat, data.offsets, 1_006, 8)
+    assert np.count_nonzero(np.abs(sampled[6:]).sum(1)) == 100
+    monkeypatch.setattr(warm_start, "MAX_BAG_TOKENS", 10_000)  # all of them: as before the cap
+    np.testing.assert_array_equal(warm_start.lsa_term_vectors(data.flat, data.offsets, 1_006, 8), whole)
+
+
 def test_set_center_makes_the_mean_training_vector_zero():
     from vecjob.training import set_center
 

@@ -161,7 +161,10 @@ def worker_loop(config: dict) -> None:
     train_cfg = TrainConfig.model_validate(config["train"])
     train, val = ray.get(config["data"][0])
 
-    model = build_model(model_cfg, config["vocab_size"], train_cfg.seed, train)
+    # Rank 0 alone computes the starting point from the data (LSA term vectors, TF-IDF document
+    # frequencies: seconds and GBs on a large collection); wrapping in DDP below copies its weights
+    # and buffers to the other ranks.
+    model = build_model(model_cfg, config["vocab_size"], train_cfg.seed, train if rank == 0 else None)
     state, optimizer_state = TrainState(), None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
