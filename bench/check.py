@@ -53,6 +53,11 @@ def _beats_tfidf(d: dict) -> tuple[str, bool]:
     return f"{won} of {of}", 2 * won >= of
 
 
+def _train_scale_ratio(d: dict) -> tuple[str, bool]:
+    peak = {r["docs"]: r["peak PSS GB"] for r in d["rows"]}
+    return f"{peak[100_000]:.2f} ÷ {peak[20_000]:.2f} GB", peak[100_000] <= 1.2 * peak[20_000]
+
+
 def _train_s(d: dict, *collections: str) -> float:
     """The sum over collections of each one's median training time across seeds."""
     seeds = _quality_rows(d)["vecjob denoising"]["per_seed"]
@@ -118,6 +123,8 @@ TARGETS = [
                _index_1m(d)["recall@10"] >= 0.95 and _index_1m(d)["speed-up"] >= 10)),
     Target("scale.py", "memory at 1M documents (issue 4)", "encode peak RSS < 3 GB", "scale.json",
            lambda d: (f"{_scale_1m(d)['encode peak RSS GB']:.2f} GB", _scale_1m(d)["encode peak RSS GB"] < 3)),
+    Target("train_scale.py", "training memory on a large collection", "peak PSS at 100k articles ≤ 1.2 × at 20k",
+           "train_scale.json", _train_scale_ratio),
     Target("s3_encode.py", "object storage (issue 26)", "S3 ÷ local disk ≥ 0.9", "s3_encode.json",
            lambda d: (f"{_s3_ratio(d):.3f}", round(_s3_ratio(d), 3) >= 0.9)),
     Target("s3_encode.py", "object storage at 1M documents (issue 26)", "peak RSS < 3 GB", "s3_encode.json",
