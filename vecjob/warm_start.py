@@ -16,9 +16,9 @@ import numpy as np
 from vecjob.tokenizer import EOS
 
 # Bags (a chunk's bag-of-words target) the factorisation reads at most, and their tokens at most (a
-# news article's chunks each carry most of the article: 20,000 articles' bags held 53M tokens, and
-# took 85 s and 2.3 GB to factorise): enough for stable leading directions, few enough that it stays
-# seconds long on any collection. BBC's bags hold 8.7M tokens.
+# news article's chunks each carry most of the article, so a large collection's bags hold several
+# times its tokens): enough for stable leading directions, few enough that it stays seconds long and
+# small on any collection (bench/README.md, "Training on a large collection").
 MAX_BAGS = 200_000
 MAX_BAG_TOKENS = 10_000_000
 
