@@ -245,7 +245,7 @@ def test_lsa_warm_start_places_words_of_one_topic_together():
 
 
 def test_the_lsa_warm_start_reads_a_sample_of_bags_holding_at_most_max_bag_tokens(monkeypatch):
-    # 20,000 news articles' bags held 53M tokens: the factorisation took 85 s and 2.3 GB in each worker.
+    # A news collection's bags hold several times its tokens: every worker factorised all of them.
     import vecjob.warm_start as warm_start
 
     # 1,000 bags of 10 tokens: two common words and one word of the bag's own (ids 6 .. 1,005).
