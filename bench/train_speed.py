@@ -11,6 +11,11 @@
 3. The adaptive softmax's head: 2,000 words (tails to 10,000) against 1,000 (tails to 6,000,
    `vecjob.model.ADAPTIVE_CUTOFFS`), alternating in every round (`--only head`).
 4. Ray Train, 2 CPU workers (DDP over gloo), one epoch on 4,000 BBC chunks.
+5. Two DDP ranks (`--only ranks`; torch.distributed over gloo in two processes, DDP wrapped as Ray Train
+   wraps it, the library's `train_steps`): each rank batching its own share of the chunks, as the
+   workers did before, against ranks dealt one run of the length order per step
+   (`vecjob.training.batch_indices`), with AdamW's per-tensor and fused updates, and two processes
+   training alone on the same batches (no all-reduce: the bound). Alternating in every round.
 
 The comparison of the full softmax with the adaptive one went with `model.output_layer`; its figures
 are in results/archive/train_speed-output-layers.json.
@@ -132,6 +137,81 @@ def head_sizes(steps: int, rounds: int) -> list[dict]:
     return alternating_rates(setups, steps, rounds, "adaptive softmax", "÷ first")
 
 
+RANK_SETUPS = {
+    # name: (ranks dealt one run of the length order, AdamW fused, DDP)
+    "each rank batches its own share, AdamW per tensor (before)": (False, False, True),
+    "ranks dealt one run, AdamW per tensor": (True, False, True),
+    "ranks dealt one run, AdamW fused (now)": (True, True, True),
+    "two processes alone, no all-reduce (the bound)": (True, True, False),
+}
+
+
+def _rank_steps(rank: int, port: int, setup: tuple, chunks, vocab: int, steps: int, seed: int, rates) -> None:
+    """One of two ranks: `steps` training steps after three of warm-up; puts its (tokens, seconds)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    from vecjob.config import ModelConfig, TrainConfig
+    from vecjob.training import batch_indices, build_model, train_steps
+
+    dealt, fused, ddp = setup
+    torch.set_num_threads(1)
+    model_cfg, train_cfg = ModelConfig(), TrainConfig()
+    model = build_model(model_cfg, vocab, seed=0)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    if ddp:  # as ray.train.torch.prepare_model wraps it in vecjob.ray_train
+        model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=0.0, fused=fused)
+    if dealt:
+        batches = batch_indices(chunks.lengths, 64, np.random.default_rng(seed), rank, 2)
+    else:  # the workers before: a seeded half of the chunks each, length-sorted batches of their own
+        half = len(chunks) // 2
+        mine = np.sort(np.random.default_rng(seed).permutation(len(chunks))[rank * half : (rank + 1) * half])
+        batches = [mine[b] for b in batch_indices(chunks.lengths[mine], 64, np.random.default_rng([seed, rank]))]
+    device = torch.device("cpu")
+    train_steps(model, optimizer, chunks, batches[:3], model_cfg, train_cfg, device, 0)
+    dist.barrier()
+    totals, _ = train_steps(model, optimizer, chunks, batches[3 : 3 + steps], model_cfg, train_cfg, device, 3)
+    rates.put((totals.tokens, totals.seconds))
+    dist.destroy_process_group()
+
+
+def two_ranks(steps: int, rounds: int) -> list[dict]:
+    """Tokens/s of two ranks together (tokens of both ÷ the slower rank's seconds) for each of
+    RANK_SETUPS, on BBC and the tweets, alternating in every round."""
+    import multiprocessing as mp
+    import socket
+
+    ctx = mp.get_context("fork")  # the children share the parent's chunks
+    rows = []
+    for corpus in CORPORA:
+        chunks, vocab = load_chunks(corpus, 1024)
+        rates: dict[str, list[float]] = {name: [] for name in RANK_SETUPS}
+        for r in range(rounds):
+            for name, setup in RANK_SETUPS.items():
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    port = probe.getsockname()[1]
+                queue = ctx.Queue()
+                procs = [ctx.Process(target=_rank_steps, args=(rank, port, setup, chunks, vocab, steps, r, queue))
+                         for rank in range(2)]
+                for proc in procs:
+                    proc.start()
+                done = [queue.get(timeout=600) for _ in procs]
+                for proc in procs:
+                    proc.join()
+                rates[name].append(sum(tokens for tokens, _ in done) / max(seconds for _, seconds in done))
+        base = statistics.median(next(iter(rates.values())))
+        for name in RANK_SETUPS:
+            rows.append({"corpus": corpus, "ranks": name, "tokens/s": statistics.median(rates[name]),
+                         "÷ first": statistics.median(rates[name]) / base, "rounds": rates[name]})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def ray_train_rate() -> float:
     from vecjob import runtime
     from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
@@ -149,7 +229,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", choices=["tfidf", "head"],
+    ap.add_argument("--only", choices=["tfidf", "head", "ranks"],
                     help="run only this part; results go to archive/train_speed-PART.json")
     args = ap.parse_args()
 
@@ -158,6 +238,13 @@ def main() -> None:
         print_table("training step, 1 thread, default model, the adaptive softmax's head (median of rounds)",
                     heads, ["corpus", "adaptive softmax", "tokens/s", "÷ first"])
         write_json("archive/train_speed-head.json", {"head_sizes": heads})
+        return
+
+    if args.only == "ranks":
+        ranks = two_ranks(args.steps, args.rounds)
+        print_table("training, 2 DDP ranks of 1 thread, default model, batch 64 (median of rounds)", ranks,
+                    ["corpus", "ranks", "tokens/s", "÷ first"])
+        write_json("archive/train_speed-ranks.json", {"two_ranks": ranks})
         return
 
     tfidf = tfidf_head(args.steps, args.rounds)

@@ -9,7 +9,6 @@ from vecjob.training import (
     Totals,
     batch_indices,
     build_model,
-    rank_shard,
     round_line,
     train_loop,
 )
@@ -53,10 +52,19 @@ def test_equal_length_batches_have_no_padding_and_cover_every_chunk_once():
     assert len(batches) <= 500 // 16 + 8  # at most one partial batch per distinct length
 
 
-def test_rank_shards_are_equal_and_disjoint():
-    parts = [rank_shard(103, r, 3, seed=1) for r in range(3)]
-    assert {len(p) for p in parts} == {34}
-    assert len(set(np.concatenate(parts).tolist())) == 102
+def test_ranks_share_each_epoch_and_hold_chunks_of_one_length_at_every_step():
+    lengths = np.random.default_rng(2).integers(1, 65, size=1003)
+    rng = lambda: np.random.default_rng([7, 3])  # noqa: E731 - every rank seeds its epoch alike
+    ranks = [batch_indices(lengths, 16, rng(), rank, 3) for rank in range(3)]
+    assert {len(batches) for batches in ranks} == {21}  # ceil(334 / 16) steps on every rank
+    epoch = np.concatenate([b for batches in ranks for b in batches])
+    assert len(epoch) == len(set(epoch.tolist())) == 1002  # disjoint shares; 1003 mod 3 sit the epoch out
+    for step in zip(*ranks):
+        assert len({len(b) for b in step}) == 1
+        # one run of the length order, dealt out: a rank batching its share by itself would hold
+        # 1-token chunks beside another's 60-token ones
+        means = [lengths[b].mean() for b in step]
+        assert max(means) - min(means) <= 1
 
 
 def test_validation_split_is_stable():

@@ -24,25 +24,29 @@ from vecjob.model import SequenceAutoencoder, corrupt
 from vecjob.warm_start import lsa_term_vectors
 
 
-def batch_indices(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+def batch_indices(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, rank: int = 0, world_size: int = 1
+) -> list[np.ndarray]:
     """Batches of consecutive chunks in length order (random order among equal lengths, and of the batches,
     when rng is given). Nearly every batch then holds chunks of one length, which the model runs densely
     (on CPU, torch's oneDNN LSTM kernel; a padded batch takes the slower packed path): only a batch that
-    straddles a change of length is padded. Always ceil(n / batch_size) batches, so DDP ranks holding
-    equal shares run equal numbers of steps."""
-    order = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
+    straddles a change of length is padded.
+
+    With world_size > 1, rank `rank`'s batches of one epoch: every rank draws the same order from an
+    rng seeded alike, cuts it into runs of world_size × batch_size chunks and takes every
+    world_size-th chunk of each run. At every step the ranks then hold chunks of about one length and
+    none waits long for the others at the gradient all-reduce; ranks batching their own shares
+    independently ran a short batch beside a long one, and DDP paced every step by the longer
+    (bench/README.md, "Training"). The last len(lengths) mod world_size chunks of the order sit the
+    epoch out. Always ceil((len(lengths) // world_size) / batch_size) batches, equal steps on every rank."""
+    n = len(lengths) // world_size * world_size
+    order = rng.permutation(len(lengths))[:n] if rng is not None else np.arange(n)
     order = order[np.argsort(lengths[order], kind="stable")]
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    run = batch_size * world_size
+    batches = [order[i + rank : i + run : world_size] for i in range(0, n, run)]
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
-
-
-def rank_shard(n: int, rank: int, world_size: int, seed: int) -> np.ndarray:
-    """This rank's chunk indices: a seeded permutation cut into equal parts (equal steps per rank)."""
-    per_rank = n // world_size
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[rank * per_rank : (rank + 1) * per_rank])
 
 
 @dataclass
@@ -270,10 +274,10 @@ def train_loop(
     best validation round's weights. Step s of the run is batch s mod steps_per_epoch of epoch
     s // steps_per_epoch, a function of the step alone: a resumed run continues the same sequence."""
     state = state or TrainState()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=0.0)
+    # fused: one kernel for all parameters' updates instead of a handful of ops per tensor (bench/README.md).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=0.0, fused=True)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
-    mine = rank_shard(len(train), rank, world_size, train_cfg.seed)
     val_mine = np.arange(rank, len(val), world_size)
     val_batches = batch_indices(val.lengths[val_mine], train_cfg.batch_size, None)
     val_batches = [val_mine[b] for b in val_batches]
@@ -284,8 +288,8 @@ def train_loop(
         epoch = step // plan.steps_per_epoch
         if epoch not in epoch_batches:
             epoch_batches.clear()
-            rng = np.random.default_rng([train_cfg.seed, epoch, rank])
-            epoch_batches[epoch] = [mine[b] for b in batch_indices(train.lengths[mine], train_cfg.batch_size, rng)]
+            rng = np.random.default_rng([train_cfg.seed, epoch])  # alike on every rank: see batch_indices
+            epoch_batches[epoch] = batch_indices(train.lengths, train_cfg.batch_size, rng, rank, world_size)
         return epoch_batches[epoch][step % plan.steps_per_epoch]
 
     # A run that ended on its budget may be extended (a larger budget); patience and time are final.
