@@ -37,7 +37,7 @@ def batch_indices(
     world_size-th chunk of each run. At every step the ranks then hold chunks of about one length and
     none waits long for the others at the gradient all-reduce; ranks batching their own shares
     independently ran a short batch beside a long one, and DDP paced every step by the longer
-    (bench/README.md, "Training"). The last len(lengths) mod world_size chunks of the order sit the
+    (bench/README.md, "Two DDP ranks"). The last len(lengths) mod world_size chunks of the order sit the
     epoch out. Always ceil((len(lengths) // world_size) / batch_size) batches, equal steps on every rank."""
     n = len(lengths) // world_size * world_size
     order = rng.permutation(len(lengths))[:n] if rng is not None else np.arange(n)
