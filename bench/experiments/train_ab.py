@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -80,6 +81,7 @@ def main() -> None:
     finally:
         for tree in trees.values():
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
     summary = {rev: {"median_command_s": statistics.median(r["command_s"] for r in rs),
                      "median_round_tokens_per_s": statistics.median(x for r in rs for x in r["tokens_per_s"])}
                for rev, rs in runs.items()}
