@@ -147,6 +147,26 @@ def test_a_model_trained_with_other_softmax_cutoffs_still_loads(tiny_model_dir, 
                                   DocumentEncoder(tiny_model_dir, device="cpu").encode_texts(texts).vectors)
 
 
+def test_a_model_whose_tfidf_head_spans_the_vocabulary_still_loads_and_encodes_alike(tiny_model_dir, tmp_path):
+    import torch
+
+    older = tmp_path / "older"
+    shutil.copytree(tiny_model_dir, older)
+    state = torch.load(older / "model.pt", weights_only=True)
+    vocab_size, dim = state["embedding.weight"].shape[0], state["to_z.weight"].shape[0]
+    # Models trained before the head regressed onto LSA coordinates map z to every word's weight.
+    state["tfidf.weight"], state["tfidf.bias"] = torch.randn(vocab_size, dim), torch.randn(vocab_size)
+    torch.save(state, older / "model.pt")
+    texts = ["goal team league", "flour oven sugar"]
+    np.testing.assert_array_equal(DocumentEncoder(older, device="cpu").encode_texts(texts).vectors,
+                                  DocumentEncoder(tiny_model_dir, device="cpu").encode_texts(texts).vectors)
+    # Every other weight is still checked against the config.
+    state["to_z.bias"] = torch.zeros(dim + 1)
+    torch.save(state, older / "model.pt")
+    with pytest.raises(ArtifactError, match="'to_z.bias' is"):
+        DocumentEncoder(older, device="cpu")
+
+
 def test_a_chinese_collection_has_a_vocabulary_and_its_topics_apart(tmp_path):
     """Unspaced text: each character is a token, so a Chinese collection trains on what repeats."""
     import pyarrow as pa

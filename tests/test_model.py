@@ -122,7 +122,7 @@ def test_bag_of_words_loss_is_the_mean_over_words_of_the_chunk_or_its_context():
         torch.testing.assert_close(model._bag_of_words(z, with_context), nll_context.mean())
 
 
-def test_tfidf_target_is_scikit_learns_sublinear_tfidf_and_the_head_starts_at_its_trivial_loss():
+def test_tfidf_target_is_scikit_learns_sublinear_tfidf_and_the_head_regresses_z_onto_its_lsa_coordinates():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from vecjob.chunks import ChunkSet
@@ -142,20 +142,30 @@ def test_tfidf_target_is_scikit_learns_sublinear_tfidf_and_the_head_starts_at_it
     expected = np.zeros((len(chunks), VOCAB), dtype=np.float32)
     expected[:, [int(w) for w in sk.get_feature_names_out()]] = rows
     torch.testing.assert_close(model.tfidf_targets(batch), torch.from_numpy(expected))
-    # build_model, given the training chunks (as every training path passes them), sets the same idf.
+    # build_model, given the training chunks (as every training path passes them), sets the same idf
+    # and the LSA directions of those chunks as the head's target space: orthonormal columns, as many
+    # as the four chunks' matrix has (rank 3 here), the rest zero.
     built = build_model(cfg, VOCAB, seed=0, train=ChunkSet.from_chunks(chunks))
     torch.testing.assert_close(built.tfidf_targets(batch), torch.from_numpy(expected))
+    basis = built.lsa_basis
+    torch.testing.assert_close(basis.T @ basis, torch.diag(torch.tensor([1.0] * 3 + [0.0] * 5)), atol=1e-5, rtol=0)
+    # Four chunks span three LSA directions, so their TF-IDF rows lie in them up to one direction:
+    # the coordinates keep most of each row's unit norm.
+    coords = torch.from_numpy(expected) @ basis
+    assert float(coords.pow(2).sum(1).mean()) > 0.5
 
-    # The head starts as the zero map: the squared error is each unit-norm row's, 1, until it learns.
-    losses = model(batch)
-    torch.testing.assert_close(losses.tfidf, torch.tensor(1.0))
+    # The head starts as the zero map: the squared error is the coordinates' squared norm, until it learns.
+    built.train()
+    losses = built(batch)
+    torch.testing.assert_close(losses.tfidf, coords.pow(2).sum(1).mean())
     torch.testing.assert_close(losses.total, losses.recon + cfg.bow_weight * losses.bow + losses.tfidf)
     losses.total.backward()
-    assert model.tfidf.weight.grad.abs().sum() > 0
+    assert built.tfidf.weight.grad.abs().sum() > 0 and built.tfidf.weight.shape == (cfg.embed_dim, cfg.dim)
     # Weight 0 turns it off: no head, nothing in the loss, and model files without the head.
     plain = SequenceAutoencoder(cfg.model_copy(update={"tfidf_weight": 0.0}), VOCAB)
     assert plain.tfidf is None and float(plain(batch).tfidf) == 0.0
     assert not any(k.startswith("tfidf") for k in plain.state_dict())
-    assert "tfidf_idf" not in model.state_dict()  # training-only, like the bag-of-words weights
+    # Training-only, like the bag-of-words weights
+    assert "tfidf_idf" not in model.state_dict() and "lsa_basis" not in model.state_dict()
     with pytest.raises(ValueError, match="document frequencies"):
         model.set_document_frequencies(np.ones(VOCAB - 1), 4)

@@ -102,12 +102,11 @@ class ModelConfig(_Frozen):
     # takes most news articles whole and sharpened topic clusters (bench/README.md). 0 = the chunk's
     # own words. Training-only: training batches hold up to (1 + 2·context/max_len)× the tokens.
     bow_context: Int = Field(default=1024, ge=0, le=1024)
-    # Regress the vector, through a linear head, onto the L2-normalised TF-IDF vector of the same
-    # bag-of-words target (squared error, 0..~1 per chunk). A linear map from `dim` numbers fits it
-    # best from LSA's subspace, so the term pulls into z the word-level directions a linear probe
-    # reads. 4 lifted the sentiment probe past LSA's; more did not and cost topic clusters
-    # (bench/README.md). 0 = off. Training-only, like the bag-of-words head, at a tenth to a fifth of
-    # the training step.
+    # Regress the vector, through a linear head, onto the LSA coordinates (the collection's own
+    # directions, as the word embeddings start from) of the same bag-of-words target's L2-normalised
+    # TF-IDF vector: squared error, 0..~1 per chunk. The term pulls into z the word-level directions a
+    # linear probe reads. 4 lifted the sentiment probe past LSA's; more did not and cost topic
+    # clusters (bench/README.md). 0 = off. Training-only, like the bag-of-words head.
     tfidf_weight: StrictFloat = Field(default=4.0, ge=0.0)
     # Variational: KL weight annealed linearly from 0 over kl_anneal_steps; free bits per dimension.
     kl_weight: StrictFloat = Field(default=1.0, ge=0.0)

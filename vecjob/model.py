@@ -6,8 +6,8 @@ z → initial decoder state, and concatenated to every decoder input → LSTM de
 Why the extras (see shared/QUALITY_NOTES.md: a naive version learns a language model and ignores z):
 - word dropout on the decoder input and z fed at every step make the decoder depend on z;
 - a bag-of-words head predicts the chunk's words from z alone, so z must carry its topic;
-- a linear head regresses z onto the same words' TF-IDF vector (`tfidf_weight`, default 4), whose
-  optimum for a linear map is LSA's subspace: z then carries the word-level directions a linear probe reads;
+- a linear head regresses z onto the LSA coordinates of the same words' TF-IDF vector (`tfidf_weight`,
+  default 4): z then carries the word-level directions a linear probe reads;
 - an adaptive softmax cuts the output layer's cost, which otherwise dominates training FLOPs.
 """
 
@@ -45,7 +45,7 @@ class Losses:
     recon: torch.Tensor  # mean cross-entropy per target token (nats)
     bow: torch.Tensor  # mean cross-entropy per bag-of-words token (nats)
     kl: torch.Tensor  # mean KL per chunk (variational), else 0
-    tfidf: torch.Tensor  # mean squared error per chunk of the TF-IDF regression (0..~1), else 0
+    tfidf: torch.Tensor  # mean squared error per chunk of the regression onto LSA coordinates (0..~1), else 0
     tokens: int  # target tokens in the batch
 
 
@@ -94,14 +94,20 @@ class SequenceAutoencoder(nn.Module):
             cfg.hidden_dim, vocab_size, cutoffs=cutoffs or adaptive_cutoffs(vocab_size), div_value=4.0
         )
         self.bow = nn.Linear(cfg.dim, vocab_size) if cfg.bow_weight > 0 else None
-        self.tfidf = nn.Linear(cfg.dim, vocab_size) if cfg.tfidf_weight > 0 else None
+        # The TF-IDF vector's part that a linear map from z can fit at all lies in a `embed_dim`-wide
+        # subspace, and the collection's LSA directions are the best such: regressing z onto those
+        # coordinates, instead of onto all `vocab_size` weights through a learnt map, keeps the head
+        # from memorising the training documents' own words (bench/README.md, "The TF-IDF head").
+        self.tfidf = nn.Linear(cfg.dim, cfg.embed_dim) if cfg.tfidf_weight > 0 else None
         if self.tfidf is not None:
-            # A zero map starts the regression at its trivial loss (1 per chunk) instead of pushing
-            # z around with a random head's large errors.
+            # A zero map starts the regression at its trivial loss instead of pushing z around with a
+            # random head's large errors.
             nn.init.zeros_(self.tfidf.weight)
             nn.init.zeros_(self.tfidf.bias)
-        # Training-only inverse document frequencies of the TF-IDF target (set_document_frequencies); not saved.
+        # Training-only, not saved: the TF-IDF target's inverse document frequencies
+        # (set_document_frequencies) and the LSA directions it is projected on (set_lsa_basis).
         self.register_buffer("tfidf_idf", torch.ones(vocab_size), persistent=False)
+        self.register_buffer("lsa_basis", torch.zeros(vocab_size, cfg.embed_dim), persistent=False)
         # Mean training-chunk vector, set after training and subtracted from every document vector:
         # a shared offset would otherwise dominate cosine similarity (all scores near 1).
         self.register_buffer("z_center", torch.zeros(cfg.dim))
@@ -115,6 +121,12 @@ class SequenceAutoencoder(nn.Module):
         idf = torch.log((1.0 + n_docs) / (1.0 + df)) + 1.0
         idf[: EOS + 1] = 0.0
         self.tfidf_idf.copy_(idf.to(self.tfidf_idf))
+
+    def set_lsa_basis(self, term_vectors) -> None:
+        """The TF-IDF head's target space: the columns of the LSA term vectors [vocab_size, embed_dim],
+        scaled to unit length (an orthonormal basis; all-zero columns stay zero)."""
+        basis = torch.as_tensor(term_vectors, dtype=torch.float32)
+        self.lsa_basis.copy_(basis / basis.norm(dim=0, keepdim=True).clamp(min=1e-12))
 
     # ---- encoder: what `vecjob encode` runs ---------------------------------------------------
 
@@ -214,7 +226,7 @@ class SequenceAutoencoder(nn.Module):
         return weight / weight.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
     def _tfidf_regression(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return (self.tfidf(z) - self.tfidf_targets(batch)).pow(2).sum(1).mean()
+        return (self.tfidf(z) - self.tfidf_targets(batch) @ self.lsa_basis).pow(2).sum(1).mean()
 
     @torch.no_grad()
     def token_accuracy(self, z: torch.Tensor, batch: Batch) -> tuple[int, int]:

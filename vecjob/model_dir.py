@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
 MANIFEST_KIND = "vecjob.model"
+TRAINING_ONLY = "tfidf."  # weights the encoder never reads, whose shape changed between versions
 
 
 @dataclass
@@ -142,9 +143,13 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
     if not isinstance(state, dict):
         raise ArtifactError(f"{info.path / WEIGHTS}: not a state dict")
     model = SequenceAutoencoder(info.model_cfg, len(info.vocab), saved_cutoffs(state, len(info.vocab)))
-    _check_weights_match_config(info, model.state_dict(), state)
+    # The TF-IDF head only trains z, and models trained before it regressed onto LSA coordinates hold
+    # it at the vocabulary's width: the encoder needs it from neither.
+    state = {name: w for name, w in state.items() if not name.startswith(TRAINING_ONLY)}
+    expected = {name: w for name, w in model.state_dict().items() if not name.startswith(TRAINING_ONLY)}
+    _check_weights_match_config(info, expected, state)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(state, strict=False)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
         raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({_first_line(exc)})") from None
     model.to(device).eval()

@@ -368,8 +368,9 @@ def build_model(
     train: ChunkSet | None = None,
 ) -> SequenceAutoencoder:
     """A freshly initialised model. For training, the training chunks set the TF-IDF target's
-    document frequencies and the starting word embeddings: the collection's own LSA term vectors
-    (vecjob/warm_start.py), which small collections need to get past TF-IDF (bench/README.md)."""
+    document frequencies, and the collection's own LSA term vectors (vecjob/warm_start.py) set the
+    starting word embeddings, which small collections need to get past TF-IDF, and the TF-IDF head's
+    target space (bench/README.md)."""
     torch.manual_seed(seed)
     model = SequenceAutoencoder(model_cfg, vocab_size)
     if train is not None and model_cfg.tfidf_weight > 0:
@@ -379,4 +380,5 @@ def build_model(
         vectors = lsa_term_vectors(bags.flat, bags.offsets, vocab_size, model_cfg.embed_dim, seed)
         with torch.no_grad():
             model.embedding.weight.copy_(torch.from_numpy(vectors))
+        model.set_lsa_basis(vectors)
     return model
