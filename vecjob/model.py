@@ -94,10 +94,11 @@ class SequenceAutoencoder(nn.Module):
             cfg.hidden_dim, vocab_size, cutoffs=cutoffs or adaptive_cutoffs(vocab_size), div_value=4.0
         )
         self.bow = nn.Linear(cfg.dim, vocab_size) if cfg.bow_weight > 0 else None
-        # The TF-IDF vector's part that a linear map from z can fit at all lies in a `embed_dim`-wide
+        # The TF-IDF vector's part that a linear map from z can fit at all lies in an `embed_dim`-wide
         # subspace, and the collection's LSA directions are the best such: regressing z onto those
         # coordinates, instead of onto all `vocab_size` weights through a learnt map, keeps the head
-        # from memorising the training documents' own words (bench/README.md, "The TF-IDF head").
+        # from memorising the training documents' own words (bench/README.md, "The TF-IDF head onto LSA
+        # coordinates").
         self.tfidf = nn.Linear(cfg.dim, cfg.embed_dim) if cfg.tfidf_weight > 0 else None
         if self.tfidf is not None:
             # A zero map starts the regression at its trivial loss instead of pushing z around with a
