@@ -208,6 +208,37 @@ def test_a_collection_too_small_to_hold_documents_out_reports_no_validation_figu
     assert "no validation documents" in round_line(state.history[-1])
 
 
+def _train_as_rank(rank: int, world: int, rendezvous: str, out: str) -> None:
+    """One DDP rank set up as a Ray Train worker sets itself up: rank 0 alone builds the model from
+    the data, then the wrap and share_buffers; saves the buffers it trained with and its weights."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from vecjob.training import DDP_OPTIONS, share_buffers
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16)
+    train = _chunks(64)
+    model = build_model(model_cfg, 40, seed=rank, train=train if rank == 0 else None)
+    wrapped = DistributedDataParallel(model, **DDP_OPTIONS)
+    share_buffers(wrapped)
+    train_loop(wrapped, train, _chunks(16, seed=1), model_cfg, TrainConfig(epochs=2, batch_size=8),
+               device=torch.device("cpu"), rank=rank, world_size=world)
+    torch.save({"buffers": dict(model.named_buffers()), "weights": model.state_dict()}, f"{out}/rank-{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_every_training_rank_trains_with_rank_0_s_buffers_and_weights(tmp_path):
+    # Only rank 0 computes the TF-IDF target's idf and LSA basis; DDP no longer copies buffers itself.
+    torch.multiprocessing.spawn(_train_as_rank, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
+    first, second = (torch.load(tmp_path / f"rank-{rank}.pt") for rank in range(2))
+    assert first["buffers"]["lsa_basis"].abs().sum() > 0 and (first["buffers"]["tfidf_idf"] != 1).any()
+    for name, buffer in first["buffers"].items():
+        assert torch.equal(buffer, second["buffers"][name]), name
+    for name, weight in first["weights"].items():
+        assert torch.equal(weight, second["weights"][name]), name
+
+
 def test_resuming_mid_epoch_continues_the_same_step_sequence():
     """Rounds shorter than an epoch: a run stopped after a round and resumed equals an unbroken one."""
     model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16, variant="plain")

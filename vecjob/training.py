@@ -114,6 +114,20 @@ def unwrap(model: nn.Module) -> SequenceAutoencoder:
     return model.module if hasattr(model, "module") else model
 
 
+# How training ranks wrap the model in DDP. Adaptive-softmax tail clusters may get no targets in a
+# batch, so DDP must tolerate unused parameters. The buffers (the TF-IDF target's idf and LSA basis:
+# 10 MB at 20,000 words) never change in training, so share_buffers copies them from rank 0 once
+# instead of DDP broadcasting them before every step.
+DDP_OPTIONS = {"find_unused_parameters": True, "broadcast_buffers": False}
+
+
+def share_buffers(model: nn.Module) -> None:
+    """Copy rank 0's buffers to every rank (nothing to do without torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for buffer in unwrap(model).buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
+
 # Gradients are clipped to this global norm: an LSTM's rare exploding step would otherwise undo rounds of training.
 GRAD_CLIP = 1.0
 
