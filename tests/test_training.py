@@ -239,6 +239,21 @@ def test_every_training_rank_trains_with_rank_0_s_buffers_and_weights(tmp_path):
         assert torch.equal(weight, second["weights"][name]), name
 
 
+def test_a_model_of_other_weight_shapes_does_not_resume_the_same_runs_checkpoint(monkeypatch):
+    # An interrupted run resumes from the checkpoint of the run its job fingerprint names. Rerun under a
+    # vecjob whose model has other shapes for the same settings (the TF-IDF head did, once), it loaded
+    # that checkpoint and failed on a size mismatch in every worker.
+    from vecjob import model
+    from vecjob.config import TokenizerConfig
+    from vecjob.trainer import job_fingerprint
+
+    job = (["input-fingerprint"], TokenizerConfig(), ModelConfig(), TrainConfig(), 20_000, 2, False)
+    first = job_fingerprint(*job)
+    assert job_fingerprint(*job) == first
+    monkeypatch.setattr(model, "ADAPTIVE_CUTOFFS", (2_000, 6_000))  # the output layer's shapes change
+    assert job_fingerprint(*job) != first
+
+
 def test_resuming_mid_epoch_continues_the_same_step_sequence():
     """Rounds shorter than an epoch: a run stopped after a round and resumed equals an unbroken one."""
     model_cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16, variant="plain")

@@ -19,13 +19,14 @@ from vecjob.chunks import ChunkSet
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from vecjob.dataset import build_vocab, heldout_unknown_share, latest_rows, training_chunks, training_sample
 from vecjob.errors import ConfigError, VecjobError
-from vecjob.model import ADAPTIVE_CUTOFFS
 from vecjob.model_dir import MANIFEST_KIND, write_model_dir
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, new_manifest
 from vecjob.timing import timed
 from vecjob.tokenizer import Tokenizer, Vocab, unknown_share
-from vecjob.training import RunPlan, TrainState, build_model, round_line, set_center, train_loop, training_bytes
+from vecjob.training import (
+    RunPlan, TrainState, build_model, round_line, set_center, train_loop, training_bytes, weight_shapes,
+)
 
 
 @dataclass
@@ -112,6 +113,14 @@ def _check_model_fits(model_cfg: ModelConfig, vocab_size: int, workers: int) -> 
             f"{have / 2**30:,.1f} GiB")
 
 
+def job_fingerprint(input_fingerprints: list[str], tok_cfg: TokenizerConfig, model_cfg: ModelConfig,
+                    train_cfg: TrainConfig, vocab_size: int, workers: int, use_gpu: bool) -> str:
+    """What names the Ray Train run that a rerun of the same job resumes. The model's weight shapes are
+    part of it: a checkpoint left by a vecjob whose model had other shapes is not loaded, but retrained."""
+    return fingerprint(input_fingerprints, tok_cfg.model_dump(), model_cfg.model_dump(),
+                       train_cfg.what_shapes_the_weights(), workers, use_gpu, weight_shapes(model_cfg, vocab_size))
+
+
 def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig, model_cfg: ModelConfig,
                   train_cfg: TrainConfig, executor: TrainExecutor) -> dict:
     timings: dict[str, float] = {}
@@ -132,10 +141,8 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
                           f"train.workers (--workers)")
     if not use_gpu and (isinstance(executor, InProcess) or runtime.started_here()):
         _check_model_fits(model_cfg, len(vocab), workers)
-    job_fp = fingerprint(
-        [i["fingerprint"] for i in inputs], tok_cfg.model_dump(), model_cfg.model_dump(),
-        train_cfg.what_shapes_the_weights(), workers, use_gpu, ADAPTIVE_CUTOFFS,
-    )
+    job_fp = job_fingerprint([i["fingerprint"] for i in inputs], tok_cfg, model_cfg, train_cfg, len(vocab), workers,
+                             use_gpu)
     with timed(timings, "fit_s"):
         state = executor.fit(FitJob(train, val, vocab, model_cfg, train_cfg, workers, use_gpu,
                                     run_name=f"vecjob-train-{job_fp[:16]}", out=out))

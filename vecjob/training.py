@@ -367,12 +367,17 @@ def bag_document_frequencies(data: ChunkSet, vocab_size: int) -> tuple[np.ndarra
     return np.bincount(pairs % vocab_size, minlength=vocab_size), len(bags)
 
 
+def weight_shapes(model_cfg: ModelConfig, vocab_size: int) -> dict[str, list[int]]:
+    """Every trained weight's shape (the model built on torch's meta device: nothing is allocated)."""
+    with torch.device("meta"):
+        model = SequenceAutoencoder(model_cfg, vocab_size)
+    return {name: list(p.shape) for name, p in model.named_parameters()}
+
+
 def training_bytes(model_cfg: ModelConfig, vocab_size: int) -> int:
     """Bytes a training worker holds for the model: its float32 weights, their gradients and Adam's
-    two moments (built on torch's meta device, so nothing is allocated)."""
-    with torch.device("meta"):
-        params = sum(p.numel() for p in SequenceAutoencoder(model_cfg, vocab_size).parameters())
-    return 4 * 4 * params
+    two moments."""
+    return 4 * 4 * sum(math.prod(shape) for shape in weight_shapes(model_cfg, vocab_size).values())
 
 
 def build_model(
