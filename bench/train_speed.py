@@ -1,6 +1,6 @@
 """Training speed: tokens/s of the library training step on one thread, and of Ray Train's 2 CPU workers.
 
-    python bench/train_speed.py [--steps 20] [--rounds 5] [--only tfidf]
+    python bench/train_speed.py [--steps 20] [--rounds 5] [--only tfidf|head|ranks|buffers]
 
 1. The LSTM kernel path, on BBC chunks (with the default 1024-token bag-of-words context, as `vecjob
    train` builds them) and on tweets: training batches as they are cut now (length-sorted: nearly all
@@ -16,6 +16,9 @@
    workers did before, against ranks dealt one run of the length order per step
    (`vecjob.training.batch_indices`), with AdamW's per-tensor and fused updates, and two processes
    training alone on the same batches (no all-reduce: the bound). Alternating in every round.
+6. The same two ranks with DDP broadcasting the model's buffers (the TF-IDF target's idf and LSA basis)
+   before every step, as it does by default, against rank 0's buffers copied once
+   (`vecjob.training.share_buffers`), and the bound (`--only buffers`).
 
 The comparison of the full softmax with the adaptive one went with `model.output_layer`; its figures
 are in results/archive/train_speed-output-layers.json.
@@ -138,11 +141,16 @@ def head_sizes(steps: int, rounds: int) -> list[dict]:
 
 
 RANK_SETUPS = {
-    # name: (ranks dealt one run of the length order, AdamW fused, DDP)
-    "each rank batches its own share, AdamW per tensor (before)": (False, False, True),
-    "ranks dealt one run, AdamW per tensor": (True, False, True),
-    "ranks dealt one run, AdamW fused (now)": (True, True, True),
-    "two processes alone, no all-reduce (the bound)": (True, True, False),
+    # name: (ranks dealt one run of the length order, AdamW fused, DDP, buffers copied once)
+    "each rank batches its own share, AdamW per tensor (before)": (False, False, True, False),
+    "ranks dealt one run, AdamW per tensor": (True, False, True, False),
+    "ranks dealt one run, AdamW fused (now)": (True, True, True, False),
+    "two processes alone, no all-reduce (the bound)": (True, True, False, False),
+}
+BUFFER_SETUPS = {
+    "DDP broadcasts the buffers before every step (before)": (True, True, True, False),
+    "rank 0's buffers copied once (now)": (True, True, True, True),
+    "two processes alone, no all-reduce (the bound)": (True, True, False, False),
 }
 
 
@@ -154,16 +162,19 @@ def _rank_steps(rank: int, port: int, setup: tuple, chunks, vocab: int, steps: i
     import torch.distributed as dist
 
     from vecjob.config import ModelConfig, TrainConfig
-    from vecjob.training import batch_indices, build_model, train_steps
+    from vecjob.training import DDP_OPTIONS, batch_indices, build_model, share_buffers, train_steps
 
-    dealt, fused, ddp = setup
+    dealt, fused, ddp, buffers_once = setup
     torch.set_num_threads(1)
     model_cfg, train_cfg = ModelConfig(), TrainConfig()
     model = build_model(model_cfg, vocab, seed=0)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     if ddp:  # as ray.train.torch.prepare_model wraps it in vecjob.ray_train
-        model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, **{**DDP_OPTIONS, "broadcast_buffers": not buffers_once})
+        if buffers_once:
+            share_buffers(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=0.0, fused=fused)
     if dealt:
         batches = batch_indices(chunks.lengths, 64, np.random.default_rng(seed), rank, 2)
@@ -179,9 +190,9 @@ def _rank_steps(rank: int, port: int, setup: tuple, chunks, vocab: int, steps: i
     dist.destroy_process_group()
 
 
-def two_ranks(steps: int, rounds: int) -> list[dict]:
+def two_ranks(steps: int, rounds: int, setups: dict = RANK_SETUPS) -> list[dict]:
     """Tokens/s of two ranks together (tokens of both ÷ the slower rank's seconds) for each of
-    RANK_SETUPS, on BBC and the tweets, alternating in every round."""
+    the setups, on BBC and the tweets, alternating in every round."""
     import multiprocessing as mp
     import socket
 
@@ -189,9 +200,9 @@ def two_ranks(steps: int, rounds: int) -> list[dict]:
     rows = []
     for corpus in CORPORA:
         chunks, vocab = load_chunks(corpus, 1024)
-        rates: dict[str, list[float]] = {name: [] for name in RANK_SETUPS}
+        rates: dict[str, list[float]] = {name: [] for name in setups}
         for r in range(rounds):
-            for name, setup in RANK_SETUPS.items():
+            for name, setup in setups.items():
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", 0))
                     port = probe.getsockname()[1]
@@ -205,7 +216,7 @@ def two_ranks(steps: int, rounds: int) -> list[dict]:
                     proc.join()
                 rates[name].append(sum(tokens for tokens, _ in done) / max(seconds for _, seconds in done))
         base = statistics.median(next(iter(rates.values())))
-        for name in RANK_SETUPS:
+        for name in setups:
             rows.append({"corpus": corpus, "ranks": name, "tokens/s": statistics.median(rates[name]),
                          "÷ first": statistics.median(rates[name]) / base, "rounds": rates[name]})
             print(rows[-1], flush=True)
@@ -229,7 +240,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", choices=["tfidf", "head", "ranks"],
+    ap.add_argument("--only", choices=["tfidf", "head", "ranks", "buffers"],
                     help="run only this part; results go to archive/train_speed-PART.json")
     args = ap.parse_args()
 
@@ -240,11 +251,11 @@ def main() -> None:
         write_json("archive/train_speed-head.json", {"head_sizes": heads})
         return
 
-    if args.only == "ranks":
-        ranks = two_ranks(args.steps, args.rounds)
+    if args.only in ("ranks", "buffers"):
+        ranks = two_ranks(args.steps, args.rounds, RANK_SETUPS if args.only == "ranks" else BUFFER_SETUPS)
         print_table("training, 2 DDP ranks of 1 thread, default model, batch 64 (median of rounds)", ranks,
                     ["corpus", "ranks", "tokens/s", "÷ first"])
-        write_json("archive/train_speed-ranks.json", {"two_ranks": ranks})
+        write_json(f"archive/train_speed-{args.only}.json", {"two_ranks": ranks})
         return
 
     tfidf = tfidf_head(args.steps, args.rounds)
