@@ -209,8 +209,9 @@ def test_a_collection_too_small_to_hold_documents_out_reports_no_validation_figu
 
 
 def _train_as_rank(rank: int, world: int, rendezvous: str, out: str) -> None:
-    """One DDP rank set up as a Ray Train worker sets itself up: rank 0 alone builds the model from
-    the data, then the wrap and share_buffers; saves the buffers it trained with and its weights."""
+    """One DDP rank, set up as `vecjob.ray_train.worker_loop` sets up a worker (rank 0 alone builds
+    the model from the data; then the wrap and share_buffers), trained for two epochs; saves the
+    buffers it trained with and its weights."""
     from torch.nn.parallel import DistributedDataParallel
 
     from vecjob.training import DDP_OPTIONS, share_buffers
