@@ -210,11 +210,11 @@ def test_a_collection_too_small_to_hold_documents_out_reports_no_validation_figu
 
 def _train_as_rank(rank: int, world: int, rendezvous: str, out: str) -> None:
     """One DDP rank, set up as `vecjob.ray_train.worker_loop` sets up a worker (rank 0 alone builds
-    the model from the data; then the wrap and share_buffers), trained for two epochs; saves the
+    the model from the data; then the wrap), trained for two epochs by the library loop; saves the
     buffers it trained with and its weights."""
     from torch.nn.parallel import DistributedDataParallel
 
-    from vecjob.training import DDP_OPTIONS, share_buffers
+    from vecjob.training import DDP_OPTIONS
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     torch.set_num_threads(1)
@@ -222,7 +222,6 @@ def _train_as_rank(rank: int, world: int, rendezvous: str, out: str) -> None:
     train = _chunks(64)
     model = build_model(model_cfg, 40, seed=rank, train=train if rank == 0 else None)
     wrapped = DistributedDataParallel(model, **DDP_OPTIONS)
-    share_buffers(wrapped)
     train_loop(wrapped, train, _chunks(16, seed=1), model_cfg, TrainConfig(epochs=2, batch_size=8),
                device=torch.device("cpu"), rank=rank, world_size=world)
     torch.save({"buffers": dict(model.named_buffers()), "weights": model.state_dict()}, f"{out}/rank-{rank}.pt")

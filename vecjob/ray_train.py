@@ -19,7 +19,7 @@ from vecjob import storage
 from vecjob.config import ModelConfig, TrainConfig
 from vecjob.errors import ArtifactError, VecjobError, from_worker
 from vecjob.trainer import FitJob
-from vecjob.training import DDP_OPTIONS, TrainState, build_model, round_line, share_buffers, train_loop
+from vecjob.training import DDP_OPTIONS, TrainState, build_model, round_line, train_loop
 
 STATE_FILE = "train_state.pt"
 
@@ -163,7 +163,7 @@ def worker_loop(config: dict) -> None:
 
     # Rank 0 alone computes the starting point from the data (LSA term vectors, TF-IDF document
     # frequencies: seconds and GBs on a large collection); wrapping in DDP below copies its weights,
-    # and share_buffers its buffers, to the other ranks.
+    # and train_loop its buffers, to the other ranks.
     model = build_model(model_cfg, config["vocab_size"], train_cfg.seed, train if rank == 0 else None)
     state, optimizer_state = TrainState(), None
     checkpoint = ray.train.get_checkpoint()
@@ -174,7 +174,6 @@ def worker_loop(config: dict) -> None:
         state, optimizer_state = TrainState(**blob["state"]), blob["optimizer"]
         state.resumed_after_rounds.append(state.round)
     model = prepare_model(model, parallel_strategy_kwargs=DDP_OPTIONS)
-    share_buffers(model)
 
     # A restarted worker group goes on after the lines already written (they are rewritten whole).
     progress = config["progress"]

@@ -116,8 +116,8 @@ def unwrap(model: nn.Module) -> SequenceAutoencoder:
 
 # How training ranks wrap the model in DDP. Adaptive-softmax tail clusters may get no targets in a
 # batch, so DDP must tolerate unused parameters. The buffers (the TF-IDF target's idf and LSA basis:
-# 10 MB at 20,000 words) never change in training, so share_buffers copies them from rank 0 once
-# instead of DDP broadcasting them before every step.
+# 10 MB at 20,000 words) never change in training, so train_loop copies them from rank 0 once
+# (share_buffers) instead of DDP broadcasting them before every step.
 DDP_OPTIONS = {"find_unused_parameters": True, "broadcast_buffers": False}
 
 
@@ -288,6 +288,7 @@ def train_loop(
     best validation round's weights. Step s of the run is batch s mod steps_per_epoch of epoch
     s // steps_per_epoch, a function of the step alone: a resumed run continues the same sequence."""
     state = state or TrainState()
+    share_buffers(model)
     # fused: one kernel for all parameters' updates instead of a handful of ops per tensor (bench/README.md).
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=0.0, fused=True)
     if optimizer_state:
