@@ -211,6 +211,20 @@ def test_a_collection_read_by_id_keeps_the_later_shards_row_of_an_id(tmp_path):
 
 
 
+def test_texts_that_are_not_utf8_are_named_as_such_where_a_collection_is_read_by_id(tmp_path):
+    # A writer that skips the check (pyarrow's cast with safe=False) leaves other bytes in a string
+    # column; polars refuses them, and the line said the files could not be read "as one table".
+    import polars as pl
+
+    from vecjob.parquet_io import collect_scanned, scan_by_id
+
+    texts = pa.array([b"fine", b"bad \xff bytes"], type=pa.binary()).cast(pa.string(), safe=False)
+    pq.write_table(pa.table({"id": ["a", "b"], "text": texts}), tmp_path / "d.parquet")
+    data = str(tmp_path / "d.parquet")
+    with pytest.raises(InputError, match=r"d\.parquet: a string column holds bytes that are not UTF-8 .*write it as UTF-8"):
+        collect_scanned(scan_by_id(data, "id", {"text": "text"}, pl.String), data)
+
+
 def test_rows_of_a_row_group_are_read_a_slice_at_a_time(tmp_path):
     from vecjob.parquet_io import iter_rows
 

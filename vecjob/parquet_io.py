@@ -471,7 +471,10 @@ def _name_unscannable(paths: list[str], id_col: str, columns: tuple[str, ...], e
 
 
 def _not_one_table(where: str, exc: Exception) -> InputError:
-    return InputError(f"{where}: its files cannot be read as one table ({str(exc).strip().splitlines()[0]})")
+    reason = str(exc).strip().splitlines()[0]
+    if "utf-8" in reason.lower():  # Parquet's strings are UTF-8 by spec; a writer that skipped the check left other bytes
+        return InputError(f"{where}: a string column holds bytes that are not UTF-8 ({reason}); write it as UTF-8")
+    return InputError(f"{where}: its files cannot be read as one table ({reason})")
 
 
 def labels_as_text(frame, name: str = "label"):
