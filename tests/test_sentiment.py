@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from conftest import blobs, make_vectors_dir
 from vecjob.cli import app
 from vecjob.config import SentimentConfig
+from vecjob.dataset import TEST_SHARE, is_validation
 from vecjob.errors import ArtifactError, InputError
 from vecjob.sentiment import Classifier, evaluate_classifier, predict_collection, train_classifier
 
@@ -78,7 +79,7 @@ def test_no_id_overlap(tmp_path):
 def test_labels_that_are_all_null_are_named_as_such_not_as_ids_that_miss(tmp_path):
     vdir, _ = _data(tmp_path)
     pq.write_table(pa.table({"id": [1, 2], "label": pa.array([None, None], pa.string())}), tmp_path / "empty.parquet")
-    with pytest.raises(InputError, match="empty.parquet: no row has a 'label' label$"):
+    with pytest.raises(InputError, match=r"empty.parquet: no row has a 'label' label \(split 'train', by id hash\)$"):
         train_classifier(vdir, str(tmp_path / "empty.parquet"), tmp_path / "c", SentimentConfig())
 
 
@@ -91,7 +92,25 @@ def test_a_missing_number_label_is_no_label_not_the_class_nan(tmp_path):
     stars = pa.array(stars.tolist()[:-1] + [None])
     pq.write_table(pa.table({"id": list(range(400)), "label": stars}), tmp_path / "stars.parquet")
     manifest = train_classifier(vdir, str(tmp_path / "stars.parquet"), tmp_path / "c", SentimentConfig())
-    assert manifest["classes"] == ["1.0", "2.0", "3.0"] and manifest["counts"]["labelled_rows"] == 299
+    trained = [i for i in range(399) if i % 4 and not is_validation(i, TEST_SHARE)]  # no split column: by id hash
+    assert manifest["classes"] == ["1.0", "2.0", "3.0"] and manifest["counts"]["labelled_rows"] == len(trained)
+
+
+def test_labels_without_a_split_column_are_evaluated_on_ids_the_classifier_never_fitted(tmp_path):
+    # Train took every labelled row and eval scored the same rows: an in-sample accuracy reported as
+    # the test split's.
+    vdir, labels = _data(tmp_path)
+    pq.write_table(pq.read_table(labels).drop_columns(["split"]), tmp_path / "nosplit.parquet")
+    nosplit = str(tmp_path / "nosplit.parquet")
+    test_ids = [i for i in range(600) if is_validation(i, TEST_SHARE)]
+    manifest = train_classifier(vdir, nosplit, tmp_path / "clf", SentimentConfig())
+    report = evaluate_classifier(tmp_path / "clf", vdir, nosplit, SentimentConfig())
+    assert 80 < len(test_ids) < 160 and report["n"] == len(test_ids) and report["split_by"] == "id hash"
+    assert manifest["counts"]["joined"] == 600 - len(test_ids) and report["accuracy"] > 0.9
+    r = runner.invoke(app, ["sentiment", "eval", str(tmp_path / "clf"), str(vdir), "--labels", nosplit])
+    assert r.exit_code == 0 and f"evaluation ({len(test_ids)} rows, split test, a fifth of the ids by hash)" in r.output
+    r = runner.invoke(app, ["sentiment", "eval", str(tmp_path / "clf"), str(vdir), "--labels", nosplit, "--split", "val"])
+    assert r.exit_code == 2 and "nosplit.parquet: no 'split' column to choose the rows of split 'val' by" in r.output
 
 
 def test_evaluation_names_labels_the_classifier_never_saw(tmp_path):

@@ -209,7 +209,9 @@ class ClusterConfig(_Frozen):
 
 class SentimentConfig(_Frozen):
     labels: list[str] = Field(default_factory=list)  # Parquet with id + label (+ split); [] = data.paths
-    split_col: str = "split"  # rows with split == "train" train the classifier; "test" evaluates it
+    # Rows with split == "train" train the classifier; "test" evaluates it. Labels without this column
+    # are split by id hash (a fifth for test), so the evaluation never scores rows the classifier fitted.
+    split_col: str = "split"
     label_col: str = "label"
 
     @field_validator("label_col")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from vecjob.dataset import is_validation
+from vecjob.dataset import TEST_SHARE, is_validation
 from vecjob.errors import ConfigError, InputError
 from vecjob.outputs import check_output
 from vecjob.parquet_io import write_parquet_atomic
@@ -30,7 +30,7 @@ def bbc_table() -> pa.Table:
         topic = path.parent.name
         text = path.read_bytes().decode("utf-8", errors="replace").strip()
         doc_id = f"{topic}-{path.stem}"
-        rows.append((doc_id, text, topic, "test" if is_validation(doc_id, 0.2) else "train"))
+        rows.append((doc_id, text, topic, "test" if is_validation(doc_id, TEST_SHARE) else "train"))
     if not rows:
         raise InputError(f"{root}: no BBC articles found")
     ids, texts, labels, splits = map(list, zip(*rows))

@@ -3,6 +3,8 @@
 train:   join vectors to labels by id, fit standardised multinomial logistic regression (C by 3-fold
          CV on the training ids; balanced class weights), save it as plain arrays (no pickle).
 eval:    accuracy, macro-F1, per-class precision/recall/F1, confusion matrix (+ PNG).
+Rows of split "train" train and rows of split "test" evaluate; labels without a split column are
+split by id hash (a fifth for test), so an evaluation never scores the rows the classifier fitted.
 predict: one prediction shard per vector shard (id, label, prob_<class>...), written atomically.
 """
 
@@ -19,6 +21,7 @@ import pyarrow as pa
 
 from vecjob import storage
 from vecjob.config import SentimentConfig
+from vecjob.dataset import TEST_SHARE, is_validation
 from vecjob.errors import ArtifactError, InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
 from vecjob.parquet_io import (
@@ -114,19 +117,27 @@ def _named(labels: list[str] | str) -> str:
 def labelled_vectors(
     vdir: VectorsDir, labels: list[str] | str, cfg: SentimentConfig, id_col: str, split: str | None
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Vectors joined to labels by id (optionally one split); returns x, y and join counts."""
+    """Vectors joined to labels by id (optionally one split); returns x, y and join counts. Without a
+    split column, split "test" is a stable TEST_SHARE of the ids by hash and "train" the rest."""
     table = vdir.read_all(["id", "vector"])
     vec_ids = pl.from_arrow(table.select(["id"])).with_row_index("row")
     frame = scan_by_id(labels, id_col, {"label": cfg.label_col}, vec_ids["id"].dtype,
                        optional={"split": cfg.split_col} if split is not None else None)
     use_split = "split" in frame.collect_schema()
     frame = collect_scanned(labels_as_text(frame), labels)
+    where = _named(labels)
     if use_split:
         frame = frame.filter(pl.col("split") == split)
+    elif split is not None:
+        if split not in ("train", "test"):
+            raise InputError(f"{where}: no '{cfg.split_col}' column to choose the rows of split '{split}' by")
+        test = pl.Series([is_validation(i, TEST_SHARE) for i in frame["id"].to_list()], dtype=pl.Boolean)
+        frame = frame.filter(test if split == "test" else ~test)
     frame = frame.drop_nulls("label")
     joined = frame.join(vec_ids, on="id", how="inner")
-    counts = {"labelled_rows": frame.height, "joined": joined.height, "labels_without_vector": frame.height - joined.height}
-    where, in_split = _named(labels), f" (split '{split}')" if use_split else ""
+    counts = {"labelled_rows": frame.height, "joined": joined.height, "labels_without_vector": frame.height - joined.height,
+              "split_by": "column" if use_split else "id hash" if split is not None else "none"}
+    in_split = f" (split '{split}'{'' if use_split else ', by id hash'})" if split is not None else ""
     if frame.height == 0:
         raise InputError(f"{where}: no row has a '{cfg.label_col}' label{in_split}")
     if joined.height == 0:

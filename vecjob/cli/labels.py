@@ -35,7 +35,8 @@ def sentiment_train(
     label_col: LabelColOpt = "label",
     id_col: IdColOpt = None,
 ) -> None:
-    """Fit logistic regression on labelled vectors (rows with split == 'train' when a split column exists)."""
+    """Fit logistic regression on labelled vectors: rows with split == 'train' (without a split column,
+    all but the fifth of the ids that eval tests on)."""
     from vecjob import reporting
     from vecjob.sentiment import train_classifier
 
@@ -57,7 +58,8 @@ def sentiment_eval(
     vectors: VectorsArg,
     labels: LabelsOpt,
     label_col: LabelColOpt = "label",
-    split: Annotated[str, typer.Option(help="Rows of this split ('all' = every labelled row).")] = "test",
+    split: Annotated[str, typer.Option(help="Rows of this split ('all' = every labelled row). Without a split "
+                                            "column, 'test' is a fifth of the ids, by hash, that train left out.")] = "test",
     id_col: IdColOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -70,7 +72,8 @@ def sentiment_eval(
     if as_json:
         typer.echo(plain_json(report))
         return
-    reporting.summary(f"evaluation ({report['n']:,} rows, split {split})", {
+    by_hash = ", a fifth of the ids by hash" if report["split_by"] == "id hash" else ""
+    reporting.summary(f"evaluation ({report['n']:,} rows, split {split}{by_hash})", {
         "accuracy": report["accuracy"], "macro-F1": report["macro_f1"],
         **{f"F1 {c}": v["f1"] for c, v in report["per_class"].items()},
         **{f"rows of unseen label {c}": n for c, n in report["unseen_labels"].items()},
