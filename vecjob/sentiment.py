@@ -3,9 +3,10 @@
 train:   join vectors to labels by id, fit standardised multinomial logistic regression (C by 3-fold
          CV on the training ids; balanced class weights), save it as plain arrays (no pickle).
 eval:    accuracy, macro-F1, per-class precision/recall/F1, confusion matrix (+ PNG).
+predict: one prediction shard per vector shard (id, label, prob_<class>...), written atomically.
+
 Rows of split "train" train and rows of split "test" evaluate; labels without a split column are
 split by id hash (a fifth for test), so an evaluation never scores the rows the classifier fitted.
-predict: one prediction shard per vector shard (id, label, prob_<class>...), written atomically.
 """
 
 from __future__ import annotations

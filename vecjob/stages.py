@@ -255,10 +255,13 @@ class Sentiment(Stage):
             check_shard(discover(labels)[0], spec.data.id_col, None, (spec.sentiment.label_col,))
 
     def fingerprint(self, ctx: RunContext) -> str:
+        from vecjob.dataset import TEST_SHARE
+
         labels = ctx.spec.sentiment.labels
         labels = [file_fingerprint(p) for p in discover(labels)] if labels else ctx.data_files()
+        # The split rule for labels without a split column: a report scored in-sample before it is redone.
         return fingerprint(self.name, ctx.upstream("encode", "vectors_fingerprint"), labels, ctx.data_columns(),
-                           ctx.spec.sentiment.model_dump())
+                           ctx.spec.sentiment.model_dump(), {"test_share_by_id_hash": TEST_SHARE})
 
     def run(self, ctx: RunContext, plan: Plan) -> dict:
         from vecjob.sentiment import evaluate_classifier, predict_collection, train_classifier
