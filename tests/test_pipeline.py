@@ -26,6 +26,21 @@ def test_the_train_stage_fingerprint_follows_the_tokenizer_version(tmp_path, mon
     assert stages.STAGES["train"].fingerprint(run) != current
 
 
+def test_the_sentiment_stage_fingerprint_follows_the_split_rule_for_labels_without_a_split_column(tmp_path, monkeypatch):
+    # A run dir whose report was scored on the rows the classifier fitted (labels without a split
+    # column, before they were split by id hash) redoes the stage instead of keeping that report.
+    from vecjob import dataset, stages
+    from vecjob.config import load_job_spec
+
+    write_collection(tmp_path / "data", [10])
+    (tmp_path / "job.toml").write_text(TINY_SPEC.format(name="tiny", factory="auto"))
+    run = stages.RunContext(load_job_spec(tmp_path / "job.toml"), tmp_path / "run")
+    run.folder("encode").mkdir(parents=True)
+    (run.folder("encode") / "manifest.json").write_text('{"vectors_fingerprint": "v"}')
+    current = stages.STAGES["sentiment"].fingerprint(run)
+    monkeypatch.setattr(dataset, "TEST_SHARE", 0.25)
+    assert stages.STAGES["sentiment"].fingerprint(run) != current
+
 def test_the_train_stage_reports_the_published_round_not_the_last():
     from vecjob.stages import train_headline
 
