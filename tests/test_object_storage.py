@@ -50,6 +50,10 @@ def test_a_job_in_a_bucket_runs_resumes_and_answers_searches(s3, tmp_path, monke
     run = json.loads(storage.read_bytes(s3.uri("runs", "nightly", "run_manifest.json")))
     assert run["spec"]["out"] == s3.uri("runs", "nightly")
     assert [r["status"] for r in run["stages"]] == ["ran"] * 5
+    # The labels have no split column: the classifier is tested on the fifth of the ids it never fitted.
+    sentiment = run["stages"][4]["metrics"]
+    assert sentiment["test_split"] == "1 in 5 ids by hash" and 0 < sentiment["test_rows"] < 50
+    assert "test_split 1 in 5 ids by hash" in first.stderr + first.stdout
     index = json.loads(storage.read_bytes(s3.uri("runs", "nightly", "index", "manifest.json")))
     assert index["vectors_dir"] == s3.uri("runs", "nightly", "vectors")  # not the run's local mirror
 

@@ -272,7 +272,8 @@ class Sentiment(Stage):
         report = evaluate_classifier(out / "classifier", vectors, labels, spec.sentiment, id_col=spec.data.id_col)
         predict_collection(out / "classifier", vectors, out / "predictions")
         write_json_atomic(new_manifest("vecjob.sentiment_stage", report=report), out / MANIFEST)
-        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+        held_out = {"test_split": "1 in 5 ids by hash"} if report["split_by"] == "id hash" else {}
+        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "test_rows": report["n"], **held_out}
 
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (Corpus(), Train(), Encode(), Index(), Cluster(), Sentiment())}
