@@ -41,6 +41,7 @@ def test_the_sentiment_stage_fingerprint_follows_the_split_rule_for_labels_witho
     monkeypatch.setattr(dataset, "TEST_SHARE", 0.25)
     assert stages.STAGES["sentiment"].fingerprint(run) != current
 
+
 def test_the_train_stage_reports_the_published_round_not_the_last():
     from vecjob.stages import train_headline
 
