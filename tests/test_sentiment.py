@@ -108,7 +108,7 @@ def test_labels_without_a_split_column_are_evaluated_on_ids_the_classifier_never
     assert 80 < len(test_ids) < 160 and report["n"] == len(test_ids) and report["split_by"] == "id hash"
     assert manifest["counts"]["joined"] == 600 - len(test_ids) and report["accuracy"] > 0.9
     r = runner.invoke(app, ["sentiment", "eval", str(tmp_path / "clf"), str(vdir), "--labels", nosplit])
-    assert r.exit_code == 0 and f"evaluation ({len(test_ids)} rows, split test, a fifth of the ids by hash)" in r.output
+    assert r.exit_code == 0 and f"evaluation ({len(test_ids)} rows, split test, 1 in 5 ids by hash)" in r.output
     r = runner.invoke(app, ["sentiment", "eval", str(tmp_path / "clf"), str(vdir), "--labels", nosplit, "--split", "val"])
     assert r.exit_code == 2 and "nosplit.parquet: no 'split' column to choose the rows of split 'val' by" in r.output
 

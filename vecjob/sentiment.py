@@ -115,6 +115,11 @@ def _named(labels: list[str] | str) -> str:
     return str(labels) if isinstance(labels, (str, Path)) else ", ".join(map(str, labels))
 
 
+def hashed_split(report: dict) -> str | None:
+    """How an evaluation's test rows were chosen, in words, when no split column chose them."""
+    return f"1 in {round(1 / TEST_SHARE)} ids by hash" if report.get("split_by") == "id hash" else None
+
+
 def labelled_vectors(
     vdir: VectorsDir, labels: list[str] | str, cfg: SentimentConfig, id_col: str, split: str | None
 ) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -264,7 +264,7 @@ class Sentiment(Stage):
                            ctx.spec.sentiment.model_dump(), {"test_share_by_id_hash": TEST_SHARE})
 
     def run(self, ctx: RunContext, plan: Plan) -> dict:
-        from vecjob.sentiment import evaluate_classifier, predict_collection, train_classifier
+        from vecjob.sentiment import evaluate_classifier, hashed_split, predict_collection, train_classifier
 
         spec, vectors, out = ctx.spec, ctx.folder("encode"), ctx.folder(self.name)
         labels = spec.sentiment.labels or spec.data.paths
@@ -272,8 +272,8 @@ class Sentiment(Stage):
         report = evaluate_classifier(out / "classifier", vectors, labels, spec.sentiment, id_col=spec.data.id_col)
         predict_collection(out / "classifier", vectors, out / "predictions")
         write_json_atomic(new_manifest("vecjob.sentiment_stage", report=report), out / MANIFEST)
-        held_out = {"test_split": "1 in 5 ids by hash"} if report["split_by"] == "id hash" else {}
-        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "test_rows": report["n"], **held_out}
+        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "test_rows": report["n"],
+                "test_split": hashed_split(report)}
 
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (Corpus(), Train(), Encode(), Index(), Cluster(), Sentiment())}

@@ -65,15 +65,15 @@ def sentiment_eval(
 ) -> None:
     """Accuracy, macro-F1, per-class scores and confusion matrix on labelled vectors."""
     from vecjob import reporting
-    from vecjob.sentiment import evaluate_classifier
+    from vecjob.sentiment import evaluate_classifier, hashed_split
 
     report = evaluate_classifier(clf, vectors, labels, override(SentimentConfig(), label_col=label_col),
                                  id_col=id_col or "id", split=None if split == "all" else split)
     if as_json:
         typer.echo(plain_json(report))
         return
-    by_hash = ", a fifth of the ids by hash" if report["split_by"] == "id hash" else ""
-    reporting.summary(f"evaluation ({report['n']:,} rows, split {split}{by_hash})", {
+    chosen = f", {hashed_split(report)}" if hashed_split(report) else ""
+    reporting.summary(f"evaluation ({report['n']:,} rows, split {split}{chosen})", {
         "accuracy": report["accuracy"], "macro-F1": report["macro_f1"],
         **{f"F1 {c}": v["f1"] for c, v in report["per_class"].items()},
         **{f"rows of unseen label {c}": n for c, n in report["unseen_labels"].items()},
