@@ -101,6 +101,35 @@ def test_a_corrupt_page_found_by_an_encoder_names_its_shard(request, tiny_model_
         r.output
 
 
+def _not_utf8(path: Path) -> None:
+    """Row 5's text with a byte UTF-8 never holds, as a writer that skips the check leaves it
+    (pyarrow's unsafe cast): a pyarrow read takes it without a word."""
+    table = pq.read_table(path)
+    texts = [t.encode() for t in table.column("text").to_pylist()]
+    texts[5] = b"caf\xe9 " + texts[5]
+    pq.write_table(table.set_column(1, "text", pa.array(texts, pa.binary()).cast(pa.string(), safe=False)), path)
+
+
+@pytest.mark.parametrize("runner", ["local", "ray"])
+def test_texts_that_are_not_utf8_are_refused_by_encode_and_train_as_by_the_readers_by_id(request, tiny_model_dir,
+                                                                                          tmp_path, runner):
+    """The tokeniser cut such a text into fragments ("caf\\xe9" lost its word) while search, cluster and
+    sentiment, which read the collection with polars, refused it: every reader now refuses alike."""
+    if runner == "ray":
+        request.getfixturevalue("ray_session")
+    data = tmp_path / "in"
+    write_collection(data, [30, 30])
+    _not_utf8(data / "part-01.parquet")
+    r = invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v", "--runner", runner)
+    last = r.output.strip().splitlines()[-1]  # after the progress bar of the shard that did encode
+    assert r.exit_code == 2 and last.startswith("error: ") and "part-01.parquet: column 'text' holds bytes that " \
+        "are not UTF-8 (e.g. b'caf\\xe9 " in last and last.endswith("write it as UTF-8"), r.output
+    if runner == "local":
+        before = listing(tmp_path)
+        refused(invoke("train", data, "--out", tmp_path / "m"), "part-01.parquet: column 'text'", "not UTF-8")
+        assert listing(tmp_path) == before
+
+
 def test_dictionary_encoded_and_string_view_columns_encode_as_their_values(tiny_model_dir, tmp_path):
     """pandas' category and polars' Categorical columns are written dictionary-encoded; pyarrow's
     string_view columns keep that type in the file (Arrow's take kernel has none for it: a traceback)."""

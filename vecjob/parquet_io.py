@@ -254,7 +254,7 @@ def read_row_groups(path: str, row_groups: list[int], columns: list[str]) -> pa.
         table = parquet_file(path).read_row_groups(row_groups, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
-    return _plain_columns(table)
+    return _plain_columns(table, path)
 
 
 def iter_rows(path: str, row_groups: list[int], columns: list[str], skip: int, rows: int,
@@ -273,18 +273,42 @@ def iter_rows(path: str, row_groups: list[int], columns: list[str], skip: int, r
             first = max(skip - start, 0)
             piece = pa.Table.from_batches([batch.slice(first, min(skip + rows, seen) - start - first)])
             given = True
-            yield _plain_columns(piece)
+            yield _plain_columns(piece, path)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
     if not given:
         yield read_row_groups(path, [], columns)
 
 
-def _plain_columns(table: pa.Table) -> pa.Table:
+def _plain_columns(table: pa.Table, path: str) -> pa.Table:
     for i, field in enumerate(table.schema):
         if (plain := _plain_type(field.type)) != field.type:
             table = table.set_column(i, field.name, table.column(i).cast(plain))
+        if pa.types.is_string(plain) or pa.types.is_large_string(plain):
+            _require_utf8(table.column(i), path, field.name)
     return table
+
+
+def _require_utf8(texts: pa.ChunkedArray, path: str, name: str) -> None:
+    """Parquet's strings are UTF-8 by spec, but pyarrow reads them unchecked: a writer that skipped the
+    check leaves other bytes, which the tokeniser cuts into fragments without a word and polars (which
+    reads the collection by id for search, cluster and sentiment) refuses. Refused here alike."""
+    try:
+        texts.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        bad = next((t for t in texts.cast(pa.binary()).to_pylist() if t is not None and not _is_utf8(t)), None)
+        if bad is None:
+            raise InputError(f"{path}: cannot read column '{name}': {exc}") from None
+        raise InputError(f"{path}: column '{name}' holds bytes that are not UTF-8 (e.g. {bad[:40]!r}); "
+                         "write it as UTF-8") from None
+
+
+def _is_utf8(text: bytes) -> bool:
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _plain_type(t: pa.DataType) -> pa.DataType:
