@@ -125,6 +125,8 @@ TARGETS = [
            lambda d: (f"{_scale_1m(d)['encode peak RSS GB']:.2f} GB", _scale_1m(d)["encode peak RSS GB"] < 3)),
     Target("train_scale.py", "training memory on a large collection", "peak PSS at 100k articles ≤ 1.2 × at 20k",
            "train_scale.json", _train_scale_ratio),
+    Target("shards.py", "a collection in many vector shards", "cost per shard at 4,000 shards ≤ 2 × at 500",
+           "shards.json", lambda d: (f"{d['worst_growth']:.2f}×", d["worst_growth"] <= 2)),
     Target("s3_encode.py", "object storage (issue 26)", "S3 ÷ local disk ≥ 0.9", "s3_encode.json",
            lambda d: (f"{_s3_ratio(d):.3f}", round(_s3_ratio(d), 3) >= 0.9)),
     Target("s3_encode.py", "object storage at 1M documents (issue 26)", "peak RSS < 3 GB", "s3_encode.json",

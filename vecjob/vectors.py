@@ -125,7 +125,7 @@ class VectorsDir:
                                  "must be unique within a shard")
         return rows, live.to_numpy()
 
-    @property
+    @cached_property  # read once per shard: a collection of years of nights lists tens of thousands
     def shard_paths(self) -> list[Path]:
         return [self.path / s["output"] for s in self.manifest["shards"]]
 
@@ -136,9 +136,9 @@ class VectorsDir:
 
     def new_rows(self, new: pl.DataFrame) -> Iterator[tuple[Path, pa.Table]]:
         """The id and vector of each (id, shard) row in `new`, shard by shard, reading only those shards."""
+        wanted_in = new.partition_by("shard", as_dict=True, include_key=False)
         for i, path in enumerate(self.shard_paths):
-            wanted = new.filter(pl.col("shard") == path.name)
-            if wanted.height == 0:
+            if (wanted := wanted_in.get((path.name,))) is None:
                 continue
             table = self.read_shard(i, ["id", "vector"])
             rows = pl.from_arrow(table.select(["id"])).with_row_index("row").join(
