@@ -195,14 +195,12 @@ class BuiltIndex:
 
 
 def _slots_per_shard(vdir: VectorsDir, labels: pa.Table) -> list[np.ndarray]:
-    """For each shard's live rows, in order, the slot its vector is stored under."""
-    slot_of = pl.from_arrow(labels.select(["id", "slot"]))
-    out = []
-    for _, table in vdir.iter_shards(["id"]):
-        rows = pl.from_arrow(table.select(["id"])).with_row_index("row")
-        joined = rows.join(slot_of, on="id", how="left").sort("row")
-        out.append(joined["slot"].to_numpy())
-    return out
+    """For each shard's live rows, in order, the slot its vector is stored under: one join for the
+    whole dir (a join per shard against every label took time in the square of the shards)."""
+    live = vdir.live_ids().select("id").with_row_index("row")
+    slots = live.join(pl.from_arrow(labels.select(["id", "slot"])), on="id", how="left").sort("row")["slot"]
+    bounds = np.cumsum([0, *(int(mask.sum()) for mask in vdir.live_masks)])
+    return [slots[a:b].to_numpy() for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _prep(metric: str):
