@@ -5,13 +5,16 @@ Library tests need no Ray. Tests that use Ray take the `ray_session` fixture (st
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -26,6 +29,10 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# The suite's caches (remembered fingerprints, readers' published folders) go to a folder of its own,
+# removed at the end, not to the home of whoever runs it; a test that needs a fresh one sets its own.
+os.environ["VECJOB_CACHE"] = tempfile.mkdtemp(prefix="vecjob-test-cache-")
+atexit.register(shutil.rmtree, os.environ["VECJOB_CACHE"], True)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(

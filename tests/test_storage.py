@@ -99,6 +99,36 @@ def test_one_writer_per_run_dir(s3):
         assert json.loads(storage.read_bytes(s3.uri("run", storage.LEASE)))["token"] != "dead"
 
 
+@pytest.mark.parametrize("where", ["local disk", "store"])
+def test_a_shards_content_hash_is_remembered_on_this_machine_while_the_shard_stays_the_same(request, tmp_path,
+                                                                                          monkeypatch, where):
+    """Every night fingerprints every shard of the collection; each process hashed each one again,
+    which in a store is a download of the whole collection every night."""
+    import hashlib
+
+    from vecjob.parquet_io import _content_hash, file_fingerprint
+
+    if where == "store":
+        s3 = request.getfixturevalue("s3")
+        path = s3.uri("docs", "part-0.parquet")
+    else:
+        monkeypatch.setenv("VECJOB_CACHE", str(tmp_path / "cache"))
+        path = str(tmp_path / "part-0.parquet")
+    storage.write_bytes(path, b"the first night")
+    assert file_fingerprint(path) == hashlib.blake2b(b"the first night", digest_size=16).hexdigest()
+    (entry,) = [p for p in (storage.cache_root() / "fingerprints").rglob("*") if p.is_file()]
+    entry.write_text("0" * 32)  # what a later process answers must come from here, not from the file
+    _content_hash.cache_clear()  # as in a later process
+    assert file_fingerprint(path) == "0" * 32
+    storage.write_bytes(path, b"the shard rewritten")  # another size: another file, whatever the clock
+    assert file_fingerprint(path) == hashlib.blake2b(b"the shard rewritten", digest_size=16).hexdigest()
+    for entry in (storage.cache_root() / "fingerprints").rglob("*"):
+        if entry.is_file():
+            entry.write_bytes(b"\xff damaged")
+    _content_hash.cache_clear()
+    assert file_fingerprint(path) == hashlib.blake2b(b"the shard rewritten", digest_size=16).hexdigest()
+
+
 def test_shards_are_discovered_and_read_from_the_store(s3, tmp_path):
     from vecjob.parquet_io import check_shards, discover, file_fingerprint, read_row_groups
 

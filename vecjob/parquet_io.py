@@ -408,10 +408,11 @@ def clean_stale_temporaries(folder: str | Path) -> int:
 
 
 def file_fingerprint(path: str | Path) -> str:
-    """Content hash of a file (blake2b, 16 bytes): stable across copies and machines. Remembered per
-    process while the file stays the same file (on local disk: inode, size, modification and change
-    times; in a store: size and modification time), so the stages of one run that each depend on
-    the input read every shard once (a shard in a bucket is a download)."""
+    """Content hash of a file (blake2b, 16 bytes): stable across copies and machines. Remembered while
+    the file stays the same file (on local disk: inode, size, modification and change times; in a
+    store: size and modification time), in this process and in this machine's cache folder: every
+    stage of a run and every night fingerprint every shard of the collection, and without the cache
+    each night read the whole collection again (from a store, a download of every shard)."""
     if storage.is_uri(path):
         fs, inner = storage.filesystem(path)
         info = fs.get_file_info(inner)
@@ -422,11 +423,23 @@ def file_fingerprint(path: str | Path) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _content_hash(path: str, identity: tuple) -> str:
+    key = fingerprint(path, identity)
+    remembered = storage.cache_root() / "fingerprints" / key[:2] / key
+    try:
+        if re.fullmatch(r"[0-9a-f]{32}", known := remembered.read_text()):
+            return known
+    except (OSError, UnicodeDecodeError):
+        pass  # not remembered, or damaged: hashed again
     h = hashlib.blake2b(digest_size=16)
     fs, inner = storage.filesystem(path)
     with fs.open_input_stream(inner) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    try:
+        with atomic_path(remembered) as tmp:
+            tmp.write_text(h.hexdigest())
+    except OSError:
+        pass  # a cache folder that cannot be written (a read-only home): hashed again next time
     return h.hexdigest()
 
 
