@@ -129,6 +129,23 @@ def test_a_shards_content_hash_is_remembered_on_this_machine_while_the_shard_sta
     assert file_fingerprint(path) == hashlib.blake2b(b"the shard rewritten", digest_size=16).hexdigest()
 
 
+def test_shards_in_a_store_checked_together_keep_path_order_and_name_the_first_bad_one(s3, tmp_path):
+    from vecjob.parquet_io import check_shards
+
+    paths = write_collection(tmp_path / "data", [5] * 12)
+    for i, p in enumerate(paths):
+        storage.write_bytes(s3.uri("data", p.name), b"not parquet" if i in (7, 3, 10) else p.read_bytes())
+    with pytest.raises(InputError, match=r"part-03\.parquet: not a readable Parquet file"):
+        check_shards(s3.uri("data"), "id", "text", content=False)
+    storage.write_bytes(s3.uri("data", "part-03.parquet"), paths[3].read_bytes())
+    with pytest.raises(InputError, match=r"part-07\.parquet: not a readable Parquet file"):
+        check_shards(s3.uri("data"), "id", "text", content=False)
+    for i in (7, 10):
+        storage.write_bytes(s3.uri("data", paths[i].name), paths[i].read_bytes())
+    shards = check_shards(s3.uri("data"), "id", "text", content=False)
+    assert [s.path for s in shards] == [s3.uri("data", p.name) for p in paths]
+
+
 def test_shards_are_discovered_and_read_from_the_store(s3, tmp_path):
     from vecjob.parquet_io import check_shards, discover, file_fingerprint, read_row_groups
 

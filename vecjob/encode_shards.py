@@ -292,7 +292,7 @@ def encode_collection(
     columns = {"id": data.id_col, "text": data.text_col, "keep": list(cfg.keep_columns)}
 
     with output_lock(out_dir):
-        input_fps = [file_fingerprint(s.path) for s in shards]
+        input_fps = storage.each_file(file_fingerprint, [s.path for s in shards])
         items = plan_items(shards, input_fps, model_fp, columns, cfg.rows_per_task)
         for folder in (out_dir, out_dir / STATS_DIR):
             if folder.exists():

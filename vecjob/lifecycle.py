@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from vecjob import storage
 from vecjob.config import REMOVE_THE_KEY, JobSpec, ModelConfig, TokenizerConfig, TrainConfig, first_error
 from vecjob.outputs import MANIFEST, swap_into_place
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, read_json, read_row_groups
@@ -98,7 +99,8 @@ def measure_drift(spec: JobSpec, model_dir: Path, manifest: dict, vectors_dir: P
     if (vectors_dir / MANIFEST).exists():
         encoded = {s["input_fingerprint"] for s in read_json(vectors_dir / MANIFEST).get("shards", [])}
     shards = check_shards(spec.data.paths, spec.data.id_col, spec.data.text_col, content=False)  # encode checks ids
-    new = [s for s in shards if file_fingerprint(s.path) not in encoded]
+    fingerprints = storage.each_file(file_fingerprint, [s.path for s in shards])
+    new = [s for s, fp in zip(shards, fingerprints) if fp not in encoded]
     tokenizer = Tokenizer(Vocab.load(model_dir), spec.tokenizer.max_len,
                           read_json(model_dir / "config.json").get("tokenizer_version", TOKENIZER_VERSION))
     ids, documents = [], 0

@@ -197,7 +197,7 @@ def check_shards(
     the first is written: footers and schemas, one id type across shards, and with `content` what
     `check_content` reads. Without it, the caller checks the content of the shards it will read (a
     nightly encode reads only the new ones)."""
-    shards = [check_shard(p, id_col, text_col, tuple(keep_columns)) for p in discover(paths)]
+    shards = storage.each_file(lambda p: check_shard(p, id_col, text_col, tuple(keep_columns)), discover(paths))
     _one_kind(shards, lambda s: s.id_type, f"id column '{id_col}'")
     for i, col in enumerate(keep_columns):  # the vector shards must read as one table
         _one_kind(shards, lambda s: s.kept_types[i], f"--keep column '{col}'")

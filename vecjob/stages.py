@@ -51,7 +51,7 @@ class RunContext:
     def data_files(self) -> list[str]:
         """The input shards' content hashes, read once per run (the corpus stage, which writes them, resets them)."""
         if self._data_files is None:
-            self._data_files = [file_fingerprint(p) for p in discover(self.spec.data.paths)]
+            self._data_files = storage.each_file(file_fingerprint, discover(self.spec.data.paths))
         return self._data_files
 
     def data_fingerprint(self) -> str:
@@ -258,7 +258,7 @@ class Sentiment(Stage):
         from vecjob.dataset import TEST_SHARE
 
         labels = ctx.spec.sentiment.labels
-        labels = [file_fingerprint(p) for p in discover(labels)] if labels else ctx.data_files()
+        labels = storage.each_file(file_fingerprint, discover(labels)) if labels else ctx.data_files()
         # The split rule for labels without a split column: a report scored in-sample before it is redone.
         return fingerprint(self.name, ctx.upstream("encode", "vectors_fingerprint"), labels, ctx.data_columns(),
                            ctx.spec.sentiment.model_dump(), {"test_share_by_id_hash": TEST_SHARE})

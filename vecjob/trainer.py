@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from vecjob import runtime
+from vecjob import runtime, storage
 from vecjob.chunks import ChunkSet
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from vecjob.dataset import build_vocab, heldout_unknown_share, latest_rows, training_chunks, training_sample
@@ -125,7 +125,8 @@ def _train_locked(shards, out: Path, data: DataConfig, tok_cfg: TokenizerConfig,
                   train_cfg: TrainConfig, executor: TrainExecutor) -> dict:
     timings: dict[str, float] = {}
     with timed(timings, "prepare_s"):
-        inputs = [{"path": s.path, "rows": s.num_rows, "fingerprint": file_fingerprint(s.path)} for s in shards]
+        fingerprints = storage.each_file(file_fingerprint, [s.path for s in shards])
+        inputs = [{"path": s.path, "rows": s.num_rows, "fingerprint": fp} for s, fp in zip(shards, fingerprints)]
         latest = latest_rows(shards, data.id_col)
         vocab = build_vocab(shards, data.id_col, data.text_col, tok_cfg, latest)
         # The vocabulary's counts: the collection's tokens but for the rarest words' few.
