@@ -182,6 +182,16 @@ def check_reachable(location: str, what: str) -> None:
 # ---- objects -------------------------------------------------------------------------------------
 
 
+def each_file(fn: Callable[[str], object], paths: list[str]) -> list:
+    """fn(path) for every path, in order. Paths in a store are taken many at once: there each is a
+    request or two (a footer, a file's size) whose wait, not its bytes, is the cost, and every night
+    asks it of every shard of the collection."""
+    if not any(is_uri(p) for p in paths):
+        return [fn(p) for p in paths]
+    with ThreadPoolExecutor(DOWNLOADS) as pool:
+        return list(pool.map(fn, paths))
+
+
 def read_bytes(location: str) -> bytes:
     fs, path = filesystem(location)
     try:
@@ -246,16 +256,6 @@ def _stamp(info: pafs.FileInfo) -> list:
 
 
 # ---- a run dir in the store, worked on in a local mirror -------------------------------------------
-
-
-def each_file(fn: Callable[[str], object], paths: list[str]) -> list:
-    """fn(path) for every path, in order. Paths in a store are taken many at once: there each is a
-    request or two (a footer, a file's size) whose wait, not its bytes, is the cost, and every night
-    asks it of every shard of the collection."""
-    if not any(is_uri(p) for p in paths):
-        return [fn(p) for p in paths]
-    with ThreadPoolExecutor(DOWNLOADS) as pool:
-        return list(pool.map(fn, paths))
 
 
 def cache_root() -> Path:

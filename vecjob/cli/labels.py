@@ -72,7 +72,7 @@ def sentiment_eval(
     if as_json:
         typer.echo(plain_json(report))
         return
-    chosen = f", {hashed_split(report)}" if hashed_split(report) else ""
+    chosen = f", {by_hash}" if (by_hash := hashed_split(report)) else ""
     reporting.summary(f"evaluation ({report['n']:,} rows, split {split}{chosen})", {
         "accuracy": report["accuracy"], "macro-F1": report["macro_f1"],
         **{f"F1 {c}": v["f1"] for c, v in report["per_class"].items()},
