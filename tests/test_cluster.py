@@ -93,7 +93,7 @@ def test_texts_polars_cannot_scan_or_read_as_one_table_are_one_line_naming_them(
     pq.write_table(table.slice(0, 150), tmp_path / "mixed" / "a.parquet")
     numbers = pa.array([int(v[1:]) for v in table.column("label").to_pylist()[150:]])
     pq.write_table(table.slice(150).set_column(2, "label", numbers), tmp_path / "mixed" / "b.parquet")
-    with pytest.raises(InputError, match="mixed: its files cannot be read as one table .*column label"):
+    with pytest.raises(InputError, match="mixed/b.parquet: column 'label' holds int, in .*mixed/a.parquet it holds string"):
         cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), data=[str(tmp_path / "mixed")])
     assert not (tmp_path / "c").exists()
 

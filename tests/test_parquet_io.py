@@ -211,6 +211,38 @@ def test_a_collection_read_by_id_keeps_the_later_shards_row_of_an_id(tmp_path):
 
 
 
+@pytest.mark.parametrize("where", ["local disk", "store"])
+def test_shards_that_differ_as_training_allows_are_read_by_id_too(request, tmp_path, where):
+    # A night's shard that adds a column, widens the ids or dictionary-encodes the texts trains and
+    # encodes, but search --data, cluster and sentiment refused the collection ("extra column in file
+    # outside of expected schema", "data type mismatch"): polars read every file as the first one.
+    import polars as pl
+
+    from vecjob import storage
+    from vecjob.parquet_io import collect_scanned, scan_by_id
+
+    data = request.getfixturevalue("s3").uri("d") if where == "store" else str(tmp_path / "d")
+
+    def write(table: pa.Table, name: str) -> None:
+        fs, path = storage.filesystem(storage.join(data, name))
+        fs.create_dir(storage.parent(path))
+        pq.write_table(table, path, filesystem=fs)
+
+    write(pa.table({"id": [0], "text": ["z"], "label": pa.nulls(1)}), "part-0.parquet")  # a column of nulls only
+    write(pa.table({"id": pa.array([1, 2], pa.int32()), "text": ["a", "b"]}), "part-1.parquet")
+    write(pa.table({"id": pa.array([3], pa.int64()), "text": pa.array(["c"]).dictionary_encode(),
+                    "label": ["x"], "source": ["feed"]}), "part-2.parquet")
+    write(pa.table({"id": pa.array([4], pa.int64()), "text": pa.array(["d"], pa.large_string()), "label": ["y"]}),
+          "part-3.parquet")
+    frame = collect_scanned(scan_by_id(data, "id", {"text": "text"}, pl.Int64, {"label": "label"}), data)
+    assert frame.sort("id").rows() == [(0, "z", None), (1, "a", None), (2, "b", None), (3, "c", "x"), (4, "d", "y")]
+    with pytest.raises(InputError, match=r"part-1.parquet: missing column 'label' \(columns: id, text\)"):
+        scan_by_id(data, "id", {"label": "label"}, pl.Int64)  # a column asked for: every file holds it
+    write(pa.table({"id": [5], "text": ["e"], "label": [7]}), "part-4.parquet")
+    with pytest.raises(InputError, match=r"part-4.parquet: column 'label' holds int, in .*part-2.parquet it holds string"):
+        scan_by_id(data, "id", {"text": "text"}, pl.Int64, {"label": "label"})
+
+
 def test_texts_that_are_not_utf8_are_named_as_such_where_a_collection_is_read_by_id(tmp_path):
     # A writer that skips the check (pyarrow's cast with safe=False) leaves other bytes in a string
     # column; polars refuses them, and the line said the files could not be read "as one table".

@@ -130,7 +130,7 @@ def test_a_shards_content_hash_is_remembered_on_this_machine_while_the_shard_sta
 
 
 def test_shards_in_a_store_checked_together_keep_path_order_and_name_the_first_bad_one(s3, tmp_path):
-    from vecjob.parquet_io import check_shards
+    from vecjob.parquet_io import check_shards, discover
 
     paths = write_collection(tmp_path / "data", [5] * 12)
     for i, p in enumerate(paths):
@@ -144,6 +144,11 @@ def test_shards_in_a_store_checked_together_keep_path_order_and_name_the_first_b
         storage.write_bytes(s3.uri("data", paths[i].name), paths[i].read_bytes())
     shards = check_shards(s3.uri("data"), "id", "text", content=False)
     assert [s.path for s in shards] == [s3.uri("data", p.name) for p in paths]
+    named = [s3.uri("data", p.name) for p in reversed(paths)]  # a data path listing files one by one
+    assert discover(named) == [s.path for s in shards]
+    for first, second in (("part-99", "part-98"), ("part-98", "part-99")):  # the first missing one, as given
+        with pytest.raises(InputError, match=rf"{first}\.parquet: no such file or prefix"):
+            discover(named[:3] + [s3.uri("data", f"{first}.parquet"), s3.uri("data", f"{second}.parquet")])
 
 
 def test_shards_are_discovered_and_read_from_the_store(s3, tmp_path):

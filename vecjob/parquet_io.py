@@ -58,8 +58,12 @@ def discover(paths: list[str] | str) -> list[str]:
     unnamed: list[str] = []  # files in a folder not named *.parquet, as Hive writes its shards (000000_0)
     for p in paths:
         storage.check_location(p, "input")
+    in_stores = [p for p in paths if storage.is_uri(p)]  # a list of many files there: requests at once
+    listed = dict(zip(in_stores, storage.each_file(_discover_uri, in_stores)))
+    for p in paths:
         if storage.is_uri(p):
-            found += _discover_uri(p, unnamed)
+            found += listed[p][0]
+            unnamed += listed[p][1]
             continue
         if os.path.isdir(p):  # a name that exists is read as named, even with a glob's characters ("part[1]")
             files = [f for f in Path(p).rglob("*") if f.is_file() and not _hidden(f.relative_to(p))]
@@ -87,32 +91,33 @@ def path_order(path: str) -> tuple:
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), path
 
 
-def _discover_uri(location: str, unnamed: list[str]) -> list[str]:
-    """Files, prefixes and globs in an object store, as URIs (a store lists; it has no directories)."""
+def _discover_uri(location: str) -> tuple[list[str], list[str]]:
+    """Files, prefixes and globs in an object store, as URIs (a store lists; it has no directories);
+    and the files of a prefix not named *.parquet."""
     scheme = location.split("://", 1)[0] + "://"
     storage.check_reachable(location, "input")
     fs, path = storage.filesystem(location)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
-        return [location]
+        return [location], []
     if storage.is_glob(path):
         listed = storage.list_files(scheme + storage.glob_root(path))
         return sorted(scheme + i.path for i in listed.values()
-                      if fnmatch.fnmatchcase(i.path, path) and not _hidden_match(path, i.path))
+                      if fnmatch.fnmatchcase(i.path, path) and not _hidden_match(path, i.path)), []
     listed = storage.list_files(location)
     if not listed and info.type == pafs.FileType.NotFound:
         raise InputError(f"{location}: no such file or prefix")
     visible = {rel: scheme + i.path for rel, i in listed.items() if not _hidden(Path(rel))}
-    unnamed += [uri for rel, uri in visible.items() if not rel.endswith(".parquet")]
-    return sorted(uri for rel, uri in visible.items() if rel.endswith(".parquet"))
+    return (sorted(uri for rel, uri in visible.items() if rel.endswith(".parquet")),
+            [uri for rel, uri in visible.items() if not rel.endswith(".parquet")])
 
 
-def parquet_file(path: str) -> pq.ParquetFile:
-    """Open a shard's footer, local or in an object store."""
+def parquet_file(path: str, footer: pq.FileMetaData | None = None) -> pq.ParquetFile:
+    """Open a shard, local or in an object store: its footer read, or the one given."""
     if storage.is_uri(path):
         fs, inner = storage.filesystem(path)
-        return pq.ParquetFile(fs.open_input_file(inner))
-    return pq.ParquetFile(path)
+        return pq.ParquetFile(fs.open_input_file(inner), metadata=footer)
+    return pq.ParquetFile(path, metadata=footer)
 
 
 def _glob(pattern: str) -> list[str]:
@@ -143,11 +148,8 @@ def _hidden_match(pattern: str, match: str) -> bool:
 
 def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tuple[str, ...] = ()) -> Shard:
     """Open a shard's footer and check its schema; raise InputError naming the file on any problem."""
-    try:
-        meta = parquet_file(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
-    schema = meta.schema_arrow
+    meta = footer(path)
+    schema = meta.schema.to_arrow_schema()
     _require_column(path, schema, id_col)
     id_field = _value_type(schema.field(id_col).type)
     id_type = _kind(id_field)
@@ -160,9 +162,17 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
             raise InputError(f"{path}: text column '{text_col}' has type {t}; expected string")
     for col in keep_columns:
         _require_column(path, schema, col)
-    rg_rows = tuple(meta.metadata.row_group(i).num_rows for i in range(meta.num_row_groups))
-    return Shard(path=path, num_rows=meta.metadata.num_rows, row_group_rows=rg_rows, id_type=id_type,
+    rg_rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    return Shard(path=path, num_rows=meta.num_rows, row_group_rows=rg_rows, id_type=id_type,
                  kept_types=tuple(_kind(_value_type(schema.field(c).type)) for c in keep_columns))
+
+
+def footer(path: str) -> pq.FileMetaData:
+    """A shard's footer; a file that is not Parquet is one line naming it."""
+    try:
+        return parquet_file(path).metadata
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
 def _value_type(t: pa.DataType) -> pa.DataType:
@@ -248,10 +258,11 @@ def blank_texts(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.fill_null(pc.equal(pc.utf8_length(stripped), 0), True).to_numpy(zero_copy_only=False)
 
 
-def read_row_groups(path: str, row_groups: list[int], columns: list[str]) -> pa.Table:
+def read_row_groups(path: str, row_groups: list[int], columns: list[str], footer: pq.FileMetaData | None = None
+                    ) -> pa.Table:
     """Read some row groups of one shard; a corrupt page raises InputError naming the file."""
     try:
-        table = parquet_file(path).read_row_groups(row_groups, columns=columns)
+        table = parquet_file(path, footer).read_row_groups(row_groups, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
     return _plain_columns(table, path)
@@ -413,12 +424,18 @@ def file_fingerprint(path: str | Path) -> str:
     store: size and modification time), in this process and in this machine's cache folder: every
     stage of a run and every night fingerprint every shard of the collection, and without the cache
     each night read the whole collection again (from a store, a download of every shard)."""
+    return _content_hash(str(path), file_identity(path))
+
+
+def file_identity(path: str | Path) -> tuple:
+    """What changes when a file is rewritten: on local disk its inode, size, modification and change
+    times; in a store its size and modification time."""
     if storage.is_uri(path):
         fs, inner = storage.filesystem(path)
         info = fs.get_file_info(inner)
-        return _content_hash(str(path), (info.size, info.mtime_ns))
+        return info.size, info.mtime_ns
     st = os.stat(path)
-    return _content_hash(str(path), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -443,20 +460,26 @@ def _content_hash(path: str, identity: tuple) -> str:
     return h.hexdigest()
 
 
-def scan(paths: list[str]):
-    """A polars LazyFrame over shards, local or in an object store (through pyarrow.fs); categorical
-    columns are read as their strings, as `read_row_groups` reads dictionary-encoded ones."""
+def scan(paths: list[str], columns: pa.Schema):
+    """A polars LazyFrame of `columns` over shards, local or in an object store (through pyarrow.fs).
+    A file may hold other columns, and lack one of these (null in its rows): a collection's later
+    shards may add a column. Categorical columns are read as their strings, as `read_row_groups`
+    reads dictionary-encoded ones."""
     import polars as pl
     import polars.selectors as cs
 
     if not any(storage.is_uri(p) for p in paths):
-        frame = pl.scan_parquet(paths, glob=False)  # `discover` expanded the globs; a "[" here is a name
+        # `discover` expanded the globs; a "[" here is a name
+        frame = pl.scan_parquet(paths, glob=False, schema=pl.from_arrow(columns.empty_table()).schema,
+                                missing_columns="insert", extra_columns="ignore",
+                                cast_options=pl.ScanCastOptions(integer_cast="upcast", float_cast="upcast",
+                                                                categorical_to_string="allow"))
     else:
         import pyarrow.dataset as pads
 
         fs = storage.filesystem(paths[0])[0]
         frame = pl.scan_pyarrow_dataset(pads.dataset([storage.filesystem(p)[1] for p in paths], filesystem=fs,
-                                                     format="parquet"))
+                                                     format="parquet", schema=columns))
     return frame.with_columns(cs.categorical().cast(pl.String))
 
 
@@ -465,14 +488,35 @@ def scan_by_id(data: list[str] | str, id_col: str, columns: dict[str, str], id_d
     where present; one column may be given two names), read lazily to be joined to vectors by id. One
     line naming the file refuses a missing column, and ids of another type than `id_dtype` (the
     vectors'), which no row could match."""
+    return scan_files_by_id(discover(data), id_col, columns, id_dtype, optional)
+
+
+def scan_files_by_id(paths: list[str], id_col: str, columns: dict[str, str], id_dtype, optional: dict | None = None,
+                     file_column: str | None = None, footers: list[pq.FileMetaData] | None = None):
+    """`scan_by_id` over files already found by `discover` (and their `footers`, where read). Every
+    file must hold the id column and `columns`; an optional column is read where some file holds it.
+    `file_column` names a column of each row's file (its position in `paths`)."""
     import polars as pl
 
-    paths = discover(data)
-    frame = scan(paths)
-    try:
-        schema = frame.collect_schema()
-    except pl.exceptions.PolarsError as exc:
-        _name_unscannable(paths, id_col, tuple(columns.values()), exc)
+    footers = footers or storage.each_file(footer, paths)
+    schemas = [f.schema.to_arrow_schema() for f in footers]
+    for path, schema in zip(paths, schemas):
+        for col in dict.fromkeys((id_col, *columns.values(), *schema.names)):
+            _require_column(path, schema, col)  # also refuses a name two columns share: polars reads no such file
+    read = list(dict.fromkeys((id_col, *columns.values(), *(optional or {}).values())))
+    held = [pa.schema([pa.field(c, _value_type(f.field(c).type)) for c in read if f.get_field_index(c) >= 0])
+            for f in schemas]
+    for col in read:  # a column of nulls only (a night's unlabelled shard) fits any other
+        kinds = [(path, _kind(h.field(col).type)) for path, h in zip(paths, held)
+                 if col in h.names and not pa.types.is_null(h.field(col).type)]
+        if other := next(((path, kind) for path, kind in kinds if kind != kinds[0][1]), None):
+            raise InputError(f"{other[0]}: column '{col}' holds {other[1]}, in {kinds[0][0]} it holds {kinds[0][1]}")
+    try:  # each column as the widest of its types in the files, as the training reader promotes them
+        union = pa.unify_schemas(held, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise _not_one_table(f"{paths[0]}{' and the rest' if len(paths) > 1 else ''}", exc) from None
+    frame = scan(paths, pa.schema([union.field(c) for c in read if c in union.names]))
+    schema = frame.collect_schema()
     for col in (id_col, *columns.values()):
         if col not in schema:
             raise InputError(f"{paths[0]}: missing column '{col}' (columns: {', '.join(schema.names())})")
@@ -482,7 +526,12 @@ def scan_by_id(data: list[str] | str, id_col: str, columns: dict[str, str], id_d
             raise InputError(f"{paths[0]}: id column '{id_col}' is {schema[id_col]}, the vectors' ids are {id_dtype}")
         ids = ids.cast(id_dtype)
     present = {**columns, **{name: col for name, col in (optional or {}).items() if col in schema}}
-    return frame.select(ids.alias("id"), *(pl.col(col).alias(name) for name, col in present.items()))
+    frame = frame.select(ids.alias("id"), *(pl.col(col).alias(name) for name, col in present.items()))
+    if file_column:  # the scan keeps the files' order and their rows'
+        ends = pl.Series(np.cumsum([f.num_rows for f in footers]))
+        frame = frame.with_row_index("row").select(
+            pl.exclude("row"), pl.lit(ends).search_sorted(pl.col("row"), side="right").cast(pl.UInt32).alias(file_column))
+    return frame
 
 
 def collect_scanned(frame, data: list[str] | str):
@@ -494,17 +543,6 @@ def collect_scanned(frame, data: list[str] | str):
         return frame.unique("id", keep="last", maintain_order=True).collect()
     except pl.exceptions.PolarsError as exc:
         raise _not_one_table(data if isinstance(data, str) else ", ".join(map(str, data)), exc) from None
-
-
-def _name_unscannable(paths: list[str], id_col: str, columns: tuple[str, ...], exc: Exception) -> None:
-    """Why polars could not scan these files, as one line naming the file: not Parquet, a needed
-    column missing, or two columns of one name (which polars refuses in any file it scans)."""
-    for path in paths:
-        check_shard(path, id_col, None, columns)
-        schema = parquet_file(path).schema_arrow
-        for name in dict.fromkeys(schema.names):
-            _require_column(path, schema, name)  # refuses a name two columns share
-    raise _not_one_table(f"{paths[0]}{' and the rest' if len(paths) > 1 else ''}", exc)
 
 
 def _not_one_table(where: str, exc: Exception) -> InputError:

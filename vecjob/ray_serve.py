@@ -9,6 +9,8 @@ Index swaps without a failed request, two ways:
 - another location: `deploy` again with other paths, and Serve calls `reconfigure` on the live
   replicas (user_config), which load and switch the same way; no replica restarts.
 Text queries are encoded in micro-batches (`serve.batch`), so concurrent queries share a forward pass.
+Snippets (`data`) come from a map of the texts' ids to their files and rows (`search.DocumentFiles`)
+that each replica keeps, listing the files again with each newer index it loads.
 Serve's own metrics (requests, errors and latency per route) stay available on Ray's metrics endpoint;
 its access log (a line per request in the proxy and in the replica, to a file and to stderr) is off:
 that work shares the cores that answer queries.
@@ -25,7 +27,8 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from vecjob.errors import VecjobError
-from vecjob.service import BatchQuery, Query, RequestError, Snapshot, parse, with_snippets
+from vecjob.search import DocumentFiles
+from vecjob.service import UNREADABLE_TEXTS, BatchQuery, Query, RequestError, Snapshot, parse, with_snippets
 
 log = logging.getLogger(__name__)
 APP_NAME = "vecjob-search"
@@ -34,6 +37,15 @@ api = FastAPI(title="vecjob search", docs_url=None, redoc_url=None)
 
 def _error(exc: RequestError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+def _refresh(documents: DocumentFiles | None, snapshot: Snapshot) -> None:
+    """The texts' files listed again for a newly loaded index (a night's shards hold its new rows)."""
+    if documents:
+        try:
+            documents.refresh(snapshot.index.labels.schema.field("id").type)
+        except UNREADABLE_TEXTS as exc:  # snippets are an extra: each search will say why it has none
+            log.warning("texts for snippets not read: %s", exc)
 
 
 REPLICA_CPUS = 0.5  # what each of `--replicas` reserves on the cluster (Serve's proxy and controller reserve none)
@@ -51,14 +63,21 @@ class SearchService:
         os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "256"
         self.snapshot: Snapshot | None = None
         self.config: dict = {}
+        self.documents: DocumentFiles | None = None  # where the texts of `--data` are, for snippets
         self._swap_lock = threading.Lock()
         threading.Thread(target=self._watch, daemon=True).start()
 
     def reconfigure(self, config: dict) -> None:
         """Serve applies a new user_config here: load the new location, then switch."""
         snapshot = Snapshot.load(config["index"], config.get("model"))
+        documents = self.documents  # the same texts keep their map: listing a large collection takes a while
+        if (config.get("data"), config["poll_s"]) != (self.config.get("data"), self.config.get("poll_s")):
+            # Ids no text file holds are looked for again no more often than a newer index is.
+            documents = DocumentFiles(config["data"], relist_s=config["poll_s"]) if config.get("data") else None
+        if documents is not self.documents or self.snapshot is None or snapshot.generation != self.snapshot.generation:
+            _refresh(documents, snapshot)
         with self._swap_lock:
-            self.config, self.snapshot = config, snapshot
+            self.config, self.snapshot, self.documents = config, snapshot, documents
 
     def _watch(self) -> None:
         while True:
@@ -68,7 +87,9 @@ class SearchService:
                 if current is None or current.is_current():
                     continue
                 try:
-                    self.snapshot = Snapshot.load(config["index"], config.get("model"))
+                    snapshot = Snapshot.load(config["index"], config.get("model"))
+                    _refresh(self.documents, snapshot)
+                    self.snapshot = snapshot
                     log.warning("now serving %s", self.snapshot.generation)
                 except (VecjobError, OSError, RuntimeError) as exc:  # half-published: retry at the next poll
                     log.warning("newer index not loaded yet: %s", exc)
@@ -97,9 +118,8 @@ class SearchService:
         if isinstance(encoded, RequestError):
             raise encoded
         result = snapshot.search(query, snapshot.query_vector(query, encoded))
-        data = self.config.get("data")
-        if data:
-            await asyncio.to_thread(with_snippets, result, data)
+        if self.documents:
+            await asyncio.to_thread(with_snippets, result, self.documents)
         return result
 
     async def _body(self, request: Request, model):

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
+from vecjob import storage
 from vecjob.errors import ArtifactError, InputError, quoted
 from vecjob.index import LoadedIndex, load_index_dir
-from vecjob.parquet_io import collect_scanned, scan_by_id
+from vecjob.parquet_io import discover, file_identity, footer, read_row_groups, scan_by_id, scan_files_by_id
 
 
 def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, model_dir: str | Path | None):
@@ -85,22 +90,108 @@ def search(
         {"rank": r + 1, "id": i, "score": float(s)} for r, (i, s) in enumerate(zip(ids[0], scores[0]))
     ]
     if data:
-        add_snippets(hits, data, id_col, text_col, snippet_chars)
+        add_snippets(hits, DocumentFiles(data, id_col, text_col), snippet_chars)
     return hits
 
 
-def add_snippets(hits: list[dict], data: list[str], id_col: str = "id", text_col: str = "text",
-                 snippet_chars: int = 160) -> None:
+def add_snippets(hits: list[dict], documents: "DocumentFiles", snippet_chars: int = 160) -> None:
     """Give each hit the start of its document's text, one line, from the Parquet collection."""
-    texts = lookup_texts(data, [h["id"] for h in hits], id_col, text_col)
+    texts = documents.texts([h["id"] for h in hits])
     for h in hits:
         snippet = " ".join((texts.get(h["id"]) or "").split())
         h["snippet"] = snippet[:snippet_chars] + ("…" if len(snippet) > snippet_chars else "")
 
 
-def lookup_texts(data: list[str], ids: list, id_col: str, text_col: str) -> dict:
-    """Texts of the given ids, read lazily from the Parquet collection (only the matching rows)."""
-    wanted = pl.Series(ids)
-    frame = scan_by_id(data, id_col, {"text": text_col}, wanted.dtype).filter(pl.col("id").is_in(wanted))
-    frame = collect_scanned(frame, data)
-    return dict(zip(frame["id"].to_list(), frame["text"].to_list()))
+class DocumentFiles:
+    """A collection's texts by id, read from the row groups that hold the ids asked for. A service
+    answers many searches, and reading the id column of every file for each (a request per file, in
+    a store) made a snippet cost more than the search. So the files are listed once and each id's
+    file and row mapped, and listed again, reading the ids of new and rewritten files only, on
+    `refresh` and when an id is not where the map says: at once when its file is gone or rewritten,
+    at most every `relist_s` seconds for ids no file held (an index may hold ids that the texts
+    given do not)."""
+
+    def __init__(self, data: list[str], id_col: str = "id", text_col: str = "text", relist_s: float = 10.0):
+        self.data, self.id_col, self.text_col, self.relist_s = data, id_col, text_col, relist_s
+        self._lock = threading.Lock()
+        self._files: dict[str, tuple] = {}  # path → (its identity, footer and ids when read)
+        self._where: tuple[list, pl.DataFrame] = ([], pl.DataFrame())  # files listed; each id's file and row
+        self._dtype = None
+        self._listed_at = -math.inf
+
+    def refresh(self, id_type: pa.DataType) -> None:
+        """List the files again and read the ids (of the index's type) of new and rewritten ones: at
+        start, and whenever the served index changes (a night that adds a shard of newer rows for
+        old ids publishes a new index too, and no search would miss those ids)."""
+        self._list(pl.from_arrow(pa.array([], id_type)).dtype, asked=time.monotonic())
+
+    def texts(self, ids: list) -> dict:
+        """id → text for the ids some file holds (a later file's row of an id, as the vectors take)."""
+        if not ids:
+            return {}
+        wanted = pl.Series("id", ids)
+        self._list(wanted.dtype, asked=-math.inf)  # the first time, or after ids of another type
+        asked = time.monotonic()
+        try:
+            texts, misplaced = self._read(wanted)
+        except (OSError, InputError, pl.exceptions.PolarsError, pa.ArrowException):  # gone or rewritten since listed
+            texts, misplaced = {}, True
+        if misplaced or (len(texts) < wanted.n_unique() and asked - self._listed_at >= self.relist_s):
+            self._list(wanted.dtype, asked)
+            texts, _ = self._read(wanted)
+        return texts
+
+    def _read(self, wanted: pl.Series) -> tuple[dict, bool]:
+        """Texts of the ids the map places, and whether one was not where the map says."""
+        files, where = self._where
+        if where.is_empty():
+            return {}, False
+        at = where["id"].search_sorted(wanted).clip(upper_bound=where.height - 1)  # the map is sorted by id
+        placed = where[at.to_numpy()].filter(pl.col("id").is_in(wanted.implode())).unique("id")
+        rows = dict(placed.group_by("file").agg("row").iter_rows())
+
+        def read(n: int) -> pa.Table:
+            path, identity, listed = files[n]
+            if file_identity(path) != identity:  # its footer and rows are not those mapped
+                raise InputError(f"{path}: rewritten since it was listed")
+            ends = np.cumsum([listed.row_group(g).num_rows for g in range(listed.num_row_groups)])
+            groups = sorted(set(np.searchsorted(ends, rows[n], side="right").tolist()))
+            table = read_row_groups(path, groups, [self.id_col, self.text_col], listed)
+            return table.select([self.id_col, self.text_col]).rename_columns(["id", "text"])
+
+        number_of = {files[n][0]: n for n in sorted(rows)}  # in path order: a later file's row of an id wins
+        found = storage.each_file(lambda path: read(number_of[path]), list(number_of))
+        if not found:
+            return {}, False
+        found = pl.from_arrow(pa.concat_tables(found, promote_options="permissive")).lazy().select(
+            pl.col("id").cast(wanted.dtype), pl.col("text").cast(pl.String))
+        texts = dict(found.filter(pl.col("id").is_in(wanted.implode())).unique("id", keep="last").collect().iter_rows())
+        return texts, not set(placed["id"]).issubset(texts)
+
+    def _list(self, dtype, asked: float) -> None:
+        with self._lock:
+            if self._listed_at > asked and dtype == self._dtype:
+                return  # listed since this request asked
+            if dtype != self._dtype:
+                self._files, self._dtype = {}, dtype
+            paths = discover(self.data)
+            identities = dict(zip(paths, storage.each_file(file_identity, paths)))
+            changed = [p for p in paths if self._files.get(p, (None,))[0] != identities[p]]
+            files = dict(self._files)
+            if changed:
+                footers = storage.each_file(footer, changed)
+                rows = scan_files_by_id(changed, self.id_col, {"text": self.text_col}, dtype, file_column="file",
+                                        footers=footers)
+                rows = rows.select("id", "file").collect()  # each file's ids in row order
+                ids = {n: part["id"] for (n,), part in rows.partition_by("file", as_dict=True).items()}
+                files.update({p: (identities[p], read, ids.get(n, rows["id"].clear()))
+                              for n, (p, read) in enumerate(zip(changed, footers))})
+            self._files = {p: files[p] for p in paths}
+            ids_of = [ids for *_, ids in self._files.values()]
+            sizes = np.array([len(ids) for ids in ids_of])
+            row = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+            where = pl.DataFrame({"id": pl.concat(ids_of, rechunk=True), "row": row,
+                                  "file": np.repeat(np.arange(len(paths), dtype=np.uint32), sizes)})
+            self._where = ([(p, *entry[:2]) for p, entry in self._files.items()],
+                           where.unique("id", keep="last").sort("id"))
+            self._listed_at = time.monotonic()

@@ -27,7 +27,7 @@ from vecjob.index import MANIFEST_KIND as INDEX_KIND
 from vecjob.index import LoadedIndex, load_index_dir
 from vecjob.outputs import MANIFEST
 from vecjob.parquet_io import fingerprint, read_json, read_manifest
-from vecjob.search import add_snippets, check_model_made_index
+from vecjob.search import DocumentFiles, add_snippets, check_model_made_index
 from vecjob.tokenizer import unicode_problem
 
 MAX_K = 1_000
@@ -86,13 +86,16 @@ def parse(body: bytes, model: type[BaseModel], max_bytes: int) -> BaseModel:
         raise RequestError(422, first_error(exc)) from None
 
 
-def with_snippets(result: dict, data: list[str]) -> dict:
-    """Give the answer's hits their snippets from `data`. Snippets are an extra: texts that cannot be
-    read now (moved, or rewritten in another form since the service started) leave the hits without
+UNREADABLE_TEXTS = (VecjobError, OSError, pl.exceptions.PolarsError, pa.ArrowException)
+
+
+def with_snippets(result: dict, documents: DocumentFiles) -> dict:
+    """Give the answer's hits their snippets from `documents`. Snippets are an extra: texts that cannot
+    be read now (moved, or rewritten in another form since the service started) leave the hits without
     them and say why in `snippet_error`, instead of failing every search."""
     try:
-        add_snippets(result["hits"], data)
-    except (VecjobError, OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
+        add_snippets(result["hits"], documents)
+    except UNREADABLE_TEXTS as exc:
         result["snippet_error"] = str(exc).strip().splitlines()[0]
     return result
 
