@@ -5,10 +5,11 @@ user runs it) in the same run.
 
 The model has the default architecture and random weights (a query's cost does not depend on
 training); the 1M vectors are clustered synthetic vectors written as if that model had made them, so
-text queries are encoded by the model and searched in the 1M index. Every loop is bounded: at most
-`--seconds` per setting and `--max-requests` per client.
+text queries are encoded by the model and searched in the 1M index; "text+snippets" are those text
+queries again with the hits' texts (`--data`: tweets under the synthetic ids, in 1,000 files).
+Every loop is bounded: at most `--seconds` per setting and `--max-requests` per client.
 
-    python bench/serve_speed.py [--seconds 8] [--sizes 2225,1000000]
+    python bench/serve_speed.py [--seconds 8] [--sizes 2225,1000000] [--kinds id,vector,text,text+snippets]
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def _client(port: int, bodies: list[bytes], stop_at: float, max_requests: int, l
     conn.close()
 
 
+def _answer(port: int, body: bytes) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/search", body, {"Content-Type": "application/json"})
+    answer = json.loads(conn.getresponse().read())
+    conn.close()
+    return answer
+
+
 def closed_loop(port: int, bodies: list[bytes], clients: int, seconds: float, max_requests: int) -> dict:
     latencies: list[float] = []
     errors: list[float] = []
@@ -103,12 +112,31 @@ def build_collection(size: int, work: Path, model: Path) -> tuple[Path, list, li
     return work / f"i-{size}", sample.column("id").to_pylist(), table_vectors(sample).tolist()
 
 
+def write_texts(folder: Path, n: int, shards: int = 1000, sorted_ids: bool = False) -> Path:
+    """The texts of the synthetic sizes' ids (0 … n-1), tweets cycled, in `shards` files: what
+    `--data` gives the service for snippets. The ids are spread over the files at random (ids that
+    do not follow the files, as hashes or UUIDs do), unless `sorted_ids` (a range per file, which
+    lets a reader skip files by their statistics)."""
+    import polars as pl
+
+    tweets = pl.read_parquet(DATA / "tweets_sentiment.parquet", columns=["text"])["text"]
+    ids = np.arange(n) if sorted_ids else np.random.default_rng(0).permutation(n)
+    for s, part in enumerate(np.array_split(ids, shards)):
+        pl.DataFrame({"id": part, "text": tweets.gather(part % len(tweets))}).write_parquet(
+            folder / f"part-{s:04d}.parquet", mkdir=True)
+    return folder
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="2225,1000000")
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--max-requests", type=int, default=5000)
+    ap.add_argument("--kinds", default="id,vector,text,text+snippets",
+                    help="query kinds to time (text+snippets: hits with their texts, --data; at the synthetic sizes)")
+    ap.add_argument("--sorted-ids", action="store_true", help="text+snippets: each file holds a range of ids")
+    ap.add_argument("--out", default="serve_speed.json")
     args = ap.parse_args()
 
     import polars as pl
@@ -136,7 +164,19 @@ def main() -> None:
         }
         cli = {"id": cli_seconds([str(index), "--id", str(ids[0]), "-k", "10", "--json"]),
                "text": cli_seconds([str(index), "--model", str(model), "--text", TEXTS[0], "-k", "10", "--json"])}
+        kinds = args.kinds.split(",")
+        if size != 2225 and "text+snippets" in kinds:  # hits with their texts from 1,000 files (`--data`)
+            texts_dir = write_texts(work / f"texts-{size}", size, sorted_ids=args.sorted_ids)
+            bodies["text+snippets"] = bodies["text"]
+            cli["text+snippets"] = cli_seconds([str(index), "--model", str(model), "--text", TEXTS[0], "-k", "10",
+                                                 "--json", "--data", str(texts_dir)])
         for kind, kind_bodies in bodies.items():
+            if kind not in kinds:
+                continue
+            if kind == "text+snippets":
+                deploy(str(index), str(model), [str(texts_dir)], port=port, poll_s=3600)
+                answer = _answer(port, kind_bodies[0])
+                assert all(h.get("snippet") for h in answer["hits"]), answer
             closed_loop(port, kind_bodies, 1, 1.0, 50)  # warm-up
             for clients in [int(c) for c in args.clients.split(",")]:
                 r = closed_loop(port, kind_bodies, clients, args.seconds, args.max_requests)
@@ -146,7 +186,7 @@ def main() -> None:
                             ["clients", "requests", "errors", "qps", "p50_ms", "p99_ms", "cli_s_per_query"])
     serve.shutdown()
     ray.shutdown()
-    write_json("serve_speed.json", {"replicas": 1, "seconds_per_setting": args.seconds, "rows": rows})
+    write_json(args.out, {"replicas": 1, "seconds_per_setting": args.seconds, "rows": rows})
     print_table("service, closed loop", rows,
                 ["vectors", "query", "clients", "requests", "errors", "qps", "p50_ms", "p99_ms", "cli_s_per_query"])
 

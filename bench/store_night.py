@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from common import print_table, write_json
@@ -85,19 +87,16 @@ def night(uri: str, env: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--shards", type=int, default=1000)
-    ap.add_argument("--docs", type=int, default=200_000)
-    ap.add_argument("--latency-ms", type=float, default=20.0)
-    ap.add_argument("--out", default="store_night.json")
-    args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="vecjob-store-night-"))
+@contextlib.contextmanager
+def store_far_away(shards: int, docs: int, latency_ms: float) -> Iterator[tuple[str, dict]]:
+    """A synthetic collection (`shards` files, `docs` documents) in a fresh local S3 server, reached
+    through the delaying proxy: its URI, and the environment a process reaches it with."""
+    work = Path(tempfile.mkdtemp(prefix="vecjob-store-far-"))
     server, endpoint = start_s3_server()
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true", "VECJOB_CACHE": str(work / "cache")}
     port = free_port()
-    relay = multiprocessing.Process(target=proxy, args=(port, int(endpoint.rsplit(":", 1)[1]), args.latency_ms / 1e3),
+    relay = multiprocessing.Process(target=proxy, args=(port, int(endpoint.rsplit(":", 1)[1]), latency_ms / 1e3),
                                     daemon=True)
     relay.start()
     try:
@@ -105,18 +104,28 @@ def main() -> None:
 
         os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
         boto3.client("s3").create_bucket(Bucket=BUCKET)
-        write_synthetic(work / "docs", args.docs, args.shards, 0)
+        write_synthetic(work / "docs", docs, shards, 0)
         from vecjob import storage
 
         for path in sorted((work / "docs").glob("*.parquet")):
             storage.write_bytes(f"s3://{BUCKET}/docs/{path.name}", path.read_bytes())
-        far = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-        rows = [{"night": "first (cache folder empty)", **night(f"s3://{BUCKET}/docs", far)},
-                {"night": "second (the first's fingerprints remembered)", **night(f"s3://{BUCKET}/docs", far)}]
+        yield f"s3://{BUCKET}/docs", {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     finally:
         relay.kill()
         os.kill(server, 9)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shards", type=int, default=1000)
+    ap.add_argument("--docs", type=int, default=200_000)
+    ap.add_argument("--latency-ms", type=float, default=20.0)
+    ap.add_argument("--out", default="store_night.json")
+    args = ap.parse_args()
+    with store_far_away(args.shards, args.docs, args.latency_ms) as (uri, far):
+        rows = [{"night": "first (cache folder empty)", **night(uri, far)},
+                {"night": "second (the first's fingerprints remembered)", **night(uri, far)}]
     print_table(f"a night's requests to a store {args.latency_ms:g} ms away", rows,
                 ["night", "shards", "list s", "footers s", "fingerprints s", "night s"])
     write_json(args.out, {"latency_ms": args.latency_ms, "docs": args.docs, "rows": rows})

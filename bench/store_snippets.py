@@ -1,0 +1,66 @@
+"""Snippets from a collection in a store some milliseconds away: what a search's hits cost when the
+service gives them their texts (`vecjob serve --data s3://…`).
+
+    python bench/store_snippets.py [--shards 1000] [--docs 200000] [--latency-ms 20] [--lookups 3]
+
+The collection (tweet-length documents, string ids) sits in a local S3 server behind the loopback
+proxy of `store_night.py`, which holds every piece of a request for --latency-ms. A fresh process
+times what a replica does: at start, the listing of the files and the reading of their ids (where
+the code maps ids to files), then `--lookups` searches' worth of snippets, 10 random ids each, as
+`add_snippets` gives them. The same script on the code before the map read the id column of every
+file for each search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+from common import print_table, write_json
+from store_night import store_far_away
+
+LOOKUPS = """
+import json, statistics, sys, time
+import numpy as np, pyarrow as pa
+from vecjob import search
+uri, shards, per, lookups = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+t0 = time.perf_counter()
+if hasattr(search, "DocumentFiles"):
+    documents = search.DocumentFiles([uri])
+    documents.refresh(pa.string())
+else:  # the code before the map: every search reads every file's ids
+    documents = [uri]
+start_s = time.perf_counter() - t0
+rng = np.random.default_rng(0)
+times = []
+for _ in range(lookups):
+    hits = [{"id": f"s{s:03d}-{i:06d}"} for s, i in zip(rng.integers(shards, size=10), rng.integers(per, size=10))]
+    t = time.perf_counter()
+    search.add_snippets(hits, documents)
+    times.append(time.perf_counter() - t)
+    assert all(h["snippet"] for h in hits), hits
+print(json.dumps({"start s": start_s, "lookup s (median)": statistics.median(times), "lookups": lookups}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shards", type=int, default=1000)
+    ap.add_argument("--docs", type=int, default=200_000)
+    ap.add_argument("--latency-ms", type=float, default=20.0)
+    ap.add_argument("--lookups", type=int, default=3)
+    ap.add_argument("--out", default="store_snippets.json")
+    args = ap.parse_args()
+    with store_far_away(args.shards, args.docs, args.latency_ms) as (uri, far):
+        done = subprocess.run([sys.executable, "-c", LOOKUPS, uri, str(args.shards), str(args.docs // args.shards),
+                               str(args.lookups)], env=far, capture_output=True, text=True, check=True)
+    row = {"shards": args.shards, "docs": args.docs, **json.loads(done.stdout.strip().splitlines()[-1])}
+    print_table(f"snippets for 10 hits from a store {args.latency_ms:g} ms away", [row],
+                ["shards", "docs", "start s", "lookup s (median)", "lookups"])
+    write_json(args.out, {"latency_ms": args.latency_ms, "row": row})
+
+
+if __name__ == "__main__":
+    main()
