@@ -77,12 +77,9 @@ def _run_ray(items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig, sin
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor,
     )
-    rows = iter(ds.iter_rows())
     try:
-        for stats in rows:
+        for stats in ds.iter_rows():
             sink(dict(stats))
     except Exception as exc:  # noqa: BLE001 - surface the worker's own message (it names the file)
         raise from_worker(exc, "encoding") from exc
-    finally:  # an encode stopped by an error releases its actors now, not when its traceback is freed
-        getattr(rows, "close", lambda: None)()
     return actors
