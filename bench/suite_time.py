@@ -33,10 +33,13 @@ def main() -> None:
               for n, kind in re.findall(r"(\d+) (passed|failed|skipped|errors?|warnings?|xfailed|xpassed)",
                                         lines[-1] if lines else "")}
     slowest = [line for line in lines if re.match(r"^\d+\.\d+s (setup|call|teardown) ", line)]
-    print("\n".join([*slowest, lines[-1] if lines else done.stderr[-2000:]]))
+    failures = [line[:500] for line in lines if line.startswith(("FAILED ", "ERROR "))]  # -ra's summary lines
+    print("\n".join([*slowest, *failures, lines[-1] if lines else done.stderr[-2000:]]))
+    if done.returncode:
+        print(done.stdout[-30000:])  # the failures' tracebacks
     print(f"the suite: {wall / 60:.1f} min wall, exit code {done.returncode}")
     write_json("suite_time.json", {"test_command": "python -m pytest -q", "exit_code": done.returncode,
-                                   "wall_s": wall, "counts": counts, "slowest": slowest,
+                                   "wall_s": wall, "counts": counts, "slowest": slowest, "failures": failures,
                                    "pytest_summary": lines[-1] if lines else "", "target": f"<= {TARGET_S} s"})
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -34,7 +35,7 @@ import pyarrow as pa
 
 from vecjob import faults, storage
 from vecjob.config import DataConfig, EncodeConfig
-from vecjob.errors import InputError, quoted
+from vecjob.errors import InputError, VecjobError, quoted
 from vecjob.model_dir import read_model_info
 from vecjob.outputs import check_output, output_lock
 from vecjob.parquet_io import (
@@ -216,8 +217,15 @@ class PartEncoder:
         return vectors_table(table.column(self.id_col), encoded.vectors, extra).filter(encoded.ok), encoded
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """Ray Data map_batches entry: a batch of units (as rows) → their stats (as rows)."""
-        return pa.Table.from_pylist([self.encode_item(WorkItem(**row)) for row in batch.to_pylist()])
+        """Ray Data map_batches entry: a batch of units (as rows) → their stats (as rows), or one row
+        `failed`, the pickled error that stopped a unit. Returned, not raised: Ray Data logs a raised
+        error with its traceback, which holds the actor pool, so the actors kept their CPUs for as long
+        as a log handler kept the record or until a garbage collection ran, and a training started
+        next in the same Ray waited past its start timeout."""
+        try:
+            return pa.Table.from_pylist([self.encode_item(WorkItem(**row)) for row in batch.to_pylist()])
+        except VecjobError as exc:
+            return pa.table({"failed": [pickle.dumps(exc)]})
 
 
 def vectors_fingerprint(stats: list[dict]) -> str:

@@ -1,9 +1,10 @@
 """Encoding on Ray: `RayData` streams the units of work of `vecjob.encode_shards.encode_collection`
 through a pool of encoder actors with Ray Data; each actor writes its units' vector shards and stats
-itself, and the driver receives only the stats."""
+itself, and the driver receives only the stats, or the error that stopped a unit."""
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -79,6 +80,8 @@ def _run_ray(items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig, sin
     )
     try:
         for stats in ds.iter_rows():
+            if "failed" in stats:
+                raise pickle.loads(stats["failed"])
             sink(dict(stats))
     except Exception as exc:  # noqa: BLE001 - surface the worker's own message (it names the file)
         raise from_worker(exc, "encoding") from exc
