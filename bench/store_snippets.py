@@ -1,14 +1,16 @@
 """Snippets from a collection in a store some milliseconds away: what a search's hits cost when the
-service gives them their texts (`vecjob serve --data s3://…`).
+service gives them their texts (`vecjob serve --data s3://…`), and when a one-off `vecjob search
+--data s3://…` does.
 
     python bench/store_snippets.py [--shards 1000] [--docs 200000] [--latency-ms 20] [--lookups 3]
 
 The collection (tweet-length documents, string ids) sits in a local S3 server behind the loopback
 proxy of `store_night.py`, which holds every piece of a request for --latency-ms. A fresh process
-times what a replica does: at start, the listing of the files and the reading of their ids (where
-the code maps ids to files), then `--lookups` searches' worth of snippets, 10 random ids each, as
-`add_snippets` gives them. The same script on the code before the map read the id column of every
-file for each search.
+times what a replica does: at start, the listing of the files and the mapping of their ids to
+files, then `--lookups` searches' worth of snippets, 10 random ids each, as `add_snippets` gives
+them; and for the same ids, the one-off lookup of `vecjob search --data` (`search.lookup_texts`),
+which reads every file's ids once. `archive/store_snippets-2026-12-05-before.json` is this script as
+of commit 9162f51 run on the code before the map, when every search did the one-off lookup.
 """
 
 from __future__ import annotations
@@ -27,21 +29,23 @@ import numpy as np, pyarrow as pa
 from vecjob import search
 uri, shards, per, lookups = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 t0 = time.perf_counter()
-if hasattr(search, "DocumentFiles"):
-    documents = search.DocumentFiles([uri])
-    documents.refresh(pa.string())
-else:  # the code before the map: every search reads every file's ids
-    documents = [uri]
+documents = search.DocumentFiles([uri])
+documents.refresh(pa.string())
 start_s = time.perf_counter() - t0
 rng = np.random.default_rng(0)
-times = []
+times, one_off = [], []
 for _ in range(lookups):
     hits = [{"id": f"s{s:03d}-{i:06d}"} for s, i in zip(rng.integers(shards, size=10), rng.integers(per, size=10))]
     t = time.perf_counter()
-    search.add_snippets(hits, documents)
+    search.add_snippets(hits, documents.texts)
     times.append(time.perf_counter() - t)
     assert all(h["snippet"] for h in hits), hits
-print(json.dumps({"start s": start_s, "lookup s (median)": statistics.median(times), "lookups": lookups}))
+    t = time.perf_counter()
+    texts = search.lookup_texts([uri], [h["id"] for h in hits])
+    one_off.append(time.perf_counter() - t)
+    assert set(texts) == {h["id"] for h in hits}, texts
+print(json.dumps({"start s": start_s, "lookup s (median)": statistics.median(times),
+                  "one-off lookup s (median)": statistics.median(one_off), "lookups": lookups}))
 """
 
 
@@ -58,7 +62,7 @@ def main() -> None:
                                str(args.lookups)], env=far, capture_output=True, text=True, check=True)
     row = {"shards": args.shards, "docs": args.docs, **json.loads(done.stdout.strip().splitlines()[-1])}
     print_table(f"snippets for 10 hits from a store {args.latency_ms:g} ms away", [row],
-                ["shards", "docs", "start s", "lookup s (median)", "lookups"])
+                ["shards", "docs", "start s", "lookup s (median)", "one-off lookup s (median)", "lookups"])
     write_json(args.out, {"latency_ms": args.latency_ms, "row": row})
 
 

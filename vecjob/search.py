@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -14,7 +15,15 @@ import pyarrow as pa
 from vecjob import storage
 from vecjob.errors import ArtifactError, InputError, quoted
 from vecjob.index import LoadedIndex, load_index_dir
-from vecjob.parquet_io import discover, file_identity, footer, read_row_groups, scan_by_id, scan_files_by_id
+from vecjob.parquet_io import (
+    collect_scanned,
+    discover,
+    file_identity,
+    footer,
+    read_row_groups,
+    scan_by_id,
+    scan_files_by_id,
+)
 
 
 def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, model_dir: str | Path | None):
@@ -90,16 +99,27 @@ def search(
         {"rank": r + 1, "id": i, "score": float(s)} for r, (i, s) in enumerate(zip(ids[0], scores[0]))
     ]
     if data:
-        add_snippets(hits, DocumentFiles(data, id_col, text_col), snippet_chars)
+        add_snippets(hits, lambda ids: lookup_texts(data, ids, id_col, text_col), snippet_chars)
     return hits
 
 
-def add_snippets(hits: list[dict], documents: "DocumentFiles", snippet_chars: int = 160) -> None:
-    """Give each hit the start of its document's text, one line, from the Parquet collection."""
-    texts = documents.texts([h["id"] for h in hits])
+def add_snippets(hits: list[dict], texts_of: Callable[[list], dict], snippet_chars: int = 160) -> None:
+    """Give each hit the start of its document's text, one line, from `texts_of(ids)`: id → text."""
+    texts = texts_of([h["id"] for h in hits])
     for h in hits:
         snippet = " ".join((texts.get(h["id"]) or "").split())
         h["snippet"] = snippet[:snippet_chars] + ("…" if len(snippet) > snippet_chars else "")
+
+
+def lookup_texts(data: list[str], ids: list, id_col: str = "id", text_col: str = "text") -> dict:
+    """id → text for a one-off search (a process per query): one read of every file's id column (in a
+    store, a request per file), then the texts of the matching rows. A service, which answers many
+    searches, keeps a `DocumentFiles` map instead, which costs more to build than this one read."""
+    if not ids:
+        return {}
+    wanted = pl.Series("id", ids)
+    frame = scan_by_id(data, id_col, {"text": text_col}, wanted.dtype).filter(pl.col("id").is_in(wanted.implode()))
+    return dict(collect_scanned(frame, data).select("id", "text").iter_rows())
 
 
 class DocumentFiles:

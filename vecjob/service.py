@@ -94,7 +94,7 @@ def with_snippets(result: dict, documents: DocumentFiles) -> dict:
     be read now (moved, or rewritten in another form since the service started) leave the hits without
     them and say why in `snippet_error`, instead of failing every search."""
     try:
-        add_snippets(result["hits"], documents)
+        add_snippets(result["hits"], documents.texts)
     except UNREADABLE_TEXTS as exc:
         result["snippet_error"] = str(exc).strip().splitlines()[0]
     return result
