@@ -22,7 +22,7 @@ from vecjob.config import DataConfig, EncodeConfig, IndexConfig
 from vecjob.index import index_collection
 from vecjob.outputs import staged_dir
 from vecjob.encode_shards import encode_collection
-from vecjob.search import DocumentFiles, search
+from vecjob.search import DocumentFiles, lookup_texts, search
 from vecjob.vectors import VectorsDir, table_vectors
 
 pytest.importorskip("ray.serve")
@@ -278,6 +278,8 @@ def test_snippets_are_read_from_the_files_holding_the_hits_and_follow_the_collec
     assert documents.texts(["doc-00075"]) == {"doc-00075": expected["doc-00075"]}
     documents.refresh(pa.string())  # a newly served index: a later file's row of an id counts
     assert documents.texts(["doc-00075"]) == {"doc-00075": "newer row"}
+    # A one-off search (`vecjob search --data`) reads every file's ids once instead, to the same texts.
+    assert lookup_texts([str(folder)], ["doc-00075", "new-1", "absent"]) == {"doc-00075": "newer row", "new-1": "added"}
     (folder / "part-07.parquet").unlink()
     assert documents.texts(["doc-00002", "doc-00003"]) == {"doc-00003": "rewritten"}  # a file gone: listed at once
 
