@@ -164,6 +164,27 @@ def test_dictionary_encoded_and_string_view_columns_encode_as_their_values(tiny_
                            np.stack(a.column("vector").to_numpy(zero_copy_only=False)), atol=1e-6)
 
 
+def test_a_shard_whose_text_column_holds_only_nulls_is_read_as_missing_texts(tiny_model_dir, tmp_path):
+    """pandas writes a column of Nones as Arrow's null type: such a shard (a night with no text yet)
+    was refused as "type null; expected string", where null texts of a string column are skipped."""
+    data = tmp_path / "in"
+    write_collection(data, [30, 20])
+    empty = data / "part-01.parquet"
+    ids = pq.read_table(empty).column("id")
+    pq.write_table(pa.table({"id": ids, "text": pa.nulls(len(ids))}), empty)
+    r = invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v", "--runner", "local")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    assert sorted((s["rows_out"], s["skipped_empty"]) for s in manifest["shards"]) == [(0, 20), (30, 0)]
+    refused(invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v2", "--strict"),
+            "part-01.parquet: 20 null or empty text(s)")
+    from vecjob.trainer import InProcess, train_model
+
+    train_model(DataConfig(paths=[str(data)]), tmp_path / "m", TokenizerConfig(min_count=1),
+                ModelConfig(dim=16, embed_dim=16, hidden_dim=24), TrainConfig(epochs=1), InProcess())
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text())["counts"]["skipped_empty"] == 20
+
+
 def test_training_refuses_a_null_id_before_anything_starts(tmp_path):
     from vecjob.trainer import train_model
 

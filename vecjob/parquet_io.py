@@ -158,7 +158,7 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
     if text_col is not None:
         _require_column(path, schema, text_col)
         t = _value_type(schema.field(text_col).type)
-        if not _is_text(t):
+        if not (_is_text(t) or pa.types.is_null(t)):  # null: every text missing, as pandas writes a column of Nones
             raise InputError(f"{path}: text column '{text_col}' has type {t}; expected string")
     for col in keep_columns:
         _require_column(path, schema, col)
@@ -324,9 +324,10 @@ def _is_utf8(text: bytes) -> bool:
 
 def _plain_type(t: pa.DataType) -> pa.DataType:
     """What a column is read as: a dictionary-encoded one as its values, a string view (pyarrow's
-    `string_view`, which Arrow's take and sort kernels do not handle) as a string."""
+    `string_view`, which Arrow's take and sort kernels do not handle) and a column of nulls only as
+    strings."""
     t = _value_type(t)
-    return pa.string() if pa.types.is_string_view(t) else t
+    return pa.string() if pa.types.is_string_view(t) or pa.types.is_null(t) else t
 
 
 # ---- atomic writes -------------------------------------------------------------------------------
