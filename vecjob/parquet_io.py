@@ -164,7 +164,7 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
         _require_column(path, schema, col)
     rg_rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
     return Shard(path=path, num_rows=meta.num_rows, row_group_rows=rg_rows, id_type=id_type,
-                 kept_types=tuple(_kind(_value_type(schema.field(c).type)) for c in keep_columns))
+                 kept_types=tuple(_kind(_plain_type(schema.field(c).type)) for c in keep_columns))  # as written
 
 
 def footer(path: str) -> pq.FileMetaData:
