@@ -116,12 +116,17 @@ def store_far_away(shards: int, docs: int, latency_ms: float) -> Iterator[tuple[
         shutil.rmtree(work, ignore_errors=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def store_arguments(ap: argparse.ArgumentParser, out: str) -> None:
+    """The collection and the store's distance, as `store_far_away` takes them, and the result file."""
     ap.add_argument("--shards", type=int, default=1000)
     ap.add_argument("--docs", type=int, default=200_000)
     ap.add_argument("--latency-ms", type=float, default=20.0)
-    ap.add_argument("--out", default="store_night.json")
+    ap.add_argument("--out", default=out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    store_arguments(ap, "store_night.json")
     args = ap.parse_args()
     with store_far_away(args.shards, args.docs, args.latency_ms) as (uri, far):
         rows = [{"night": "first (cache folder empty)", **night(uri, far)},

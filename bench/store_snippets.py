@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 from common import print_table, write_json
-from store_night import store_far_away
+from store_night import store_arguments, store_far_away
 
 LOOKUPS = """
 import json, statistics, sys, time
@@ -51,11 +51,8 @@ print(json.dumps({"start s": start_s, "lookup s (median)": statistics.median(tim
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shards", type=int, default=1000)
-    ap.add_argument("--docs", type=int, default=200_000)
-    ap.add_argument("--latency-ms", type=float, default=20.0)
+    store_arguments(ap, "store_snippets.json")
     ap.add_argument("--lookups", type=int, default=3)
-    ap.add_argument("--out", default="store_snippets.json")
     args = ap.parse_args()
     with store_far_away(args.shards, args.docs, args.latency_ms) as (uri, far):
         done = subprocess.run([sys.executable, "-c", LOOKUPS, uri, str(args.shards), str(args.docs // args.shards),
