@@ -167,21 +167,27 @@ def test_dictionary_encoded_and_string_view_columns_encode_as_their_values(tiny_
 def test_a_shard_whose_text_column_holds_only_nulls_is_read_as_missing_texts(tiny_model_dir, tmp_path):
     """pandas writes a column of Nones as Arrow's null type: such a shard (a night with no text yet)
     was refused as "type null; expected string", where null texts of a string column are skipped; a
-    kept column of Nones, as "--keep column mixes types across shards", beside the others' strings."""
+    kept column of Nones, as "--keep column mixes types across shards", beside the others' strings or
+    integers."""
     data = tmp_path / "in"
     titled, untitled, empty = write_collection(data, [30, 10, 20])
-    pq.write_table(pq.read_table(titled).append_column("title", pa.array(["a title"] * 30)), titled)
-    pq.write_table(pq.read_table(untitled).append_column("title", pa.nulls(10)), untitled)
+    pq.write_table(pq.read_table(titled).append_column("title", pa.array(["a title"] * 30))
+                   .append_column("year", pa.array([2026] * 30)), titled)
+    pq.write_table(pq.read_table(untitled).append_column("title", pa.nulls(10)).append_column("year", pa.nulls(10)),
+                   untitled)
     ids = pq.read_table(empty).column("id")
-    pq.write_table(pa.table({"id": ids, "text": pa.nulls(len(ids)), "title": pa.nulls(len(ids))}), empty)
+    pq.write_table(pa.table({"id": ids, "text": pa.nulls(len(ids)), "title": pa.nulls(len(ids)),
+                             "year": pa.array([2025] * len(ids))}), empty)
     r = invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v", "--runner", "local",
-               "--keep", "title")
+               "--keep", "title", "--keep", "year")
     assert r.exit_code == 0, r.output
     manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
     assert sorted((s["rows_out"], s["skipped_empty"]) for s in manifest["shards"]) == [(0, 20), (10, 0), (30, 0)]
     from vecjob.vectors import VectorsDir
 
-    assert VectorsDir.open(tmp_path / "v").read_all(["title"]).column("title").to_pylist() == ["a title"] * 30 + [None] * 10
+    kept = VectorsDir.open(tmp_path / "v").read_all(["title", "year"])
+    assert kept.column("title").to_pylist() == ["a title"] * 30 + [None] * 10
+    assert kept.column("year").to_pylist() == [2026] * 30 + [None] * 10 and pa.types.is_integer(kept["year"].type)
     refused(invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v2", "--strict"),
             "part-02.parquet: 20 null or empty text(s)")
     from vecjob.trainer import InProcess, train_model

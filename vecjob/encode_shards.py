@@ -187,6 +187,9 @@ class PartEncoder:
             kept.append(vectors)
             encoded.append((table.num_rows, done.timings))
         vectors = pa.concat_tables(kept)
+        for name in self.keep_columns:  # nulls only, as Arrow's null type: readers fit it to the other shards' type
+            if vectors.column(name).null_count == vectors.num_rows:
+                vectors = vectors.set_column(vectors.schema.get_field_index(name), name, pa.nulls(vectors.num_rows))
         with timed(timings, "write_s"):
             write_parquet_atomic(with_model_fingerprint(vectors, self.model_fp), storage.join(self.out, item.output))
         rows_in = sum(rows for rows, _ in encoded)

@@ -164,7 +164,7 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
         _require_column(path, schema, col)
     rg_rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
     return Shard(path=path, num_rows=meta.num_rows, row_group_rows=rg_rows, id_type=id_type,
-                 kept_types=tuple(_kind(_plain_type(schema.field(c).type)) for c in keep_columns))  # as written
+                 kept_types=tuple(_kind(_value_type(schema.field(c).type)) for c in keep_columns))
 
 
 def footer(path: str) -> pq.FileMetaData:
@@ -209,8 +209,9 @@ def check_shards(
     nightly encode reads only the new ones)."""
     shards = storage.each_file(lambda p: check_shard(p, id_col, text_col, tuple(keep_columns)), discover(paths))
     _one_kind(shards, lambda s: s.id_type, f"id column '{id_col}'")
-    for i, col in enumerate(keep_columns):  # the vector shards must read as one table
-        _one_kind(shards, lambda s: s.kept_types[i], f"--keep column '{col}'")
+    for i, col in enumerate(keep_columns):  # the vector shards must read as one table; nulls only fit any type
+        typed = [s for s in shards if s.kept_types[i] != "null"]
+        _one_kind(typed, lambda s: s.kept_types[i], f"--keep column '{col}'")
     for shard in shards if content else ():
         check_content(shard, id_col, text_col, strict)
     return shards
