@@ -465,10 +465,16 @@ def test_texts_or_labels_that_cannot_join_the_vectors_are_one_line(tmp_path):
     vectors = make_vectors_dir(tmp_path / "v", blobs(60, 8, 3)[0], ids)
     index_collection(vectors, tmp_path / "index", IndexConfig(factory="Flat"))
     for name, table in (("ints", pa.table({"id": list(range(60)), "text": ["a"] * 60, "label": ["x", "y"] * 30})),
-                        ("untitled", pa.table({"id": ids, "label": ["x", "y"] * 30}))):
+                        ("untitled", pa.table({"id": ids, "label": ["x", "y"] * 30})),
+                        ("tagged", pa.table({"id": ids, "text": ["a"] * 60, "tags": [["x"], ["y", "z"]] * 30}))):
         (tmp_path / name).mkdir()
         pq.write_table(table, tmp_path / name / "part.parquet")
     wrong_type, no_text = "id column 'id' is Int64, the vectors' ids are String", "missing column 'text'"
+    listed = "label column 'tags' holds List(String); a label is one value"
+    refused(invoke("cluster", vectors, "--out", tmp_path / "c", "--k", "3", "--data", tmp_path / "tagged",
+                   "--label-col", "tags"), "tagged", listed)
+    refused(invoke("sentiment", "train", vectors, "--labels", tmp_path / "tagged", "--label-col", "tags",
+                   "--out", tmp_path / "s"), "tagged", listed)
     for args, fragment in ((["search", tmp_path / "index", "--id", "doc-1", "--data", tmp_path / "ints"], wrong_type),
                            (["search", tmp_path / "index", "--id", "doc-1", "--data", tmp_path / "untitled"], no_text),
                            (["cluster", vectors, "--out", tmp_path / "c", "--k", "3", "--data", tmp_path / "ints"],

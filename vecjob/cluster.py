@@ -255,7 +255,7 @@ def _join_data(frame: pl.DataFrame, data: list[str], id_col: str, text_col: str,
     labels = {"label": label_col} if label_col else {}
     source = scan_by_id(data, id_col, {"text": text_col, **labels}, frame["id"].dtype,
                         optional={} if label_col else {"label": "label"})
-    source = labels_as_text(source) if "label" in source.collect_schema() else source
+    source = labels_as_text(source, data, label_col or "label") if "label" in source.collect_schema() else source
     return frame.join(collect_scanned(source, data), on="id", how="inner")
 
 

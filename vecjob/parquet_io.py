@@ -544,7 +544,12 @@ def collect_scanned(frame, data: list[str] | str):
     try:  # one row an id, as in the vectors: a later shard's row replaces an earlier one's (shards in path order)
         return frame.unique("id", keep="last", maintain_order=True).collect()
     except pl.exceptions.PolarsError as exc:
-        raise _not_one_table(data if isinstance(data, str) else ", ".join(map(str, data)), exc) from None
+        raise _not_one_table(named(data), exc) from None
+
+
+def named(data: list[str] | str) -> str:
+    """The data's paths as given, for a message."""
+    return str(data) if isinstance(data, (str, Path)) else ", ".join(map(str, data))
 
 
 def _not_one_table(where: str, exc: Exception) -> InputError:
@@ -554,14 +559,17 @@ def _not_one_table(where: str, exc: Exception) -> InputError:
     return InputError(f"{where}: its files cannot be read as one table ({reason})")
 
 
-def labels_as_text(frame, name: str = "label"):
-    """`frame` with its label column as strings, whatever their type; a float column's NaN (how pandas
-    writes a missing number) is a missing label, as null is, not the class "NaN"."""
+def labels_as_text(frame, data: list[str] | str, column: str):
+    """`frame` with its "label" column (the data's `column`) as strings, whatever their type; a float
+    column's NaN (how pandas writes a missing number) is a missing label, as null is, not the class
+    "NaN". A list or struct is refused: a label is one value."""
     import polars as pl
 
-    label = pl.col(name)
-    return frame.with_columns((label.fill_nan(None) if frame.collect_schema()[name].is_float() else label)
-                              .cast(pl.String))
+    label, dtype = pl.col("label"), frame.collect_schema()["label"]
+    if dtype.is_nested():
+        raise InputError(f"{named(data)}: label column '{column}' holds {dtype}; a label is one value: a string, "
+                         "a number or a bool")
+    return frame.with_columns((label.fill_nan(None) if dtype.is_float() else label).cast(pl.String))
 
 
 def fingerprint(*parts: Any) -> str:

@@ -32,6 +32,7 @@ from vecjob.parquet_io import (
     file_fingerprint,
     fingerprint,
     labels_as_text,
+    named,
     new_manifest,
     read_json,
     read_manifest,
@@ -111,10 +112,6 @@ def check_same_model(clf_dir, clf_manifest: dict, vdir: VectorsDir) -> None:
                             "(vecjob sentiment train)")
 
 
-def _named(labels: list[str] | str) -> str:
-    return str(labels) if isinstance(labels, (str, Path)) else ", ".join(map(str, labels))
-
-
 def hashed_split(report: dict) -> str | None:
     """How an evaluation's test rows were chosen, in words, when no split column chose them."""
     return f"1 in {round(1 / TEST_SHARE)} ids by hash" if report.get("split_by") == "id hash" else None
@@ -130,8 +127,8 @@ def labelled_vectors(
     frame = scan_by_id(labels, id_col, {"label": cfg.label_col}, vec_ids["id"].dtype,
                        optional={"split": cfg.split_col} if split is not None else None)
     use_split = "split" in frame.collect_schema()
-    frame = collect_scanned(labels_as_text(frame), labels)
-    where = _named(labels)
+    frame = collect_scanned(labels_as_text(frame, labels, cfg.label_col), labels)
+    where = named(labels)
     if use_split:
         frame = frame.filter(pl.col("split") == split)
     elif split is not None:
@@ -168,7 +165,7 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
         shared = ~np.isin(y, single)
         x, y = x[shared], y[shared]
         classes, per_class = np.unique(y, return_counts=True)
-    where = _named(labels)
+    where = named(labels)
     if len(classes) == 0:
         raise InputError(f"{where}: each of the {len(single)} labelled rows has a label of its own in column "
                          f"'{cfg.label_col}'; a classifier needs labels shared by two or more rows")
