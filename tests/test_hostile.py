@@ -808,7 +808,7 @@ def test_ids_texts_and_labels_print_as_they_are_with_control_characters_escaped(
 
     r = invoke("search", tmp_path / "i", "--id", ids[0], "-k", "2", "--data", tmp_path / "docs.parquet")
     assert r.exit_code == 0, r.output
-    assert f"top 2 for id {ids[0]}" in r.output and f"{marked[centre[0]]} [cite]" in r.output, r.output
+    assert f"top 2 for id '{ids[0]}'" in r.output and f"{marked[centre[0]]} [cite]" in r.output, r.output
     assert "\\x1b]0;owned\\x07" in r.output and "\x1b" not in r.output, r.output
     r = invoke("sentiment", "train", tmp_path / "v", "--labels", tmp_path / "docs.parquet", "--out", tmp_path / "c")
     assert r.exit_code == 0, r.output

@@ -45,10 +45,10 @@ def search(
         return
     from rich.table import Table
 
-    from vecjob.errors import shown
+    from vecjob.errors import quoted, shown
     from vecjob.reporting import console
 
-    table = Table(title=f"top {len(hits)} for {'id ' + shown(doc_id) if doc_id else repr(text)}")
+    table = Table(title=f"top {len(hits)} for {'id ' + quoted(doc_id, 80) if doc_id is not None else quoted(text, 80)}")
     for col in ("rank", "id", "score") + (("snippet",) if data else ()):
         table.add_column(col, overflow="fold")
     for h in hits:
