@@ -189,3 +189,22 @@ def test_a_later_partition_numbered_without_padding_replaces_an_earlier_one_s_ro
     vdir = VectorsDir.open(tmp_path / "v")
     live = dict(zip(*vdir.live_ids().to_dict(as_series=False).values()))
     assert live["doc-1"] == live["only-10"] != live["only-9"]
+
+
+def test_an_encoder_returns_any_error_that_stops_a_unit_as_a_row_for_the_driver_to_raise(tiny_model_dir, collection,
+                                                                                      tmp_path):
+    """Ray Data logs a raised error with its traceback, which held the actor pool and its CPUs: the map
+    entry returns the error, vecjob's or another (here a write under a file, as a full disk's)."""
+    import pickle
+    from dataclasses import asdict
+
+    from vecjob.encode_shards import PartEncoder
+
+    shards = check_shards(str(collection), "id", "text")
+    item = plan_items(shards, ["fp"] * len(shards), "model", {}, rows_per_task=4_096)[0]
+    (tmp_path / "a-file").write_text("")
+    encoder = PartEncoder(str(tiny_model_dir), str(tmp_path / "a-file" / "out"), "id", "text", [], 0, "cpu", False)
+    rows = encoder(pa.Table.from_pylist([asdict(item)])).to_pylist()
+    assert len(rows) == 1 and set(rows[0]) == {"failed"}
+    error = pickle.loads(rows[0]["failed"])
+    assert isinstance(error, OSError) and "a-file" in str(error), error

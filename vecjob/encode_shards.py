@@ -20,6 +20,7 @@ skipped. Files of other generations are removed once the new manifest is publish
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
@@ -224,11 +225,18 @@ class PartEncoder:
         `failed`, the pickled error that stopped a unit. Returned, not raised: Ray Data logs a raised
         error with its traceback, which holds the actor pool, so the actors kept their CPUs for as long
         as a log handler kept the record or until a garbage collection ran, and a training started
-        next in the same Ray waited past its start timeout."""
+        next in the same Ray waited past its start timeout. An error that is not vecjob's (a disk that
+        is full, a bug) is returned too; its traceback goes to this actor's log."""
         try:
             return pa.Table.from_pylist([self.encode_item(WorkItem(**row)) for row in batch.to_pylist()])
-        except VecjobError as exc:
-            return pa.table({"failed": [pickle.dumps(exc)]})
+        except Exception as exc:  # noqa: BLE001 - the driver raises it
+            if not isinstance(exc, VecjobError):
+                logging.getLogger(__name__).exception("encoding failed")
+            try:
+                failed = pickle.dumps(exc)
+            except Exception:  # noqa: BLE001 - an error that does not pickle, as its text
+                failed = pickle.dumps(VecjobError(f"{type(exc).__name__}: {exc}"))
+            return pa.table({"failed": [failed]})
 
 
 def vectors_fingerprint(stats: list[dict]) -> str:
