@@ -69,6 +69,7 @@ def test_object_store_uris_in_a_spec_are_kept_as_they_are(tmp_path):
     ("train.storage_path", '[data]\npaths = ["d"]\n[train]\nstorage_path = "ftp://host/x"', "unsupported scheme"),
     ("out", 'out = "runs/{dat}"\n[data]\npaths = ["d"]', r"\{dat\} is not filled in"),  # a mistyped {date}
     ("data.paths", '[data]\npaths = ["d/{out}/x"]', r"\{out\} is not filled in"),  # {out} only at the start
+    ("out", 'out = "{out}/x"\n[data]\npaths = ["d"]', r"\{out\} stands for the run dir, which this key names"),
 ])
 def test_malformed_or_foreign_uris_in_a_spec_are_refused(tmp_path, key, toml, problem):
     spec = tmp_path / "job.toml"

@@ -302,11 +302,15 @@ def resolve_paths(spec: JobSpec, base: Path, run_date: _dt.date) -> JobSpec:
     date = run_date.isoformat()
 
     def resolve(p: str, key: str, written: bool = False) -> str:
-        unknown = [f for f in PLACEHOLDER.findall(p) if f != "{date}" and not (f == "{out}" and p.startswith(f))]
+        if key == "out" and "{out}" in p:
+            raise ConfigError(f"out {p!r}: {{out}} stands for the run dir, which this key names: give it a path "
+                              "(it may hold {date}, the run date)")
+        inside_out = p.startswith("{out}")
+        unknown = [f for f in PLACEHOLDER.findall(p) if f != "{date}" and not (f == "{out}" and inside_out)]
         if unknown:  # a mistyped {date} would otherwise name a folder
             raise ConfigError(f"{key} {p!r}: {unknown[0]} is not filled in: a path may hold {{date}} (the run date) "
                               "and start with {out} (the run dir)")
-        if "{out}" in p:  # a path inside the run dir follows it, wherever --out puts it
+        if inside_out:  # a path inside the run dir follows it, wherever --out puts it
             return storage.join(out, p.replace("{out}", "").replace("{date}", date).lstrip("/"))
         p = p.replace("{date}", date)
         storage.check_location(p, key)
