@@ -65,7 +65,7 @@ def test_object_store_uris_in_a_spec_are_kept_as_they_are(tmp_path):
 
 @pytest.mark.parametrize("key, toml, problem", [
     ("out", 'out = "s3:/bucket"\n[data]\npaths = ["d"]', "malformed URI"),
-    ("data.paths", '[data]\npaths = ["gs://b/x"]', "malformed URI"),
+    ("data.paths", '[data]\npaths = ["gs://b/x"]', "malformed URI \\(bucket 'b': a bucket's name is 3 to 63"),
     ("train.storage_path", '[data]\npaths = ["d"]\n[train]\nstorage_path = "ftp://host/x"', "unsupported scheme"),
     ("out", 'out = "runs/{dat}"\n[data]\npaths = ["d"]', r"\{dat\} is not filled in"),  # a mistyped {date}
     ("data.paths", '[data]\npaths = ["d/{out}/x"]', r"\{out\} is not filled in"),  # {out} only at the start

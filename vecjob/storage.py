@@ -81,8 +81,11 @@ def check_location(location: str | Path, what: str) -> None:
     if scheme not in SCHEMES:
         raise ConfigError(f"{what} {location}: unsupported scheme '{scheme}:' (use a local path, s3:// or gs://)")
     bucket, _, key = rest[2:].partition("/") if rest.startswith("//") else ("", "", "")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", bucket):
+    if not bucket:
         raise ConfigError(f"{what} {location}: malformed URI (expected {scheme}://BUCKET/PATH)")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError(f"{what} {location}: malformed URI (bucket {bucket!r}: a bucket's name is 3 to 63 "
+                          "lowercase letters, digits, '.', '-' or '_', beginning and ending with a letter or digit)")
     if key.rstrip("/") and {"", ".", ".."} & set(key.rstrip("/").split("/")):
         # An object key is a name, not a path: pyarrow refuses an empty part only when it first lists or
         # writes, and keeps '..' as a name, which Ray Train's checkpointing then fails to find.
