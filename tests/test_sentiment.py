@@ -124,6 +124,15 @@ def test_evaluation_names_labels_the_classifier_never_saw(tmp_path):
     report = evaluate_classifier(tmp_path / "clf", vdir, str(tmp_path / "more.parquet"), SentimentConfig())
     assert report["unseen_labels"] == {"sarcastic": 60} and report["n"] == 120
     assert sum(map(sum, report["confusion"])) == 60
+    # Labels of which none is the classifier's (another file, another column) were a scikit-learn
+    # traceback; so are split values other than "train"/"test" one line naming what the column holds.
+    pq.write_table(table.set_column(1, "label", pa.array(["a", "b"] * 300)), tmp_path / "other.parquet")
+    with pytest.raises(InputError, match=r"other.parquet: none of the 120 labelled rows of split 'test' holds a class "
+                                         r"the classifier knows \('negative', 'neutral', 'positive'; here: 'a', 'b'\)"):
+        evaluate_classifier(tmp_path / "clf", vdir, str(tmp_path / "other.parquet"), SentimentConfig())
+    pq.write_table(table.set_column(2, "split", pa.array(["Train", "Test"] * 300)), tmp_path / "cased.parquet")
+    with pytest.raises(InputError, match="cased.parquet: no row of split 'test': column 'split' holds 'Test', 'Train'"):
+        evaluate_classifier(tmp_path / "clf", vdir, str(tmp_path / "cased.parquet"), SentimentConfig())
 
 
 def test_single_class(tmp_path):

@@ -129,6 +129,7 @@ def labelled_vectors(
     use_split = "split" in frame.collect_schema()
     frame = collect_scanned(labels_as_text(frame, labels, cfg.label_col), labels)
     where = named(labels)
+    splits_held = frame["split"].drop_nulls().unique().sort().to_list() if use_split else []
     if use_split:
         frame = frame.filter(pl.col("split") == split)
     elif split is not None:
@@ -141,6 +142,9 @@ def labelled_vectors(
     counts = {"labelled_rows": frame.height, "joined": joined.height, "labels_without_vector": frame.height - joined.height,
               "split_by": "column" if use_split else "id hash" if split is not None else "none"}
     in_split = f" (split '{split}'{'' if use_split else ', by id hash'})" if split is not None else ""
+    if frame.height == 0 and use_split and split not in splits_held:  # "TRAIN", or a column of other values
+        held = _first_few(splits_held) or "nulls only"
+        raise InputError(f"{where}: no row of split '{split}': column '{cfg.split_col}' holds {held}")
     if frame.height == 0:
         raise InputError(f"{where}: no row has a '{cfg.label_col}' label{in_split}")
     if joined.height == 0:
@@ -198,6 +202,10 @@ def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str
     return manifest
 
 
+def _first_few(values: list) -> str:
+    return ", ".join(map(repr, values[:5])) + (", …" if len(values) > 5 else "")
+
+
 def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_col: str = "id",
                         split: str | None = "test") -> dict:
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
@@ -206,6 +214,10 @@ def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_c
     vdir = VectorsDir.open(vectors_dir)
     check_same_model(clf_dir, clf_manifest, vdir)
     x, y, counts = labelled_vectors(vdir, labels, cfg, id_col, split=split)
+    if not np.isin(y, clf.classes).any():  # another labels file or column than the classifier's: nothing to score
+        raise InputError(f"{named(labels)}: none of the {len(y)} labelled rows{f' of split {split!r}' if split else ''} "
+                         f"holds a class the classifier knows ({_first_few(clf.classes)}; here: "
+                         f"{_first_few(np.unique(y).tolist())})")
     pred = clf.predict(x)
     p, r, f, support = precision_recall_fscore_support(y, pred, labels=clf.classes, zero_division=0)
     report = {
