@@ -61,6 +61,19 @@ def test_version_is_the_package_s():
     assert r.exit_code == 0 and r.output.strip() == f"vecjob {__version__}"
 
 
+def test_settings_of_a_stage_the_spec_does_not_run_are_pointed_out(tmp_path):
+    # [cluster] and [sentiment] are read by their stages alone: set without them, they did nothing, silently.
+    spec = tmp_path / "job.toml"
+    spec.write_text('out = "run"\nstages = ["corpus"]\ncorpus = "bbc"\n[data]\npaths = ["{out}/data"]\n'
+                    '[cluster]\nk = 4\n')
+    r = invoke("run", spec)
+    assert r.exit_code == 0 and "note: " in r.output, r.output
+    assert f"{spec}: [cluster] set, but stages = [corpus] does not run it: add cluster to stages" in r.output
+    spec.write_text(spec.read_text().replace("[cluster]\nk = 4\n", ""))
+    r = invoke("run", spec)
+    assert r.exit_code == 0 and "note: " not in r.output, r.output
+
+
 def test_the_train_summary_says_what_ended_training():
     from vecjob.cli.build import _stopped
 

@@ -13,7 +13,7 @@ from vecjob.cli import (
     app,
     friendly_errors,
 )
-from vecjob.config import load_job_spec
+from vecjob.config import ClusterConfig, SentimentConfig, load_job_spec
 
 
 @app.command()
@@ -37,6 +37,10 @@ def run(
         storage.check_lasting(out, "--out")
         out = storage.lasting(out)
     spec = load_job_spec(job, out=out)
+    if idle := [name for name, default in (("cluster", ClusterConfig()), ("sentiment", SentimentConfig()))
+                if getattr(spec, name) != default and name not in spec.stages]:
+        typer.echo(f"note: {job}: [{'] and ['.join(idle)}] set, but stages = [{', '.join(spec.stages)}] does not run "
+                   f"{'it' if len(idle) == 1 else 'them'}: add {' and '.join(idle)} to stages", err=True)
     if address:
         spec = spec.model_copy(update={"address": address})
 
