@@ -188,6 +188,8 @@ def test_a_shard_whose_text_column_holds_only_nulls_is_read_as_missing_texts(tin
     kept = VectorsDir.open(tmp_path / "v").read_all(["title", "year"])
     assert kept.column("title").to_pylist() == ["a title"] * 30 + [None] * 10
     assert kept.column("year").to_pylist() == [2026] * 30 + [None] * 10 and pa.types.is_integer(kept["year"].type)
+    written = {c: {pq.read_schema(f).field(c).type for f in (tmp_path / "v").glob("*.parquet")} for c in ("title", "year")}
+    assert written == {"title": {pa.string()}, "year": {pa.int64()}}  # one type in every shard, as other readers need
     refused(invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v2", "--strict"),
             "part-02.parquet: 20 null or empty text(s)")
     from vecjob.trainer import InProcess, train_model

@@ -47,8 +47,9 @@ from vecjob.parquet_io import (
     clean_stale_temporaries,
     file_fingerprint,
     fingerprint,
-    new_manifest,
     iter_rows,
+    kept_column_types,
+    new_manifest,
     read_json,
     write_json_atomic,
     write_parquet_atomic,
@@ -163,7 +164,8 @@ class PartEncoder:
     the Ray Data pipeline."""
 
     def __init__(self, model_dir: str, out: str, id_col: str, text_col: str, keep_columns: list[str],
-                 batch_size: int, device: str, strict: bool, threads: int | None = None):
+                 batch_size: int, device: str, strict: bool, threads: int | None = None,
+                 keep_types: list[pa.DataType] | None = None):
         # Imported here: the driver, which plans the units and writes the manifest, never loads torch.
         from vecjob.encoder import DocumentEncoder
 
@@ -171,7 +173,7 @@ class PartEncoder:
         self.model_fp = self.encoder.loaded.fingerprint
         self.out = out
         self.id_col, self.text_col = id_col, text_col
-        self.keep_columns = keep_columns
+        self.keep_columns, self.keep_types = keep_columns, keep_types  # the types: `kept_column_types`
         self.strict = strict
 
     def encode_item(self, item: WorkItem) -> dict:
@@ -188,9 +190,9 @@ class PartEncoder:
             kept.append(vectors)
             encoded.append((table.num_rows, done.timings))
         vectors = pa.concat_tables(kept)
-        for name in self.keep_columns:  # nulls only, as Arrow's null type: readers fit it to the other shards' type
-            if vectors.column(name).null_count == vectors.num_rows:
-                vectors = vectors.set_column(vectors.schema.get_field_index(name), name, pa.nulls(vectors.num_rows))
+        for name, kind in zip(self.keep_columns, self.keep_types or ()):  # a shard's nulls-only column
+            if vectors.schema.field(name).type != kind and vectors.column(name).null_count == vectors.num_rows:
+                vectors = vectors.set_column(vectors.schema.get_field_index(name), name, pa.nulls(vectors.num_rows, kind))
         with timed(timings, "write_s"):
             write_parquet_atomic(with_model_fingerprint(vectors, self.model_fp), storage.join(self.out, item.output))
         rows_in = sum(rows for rows, _ in encoded)
@@ -328,7 +330,8 @@ def encode_collection(
             storage.delete(storage.join(write_to, MANIFEST))
         encoder_kwargs = dict(
             model_dir=storage.lasting(model_dir), out=write_to, id_col=data.id_col, text_col=data.text_col,
-            keep_columns=list(cfg.keep_columns), batch_size=cfg.batch_size, strict=data.strict,
+            keep_columns=list(cfg.keep_columns), keep_types=kept_column_types(shards), batch_size=cfg.batch_size,
+            strict=data.strict,
         )
 
         with timed(timings, "encode_wall_s"), storage.adopting(out_dir) as take_in:

@@ -41,7 +41,7 @@ class Shard:
     num_rows: int
     row_group_rows: tuple[int, ...]  # rows in each row group, to cut work into units
     id_type: str  # "string" or "int"
-    kept_types: tuple[str, ...] = ()  # the kind of each column copied into the vector shards (`_kind`)
+    kept_types: tuple[pa.DataType, ...] = ()  # the type of each column copied into the vector shards
 
     @property
     def name(self) -> str:
@@ -164,7 +164,7 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
         _require_column(path, schema, col)
     rg_rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
     return Shard(path=path, num_rows=meta.num_rows, row_group_rows=rg_rows, id_type=id_type,
-                 kept_types=tuple(_kind(_value_type(schema.field(c).type)) for c in keep_columns))
+                 kept_types=tuple(_value_type(schema.field(c).type) for c in keep_columns))
 
 
 def footer(path: str) -> pq.FileMetaData:
@@ -210,11 +210,19 @@ def check_shards(
     shards = storage.each_file(lambda p: check_shard(p, id_col, text_col, tuple(keep_columns)), discover(paths))
     _one_kind(shards, lambda s: s.id_type, f"id column '{id_col}'")
     for i, col in enumerate(keep_columns):  # the vector shards must read as one table; nulls only fit any type
-        typed = [s for s in shards if s.kept_types[i] != "null"]
-        _one_kind(typed, lambda s: s.kept_types[i], f"--keep column '{col}'")
+        typed = [s for s in shards if not pa.types.is_null(s.kept_types[i])]
+        _one_kind(typed, lambda s: _kind(s.kept_types[i]), f"--keep column '{col}'")
     for shard in shards if content else ():
         check_content(shard, id_col, text_col, strict)
     return shards
+
+
+def kept_column_types(shards: list[Shard]) -> list[pa.DataType]:
+    """The type each kept column is written as: its type in the first shard where it holds values (a
+    shard with nulls only there, pandas' column of Nones, is written alike, so that any reader of the
+    vector shards, vecjob's or another's, reads one type); strings where no shard does."""
+    return [next((_plain_type(t) for t in types if not pa.types.is_null(t)), pa.string())
+            for types in zip(*(s.kept_types for s in shards))] if shards else []
 
 
 def _one_kind(shards: list[Shard], kind_of, column: str) -> None:
