@@ -199,6 +199,29 @@ def test_a_shard_whose_text_column_holds_only_nulls_is_read_as_missing_texts(tin
     assert json.loads((tmp_path / "m" / "manifest.json").read_text())["counts"]["skipped_empty"] == 20
 
 
+def test_a_kept_column_older_shards_lack_is_kept_as_nulls_there_and_one_no_shard_holds_is_refused(tiny_model_dir,
+                                                                                                 tmp_path):
+    """A collection that gains a column one night: keeping it refused the whole collection ("missing
+    column 'stars'") until every older shard was rewritten."""
+    from vecjob.config import JobSpec
+    from vecjob.stages import check_data_columns
+    from vecjob.vectors import VectorsDir
+
+    data = tmp_path / "in"
+    older, newer = write_collection(data, [20, 30])
+    pq.write_table(pq.read_table(newer).append_column("stars", pa.array(range(30), pa.int32())), newer)
+    r = invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v", "--runner", "local", "--keep", "stars")
+    assert r.exit_code == 0, r.output
+    assert VectorsDir.open(tmp_path / "v").read_all(["stars"]).column("stars").to_pylist() == [None] * 20 + list(range(30))
+    assert {pq.read_schema(f).field("stars").type for f in (tmp_path / "v").glob("*.parquet")} == {pa.int32()}
+    check_data_columns(JobSpec(data={"paths": [str(data)]}, encode={"keep_columns": ["stars"]}))  # the last shard has it
+    with pytest.raises(InputError, match=r"part-00.parquet: missing column 'starz' \(columns: id, text"):
+        check_data_columns(JobSpec(data={"paths": [str(data)]}, encode={"keep_columns": ["starz"]}))
+    refused(invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v2", "--runner", "local",
+                   "--keep", "starz"), "part-00.parquet: missing column 'starz'")
+    assert not (tmp_path / "v2").exists()
+
+
 def test_training_refuses_a_null_id_before_anything_starts(tmp_path):
     from vecjob.trainer import train_model
 

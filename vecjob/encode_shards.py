@@ -219,7 +219,9 @@ class PartEncoder:
                 f"{path}: {int((~encoded.ok).sum())} null or empty text(s) (first id {quoted(first)}) "
                 "and --strict is set"
             )
-        extra = {c: table.column(c) for c in self.keep_columns}
+        kinds = self.keep_types or [pa.string()] * len(self.keep_columns)
+        extra = {c: table.column(c) if c in table.column_names else pa.nulls(table.num_rows, kind)  # an older shard's
+                 for c, kind in zip(self.keep_columns, kinds)}
         return vectors_table(table.column(self.id_col), encoded.vectors, extra).filter(encoded.ok), encoded
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -41,7 +41,7 @@ class Shard:
     num_rows: int
     row_group_rows: tuple[int, ...]  # rows in each row group, to cut work into units
     id_type: str  # "string" or "int"
-    kept_types: tuple[pa.DataType, ...] = ()  # the type of each column copied into the vector shards
+    kept_types: tuple[pa.DataType | None, ...] = ()  # of each column copied into the vector shards; None: absent
 
     @property
     def name(self) -> str:
@@ -161,10 +161,12 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
         if not (_is_text(t) or pa.types.is_null(t)):  # null: every text missing, as pandas writes a column of Nones
             raise InputError(f"{path}: text column '{text_col}' has type {t}; expected string")
     for col in keep_columns:
-        _require_column(path, schema, col)
+        if col in schema.names:  # missing from some shards is nulls there (`require_kept_columns`)
+            _require_column(path, schema, col)
     rg_rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
     return Shard(path=path, num_rows=meta.num_rows, row_group_rows=rg_rows, id_type=id_type,
-                 kept_types=tuple(_value_type(schema.field(c).type) for c in keep_columns))
+                 kept_types=tuple(_value_type(schema.field(c).type) if c in schema.names else None
+                                  for c in keep_columns))
 
 
 def footer(path: str) -> pq.FileMetaData:
@@ -209,20 +211,33 @@ def check_shards(
     nightly encode reads only the new ones)."""
     shards = storage.each_file(lambda p: check_shard(p, id_col, text_col, tuple(keep_columns)), discover(paths))
     _one_kind(shards, lambda s: s.id_type, f"id column '{id_col}'")
+    require_kept_columns(shards, keep_columns)
     for i, col in enumerate(keep_columns):  # the vector shards must read as one table; nulls only fit any type
-        typed = [s for s in shards if not pa.types.is_null(s.kept_types[i])]
+        typed = [s for s in shards if _holds_values(s.kept_types[i])]
         _one_kind(typed, lambda s: _kind(s.kept_types[i]), f"--keep column '{col}'")
     for shard in shards if content else ():
         check_content(shard, id_col, text_col, strict)
     return shards
 
 
+def require_kept_columns(shards: list[Shard], keep_columns: tuple[str, ...]) -> None:
+    """A kept column may be missing from some shards, an older night's from before the column was
+    added (its rows hold nulls there), but not from every one: a misspelt name."""
+    for i, col in enumerate(keep_columns):
+        if all(s.kept_types[i] is None for s in shards):
+            _require_column(shards[0].path, footer(shards[0].path).schema.to_arrow_schema(), col)
+
+
 def kept_column_types(shards: list[Shard]) -> list[pa.DataType]:
     """The type each kept column is written as: its type in the first shard where it holds values (a
-    shard with nulls only there, pandas' column of Nones, is written alike, so that any reader of the
-    vector shards, vecjob's or another's, reads one type); strings where no shard does."""
-    return [next((_plain_type(t) for t in types if not pa.types.is_null(t)), pa.string())
+    shard without the column, or with nulls only, pandas' column of Nones, is written alike, so that
+    any reader of the vector shards, vecjob's or another's, reads one type); strings where none does."""
+    return [next((_plain_type(t) for t in types if _holds_values(t)), pa.string())
             for types in zip(*(s.kept_types for s in shards))] if shards else []
+
+
+def _holds_values(t: pa.DataType | None) -> bool:
+    return t is not None and not pa.types.is_null(t)
 
 
 def _one_kind(shards: list[Shard], kind_of, column: str) -> None:

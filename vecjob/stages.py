@@ -24,6 +24,7 @@ from vecjob.parquet_io import (
     fingerprint,
     new_manifest,
     read_json,
+    require_kept_columns,
     write_json_atomic,
 )
 from vecjob.tokenizer import TOKENIZER_VERSION
@@ -134,12 +135,16 @@ class Corpus(Stage):
 
 
 def check_data_columns(spec: JobSpec) -> None:
-    """The data's paths and the first shard's id and text columns, before the run dir exists: a
-    mistyped path or column name is one line then, not after the run started (each shard is checked
-    in full by the stage that reads it). Data the corpus stage writes does not exist yet."""
+    """The data's paths and the first and last shards' columns, before the run dir exists: a mistyped
+    path or column name is one line then, not after the run started (each shard is checked in full by
+    the stage that reads it; a kept column may be missing from older shards, not from both). Data the
+    corpus stage writes does not exist yet."""
     if "corpus" not in spec.stages:
         keep = tuple(spec.encode.keep_columns) if "encode" in spec.stages else ()
-        check_shard(discover(spec.data.paths)[0], spec.data.id_col, spec.data.text_col, keep)
+        paths = discover(spec.data.paths)
+        ends = [check_shard(p, spec.data.id_col, spec.data.text_col, keep)
+                for p in dict.fromkeys((paths[0], paths[-1]))]
+        require_kept_columns(ends, keep)
 
 
 class Train(Stage):
@@ -252,7 +257,8 @@ class Sentiment(Stage):
         labels, is one line before the run, not after training and encoding."""
         labels = spec.sentiment.labels or ([] if "corpus" in spec.stages else spec.data.paths)
         if labels:
-            check_shard(discover(labels)[0], spec.data.id_col, None, (spec.sentiment.label_col,))
+            label = (spec.sentiment.label_col,)
+            require_kept_columns([check_shard(discover(labels)[0], spec.data.id_col, None, label)], label)
 
     def fingerprint(self, ctx: RunContext) -> str:
         from vecjob.dataset import TEST_SHARE
