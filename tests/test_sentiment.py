@@ -69,6 +69,18 @@ def test_missing_label_column(tmp_path):
         train_classifier(vdir, str(tmp_path / "nolabel.parquet"), tmp_path / "c", SentimentConfig())
 
 
+def test_labels_of_a_collection_whose_newest_shard_has_no_label_column_are_read(tmp_path):
+    # A night's shard of new, unlabelled documents without the column refused the whole collection's
+    # labels ("missing column 'label'"); its rows are unlabelled now, as null labels are.
+    vdir, labels = _data(tmp_path)
+    (tmp_path / "night").mkdir()
+    pq.write_table(pq.read_table(labels), tmp_path / "night" / "part-0.parquet")
+    pq.write_table(pa.table({"id": [600, 601], "split": ["train", "train"]}), tmp_path / "night" / "part-1.parquet")
+    whole = train_classifier(vdir, str(labels), tmp_path / "c1", SentimentConfig())
+    grown = train_classifier(vdir, str(tmp_path / "night"), tmp_path / "c2", SentimentConfig())
+    assert grown["counts"] == whole["counts"] and grown["counts"]["labelled_rows"] > 0
+
+
 def test_no_id_overlap(tmp_path):
     vdir, _ = _data(tmp_path)
     pq.write_table(pa.table({"id": [10_000, 10_001], "label": ["a", "b"]}), tmp_path / "other.parquet")

@@ -519,14 +519,15 @@ def scan_by_id(data: list[str] | str, id_col: str, columns: dict[str, str], id_d
 def scan_files_by_id(paths: list[str], id_col: str, columns: dict[str, str], id_dtype, optional: dict | None = None,
                      file_column: str | None = None, footers: list[pq.FileMetaData] | None = None):
     """`scan_by_id` over files already found by `discover` (and their `footers`, where read). Every
-    file must hold the id column and `columns`; an optional column is read where some file holds it.
-    `file_column` names a column of each row's file (its position in `paths`)."""
+    file must hold the id column, and some file each of `columns` (a file without one, an older
+    night's from before the column was added, reads as nulls there); an optional column is read where
+    some file holds it. `file_column` names a column of each row's file (its position in `paths`)."""
     import polars as pl
 
     footers = footers or storage.each_file(footer, paths)
     schemas = [f.schema.to_arrow_schema() for f in footers]
     for path, schema in zip(paths, schemas):
-        for col in dict.fromkeys((id_col, *columns.values(), *schema.names)):
+        for col in dict.fromkeys((id_col, *schema.names)):
             _require_column(path, schema, col)  # also refuses a name two columns share: polars reads no such file
     read = list(dict.fromkeys((id_col, *columns.values(), *(optional or {}).values())))
     held = [pa.schema([pa.field(c, _value_type(f.field(c).type)) for c in read if f.get_field_index(c) >= 0])
@@ -543,8 +544,8 @@ def scan_files_by_id(paths: list[str], id_col: str, columns: dict[str, str], id_
     frame = scan(paths, pa.schema([union.field(c) for c in read if c in union.names]))
     schema = frame.collect_schema()
     for col in (id_col, *columns.values()):
-        if col not in schema:
-            raise InputError(f"{paths[0]}: missing column '{col}' (columns: {', '.join(schema.names())})")
+        if col not in schema:  # in no file
+            _require_column(paths[0], schemas[0], col)
     ids = pl.col(id_col)
     if schema[id_col] != id_dtype:
         if not (schema[id_col].is_integer() and id_dtype.is_integer()):

@@ -141,10 +141,15 @@ def check_data_columns(spec: JobSpec) -> None:
     corpus stage writes does not exist yet."""
     if "corpus" not in spec.stages:
         keep = tuple(spec.encode.keep_columns) if "encode" in spec.stages else ()
-        paths = discover(spec.data.paths)
-        ends = [check_shard(p, spec.data.id_col, spec.data.text_col, keep)
-                for p in dict.fromkeys((paths[0], paths[-1]))]
-        require_kept_columns(ends, keep)
+        check_first_and_last(spec.data.paths, spec.data.id_col, spec.data.text_col, keep)
+
+
+def check_first_and_last(paths: list[str], id_col: str, text_col: str | None, columns: tuple[str, ...]) -> None:
+    """The first and last shards' footers: the id (and text) column in both, each of `columns` in one
+    at least (older shards may lack a column a collection gained later)."""
+    files = discover(paths)
+    ends = [check_shard(p, id_col, text_col, columns) for p in dict.fromkeys((files[0], files[-1]))]
+    require_kept_columns(ends, columns)
 
 
 class Train(Stage):
@@ -253,12 +258,11 @@ class Sentiment(Stage):
     needs = ("encode",)
 
     def check(self, spec: JobSpec) -> None:
-        """The first labels shard has the label column: a mistyped sentiment.label_col, or data without
-        labels, is one line before the run, not after training and encoding."""
+        """The first or last labels shard has the label column: a mistyped sentiment.label_col, or data
+        without labels, is one line before the run, not after training and encoding."""
         labels = spec.sentiment.labels or ([] if "corpus" in spec.stages else spec.data.paths)
         if labels:
-            label = (spec.sentiment.label_col,)
-            require_kept_columns([check_shard(discover(labels)[0], spec.data.id_col, None, label)], label)
+            check_first_and_last(labels, spec.data.id_col, None, (spec.sentiment.label_col,))
 
     def fingerprint(self, ctx: RunContext) -> str:
         from vecjob.dataset import TEST_SHARE
