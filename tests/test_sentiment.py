@@ -145,6 +145,9 @@ def test_evaluation_names_labels_the_classifier_never_saw(tmp_path):
     pq.write_table(table.set_column(2, "split", pa.array(["Train", "Test"] * 300)), tmp_path / "cased.parquet")
     with pytest.raises(InputError, match="cased.parquet: no row of split 'test': column 'split' holds 'Test', 'Train'"):
         evaluate_classifier(tmp_path / "clf", vdir, str(tmp_path / "cased.parquet"), SentimentConfig())
+    pq.write_table(table.set_column(2, "split", pa.array([0, 1] * 300)), tmp_path / "numbered.parquet")
+    with pytest.raises(InputError, match="numbered.parquet: no row of split 'test': column 'split' holds '0', '1'"):
+        evaluate_classifier(tmp_path / "clf", vdir, str(tmp_path / "numbered.parquet"), SentimentConfig())
 
 
 def test_single_class(tmp_path):
