@@ -491,9 +491,17 @@ def test_texts_or_labels_that_cannot_join_the_vectors_are_one_line(tmp_path):
     index_collection(vectors, tmp_path / "index", IndexConfig(factory="Flat"))
     for name, table in (("ints", pa.table({"id": list(range(60)), "text": ["a"] * 60, "label": ["x", "y"] * 30})),
                         ("untitled", pa.table({"id": ids, "label": ["x", "y"] * 30})),
-                        ("tagged", pa.table({"id": ids, "text": ["a"] * 60, "tags": [["x"], ["y", "z"]] * 30}))):
+                        ("tagged", pa.table({"id": ids, "text": ["a"] * 60, "tags": [["x"], ["y", "z"]] * 30})),
+                        ("numbers", pa.table({"id": ids, "text": list(range(60))})),
+                        ("untexted", pa.table({"id": ids, "text": pa.nulls(60)}))):
         (tmp_path / name).mkdir()
         pq.write_table(table, tmp_path / name / "part.parquet")
+    # Texts of another type than strings were a traceback (polars' str.to_lowercase, or the snippet's split)
+    for args in (["search", tmp_path / "index", "--id", "doc-1", "--data"], ["cluster", vectors, "--k", "3", "--out",
+                                                                             tmp_path / "c", "--data"]):
+        refused(invoke(*args, tmp_path / "numbers"), "numbers: text column 'text' holds Int64; expected strings")
+    r = invoke("cluster", vectors, "--k", "3", "--out", tmp_path / "c0", "--data", tmp_path / "untexted")
+    assert r.exit_code == 0 and "silhouette" in r.output, r.output  # a column of nulls only: no texts, no terms
     wrong_type, no_text = "id column 'id' is Int64, the vectors' ids are String", "missing column 'text'"
     listed = "label column 'tags' holds List(String); a label is one value"
     refused(invoke("cluster", vectors, "--out", tmp_path / "c", "--k", "3", "--data", tmp_path / "tagged",

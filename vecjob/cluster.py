@@ -29,6 +29,7 @@ from vecjob.parquet_io import (
     read_manifest,
     read_output_table,
     scan_by_id,
+    texts_as_text,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -253,8 +254,8 @@ def _join_data(frame: pl.DataFrame, data: list[str], id_col: str, text_col: str,
     """The texts (and labels) of the clustered documents. A label column named (`--label-col`) must be
     there; without one, a column "label" is used where there is one."""
     labels = {"label": label_col} if label_col else {}
-    source = scan_by_id(data, id_col, {"text": text_col, **labels}, frame["id"].dtype,
-                        optional={} if label_col else {"label": "label"})
+    source = texts_as_text(scan_by_id(data, id_col, {"text": text_col, **labels}, frame["id"].dtype,
+                                      optional={} if label_col else {"label": "label"}), data, text_col)
     source = labels_as_text(source, data, label_col or "label") if "label" in source.collect_schema() else source
     return frame.join(collect_scanned(source, data), on="id", how="inner")
 

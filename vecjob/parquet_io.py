@@ -583,6 +583,17 @@ def _not_one_table(where: str, exc: Exception) -> InputError:
     return InputError(f"{where}: its files cannot be read as one table ({reason})")
 
 
+def texts_as_text(frame, data: list[str] | str, column: str):
+    """`frame` with its "text" column (the data's `column`) as strings: a column of nulls only (pandas'
+    Nones) is missing texts; another type is refused, as train and encode refuse it."""
+    import polars as pl
+
+    dtype = frame.collect_schema()["text"]
+    if dtype not in (pl.String, pl.Null):
+        raise InputError(f"{named(data)}: text column '{column}' holds {dtype}; expected strings")
+    return frame.with_columns(pl.col("text").cast(pl.String))
+
+
 def labels_as_text(frame, data: list[str] | str, column: str):
     """`frame` with its "label" column (the data's `column`) as strings, whatever their type; a float
     column's NaN (how pandas writes a missing number) is a missing label, as null is, not the class

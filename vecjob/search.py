@@ -23,6 +23,7 @@ from vecjob.parquet_io import (
     read_row_groups,
     scan_by_id,
     scan_files_by_id,
+    texts_as_text,
 )
 
 
@@ -65,7 +66,8 @@ def check_search_pair(index_dir: str | Path, model_dir: str | Path | None, data:
     if model_dir is not None:
         check_model_made_index(model_dir, index.manifest)
     if data:
-        scan_by_id(data, "id", {"text": "text"}, pl.from_arrow(index.labels.column("id").slice(0, 0)).dtype)
+        id_dtype = pl.from_arrow(index.labels.column("id").slice(0, 0)).dtype
+        texts_as_text(scan_by_id(data, "id", {"text": "text"}, id_dtype), data, "text")
 
 
 def search(
@@ -118,7 +120,8 @@ def lookup_texts(data: list[str], ids: list, id_col: str = "id", text_col: str =
     if not ids:
         return {}
     wanted = pl.Series("id", ids)
-    frame = scan_by_id(data, id_col, {"text": text_col}, wanted.dtype).filter(pl.col("id").is_in(wanted.implode()))
+    frame = texts_as_text(scan_by_id(data, id_col, {"text": text_col}, wanted.dtype), data, text_col)
+    frame = frame.filter(pl.col("id").is_in(wanted.implode()))
     return dict(collect_scanned(frame, data).select("id", "text").iter_rows())
 
 
