@@ -192,7 +192,8 @@ class PartEncoder:
         vectors = pa.concat_tables(kept)
         for name, kind in zip(self.keep_columns, self.keep_types or ()):  # a shard's nulls-only column
             if vectors.schema.field(name).type != kind and vectors.column(name).null_count == vectors.num_rows:
-                vectors = vectors.set_column(vectors.schema.get_field_index(name), name, pa.nulls(vectors.num_rows, kind))
+                at = vectors.schema.get_field_index(name)
+                vectors = vectors.set_column(at, name, pa.nulls(vectors.num_rows, kind))
         with timed(timings, "write_s"):
             write_parquet_atomic(with_model_fingerprint(vectors, self.model_fp), storage.join(self.out, item.output))
         rows_in = sum(rows for rows, _ in encoded)

@@ -217,9 +217,9 @@ def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_c
     check_same_model(clf_dir, clf_manifest, vdir)
     x, y, counts = labelled_vectors(vdir, labels, cfg, id_col, split=split)
     if not np.isin(y, clf.classes).any():  # another labels file or column than the classifier's: nothing to score
-        raise InputError(f"{named(labels)}: none of the {len(y)} labelled rows{f' of split {split!r}' if split else ''} "
-                         f"holds a class the classifier knows ({_first_few(clf.classes)}; here: "
-                         f"{_first_few(np.unique(y).tolist())})")
+        rows = f"{len(y)} labelled rows{f' of split {split!r}' if split else ''}"
+        raise InputError(f"{named(labels)}: none of the {rows} holds a class the classifier knows "
+                         f"({_first_few(clf.classes)}; here: {_first_few(np.unique(y).tolist())})")
     pred = clf.predict(x)
     p, r, f, support = precision_recall_fscore_support(y, pred, labels=clf.classes, zero_division=0)
     report = {
