@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -209,14 +210,17 @@ def test_a_kept_column_older_shards_lack_is_kept_as_nulls_there_and_one_no_shard
     from vecjob.vectors import VectorsDir
 
     data = tmp_path / "in"
-    older, newer = write_collection(data, [20, 30])
+    older, newer, newest = write_collection(data, [20, 30, 5])
     pq.write_table(pq.read_table(newer).append_column("stars", pa.array(range(30), pa.int32())), newer)
+    pq.write_table(pq.read_table(newest).append_column("stars", pa.array(range(5), pa.int64())), newest)
     r = invoke("encode", data, "--model", tiny_model_dir, "--out", tmp_path / "v", "--runner", "local",
                "--keep", "stars")
     assert r.exit_code == 0, r.output
     stars = VectorsDir.open(tmp_path / "v").read_all(["stars"]).column("stars")
-    assert stars.to_pylist() == [None] * 20 + list(range(30))
-    assert {pq.read_schema(f).field("stars").type for f in (tmp_path / "v").glob("*.parquet")} == {pa.int32()}
+    assert stars.to_pylist() == [None] * 20 + list(range(30)) + list(range(5))
+    # One type in every vector shard (int32 and int64 promoted, as readers do): polars reads the folder whole
+    assert {pq.read_schema(f).field("stars").type for f in (tmp_path / "v").glob("*.parquet")} == {pa.int64()}
+    assert pl.read_parquet(tmp_path / "v" / "*.parquet")["stars"].null_count() == 20
     check_data_columns(JobSpec(data={"paths": [str(data)]}, encode={"keep_columns": ["stars"]}))  # in the last shard
     with pytest.raises(InputError, match=r"part-00.parquet: missing column 'starz' \(columns: id, text"):
         check_data_columns(JobSpec(data={"paths": [str(data)]}, encode={"keep_columns": ["starz"]}))

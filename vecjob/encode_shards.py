@@ -190,10 +190,10 @@ class PartEncoder:
             kept.append(vectors)
             encoded.append((table.num_rows, done.timings))
         vectors = pa.concat_tables(kept)
-        for name, kind in zip(self.keep_columns, self.keep_types or ()):  # a shard's nulls-only column
-            if vectors.schema.field(name).type != kind and vectors.column(name).null_count == vectors.num_rows:
-                at = vectors.schema.get_field_index(name)
-                vectors = vectors.set_column(at, name, pa.nulls(vectors.num_rows, kind))
+        for name, kind in zip(self.keep_columns, self.keep_types or ()):  # one type in every vector shard
+            if (column := vectors.column(name)).type != kind:
+                column = pa.nulls(len(column), kind) if column.null_count == len(column) else column.cast(kind)
+                vectors = vectors.set_column(vectors.schema.get_field_index(name), name, column)
         with timed(timings, "write_s"):
             write_parquet_atomic(with_model_fingerprint(vectors, self.model_fp), storage.join(self.out, item.output))
         rows_in = sum(rows for rows, _ in encoded)

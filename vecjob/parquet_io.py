@@ -229,11 +229,15 @@ def require_kept_columns(shards: list[Shard], keep_columns: tuple[str, ...]) -> 
 
 
 def kept_column_types(shards: list[Shard]) -> list[pa.DataType]:
-    """The type each kept column is written as: its type in the first shard where it holds values (a
-    shard without the column, or with nulls only, pandas' column of Nones, is written alike, so that
-    any reader of the vector shards, vecjob's or another's, reads one type); strings where none does."""
-    return [next((_plain_type(t) for t in types if _holds_values(t)), pa.string())
-            for types in zip(*(s.kept_types for s in shards))] if shards else []
+    """The type each kept column is written as in every vector shard, so that any reader of them,
+    vecjob's or another's (polars reads a folder as its first file's types), reads one type: the
+    shards' types promoted as readers promote them (int32 and int64: int64). A shard without the
+    column, or with nulls only (pandas' column of Nones), holds no type; strings where none does."""
+    types = []
+    for column in zip(*(s.kept_types for s in shards)):
+        held = [pa.schema([("c", _plain_type(t))]) for t in column if _holds_values(t)]
+        types.append(pa.unify_schemas(held, promote_options="permissive").field("c").type if held else pa.string())
+    return types
 
 
 def _holds_values(t: pa.DataType | None) -> bool:
