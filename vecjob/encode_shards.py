@@ -190,10 +190,6 @@ class PartEncoder:
             kept.append(vectors)
             encoded.append((table.num_rows, done.timings))
         vectors = pa.concat_tables(kept)
-        for name, kind in zip(self.keep_columns, self.keep_types or ()):  # one type in every vector shard
-            if (column := vectors.column(name)).type != kind:
-                column = pa.nulls(len(column), kind) if column.null_count == len(column) else column.cast(kind)
-                vectors = vectors.set_column(vectors.schema.get_field_index(name), name, column)
         with timed(timings, "write_s"):
             write_parquet_atomic(with_model_fingerprint(vectors, self.model_fp), storage.join(self.out, item.output))
         rows_in = sum(rows for rows, _ in encoded)
@@ -220,10 +216,21 @@ class PartEncoder:
                 f"{path}: {int((~encoded.ok).sum())} null or empty text(s) (first id {quoted(first)}) "
                 "and --strict is set"
             )
-        kinds = self.keep_types or [pa.string()] * len(self.keep_columns)
-        extra = {c: table.column(c) if c in table.column_names else pa.nulls(table.num_rows, kind)  # an older shard's
-                 for c, kind in zip(self.keep_columns, kinds)}
+        kinds = self.keep_types or [None] * len(self.keep_columns)
+        extra = {c: self._kept(table, c, kind) for c, kind in zip(self.keep_columns, kinds)}
         return vectors_table(table.column(self.id_col), encoded.vectors, extra).filter(encoded.ok), encoded
+
+    @staticmethod
+    def _kept(table: pa.Table, name: str, kind: pa.DataType | None) -> pa.ChunkedArray | pa.Array:
+        """A kept column as `kind`, the one type every vector shard holds it in: nulls where this shard
+        lacks it (an older night's) or holds nulls only, its values cast (int32 to int64). Without a
+        `kind`, as the shard holds it (strings where it lacks it)."""
+        column = table.column(name) if name in table.column_names else None
+        if kind is None:
+            return column if column is not None else pa.nulls(table.num_rows, pa.string())
+        if column is None or column.null_count == len(column):
+            return pa.nulls(table.num_rows, kind)
+        return column if column.type == kind else column.cast(kind)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Ray Data map_batches entry: a batch of units (as rows) → their stats (as rows), or one row
