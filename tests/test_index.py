@@ -42,6 +42,21 @@ def test_ivf_is_tuned_to_the_target_recall(tmp_path):
     assert "nprobe" in built.manifest["search_params"]
 
 
+def test_an_ivf_query_whose_probed_lists_hold_fewer_than_k_vectors_still_gets_k_hits(tmp_path):
+    """Forty lists of about 15 vectors, one list probed: a query for 100 neighbours came back with the
+    dozen its list held."""
+    vecs = _clustered(600, 16, seed=2)
+    make_vectors_dir(tmp_path / "v", vecs, list(range(600)))
+    index_collection(tmp_path / "v", tmp_path / "i", IndexConfig(factory="IVF40,Flat", target_recall=0.1))
+    index = load_index_dir(tmp_path / "i")
+    for nprobe in (None, 1):
+        found, scores = index.search(vecs[:3], k=100, nprobe=nprobe)
+        assert [len(row) for row in found] == [100, 100, 100]
+        assert found[0][0] == 0 and len(set(found[0])) == 100
+        assert np.all(np.diff(scores, axis=1) <= 1e-6)  # still best first
+    assert len(index.search(vecs[:1], k=1000)[0][0]) == 600  # k above the collection: all of it
+
+
 @pytest.mark.parametrize("factory", ["PCA16,IVF8,Flat", "HNSW8"])
 def test_an_index_behind_a_transform_or_a_graph_builds_and_a_removal_rebuilds_it(tmp_path, factory):
     """An IVF behind a PCA takes no labels of its own (it failed to build); HNSW sits behind an id map

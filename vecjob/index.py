@@ -564,12 +564,17 @@ class LoadedIndex:
             raise InputError(f"query vectors have dim {q.shape[1]}, the index holds dim {self.manifest['dim']}")
         if self.metric == "cosine":
             q = unit_rows(q)
-        params = None
-        if nprobe is not None:
-            if _knob_from_index(self.index) != "nprobe":
-                raise InputError(f"nprobe applies to IVF indexes; this one is {self.manifest['factory']}")
-            params = faiss.SearchParametersIVF(nprobe=nprobe)
-        scores, slots = self.index.search(q, min(k, self.index.ntotal), params=params)
+        ivf = faiss.extract_index_ivf(self.index) if _knob_from_index(self.index) == "nprobe" else None
+        if nprobe is not None and ivf is None:
+            raise InputError(f"nprobe applies to IVF indexes; this one is {self.manifest['factory']}")
+        k = min(k, self.index.ntotal)
+        probes = nprobe if nprobe is not None else ivf.nprobe if ivf is not None else None
+        scores, slots = self.index.search(q, k, params=faiss.SearchParametersIVF(nprobe=probes) if probes else None)
+        # The lists an IVF query probes may hold fewer than k vectors between them (a large k, a small
+        # or lopsided list): those queries probe twice as many lists until they have k hits.
+        while ivf is not None and probes < ivf.nlist and (short := np.flatnonzero((slots < 0).any(axis=1))).size:
+            probes = min(2 * probes, ivf.nlist)
+            scores[short], slots[short] = self.index.search(q[short], k, params=faiss.SearchParametersIVF(nprobe=probes))
         return [[self.id_of_slot[s] for s in row if s >= 0] for row in slots], scores
 
     def stored_vector(self, doc_id: object) -> np.ndarray:
