@@ -221,6 +221,19 @@ def test_a_kept_column_older_shards_lack_is_kept_as_nulls_there_and_one_no_shard
     # One type in every vector shard (int32 and int64 promoted, as readers do): polars reads the folder whole
     assert {pq.read_schema(f).field("stars").type for f in (tmp_path / "v").glob("*.parquet")} == {pa.int64()}
     assert pl.read_parquet(tmp_path / "v" / "*.parquet")["stars"].null_count() == 20
+    # A night whose shard holds the column's first values: the vectors written before, when no shard held a
+    # type and the column was written as strings, are written again (the folder mixed string and int64)
+    night = tmp_path / "night"
+    night.mkdir()
+    pq.write_table(pq.read_table(older).append_column("stars", pa.nulls(20)), night / older.name)
+    for _ in range(2):
+        assert invoke("encode", night, "--model", tiny_model_dir, "--out", tmp_path / "vn", "--runner", "local",
+                      "--keep", "stars").exit_code == 0
+        shutil.copy(newer, night / newer.name)
+    manifest = json.loads((tmp_path / "vn" / "manifest.json").read_text())
+    assert manifest["counts"]["shards_encoded"] == 2
+    assert {pq.read_schema(f).field("stars").type for f in (tmp_path / "vn").glob("*.parquet")} == {pa.int32()}
+    assert pl.read_parquet(tmp_path / "vn" / "*.parquet")["stars"].null_count() == 20
     check_data_columns(JobSpec(data={"paths": [str(data)]}, encode={"keep_columns": ["stars"]}))  # in the last shard
     with pytest.raises(InputError, match=r"part-00.parquet: missing column 'starz' \(columns: id, text"):
         check_data_columns(JobSpec(data={"paths": [str(data)]}, encode={"keep_columns": ["starz"]}))

@@ -12,7 +12,7 @@ run dir is in one), then returns the stats: the driver plans the units and write
 never holds a vector, so its memory does not grow with the collection and encoding scales out.
 
 Every output file is named after its generation: the input shard's name plus a key of its content,
-the model and the columns (`generation_key`). A rerun with another model or changed input writes new
+the model and the columns (names, and the types kept columns are written as) (`generation_key`). A rerun with another model or changed input writes new
 names beside the old ones and never rewrites a file the current manifest lists, so a run stopped part
 way leaves the previous generation whole; a unit whose output and stats exist under its key is
 skipped. Files of other generations are removed once the new manifest is published.
@@ -321,10 +321,14 @@ def encode_collection(
     model = read_model_info(model_dir)
     model_fp, dim = model.fingerprint, model.dim
     columns = {"id": data.id_col, "text": data.text_col, "keep": list(cfg.keep_columns)}
+    keep_types = kept_column_types(shards)
+    # A kept column's type may change with the collection (its first values arrive, an int32 shard beside
+    # int64 ones): every vector shard is then written again, as the folder holds one type per column.
+    key_columns = {**columns, "keep_types": [str(t) for t in keep_types]} if keep_types else columns
 
     with output_lock(out_dir):
         input_fps = storage.each_file(file_fingerprint, [s.path for s in shards])
-        items = plan_items(shards, input_fps, model_fp, columns, cfg.rows_per_task)
+        items = plan_items(shards, input_fps, model_fp, key_columns, cfg.rows_per_task)
         for folder in (out_dir, out_dir / STATS_DIR):
             if folder.exists():
                 clean_stale_temporaries(folder)
@@ -340,7 +344,7 @@ def encode_collection(
             storage.delete(storage.join(write_to, MANIFEST))
         encoder_kwargs = dict(
             model_dir=storage.lasting(model_dir), out=write_to, id_col=data.id_col, text_col=data.text_col,
-            keep_columns=list(cfg.keep_columns), keep_types=kept_column_types(shards), batch_size=cfg.batch_size,
+            keep_columns=list(cfg.keep_columns), keep_types=keep_types, batch_size=cfg.batch_size,
             strict=data.strict,
         )
 
