@@ -34,6 +34,17 @@ def test_one_word_typed_two_ways_or_with_invisible_characters_is_one_token_and_v
     assert UNK not in Tokenizer(vocab, 8).encode(pl.Series(["inter\u00adnational cafe\u0301"]))[0].tolist()
 
 
+def test_full_width_letters_ligatures_and_typographic_apostrophes_are_the_plain_ones_and_version_5_keeps_its_cut():
+    texts = ["ｉＰｈｏｎｅ ２０２６", "the \ufb01nal \u2122", "don\u2019t \u2018quoted\u2019 \u201cquoted\u201d", "50\u00a0km"]
+    assert tokenize_column(texts).to_list() == [["iphone", "2026"], ["the", "final", "tm"],
+                                                ["don't", "'", "quoted", "'", '"', "quoted", '"'], ["50", "km"]]
+    assert tokenize_column(texts, version=5).to_list()[:3] == [["ｉｐｈｏｎｅ", "２０２６"], ["the", "\ufb01nal", "\u2122"],
+                                                               ["don", "\u2019", "t", "\u2018", "quoted", "\u2019",
+                                                                "\u201c", "quoted", "\u201d"]]
+    vocab = Vocab.from_counts(count_tokens(["don't use the final iphone"] * 2), 20, 1)
+    assert UNK not in Tokenizer(vocab, 8).encode(pl.Series(["DON\u2019T use the \ufb01nal ｉＰｈｏｎｅ"]))[0].tolist()
+
+
 def test_thai_lao_khmer_and_burmese_are_cut_into_characters_with_their_marks_and_version_4_keeps_its_runs():
     # Written without spaces between words: one run per phrase was one token that never came again.
     texts = ["ภาษาไทยเป็นภาษา iPhone ราคา", "ພາສາລາວ", "ភាសាខ្មែរ", "မြန်မာဘာသာ"]

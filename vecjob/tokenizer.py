@@ -27,8 +27,12 @@ from vecjob.errors import ArtifactError
 #    typed two ways, or a scraped "inter<soft hyphen>national", was two words.
 # 5: Thai, Lao, Khmer and Burmese, written without spaces between words, are cut into characters, each
 #    with the vowel and tone marks written on it (an unspaced run was one token that never came again).
+# 6: text is in Unicode's compatibility form (NFKC) before it is lower-cased, and a typographic
+#    apostrophe or quote is the ASCII one: full-width letters ("ｈｅｌｌｏ", as Japanese and Chinese text
+#    writes Latin words), ligatures ("ﬁnal", from PDFs) and "don’t" as word processors type it were
+#    other tokens than "hello", "final" and "don't".
 # Models of an earlier version keep their own tokenisation, which differs only on such characters.
-TOKENIZER_VERSION = 5
+TOKENIZER_VERSION = 6
 URL_TOKEN = "<url>"
 URL_PATTERN = r"https?://\S+"
 CJK_CHARACTERS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana, ideographs: as BERT splits
@@ -40,6 +44,8 @@ _WORD_5 = rf"[^\W{CJK_CHARACTERS}{UNSPACED_SCRIPTS}]+"
 _CUT_3 = URL_TOKEN + rf"|[{CJK_CHARACTERS}]|{_WORD}(?:'{_WORD})*|[^\w\s]"
 TOKEN_PATTERNS = {2: URL_TOKEN + r"|\w+(?:'\w+)*|[^\w\s]", 3: _CUT_3, 4: _CUT_3,  # 4 changes the text, not the cut
                   5: URL_TOKEN + rf"|[{CJK_CHARACTERS}]|[{UNSPACED_SCRIPTS}]\p{{M}}*|{_WORD_5}(?:'{_WORD_5})*|[^\w\s]"}
+TOKEN_PATTERNS[6] = TOKEN_PATTERNS[5]  # 6 changes the text, not the cut
+TYPOGRAPHIC_QUOTES = {"[\u2018\u2019\u02bc]": "'", "[\u201c\u201d\u201e]": '"'}  # ‘ ’ ʼ, “ ” „
 HTML_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'"}
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -53,9 +59,15 @@ def tokenize_column(texts: pl.Series | pa.Array | pa.ChunkedArray | list,
                     version: int = TOKENIZER_VERSION) -> pl.Series:
     """Texts → list[str] tokens per text (nulls stay null), as tokenizer `version` cuts them."""
     s = texts if isinstance(texts, pl.Series) else pl.Series(values=texts, dtype=pl.String)
+    if version >= 6:  # before lower-casing: NFKC makes capitals of some symbols ("™" is "TM")
+        s = s.str.normalize("NFKC")
+        for pattern, ascii_mark in TYPOGRAPHIC_QUOTES.items():
+            s = s.str.replace_all(pattern, ascii_mark)
     s = s.str.to_lowercase()
+    if version == 4 or version == 5:
+        s = s.str.normalize("NFC")
     if version >= 4:
-        s = s.str.normalize("NFC").str.replace_all("\u200b", " ", literal=True).str.replace_all(r"\p{Cf}", "")
+        s = s.str.replace_all("\u200b", " ", literal=True).str.replace_all(r"\p{Cf}", "")
     # One pass per entity, &amp; first: scraped tweets hold doubly escaped text ("&amp;gt;",
     # "Google&amp;#39;s") that a single simultaneous pass would leave half-escaped.
     for entity, char in HTML_ENTITIES.items():
