@@ -236,6 +236,37 @@ def test_a_dead_training_worker_restarts_from_the_last_checkpoint(ray_session, t
     assert victims[-1] not in _our_ray_train_workers()
 
 
+def test_a_dead_encoder_actor_is_started_again_and_the_run_writes_every_vector(ray_session, tiny_model_dir, tmp_path):
+    """An encoder actor's process killed mid-run (the kernel's OOM killer, a node going away): Ray
+    starts it again and runs its unit again, and the run ends with every vector."""
+    psutil = pytest.importorskip("psutil")
+    from vecjob.ray_encode import RayData
+
+    data = tmp_path / "in"
+    write_collection(data, [120] * 12, seed=3)
+    killed: list[int] = []
+
+    def kill_an_encoder(_rows: int) -> None:  # once the first unit's vectors are written, eleven to go
+        for child in [] if killed else psutil.Process().children(recursive=True):
+            try:
+                if "MapWorker(MapBatches(PartEncoder))" in " ".join(child.cmdline()):
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+                    return
+            except psutil.NoSuchProcess:
+                continue
+
+    manifest = encode_collection(DataConfig(paths=[str(data)]), tiny_model_dir, tmp_path / "v",
+                                 EncodeConfig(batch_size=8), RayData(), on_rows=kill_an_encoder)
+    assert len(killed) == 1 and not psutil.pid_exists(killed[0])
+    assert manifest["counts"]["shards_encoded"] == 12 and manifest["counts"]["rows_out"] == 1440
+    encode_collection(DataConfig(paths=[str(data)]), tiny_model_dir, tmp_path / "clean", EncodeConfig(batch_size=8))
+    a, b = _vectors_by_shard(tmp_path / "v"), _vectors_by_shard(tmp_path / "clean")
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-5)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_run_stopped_by_a_signal_says_so_in_one_line_and_the_same_command_goes_on(collection, tmp_path, sig):
     # Ctrl-C during training exited with status 1 and said nothing (Ray Train's own handler aborts the
