@@ -12,10 +12,10 @@ run dir is in one), then returns the stats: the driver plans the units and write
 never holds a vector, so its memory does not grow with the collection and encoding scales out.
 
 Every output file is named after its generation: the input shard's name plus a key of its content,
-the model and the columns (names, and the types kept columns are written as) (`generation_key`). A rerun with another model or changed input writes new
-names beside the old ones and never rewrites a file the current manifest lists, so a run stopped part
-way leaves the previous generation whole; a unit whose output and stats exist under its key is
-skipped. Files of other generations are removed once the new manifest is published.
+the model and the columns (their names, and the types kept columns are written as: `generation_key`).
+A rerun with another model or changed input writes new names beside the old ones and never rewrites
+a file the current manifest lists, so a run stopped part way leaves the previous generation whole; a
+unit whose output and stats exist under its key is skipped. Files of other generations are removed once the new manifest is published.
 """
 
 from __future__ import annotations

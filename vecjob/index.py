@@ -574,7 +574,8 @@ class LoadedIndex:
         # or lopsided list): those queries probe twice as many lists until they have k hits.
         while ivf is not None and probes < ivf.nlist and (short := np.flatnonzero((slots < 0).any(axis=1))).size:
             probes = min(2 * probes, ivf.nlist)
-            scores[short], slots[short] = self.index.search(q[short], k, params=faiss.SearchParametersIVF(nprobe=probes))
+            wider = faiss.SearchParametersIVF(nprobe=probes)
+            scores[short], slots[short] = self.index.search(q[short], k, params=wider)
         return [[self.id_of_slot[s] for s in row if s >= 0] for row in slots], scores
 
     def stored_vector(self, doc_id: object) -> np.ndarray:
