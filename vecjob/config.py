@@ -99,14 +99,14 @@ class ModelConfig(_Frozen):
     bow_weight: StrictFloat = Field(default=2.0, ge=0.0)
     # The bag-of-words target also holds the words up to this many tokens either side of the chunk in
     # its document, so each chunk's vector carries its document's topic, not only its own words; 1024
-    # takes most news articles whole and sharpened topic clusters (bench/README.md). 0 = the chunk's
+    # takes most news articles whole and sharpened topic clusters (bench/HISTORY.md). 0 = the chunk's
     # own words. Training-only: training batches hold up to (1 + 2·context/max_len)× the tokens.
     bow_context: Int = Field(default=1024, ge=0, le=1024)
     # Regress the vector, through a linear head, onto the LSA coordinates (the collection's own
     # directions, as the word embeddings start from) of the same bag-of-words target's L2-normalised
     # TF-IDF vector: squared error, 0..~1 per chunk. The term pulls into z the word-level directions a
     # linear probe reads. 4 lifted the sentiment probe past LSA's (with the head's first form, onto the
-    # whole TF-IDF vector); more did not and cost topic clusters (bench/README.md). 0 = off.
+    # whole TF-IDF vector); more did not and cost topic clusters (bench/HISTORY.md). 0 = off.
     # Training-only, like the bag-of-words head.
     tfidf_weight: StrictFloat = Field(default=4.0, ge=0.0)
     # Variational: KL weight annealed linearly from 0 over kl_anneal_steps; free bits per dimension.
@@ -130,7 +130,7 @@ class TrainConfig(_Frozen):
     # best round's weights: a bound on what a nightly run spends on a collection larger than expected.
     max_minutes: StrictFloat = Field(default=60.0, ge=0.0)
     batch_size: Int = Field(default=64, ge=1)  # chunks per step per worker
-    # Constant throughout: a cosine decay ended at a higher validation loss (bench/README.md)
+    # Constant throughout: a cosine decay ended at a higher validation loss (bench/HISTORY.md)
     lr: StrictFloat = Field(default=2e-3, gt=0.0)
     # Documents held out for validation (by id hash, stable across runs)
     val_fraction: StrictFloat = Field(default=0.05, gt=0.0, lt=1.0)
