@@ -1,3 +1,4 @@
+import datetime
 import os
 
 import pyarrow as pa
@@ -7,7 +8,8 @@ from conftest import write_collection
 
 from vecjob.errors import InputError, LockedError
 from vecjob.outputs import output_lock
-from vecjob.parquet_io import atomic_path, check_shard, check_shards, discover, fingerprint, write_json_atomic
+from vecjob.parquet_io import (atomic_path, check_shard, check_shards, discover, fingerprint, kept_column_types,
+                               write_json_atomic)
 
 
 def test_discover_files_dirs_and_globs(tmp_path):
@@ -75,6 +77,9 @@ def test_a_kept_column_whose_type_differs_across_shards_is_named(tmp_path):
     pq.write_table(pa.table({"id": [2], "text": ["b"], "label": [1], "stars": pa.array([5], pa.int64())}),
                    tmp_path / "b.parquet")
     assert len(check_shards(str(tmp_path), "id", "text", keep_columns=("stars",))) == 2  # widths promote
+    pq.write_table(pa.table({"id": [3], "text": ["c"], "label": [2], "stars": [4.5]}), tmp_path / "c.parquet")
+    shards = check_shards(str(tmp_path), "id", "text", keep_columns=("stars",))  # integers and floats: floats
+    assert kept_column_types(shards) == [pa.float64()]
     with pytest.raises(InputError, match=r"--keep column 'label' mixes types across shards: .*a.parquet.*b.parquet"):
         check_shards(str(tmp_path), "id", "text", keep_columns=("stars", "label"))
 
@@ -241,6 +246,16 @@ def test_shards_that_differ_as_training_allows_are_read_by_id_too(request, tmp_p
     assert frame.sort("id").rows() == [(0, None), (1, None), (2, None), (3, "x"), (4, "y")]
     with pytest.raises(InputError, match=r"part-0.parquet: missing column 'tag' \(columns: id, text, label\)"):
         scan_by_id(data, "id", {"tag": "tag"}, pl.Int64)
+    # Integers beside floats (pandas writes a column of integers with a missing value as floats), and
+    # timestamps of two units, read as one column: floats, the finer unit (both were refused).
+    write(pa.table({"id": [6], "text": ["f"], "stars": pa.array([4], pa.int64()),
+                    "seen": pa.array([1_000], pa.timestamp("ms"))}), "part-5.parquet")
+    write(pa.table({"id": [7], "text": ["g"], "stars": [4.5], "seen": pa.array([2_000], pa.timestamp("us"))}),
+          "part-6.parquet")
+    frame = collect_scanned(scan_by_id(data, "id", {"stars": "stars", "seen": "seen"}, pl.Int64), data)
+    assert frame.schema["stars"] == pl.Float64 and frame.schema["seen"] == pl.Datetime("us")
+    assert frame.filter(pl.col("id") >= 6).sort("id").rows() == [
+        (6, 4.0, datetime.datetime(1970, 1, 1, 0, 0, 1)), (7, 4.5, datetime.datetime(1970, 1, 1, 0, 0, 0, 2_000))]
     write(pa.table({"id": [5], "text": ["e"], "label": [7]}), "part-4.parquet")
     with pytest.raises(InputError, match=r"part-4.parquet: column 'label' holds int, in .*part-2.parquet it holds string"):
         scan_by_id(data, "id", {"text": "text"}, pl.Int64, {"label": "label"})

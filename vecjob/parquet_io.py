@@ -183,8 +183,19 @@ def _value_type(t: pa.DataType) -> pa.DataType:
 
 
 def _kind(t: pa.DataType) -> str:
-    """A column's type up to what readers promote across files: integer widths, string kinds."""
-    return "int" if pa.types.is_integer(t) else "string" if _is_text(t) else str(t)
+    """A column's type up to what readers promote across files: integer and float widths, string
+    kinds, timestamp units."""
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "int" if pa.types.is_integer(t) else "float"
+    if pa.types.is_timestamp(t):
+        return f"timestamp (time zone {t.tz})" if t.tz else "timestamp"
+    return "string" if _is_text(t) else str(t)
+
+
+def _mixes(kinds: set[str]) -> bool:
+    """Whether no reader reads values of these kinds as one column. Integers beside floats read as
+    floats: pandas writes a column of integers with a missing value as floats (NaN)."""
+    return len(kinds - {"int"} if "float" in kinds else kinds) > 1
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -231,8 +242,9 @@ def require_kept_columns(shards: list[Shard], keep_columns: tuple[str, ...]) -> 
 def kept_column_types(shards: list[Shard]) -> list[pa.DataType]:
     """The type each kept column is written as in every vector shard, so that any reader of them,
     vecjob's or another's (polars reads a folder as its first file's types), reads one type: the
-    shards' types promoted as readers promote them (int32 and int64: int64). A shard without the
-    column, or with nulls only (pandas' column of Nones), holds no type; strings where none does."""
+    shards' types promoted as readers promote them (int32 and int64: int64; integers and floats:
+    floats; timestamps: the finest unit). A shard without the column, or with nulls only (pandas'
+    column of Nones), holds no type; strings where none does."""
     types = []
     for column in zip(*(s.kept_types for s in shards)):
         held = [pa.schema([("c", _plain_type(t))]) for t in column if _holds_values(t)]
@@ -248,7 +260,7 @@ def _one_kind(shards: list[Shard], kind_of, column: str) -> None:
     first: dict[str, str] = {}  # each kind's first shard, in path order
     for s in shards:
         first.setdefault(kind_of(s), s.path)
-    if len(first) > 1:
+    if _mixes(set(first)):
         raise InputError(f"{column} mixes types across shards: {first}")
 
 
@@ -501,7 +513,8 @@ def scan(paths: list[str], columns: pa.Schema):
         # `discover` expanded the globs; a "[" here is a name
         frame = pl.scan_parquet(paths, glob=False, schema=pl.from_arrow(columns.empty_table()).schema,
                                 missing_columns="insert", extra_columns="ignore",
-                                cast_options=pl.ScanCastOptions(integer_cast="upcast", float_cast="upcast",
+                                cast_options=pl.ScanCastOptions(integer_cast=["upcast", "allow-float"],
+                                                                float_cast="upcast", datetime_cast="upcast",
                                                                 categorical_to_string="allow"))
     else:
         import pyarrow.dataset as pads
@@ -539,7 +552,7 @@ def scan_files_by_id(paths: list[str], id_col: str, columns: dict[str, str], id_
     for col in read:  # a column of nulls only (a night's unlabelled shard) fits any other
         kinds = [(path, _kind(h.field(col).type)) for path, h in zip(paths, held)
                  if col in h.names and not pa.types.is_null(h.field(col).type)]
-        if other := next(((path, kind) for path, kind in kinds if kind != kinds[0][1]), None):
+        if other := next(((path, kind) for path, kind in kinds if _mixes({kinds[0][1], kind})), None):
             raise InputError(f"{other[0]}: column '{col}' holds {other[1]}, in {kinds[0][0]} it holds {kinds[0][1]}")
     try:  # each column as the widest of its types in the files, as the training reader promotes them
         union = pa.unify_schemas(held, promote_options="permissive")
