@@ -166,6 +166,28 @@ def test_a_second_writer_to_the_same_output_is_refused(tiny_model_dir, collectio
     assert not list(out.glob("*.parquet"))
 
 
+def test_a_write_that_fails_names_its_file_and_publishes_nothing(tiny_model_dir, tmp_path):
+    """A disk that fills up (here the process's file-size limit, RLIMIT_FSIZE: a real failed write)
+    stopped the encode with Arrow's "Error writing bytes to file … File too large", naming no file."""
+    import re
+    import resource
+
+    data = tmp_path / "in"
+    write_collection(data, [120] * 3, seed=3)
+    out = tmp_path / "v"
+    limit = 2048  # the vector shards are larger; the stats written after them never come
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(_encode_args(data, tiny_model_dir, out, "local"), capture_output=True, text=True,
+                          timeout=300, preexec_fn=limited)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"error: {re.escape(str(out))}/part-0\d-\w+-\w+\.parquet: .*File too large", line), line
+    assert not (out / "manifest.json").exists() and not list(out.rglob("*.parquet"))  # nor a temporary
+
+
 def test_a_multi_megabyte_document_is_encoded_whole(tiny_model_dir, tmp_path):
     words = "match goal team league coach oven flour sugar chip robot ".split()
     rng = np.random.default_rng(0)

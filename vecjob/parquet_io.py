@@ -390,12 +390,17 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
 def write_parquet_atomic(table: pa.Table, dest: str | Path) -> None:
     """Write a Parquet file whole or not at all: on local disk through a temporary name, in a store as
     one object (an upload becomes visible only when it completes)."""
-    if storage.is_uri(dest):
-        fs, path = storage.filesystem(dest)
-        pq.write_table(table, path, filesystem=fs, compression="zstd")
-        return
-    with atomic_path(dest) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    try:
+        if storage.is_uri(dest):
+            fs, path = storage.filesystem(dest)
+            pq.write_table(table, path, filesystem=fs, compression="zstd")
+            return
+        with atomic_path(dest) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+    except OSError as exc:  # Arrow's names no file ("Error writing bytes to file … File too large", a full disk)
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from None
 
 
 def plain_json(obj: Any, indent: int | None = None) -> str:
