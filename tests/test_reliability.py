@@ -168,7 +168,8 @@ def test_a_second_writer_to_the_same_output_is_refused(tiny_model_dir, collectio
 
 def test_a_write_that_fails_names_its_file_and_publishes_nothing(tiny_model_dir, tmp_path):
     """A disk that fills up (here the process's file-size limit, RLIMIT_FSIZE: a real failed write)
-    stopped the encode with Arrow's "Error writing bytes to file … File too large", naming no file."""
+    stopped the encode with Arrow's "Error writing bytes to file … File too large", naming no file,
+    and the index with FAISS's RuntimeError and its traceback."""
     import re
     import resource
 
@@ -186,6 +187,14 @@ def test_a_write_that_fails_names_its_file_and_publishes_nothing(tiny_model_dir,
     line = proc.stderr.strip().splitlines()[-1]
     assert re.fullmatch(rf"error: {re.escape(str(out))}/part-0\d-\w+-\w+\.parquet: .*File too large", line), line
     assert not (out / "manifest.json").exists() and not list(out.rglob("*.parquet"))  # nor a temporary
+    # FAISS's failed write was a RuntimeError, a traceback
+    subprocess.run(_encode_args(data, tiny_model_dir, out, "local"), check=True, capture_output=True, timeout=300)
+    index = tmp_path / "index"
+    proc = subprocess.run([*VECJOB, "index", str(out), "--out", str(index)], capture_output=True, text=True,
+                          timeout=300, preexec_fn=limited)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: {index}/index.faiss: writing it failed (File too large)"), proc.stderr[-2000:]
+    assert not index.exists()
 
 
 def test_a_multi_megabyte_document_is_encoded_whole(tiny_model_dir, tmp_path):

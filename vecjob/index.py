@@ -33,7 +33,7 @@ from vecjob import storage
 from vecjob.config import IndexConfig
 from vecjob.errors import ArtifactError, ConfigError, InputError
 from vecjob.outputs import MANIFEST, check_output, output_lock, staged_dir
-from vecjob.parquet_io import (new_manifest, read_json, read_manifest, read_output_table, write_json_atomic,
+from vecjob.parquet_io import (naming, new_manifest, read_json, read_manifest, read_output_table, write_json_atomic,
                                write_parquet_atomic)
 from vecjob.timing import timed
 from vecjob.vectors import VectorsDir, table_vectors, unit_rows, vector_in_shard
@@ -516,7 +516,8 @@ def write_index_dir(built: BuiltIndex, out: str | Path) -> None:
     import faiss
 
     with staged_dir(out) as staging:
-        faiss.write_index(built.index, str(staging / INDEX_FILE))
+        with naming(Path(out) / INDEX_FILE):
+            faiss.write_index(built.index, str(staging / INDEX_FILE))
         write_parquet_atomic(built.labels, staging / IDS_FILE)
         np.savez(staging / RECALL_FILE, **asdict(built.sample))
         write_json_atomic(built.manifest, staging / MANIFEST)

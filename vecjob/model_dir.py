@@ -25,7 +25,8 @@ from vecjob import FORMAT_VERSION, storage
 from vecjob.config import REMOVE_THE_KEY, ModelConfig, TokenizerConfig, first_error
 from vecjob.errors import ArtifactError
 from vecjob.outputs import staged_dir
-from vecjob.parquet_io import MANIFEST, file_fingerprint, fingerprint, read_json, read_manifest, write_json_atomic
+from vecjob.parquet_io import (MANIFEST, file_fingerprint, fingerprint, naming, read_json, read_manifest,
+                               write_json_atomic)
 from vecjob.tokenizer import TOKEN_PATTERNS, TOKENIZER_VERSION, Tokenizer, Vocab
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ def write_model_dir(
         vocab.save(tmp)
         import torch
 
-        torch.save(weights, tmp / WEIGHTS)
+        with naming(Path(out) / WEIGHTS):
+            torch.save(weights, tmp / WEIGHTS)
         model_fp = fingerprint(*(file_fingerprint(tmp / f) for f in (CONFIG, "vocab.tsv", WEIGHTS)))
         manifest = {**manifest, "model_fingerprint": model_fp}
         if plot_history and manifest.get("history"):

@@ -374,13 +374,29 @@ def _plain_type(t: pa.DataType) -> pa.DataType:
 
 
 @contextlib.contextmanager
+def naming(dest: str | Path) -> Iterator[None]:
+    """A write that fails (a full disk) as an OSError naming `dest`, which the CLI prints as one line:
+    Arrow's and matplotlib's errors name no file or a temporary one ("Error writing bytes to file …
+    File too large"), and torch's and FAISS's are RuntimeErrors, which printed a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from None
+    except RuntimeError as exc:  # FAISS ends its message with the system's reason, "(File too large)"
+        said = str(exc).strip().splitlines()[-1]
+        reason = re.search(r"\(([^()]+)\)$", said)
+        raise OSError(None, f"writing it failed ({reason.group(1) if reason else said})", str(dest)) from None
+
+
+@contextlib.contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it over `dest` only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(dest)
     try:
-        yield tmp
+        with naming(dest):
+            yield tmp
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
@@ -390,17 +406,12 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
 def write_parquet_atomic(table: pa.Table, dest: str | Path) -> None:
     """Write a Parquet file whole or not at all: on local disk through a temporary name, in a store as
     one object (an upload becomes visible only when it completes)."""
-    try:
-        if storage.is_uri(dest):
-            fs, path = storage.filesystem(dest)
-            pq.write_table(table, path, filesystem=fs, compression="zstd")
-            return
-        with atomic_path(dest) as tmp:
-            pq.write_table(table, tmp, compression="zstd")
-    except OSError as exc:  # Arrow's names no file ("Error writing bytes to file … File too large", a full disk)
-        if exc.filename:
-            raise
-        raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from None
+    if storage.is_uri(dest):
+        fs, path = storage.filesystem(dest)
+        pq.write_table(table, path, filesystem=fs, compression="zstd")
+        return
+    with atomic_path(dest) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def plain_json(obj: Any, indent: int | None = None) -> str:
