@@ -15,7 +15,8 @@ Every output file is named after its generation: the input shard's name plus a k
 the model and the columns (their names, and the types kept columns are written as: `generation_key`).
 A rerun with another model or changed input writes new names beside the old ones and never rewrites
 a file the current manifest lists, so a run stopped part way leaves the previous generation whole; a
-unit whose output and stats exist under its key is skipped. Files of other generations are removed once the new manifest is published.
+unit whose output and stats exist under its key is skipped. Files of other generations are removed
+once the new manifest is published.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def tokenize_column(texts: pl.Series | pa.Array | pa.ChunkedArray | list,
         for pattern, ascii_mark in TYPOGRAPHIC_QUOTES.items():
             s = s.str.replace_all(pattern, ascii_mark)
     s = s.str.to_lowercase()
-    if version == 4 or version == 5:
+    if version in (4, 5):
         s = s.str.normalize("NFC")
     if version >= 4:
         s = s.str.replace_all("\u200b", " ", literal=True).str.replace_all(r"\p{Cf}", "")
