@@ -373,15 +373,21 @@ def _plain_type(t: pa.DataType) -> pa.DataType:
 # ---- atomic writes -------------------------------------------------------------------------------
 
 
+def _naming(exc: OSError, dest: str | Path) -> OSError:
+    """A failed write (a full disk) as an OSError naming `dest`, which the CLI prints as one line:
+    Arrow's and matplotlib's errors name no file, or the temporary one ("Error writing bytes to file …
+    File too large")."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(dest))
+
+
 @contextlib.contextmanager
 def naming(dest: str | Path) -> Iterator[None]:
-    """A write that fails (a full disk) as an OSError naming `dest`, which the CLI prints as one line:
-    Arrow's and matplotlib's errors name no file or a temporary one ("Error writing bytes to file …
-    File too large"), and torch's and FAISS's are RuntimeErrors, which printed a traceback."""
+    """A write by torch or FAISS that fails as an OSError naming `dest`: theirs are RuntimeErrors, which
+    printed a traceback."""
     try:
         yield
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from None
+        raise _naming(exc, dest) from None
     except RuntimeError as exc:  # FAISS ends its message with the system's reason, "(File too large)"
         said = str(exc).strip().splitlines()[-1]
         reason = re.search(r"\(([^()]+)\)$", said)
@@ -395,8 +401,10 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(dest)
     try:
-        with naming(dest):
+        try:
             yield tmp
+        except OSError as exc:
+            raise _naming(exc, dest) from None
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
