@@ -203,7 +203,7 @@ def test_an_encoder_returns_any_error_that_stops_a_unit_as_a_row_for_the_driver_
     shards = check_shards(str(collection), "id", "text")
     item = plan_items(shards, ["fp"] * len(shards), "model", {}, rows_per_task=4_096)[0]
     (tmp_path / "a-file").write_text("")
-    encoder = PartEncoder(str(tiny_model_dir), str(tmp_path / "a-file" / "out"), "id", "text", [], 0, "cpu", False)
+    encoder = PartEncoder(str(tiny_model_dir), str(tmp_path / "a-file" / "out"), "id", "text", [], [], 0, "cpu", False)
     rows = encoder(pa.Table.from_pylist([asdict(item)])).to_pylist()
     assert len(rows) == 1 and set(rows[0]) == {"failed"}
     error = pickle.loads(rows[0]["failed"])

@@ -165,8 +165,8 @@ class PartEncoder:
     the Ray Data pipeline."""
 
     def __init__(self, model_dir: str, out: str, id_col: str, text_col: str, keep_columns: list[str],
-                 batch_size: int, device: str, strict: bool, threads: int | None = None,
-                 keep_types: list[pa.DataType] | None = None):
+                 keep_types: list[pa.DataType], batch_size: int, device: str, strict: bool,
+                 threads: int | None = None):
         # Imported here: the driver, which plans the units and writes the manifest, never loads torch.
         from vecjob.encoder import DocumentEncoder
 
@@ -217,18 +217,14 @@ class PartEncoder:
                 f"{path}: {int((~encoded.ok).sum())} null or empty text(s) (first id {quoted(first)}) "
                 "and --strict is set"
             )
-        kinds = self.keep_types or [None] * len(self.keep_columns)
-        extra = {c: self._kept(table, c, kind) for c, kind in zip(self.keep_columns, kinds)}
+        extra = {c: self._kept(table, c, kind) for c, kind in zip(self.keep_columns, self.keep_types, strict=True)}
         return vectors_table(table.column(self.id_col), encoded.vectors, extra).filter(encoded.ok), encoded
 
     @staticmethod
-    def _kept(table: pa.Table, name: str, kind: pa.DataType | None) -> pa.ChunkedArray | pa.Array:
+    def _kept(table: pa.Table, name: str, kind: pa.DataType) -> pa.ChunkedArray | pa.Array:
         """A kept column as `kind`, the one type every vector shard holds it in: nulls where this shard
-        lacks it (an older night's) or holds nulls only, its values cast (int32 to int64). Without a
-        `kind`, as the shard holds it (strings where it lacks it)."""
+        lacks it (an older night's) or holds nulls only, its values cast (int32 to int64)."""
         column = table.column(name) if name in table.column_names else None
-        if kind is None:
-            return column if column is not None else pa.nulls(table.num_rows, pa.string())
         if column is None or column.null_count == len(column):
             return pa.nulls(table.num_rows, kind)
         return column if column.type == kind else column.cast(kind)

@@ -185,8 +185,10 @@ def _value_type(t: pa.DataType) -> pa.DataType:
 def _kind(t: pa.DataType) -> str:
     """A column's type up to what readers promote across files: integer and float widths, string
     kinds, timestamp units."""
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
-        return "int" if pa.types.is_integer(t) else "float"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
     if pa.types.is_timestamp(t):
         return f"timestamp (time zone {t.tz})" if t.tz else "timestamp"
     return "string" if _is_text(t) else str(t)
@@ -373,7 +375,7 @@ def _plain_type(t: pa.DataType) -> pa.DataType:
 # ---- atomic writes -------------------------------------------------------------------------------
 
 
-def _naming(exc: OSError, dest: str | Path) -> OSError:
+def _naming_dest(exc: OSError, dest: str | Path) -> OSError:
     """A failed write (a full disk) as an OSError naming `dest`, which the CLI prints as one line:
     Arrow's and matplotlib's errors name no file, or the temporary one ("Error writing bytes to file …
     File too large")."""
@@ -387,7 +389,7 @@ def naming(dest: str | Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise _naming(exc, dest) from None
+        raise _naming_dest(exc, dest) from None
     except RuntimeError as exc:  # FAISS ends its message with the system's reason, "(File too large)"
         said = str(exc).strip().splitlines()[-1]
         reason = re.search(r"\(([^()]+)\)$", said)
@@ -404,7 +406,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
         try:
             yield tmp
         except OSError as exc:
-            raise _naming(exc, dest) from None
+            raise _naming_dest(exc, dest) from None
         os.replace(tmp, dest)
     finally:
         if tmp.exists():

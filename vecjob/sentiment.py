@@ -129,10 +129,10 @@ def labelled_vectors(
     use_split = "split" in frame.collect_schema()
     frame = collect_scanned(labels_as_text(frame, labels, cfg.label_col), labels)
     where = named(labels)
+    splits_held = []
     if use_split:  # compared as text: a split column of integers or bools was a polars traceback
         frame = frame.with_columns(pl.col("split").cast(pl.String))
-    splits_held = frame["split"].drop_nulls().unique().sort().to_list() if use_split else []
-    if use_split:
+        splits_held = frame["split"].drop_nulls().unique().sort().to_list()
         frame = frame.filter(pl.col("split") == split)
     elif split is not None:
         if split not in ("train", "test"):
