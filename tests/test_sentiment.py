@@ -1,4 +1,5 @@
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -9,6 +10,7 @@ from vecjob.cli import app
 from vecjob.config import SentimentConfig
 from vecjob.dataset import TEST_SHARE, is_validation
 from vecjob.errors import ArtifactError, InputError
+from vecjob.parquet_io import labels_as_text
 from vecjob.sentiment import Classifier, evaluate_classifier, predict_collection, train_classifier
 
 runner = CliRunner()
@@ -95,17 +97,29 @@ def test_labels_that_are_all_null_are_named_as_such_not_as_ids_that_miss(tmp_pat
         train_classifier(vdir, str(tmp_path / "empty.parquet"), tmp_path / "c", SentimentConfig())
 
 
-def test_a_missing_number_label_is_no_label_not_the_class_nan(tmp_path):
-    # pandas writes a float column's missing values as NaN, which a cast to text made the class "NaN".
+def test_a_missing_number_label_is_no_label_and_whole_numbers_stay_integers(tmp_path):
+    # pandas writes a float column's missing values as NaN, which a cast to text made the class "NaN";
+    # and integer labels read as floats beside such a shard became "1.0": the night a shard with a
+    # missing label arrived, every row held a class the classifier trained on integers never saw.
     vdir, _ = _data(tmp_path)
     rng = np.random.default_rng(0)
-    stars = rng.integers(1, 4, 400).astype(float)
-    stars[::4] = np.nan
-    stars = pa.array(stars.tolist()[:-1] + [None])
-    pq.write_table(pa.table({"id": list(range(400)), "label": stars}), tmp_path / "stars.parquet")
-    manifest = train_classifier(vdir, str(tmp_path / "stars.parquet"), tmp_path / "c", SentimentConfig())
-    trained = [i for i in range(399) if i % 4 and not is_validation(i, TEST_SHARE)]  # no split column: by id hash
-    assert manifest["classes"] == ["1.0", "2.0", "3.0"] and manifest["counts"]["labelled_rows"] == len(trained)
+    stars = rng.integers(1, 4, 400)
+    (tmp_path / "stars").mkdir()
+    pq.write_table(pa.table({"id": list(range(200)), "label": stars[:200]}), tmp_path / "stars" / "a.parquet")
+    train_classifier(vdir, str(tmp_path / "stars"), tmp_path / "ints", SentimentConfig())
+    later = stars[200:].astype(float)
+    later[::4] = np.nan
+    later = pa.array(later.tolist()[:-1] + [None])
+    pq.write_table(pa.table({"id": list(range(200, 400)), "label": later}), tmp_path / "stars" / "b.parquet")
+    report = evaluate_classifier(tmp_path / "ints", vdir, str(tmp_path / "stars"), SentimentConfig())
+    assert report["unseen_labels"] == {} and report["n"] == sum(
+        1 for i in range(399) if is_validation(i, TEST_SHARE) and not (i >= 200 and i % 4 == 0))
+    manifest = train_classifier(vdir, str(tmp_path / "stars" / "b.parquet"), tmp_path / "c", SentimentConfig())
+    trained = [i for i in range(200, 399) if i % 4 and not is_validation(i, TEST_SHARE)]  # no split column: by id hash
+    assert manifest["classes"] == ["1", "2", "3"] and manifest["counts"]["labelled_rows"] == len(trained)
+    pq.write_table(pa.table({"id": [0, 1, 2], "label": [0.5, 2.0, 1e20]}), tmp_path / "halves.parquet")
+    frame = labels_as_text(pl.read_parquet(tmp_path / "halves.parquet").lazy(), "halves.parquet", "label")
+    assert frame.collect()["label"].to_list() == ["0.5", "2", "1e+20"]
 
 
 def test_labels_without_a_split_column_are_evaluated_on_ids_the_classifier_never_fitted(tmp_path):

@@ -638,16 +638,23 @@ def texts_as_text(frame, data: list[str] | str, column: str):
 
 
 def labels_as_text(frame, data: list[str] | str, column: str):
-    """`frame` with its "label" column (the data's `column`) as strings, whatever their type; a float
-    column's NaN (how pandas writes a missing number) is a missing label, as null is, not the class
-    "NaN". A list or struct is refused: a label is one value."""
+    """`frame` with its "label" column (the data's `column`) as strings, whatever their type. In a float
+    column (how pandas writes integers with a missing value, and how integer shards read beside such
+    a shard) NaN is a missing label, not the class "NaN", and a whole number is written as an integer:
+    the class 4 stays "4" on the night a shard with a missing label arrives, not "4.0", a class the
+    classifier never saw. A list or struct is refused: a label is one value."""
     import polars as pl
 
     label, dtype = pl.col("label"), frame.collect_schema()["label"]
     if dtype.is_nested():
         raise InputError(f"{named(data)}: label column '{column}' holds {dtype}; a label is one value: a string, "
                          "a number or a bool")
-    return frame.with_columns((label.fill_nan(None) if dtype.is_float() else label).cast(pl.String))
+    if dtype.is_float():
+        number = label.fill_nan(None)
+        whole = (number == number.round()) & (number.abs() < 2**53)  # exact as a float, so exact as an integer
+        return frame.with_columns(pl.when(whole).then(number.cast(pl.Int64).cast(pl.String))
+                                  .otherwise(number.cast(pl.String)).alias("label"))
+    return frame.with_columns(label.cast(pl.String))
 
 
 def fingerprint(*parts: Any) -> str:
