@@ -108,6 +108,14 @@ def test_missing_and_mistyped_columns(tmp_path):
         check_shard(str(path), "id", "num")
     shard = check_shard(str(path), "id", "body")
     assert shard.id_type == "int" and shard.num_rows == 2
+    # Strings written as bytes without the UTF-8 annotation (older Hive and Impala) say so.
+    pq.write_table(pa.table({"id": pa.array([b"a"]), "text": pa.array([b"x"], pa.large_binary())}), path)
+    with pytest.raises(InputError, match="id column 'id' has type binary; expected string or integer \\(bytes without"):
+        check_shard(str(path), "id", "text")
+    pq.write_table(pa.table({"id": ["a"], "text": pa.array([b"x"], pa.large_binary())}), path)
+    with pytest.raises(InputError, match="text column 'text' has type large_binary; expected string \\(bytes without "
+                                         "Parquet's UTF-8 annotation"):
+        check_shard(str(path), "id", "text")
 
 
 def test_mixed_id_types_across_shards(tmp_path):

@@ -154,12 +154,13 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
     id_field = _value_type(schema.field(id_col).type)
     id_type = _kind(id_field)
     if id_type not in ("int", "string"):
-        raise InputError(f"{path}: id column '{id_col}' has type {id_field}; expected string or integer")
+        raise InputError(f"{path}: id column '{id_col}' has type {id_field}; expected string or integer"
+                         f"{_bytes_hint(id_field)}")
     if text_col is not None:
         _require_column(path, schema, text_col)
         t = _value_type(schema.field(text_col).type)
         if not (_is_text(t) or pa.types.is_null(t)):  # null: every text missing, as pandas writes a column of Nones
-            raise InputError(f"{path}: text column '{text_col}' has type {t}; expected string")
+            raise InputError(f"{path}: text column '{text_col}' has type {t}; expected string{_bytes_hint(t)}")
     for col in keep_columns:
         if col in schema.names:  # missing from some shards is nulls there (`require_kept_columns`)
             _require_column(path, schema, col)
@@ -202,6 +203,14 @@ def _mixes(kinds: set[str]) -> bool:
 
 def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _bytes_hint(t: pa.DataType) -> str:
+    """Why a column of bytes is not read as text: its strings lack Parquet's UTF-8 annotation, as older
+    Hive and Impala writers leave them (Spark reads them back as strings under `binaryAsString`)."""
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return " (bytes without Parquet's UTF-8 annotation, as older Hive and Impala write strings: write it as strings)"
+    return ""
 
 
 def _require_column(path: str, schema: pa.Schema, col: str) -> None:
@@ -633,7 +642,8 @@ def texts_as_text(frame, data: list[str] | str, column: str):
 
     dtype = frame.collect_schema()["text"]
     if dtype not in (pl.String, pl.Null):
-        raise InputError(f"{named(data)}: text column '{column}' holds {dtype}; expected strings")
+        hint = _bytes_hint(pa.binary()) if dtype == pl.Binary else ""
+        raise InputError(f"{named(data)}: text column '{column}' holds {dtype}; expected strings{hint}")
     return frame.with_columns(pl.col("text").cast(pl.String))
 
 
