@@ -209,7 +209,8 @@ def _bytes_hint(t: pa.DataType) -> str:
     """Why a column of bytes is not read as text: its strings lack Parquet's UTF-8 annotation, as older
     Hive and Impala writers leave them (Spark reads them back as strings under `binaryAsString`)."""
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
-        return " (bytes without Parquet's UTF-8 annotation, as older Hive and Impala write strings: write it as strings)"
+        return (" (bytes without Parquet's UTF-8 annotation, as older Hive and Impala write strings: "
+                "write it as strings)")
     return ""
 
 
