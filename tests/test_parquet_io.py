@@ -116,6 +116,12 @@ def test_missing_and_mistyped_columns(tmp_path):
     with pytest.raises(InputError, match="text column 'text' has type large_binary; expected string \\(bytes without "
                                          "Parquet's UTF-8 annotation"):
         check_shard(str(path), "id", "text")
+    import polars as pl
+
+    from vecjob.parquet_io import scan_by_id, texts_as_text
+
+    with pytest.raises(InputError, match="text column 'text' holds Binary; expected strings \\(bytes without"):
+        texts_as_text(scan_by_id(str(path), "id", {"text": "text"}, pl.String), str(path), "text")  # search --data
 
 
 def test_mixed_id_types_across_shards(tmp_path):

@@ -205,13 +205,13 @@ def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
+# Why a column of bytes is not read as text: its strings lack Parquet's UTF-8 annotation, as older Hive
+# and Impala writers leave them (Spark reads them back as strings only under `binaryAsString`).
+_BYTES_HINT = " (bytes without Parquet's UTF-8 annotation, as older Hive and Impala write strings: write it as strings)"
+
+
 def _bytes_hint(t: pa.DataType) -> str:
-    """Why a column of bytes is not read as text: its strings lack Parquet's UTF-8 annotation, as older
-    Hive and Impala writers leave them (Spark reads them back as strings under `binaryAsString`)."""
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
-        return (" (bytes without Parquet's UTF-8 annotation, as older Hive and Impala write strings: "
-                "write it as strings)")
-    return ""
+    return _BYTES_HINT if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t) else ""
 
 
 def _require_column(path: str, schema: pa.Schema, col: str) -> None:
@@ -643,7 +643,7 @@ def texts_as_text(frame, data: list[str] | str, column: str):
 
     dtype = frame.collect_schema()["text"]
     if dtype not in (pl.String, pl.Null):
-        hint = _bytes_hint(pa.binary()) if dtype == pl.Binary else ""
+        hint = _BYTES_HINT if dtype == pl.Binary else ""
         raise InputError(f"{named(data)}: text column '{column}' holds {dtype}; expected strings{hint}")
     return frame.with_columns(pl.col("text").cast(pl.String))
 
