@@ -188,15 +188,28 @@ def test_shards_are_ordered_by_name_with_numbers_compared_as_numbers(tmp_path):
     assert found == ["2026-11-30", "2026-12-02", "month=9/day=4", "month=9/day=30", "month=10/day=2"]
 
 
-def test_a_link_back_up_the_tree_lists_each_shard_once(tmp_path):
-    # The glob module follows links to folders under "**": each file below such a link was listed
-    # about 40 times (once per level until the OS refused the path), each copy a shard of its own.
+def test_links_to_folders_are_followed_each_folder_once_and_a_link_to_nothing_is_refused(tmp_path):
+    # Links to folders were not followed: a night's shards kept on another disk and linked into the
+    # collection were skipped without a word, as if deleted (pyarrow's and polars' readers follow
+    # them). The glob module followed a link back up the tree ~40 times over, each copy a shard.
     (tmp_path / "data" / "day=1").mkdir(parents=True)
     pq.write_table(pa.table({"id": [1], "text": ["x"]}), tmp_path / "data" / "day=1" / "p.parquet")
     (tmp_path / "data" / "day=1" / "back").symlink_to("..")
-    expected = [str(tmp_path / "data" / "day=1" / "p.parquet")]
+    (tmp_path / "other-disk").mkdir()
+    pq.write_table(pa.table({"id": [2], "text": ["y"]}), tmp_path / "other-disk" / "p.parquet")
+    (tmp_path / "data" / "day=2").symlink_to(tmp_path / "other-disk")
+    expected = [str(tmp_path / "data" / "day=1" / "p.parquet"), str(tmp_path / "data" / "day=2" / "p.parquet")]
     assert discover(str(tmp_path / "data")) == expected
     assert discover(str(tmp_path / "data" / "**" / "*.parquet")) == expected
+    assert discover(str(tmp_path / "data" / "*" / "*.parquet")) == expected
+    # A link to nothing reads as a shard gone missing (a disk not mounted): refused, naming it.
+    (tmp_path / "data" / "day=3.parquet").symlink_to(tmp_path / "unmounted" / "p.parquet")
+    for named in ("data", "data/**/*.parquet", "data/*.parquet"):
+        with pytest.raises(InputError, match=r"day=3.parquet: a link to .*unmounted/p.parquet, which does not exist"):
+            discover(str(tmp_path / named))
+    (tmp_path / "data" / "_day=4.parquet").symlink_to(tmp_path / "unmounted" / "p.parquet")  # hidden: skipped
+    (tmp_path / "data" / "day=3.parquet").unlink()
+    assert discover(str(tmp_path / "data")) == expected
 
 
 def test_a_folder_of_shards_not_named_parquet_is_named_with_how_to_read_them(tmp_path):

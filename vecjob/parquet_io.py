@@ -66,13 +66,13 @@ def discover(paths: list[str] | str) -> list[str]:
             unnamed += listed[p][1]
             continue
         if os.path.isdir(p):  # a name that exists is read as named, even with a glob's characters ("part[1]")
-            files = [f for f in Path(p).rglob("*") if f.is_file() and not _hidden(f.relative_to(p))]
-            found += sorted(str(f) for f in files if f.name.endswith(".parquet"))
+            files = [f for f in _walk(Path(p)) if not _hidden(f.relative_to(p))]
+            found += sorted(_linked(f) for f in files if f.name.endswith(".parquet"))
             unnamed += [str(f) for f in files if not f.name.endswith(".parquet")]
         elif os.path.isfile(p):
             found.append(p)
         elif storage.is_glob(p):
-            found += [f for f in _glob(p) if not _hidden_match(p, f)]
+            found += [_linked(Path(f)) for f in _glob(p) if not _hidden_match(p, f)]
         else:
             raise InputError(f"{p}: no such file or directory")
     if not found:
@@ -121,14 +121,52 @@ def parquet_file(path: str, footer: pq.FileMetaData | None = None) -> pq.Parquet
 
 
 def _glob(pattern: str) -> list[str]:
-    """The files a local glob names. Its `**` does not follow links to folders (pathlib's rule; the
-    glob module follows them: a link back up the tree named every file below it ~40 times over,
-    two such links made the listing exponential)."""
+    """The files (and links to nothing) a local glob names. Its `**` follows links to folders, each
+    real folder once (`_walk`); the glob module's `**` followed a link back up the tree ~40 times over."""
     parts = Path(pattern).parts
     wild = next(i for i, part in enumerate(parts) if storage.is_glob(part))
-    rest = [part if part == "**" else part.replace("**", "*") for part in parts[wild:]]  # "a**" is "a*" to glob
+    rest = tuple(part if part == "**" else part.replace("**", "*") for part in parts[wild:])  # "a**" is "a*"
+    rest = tuple(part for i, part in enumerate(rest) if part != "**" or rest[i - 1 : i] != ("**",))  # **/** is **
     root = Path(*parts[:wild]) if wild else Path()
-    return [str(f) for f in root.glob(str(Path(*rest))) if f.is_file()]
+    if "**" not in rest or not root.is_dir():  # pathlib follows links to folders in a wildcard that is not `**`
+        return [str(f) for f in root.glob(str(Path(*rest))) if f.is_file() or not f.exists()]
+    return [str(f) for f in _walk(root) if _matches(f.relative_to(root).parts, rest)]
+
+
+def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Whether a relative path's parts match a glob's, `**` standing for any number of folders."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_matches(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _matches(parts[1:], pattern[1:])
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """The files below `root` (and links to nothing), in name order, following links to folders as
+    pyarrow's and polars' readers do (shards kept on another disk, linked in), each real folder once:
+    a link back up the tree lists nothing twice. A folder that cannot be listed is refused, not
+    skipped: its shards' vectors would be dropped as if deleted."""
+    def refuse(exc: OSError) -> None:
+        raise InputError(f"{exc.filename}: cannot list the folder ({exc.strerror})")
+
+    seen = set()
+    for folder, folders, files in os.walk(root, onerror=refuse, followlinks=True):
+        status = os.stat(folder)
+        if (status.st_dev, status.st_ino) in seen:
+            folders.clear()
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        folders.sort()
+        yield from (Path(folder, name) for name in sorted(files))
+
+
+def _linked(path: Path) -> str:
+    """A listed file's path; a link to nothing is refused: it reads as a shard gone missing (a disk
+    not mounted), and a night would drop that shard's vectors."""
+    if not path.exists():
+        raise InputError(f"{path}: a link to {os.readlink(path)}, which does not exist")
+    return str(path)
 
 
 def _hidden(rel: Path) -> bool:
