@@ -203,12 +203,15 @@ class DocumentFiles:
             files = dict(self._files)
             if changed:
                 footers = storage.each_file(footer, changed)
-                rows = scan_files_by_id(changed, self.id_col, {"text": self.text_col}, dtype, file_column="file",
-                                        footers=footers)
-                rows = rows.select("id", "file").collect()  # each file's ids in row order
-                ids = {n: part["id"] for (n,), part in rows.partition_by("file", as_dict=True).items()}
-                files.update({p: (identities[p], read, ids.get(n, rows["id"].clear()))
-                              for n, (p, read) in enumerate(zip(changed, footers))})
+                scan_files_by_id(changed, self.id_col, {"text": self.text_col}, dtype, footers=footers)  # the checks
+                read = dict(zip(changed, footers))
+
+                def read_ids(path: str) -> pl.Series:  # a file's ids in row order; in a store, files many at once
+                    groups = list(range(read[path].num_row_groups))
+                    return pl.Series("id", read_row_groups(path, groups, [self.id_col], read[path])[0]).cast(dtype)
+
+                ids = storage.each_file(read_ids, changed)
+                files.update({p: (identities[p], read[p], ids_read) for p, ids_read in zip(changed, ids)})
             self._files = {p: files[p] for p in paths}
             ids_of = [ids for *_, ids in self._files.values()]
             sizes = np.array([len(ids) for ids in ids_of])
