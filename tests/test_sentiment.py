@@ -97,7 +97,7 @@ def test_labels_that_are_all_null_are_named_as_such_not_as_ids_that_miss(tmp_pat
         train_classifier(vdir, str(tmp_path / "empty.parquet"), tmp_path / "c", SentimentConfig())
 
 
-def test_a_missing_number_label_is_no_label_and_whole_numbers_stay_integers(tmp_path):
+def test_a_missing_number_or_blank_label_is_no_label_and_whole_numbers_stay_integers(tmp_path):
     # pandas writes a float column's missing values as NaN, which a cast to text made the class "NaN";
     # and integer labels read as floats beside such a shard became "1.0": the night a shard with a
     # missing label arrived, every row held a class the classifier trained on integers never saw.
@@ -120,6 +120,10 @@ def test_a_missing_number_label_is_no_label_and_whole_numbers_stay_integers(tmp_
     pq.write_table(pa.table({"id": [0, 1, 2], "label": [0.5, 2.0, 1e20]}), tmp_path / "halves.parquet")
     frame = labels_as_text(pl.read_parquet(tmp_path / "halves.parquet").lazy(), "halves.parquet", "label")
     assert frame.collect()["label"].to_list() == ["0.5", "2", "1e+20"]
+    # An empty or blank string label is no label either (it was the class "", and predictions a `prob_` column).
+    pq.write_table(pa.table({"id": [0, 1, 2, 3], "label": ["pos", "", " \t", None]}), tmp_path / "blank.parquet")
+    frame = labels_as_text(pl.read_parquet(tmp_path / "blank.parquet").lazy(), "blank.parquet", "label")
+    assert frame.collect()["label"].to_list() == ["pos", None, None, None]
 
 
 def test_labels_without_a_split_column_are_evaluated_on_ids_the_classifier_never_fitted(tmp_path):

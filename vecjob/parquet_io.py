@@ -691,7 +691,9 @@ def labels_as_text(frame, data: list[str] | str, column: str):
     column (how pandas writes integers with a missing value, and how integer shards read beside such
     a shard) NaN is a missing label, not the class "NaN", and a whole number is written as an integer:
     the class 4 stays "4" on the night a shard with a missing label arrives, not "4.0", a class the
-    classifier never saw. A list or struct is refused: a label is one value."""
+    classifier never saw. An empty or blank string is a missing label too, as a CSV's empty field
+    converted by some tools (not the class "", a blank row in every report and a `prob_` column). A list
+    or struct is refused: a label is one value."""
     import polars as pl
 
     label, dtype = pl.col("label"), frame.collect_schema()["label"]
@@ -703,7 +705,8 @@ def labels_as_text(frame, data: list[str] | str, column: str):
         whole = (number == number.round()) & (number.abs() < 2**53)  # exact as a float, so exact as an integer
         return frame.with_columns(pl.when(whole).then(number.cast(pl.Int64).cast(pl.String))
                                   .otherwise(number.cast(pl.String)).alias("label"))
-    return frame.with_columns(label.cast(pl.String))
+    text = label.cast(pl.String)
+    return frame.with_columns(pl.when(text.str.strip_chars() != "").then(text).alias("label"))
 
 
 def fingerprint(*parts: Any) -> str:
