@@ -143,7 +143,7 @@ def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
 
 
 def _walk(root: Path) -> Iterator[Path]:
-    """The files below `root` (and links to nothing), in name order, following links to folders as
+    """The regular files below `root` (and links to nothing), in name order, following links to folders as
     pyarrow's and polars' readers do (shards kept on another disk, linked in), each real folder once:
     a link back up the tree lists nothing twice. A folder that cannot be listed is refused, not
     skipped: its shards' vectors would be dropped as if deleted."""
@@ -158,7 +158,8 @@ def _walk(root: Path) -> Iterator[Path]:
             continue
         seen.add((status.st_dev, status.st_ino))
         folders.sort()
-        yield from (Path(folder, name) for name in sorted(files))
+        listed = (Path(folder, name) for name in sorted(files))
+        yield from (f for f in listed if f.is_file() or not f.exists())  # not a named pipe: opening one waits
 
 
 def _linked(path: Path) -> str:
