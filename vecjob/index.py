@@ -577,6 +577,8 @@ class LoadedIndex:
             probes = min(2 * probes, ivf.nlist)
             wider = faiss.SearchParametersIVF(nprobe=probes)
             scores[short], slots[short] = self.index.search(q[short], k, params=wider)
+        if self.metric == "cosine":  # inner products of unit vectors, which rounding took to 1.0000002
+            np.clip(scores, -1.0, 1.0, out=scores)
         return [[self.id_of_slot[s] for s in row if s >= 0] for row in slots], scores
 
     def stored_vector(self, doc_id: object) -> np.ndarray:
