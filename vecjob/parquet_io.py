@@ -609,11 +609,11 @@ def scan_by_id(data: list[str] | str, id_col: str, columns: dict[str, str], id_d
 
 
 def scan_files_by_id(paths: list[str], id_col: str, columns: dict[str, str], id_dtype, optional: dict | None = None,
-                     file_column: str | None = None, footers: list[pq.FileMetaData] | None = None):
+                     footers: list[pq.FileMetaData] | None = None):
     """`scan_by_id` over files already found by `discover` (and their `footers`, where read). Every
     file must hold the id column, and some file each of `columns` (a file without one, an older
     night's from before the column was added, reads as nulls there); an optional column is read where
-    some file holds it. `file_column` names a column of each row's file (its position in `paths`)."""
+    some file holds it."""
     import polars as pl
 
     footers = footers or storage.each_file(footer, paths)
@@ -644,12 +644,7 @@ def scan_files_by_id(paths: list[str], id_col: str, columns: dict[str, str], id_
             raise InputError(f"{paths[0]}: id column '{id_col}' is {schema[id_col]}, the vectors' ids are {id_dtype}")
         ids = ids.cast(id_dtype)
     present = {**columns, **{name: col for name, col in (optional or {}).items() if col in schema}}
-    frame = frame.select(ids.alias("id"), *(pl.col(col).alias(name) for name, col in present.items()))
-    if file_column:  # the scan keeps the files' order and their rows'
-        ends = pl.Series(np.cumsum([f.num_rows for f in footers]))
-        frame = frame.with_row_index("row").select(
-            pl.exclude("row"), pl.lit(ends).search_sorted(pl.col("row"), side="right").cast(pl.UInt32).alias(file_column))
-    return frame
+    return frame.select(ids.alias("id"), *(pl.col(col).alias(name) for name, col in present.items()))
 
 
 def collect_scanned(frame, data: list[str] | str):
