@@ -145,10 +145,11 @@ def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
 def _walk(root: Path) -> Iterator[Path]:
     """The regular files below `root` (and links to nothing), in name order, following links to folders as
     pyarrow's and polars' readers do (shards kept on another disk, linked in), each real folder once:
-    a link back up the tree lists nothing twice. A folder that cannot be listed is refused, not
-    skipped: its shards' vectors would be dropped as if deleted."""
+    a link back up the tree lists nothing twice. A folder that cannot be listed is refused, as
+    pyarrow's datasets refuse it, not skipped: its shards' vectors would be dropped as if deleted."""
     def refuse(exc: OSError) -> None:
-        raise InputError(f"{exc.filename}: cannot list the folder ({exc.strerror})")
+        raise InputError(f"{exc.filename}: cannot list the folder ({exc.strerror}); name the folders or a glob "
+                         "of the shards to read without it")
 
     seen = set()
     for folder, folders, files in os.walk(root, onerror=refuse, followlinks=True):
