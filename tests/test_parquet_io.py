@@ -199,6 +199,8 @@ def test_links_to_folders_are_followed_each_folder_once_and_a_link_to_nothing_is
     pq.write_table(pa.table({"id": [2], "text": ["y"]}), tmp_path / "other-disk" / "p.parquet")
     (tmp_path / "data" / "day=2").symlink_to(tmp_path / "other-disk")
     os.mkfifo(tmp_path / "data" / "day=1" / "pipe.parquet")  # not a file: reading it would wait for a writer
+    with pytest.raises(InputError, match=r"pipe.parquet: not a regular file$"):  # named, it is refused
+        discover(str(tmp_path / "data" / "day=1" / "pipe.parquet"))
     expected = [str(tmp_path / "data" / "day=1" / "p.parquet"), str(tmp_path / "data" / "day=2" / "p.parquet")]
     assert discover(str(tmp_path / "data")) == expected
     assert discover(str(tmp_path / "data" / "**" / "*.parquet")) == expected

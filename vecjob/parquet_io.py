@@ -71,6 +71,8 @@ def discover(paths: list[str] | str) -> list[str]:
             unnamed += [str(f) for f in files if not f.name.endswith(".parquet")]
         elif os.path.isfile(p):
             found.append(p)
+        elif os.path.exists(p):  # a named pipe or a device: opening one may wait forever
+            raise InputError(f"{p}: not a regular file")
         elif storage.is_glob(p):
             found += [_linked(Path(f)) for f in _glob(p) if not _hidden_match(p, f)]
         else:
