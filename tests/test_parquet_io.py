@@ -213,15 +213,21 @@ def test_links_to_folders_are_followed_each_folder_once_and_a_link_to_nothing_is
     (tmp_path / "data" / "_day=4.parquet").symlink_to(tmp_path / "unmounted" / "p.parquet")  # hidden: skipped
     (tmp_path / "data" / "day=3.parquet").unlink()
     assert discover(str(tmp_path / "data")) == expected
-    # A folder that cannot be listed is refused, not skipped (os.walk and pathlib skip it). Tests run as
-    # root, who lists any folder: this one's path is longer than the system takes.
-    folder = os.open(tmp_path / "data", os.O_RDONLY)
-    for level in range(17):
-        os.mkdir(f"{level:02d}{'d' * 250}", dir_fd=folder)
-        folder, above = os.open(f"{level:02d}{'d' * 250}", os.O_RDONLY, dir_fd=folder), folder
-        os.close(above)
-    os.close(folder)
-    with pytest.raises(InputError, match=r"d: cannot list the folder \(File name too long\); name the folders"):
+    # A folder that cannot be listed is refused, not skipped (os.walk and pathlib skip it); a hidden one
+    # (Spark's _temporary, a filer's .snapshot) is not walked at all. Tests run as root, who lists any
+    # folder: these folders' paths are longer than the system takes.
+    for parent in ("_temporary", "day=5"):
+        (tmp_path / "data" / parent).mkdir()
+        folder = os.open(tmp_path / "data" / parent, os.O_RDONLY)
+        for level in range(17):
+            os.mkdir(f"{level:02d}{'d' * 250}", dir_fd=folder)
+            folder, above = os.open(f"{level:02d}{'d' * 250}", os.O_RDONLY, dir_fd=folder), folder
+            os.close(above)
+        os.close(folder)
+        if parent.startswith("_"):
+            assert discover(str(tmp_path / "data")) == expected
+            assert discover(str(tmp_path / "data" / "**" / "*.parquet")) == expected
+    with pytest.raises(InputError, match=r"day=5/00d+/.*d: cannot list the folder \(File name too long\); name the"):
         discover(str(tmp_path / "data"))
 
 

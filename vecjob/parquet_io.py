@@ -66,7 +66,7 @@ def discover(paths: list[str] | str) -> list[str]:
             unnamed += listed[p][1]
             continue
         if os.path.isdir(p):  # a name that exists is read as named, even with a glob's characters ("part[1]")
-            files = [f for f in _walk(Path(p)) if not _hidden(f.relative_to(p))]
+            files = [f for f in _walk(Path(p)) if not _hidden(f.relative_to(p))]  # a hidden file's name
             found += sorted(_linked(f) for f in files if f.name.endswith(".parquet"))
             unnamed += [str(f) for f in files if not f.name.endswith(".parquet")]
         elif os.path.isfile(p):
@@ -132,7 +132,8 @@ def _glob(pattern: str) -> list[str]:
     root = Path(*parts[:wild]) if wild else Path()
     if "**" not in rest or not root.is_dir():  # pathlib follows links to folders in a wildcard that is not `**`
         return [str(f) for f in root.glob(str(Path(*rest))) if f.is_file() or not f.exists()]
-    return [str(f) for f in _walk(root) if _matches(f.relative_to(root).parts, rest)]
+    names_hidden = any(part.startswith((".", "_")) for part in rest)
+    return [str(f) for f in _walk(root, names_hidden) if _matches(f.relative_to(root).parts, rest)]
 
 
 def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
@@ -144,11 +145,13 @@ def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
     return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _matches(parts[1:], pattern[1:])
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def _walk(root: Path, hidden: bool = False) -> Iterator[Path]:
     """The regular files below `root` (and links to nothing), in name order, following links to folders as
     pyarrow's and polars' readers do (shards kept on another disk, linked in), each real folder once:
-    a link back up the tree lists nothing twice. A folder that cannot be listed is refused, as
-    pyarrow's datasets refuse it, not skipped: its shards' vectors would be dropped as if deleted."""
+    a link back up the tree lists nothing twice. Folders starting with "." or "_" are not entered
+    unless `hidden` (a glob names such parts): a filer's `.snapshot` holds the whole tree again. A
+    folder that cannot be listed is refused, as pyarrow's datasets refuse it, not skipped: its
+    shards' vectors would be dropped as if deleted."""
     def refuse(exc: OSError) -> None:
         raise InputError(f"{exc.filename}: cannot list the folder ({exc.strerror}); name the folders or a glob "
                          "of the shards to read without it")
@@ -160,7 +163,7 @@ def _walk(root: Path) -> Iterator[Path]:
             folders.clear()
             continue
         seen.add((status.st_dev, status.st_ino))
-        folders.sort()
+        folders[:] = sorted(f for f in folders if hidden or not f.startswith((".", "_")))
         listed = (Path(folder, name) for name in sorted(files))
         yield from (f for f in listed if f.is_file() or not f.exists())  # not a named pipe: opening one waits
 
