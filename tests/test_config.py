@@ -135,6 +135,17 @@ def test_a_value_out_of_its_range_is_one_line_naming_the_key(tmp_path, table, ke
         load_job_spec(spec)
 
 
+@pytest.mark.parametrize("table, key, value, message", [
+    ("train", "epochs", 0, 'must be "auto" or at least 1'), ("cluster", "k", 1, 'must be "auto" or at least 2'),
+])
+def test_a_count_that_may_also_be_auto_is_refused_out_of_range_when_the_spec_loads(tmp_path, table, key, value,
+                                                                                   message):
+    spec = tmp_path / "job.toml"  # not when its stage starts, after the training before it
+    spec.write_text(f'[data]\npaths = ["d"]\n[{table}]\n{key} = {value}\n')
+    with pytest.raises(ConfigError, match=f"^.*job.toml: {table}.{key}: {message}$"):
+        load_job_spec(spec)
+
+
 @pytest.mark.parametrize("body, message", [
     ('[model]\ndim = true', "model.dim: Input should be a valid integer$"),  # not 1
     ('[cluster]\nk = true', "cluster.k: Input should be a valid integer or Input should be 'auto'$"),  # not 1

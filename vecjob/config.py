@@ -206,6 +206,13 @@ class ClusterConfig(_Frozen):
     iterations: Int = Field(default=25, ge=1)
     seed: Int = Field(default=0, ge=0)
 
+    @field_validator("k")
+    @classmethod
+    def _at_least_two(cls, k: int | str) -> int | str:
+        if k != "auto" and k < 2:  # refused when the spec loads, not after the stages before it ran
+            raise ValueError('must be "auto" or at least 2')
+        return k
+
 
 class SentimentConfig(_Frozen):
     labels: list[str] = Field(default_factory=list)  # Parquet with id + label (+ split); [] = data.paths
