@@ -633,6 +633,17 @@ def test_more_workers_than_the_local_ray_holds_is_one_line_not_a_wait_for_ever(r
             "--replicas 8: 8 × 0.5 CPU", "2 CPUs (at most 4 fit)")
 
 
+def test_encoding_on_gpus_a_cluster_lacks_is_refused_before_the_run_trains(ray_session, collection, tmp_path):
+    import ray
+
+    if ray.cluster_resources().get("GPU"):
+        pytest.skip("this machine's Ray has GPUs")
+    spec = tmp_path / "job.toml"  # it was refused when the encode stage began, after training
+    spec.write_text(f'out = "run"\n[data]\npaths = ["{collection}"]\n[encode]\ndevice = "cuda"\n')
+    refused(invoke("run", spec), 'encode.device = "cuda", but the Ray cluster has no GPUs')
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_one_document_collection_trains_on_one_worker_unless_more_are_asked_for(ray_session, tmp_path):
     data = tmp_path / "in"
     data.mkdir()

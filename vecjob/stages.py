@@ -199,6 +199,17 @@ class Encode(Stage):
     needs = ("train",)
     reads_data = True
 
+    def check(self, spec: JobSpec) -> None:
+        """Encoder actors that need a GPU could never start on a cluster without one: refused before
+        the training ahead of them, not after it."""
+        from vecjob import runtime
+
+        if spec.encode.device == "cuda":
+            runtime.connect(spec.address or None)
+            if runtime.cluster_cpus_gpus()[1] == 0:
+                raise ConfigError('encode.device = "cuda", but the Ray cluster has no GPUs: "auto" encodes on '
+                                  "GPUs where there are some, else on CPUs")
+
     def fingerprint(self, ctx: RunContext) -> str:
         model = read_json(active_model(ctx.folder("train")) / MANIFEST).get("model_fingerprint", "")
         return fingerprint(self.name, ctx.data_fingerprint(), ctx.data_columns(), model, ctx.spec.encode.model_dump())
