@@ -124,6 +124,7 @@ def test_a_removed_setting_loads_at_the_value_vecjob_keeps_and_is_refused_at_ano
 @pytest.mark.parametrize("table, key, value", [
     ("tokenizer", "max_len", 0), ("tokenizer", "max_vocab", 2), ("tokenizer", "min_count", 0), ("model", "dim", 0),
     ("model", "hidden_dim", -3), ("model", "hidden_dim", 8), ("model", "dropout", 1.5), ("model", "word_dropout", 2), ("model", "bow_weight", -1),
+    ("model", "bow_context", 1025),
     ("train", "batch_size", 0), ("train", "lr", -1), ("train", "val_fraction", 1.0), ("train", "patience", 0),
     ("train", "workers", -1), ("train", "seed", -1), ("encode", "rows_per_task", 0), ("encode", "concurrency", -2),
     ("index", "recall_queries", 0), ("index", "target_recall", 2), ("cluster", "iterations", 0), ("cluster", "seeds", 0),

@@ -30,7 +30,8 @@ from vecjob.errors import ConfigError
 
 
 # An integer setting: TOML's true is not 1, and no value overflows the 64-bit integers that numpy,
-# polars and torch take it as.
+# polars and torch take it as. A field with a lower bound of its own is `Annotated[Int, Field(le=…)]`:
+# pydantic keeps the last bound of a kind, and in `x: Int = Field(le=…)` that is this one.
 Int = Annotated[int, Strict(), Field(le=2**62)]
 
 
@@ -101,7 +102,7 @@ class ModelConfig(_Frozen):
     # its document, so each chunk's vector carries its document's topic, not only its own words; 1024
     # takes most news articles whole and sharpened topic clusters (bench/HISTORY.md). 0 = the chunk's
     # own words. Training-only: training batches hold up to (1 + 2·context/max_len)× the tokens.
-    bow_context: Int = Field(default=1024, ge=0, le=1024)
+    bow_context: Annotated[Int, Field(ge=0, le=1024)] = 1024
     # Regress the vector, through a linear head, onto the LSA coordinates (the collection's own
     # directions, as the word embeddings start from) of the same bag-of-words target's L2-normalised
     # TF-IDF vector: squared error, 0..~1 per chunk. The term pulls into z the word-level directions a

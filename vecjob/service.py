@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import polars as pl
@@ -42,7 +43,7 @@ class Query(BaseModel):
     text: str | None = None
     id: str | Int | None = None
     vector: list[FiniteFloat] | None = None  # a NaN or an infinity would come back as a NaN score
-    k: Int = Field(default=10, ge=1, le=MAX_K)
+    k: Annotated[Int, Field(ge=1, le=MAX_K)] = 10
     nprobe: Int | None = Field(default=None, ge=1, le=MAX_NPROBE)
 
     @model_validator(mode="after")
@@ -161,6 +162,8 @@ class Snapshot:
             vector = np.asarray(query.vector, dtype=np.float32)
             if not np.isfinite(vector).all():
                 raise RequestError(422, "vector holds NaN or infinite numbers")
+            if self.index.manifest["metric"] == "cosine" and not vector.any():  # every score would be 0: no order
+                raise RequestError(422, "vector is all zeros, which has no direction to compare by cosine")
             return vector
         if query.id is not None:
             return self.stored_vector(query.id)
