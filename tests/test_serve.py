@@ -362,3 +362,30 @@ def test_a_service_on_a_cluster_goes_with_its_command_even_when_stopped_while_st
     finally:  # Serve's controller and proxies go too: the cluster's later tests have its two CPUs to themselves
         urllib.request.urlopen(urllib.request.Request(f"{ray_cluster.dashboard}/api/serve/applications/",
                                                       method="DELETE"), timeout=60).close()
+
+
+def test_a_service_on_its_embedded_ray_stopped_by_a_sigterm_to_its_process_group_ends_cleanly(service):
+    # `timeout`, systemd and `kill -- -PGID` send SIGTERM to the whole process group, the embedded Ray's
+    # own processes included: the command's delete of the application then waited 60 s for Ray's
+    # stopped GCS and ended with status 1 and Ray's "Failed to connect to GCS" line.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    serve_cmd = [sys.executable, "-c", "from vecjob.cli import app; app()", "serve", str(service.root / "index"),
+                 "--port", str(free_port())]
+    proc = subprocess.Popen(serve_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        for line in proc.stderr:
+            if line.startswith("serving "):
+                break
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0 and stderr.strip().splitlines()[-1] == "stopped", stderr
+    assert "GCS" not in stderr, stderr

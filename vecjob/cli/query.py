@@ -103,7 +103,7 @@ def serve(
     except RuntimeError as exc:  # Serve's own failures (a proxy that cannot bind on a cluster node)
         raise ConfigError(f"the search service did not start: {str(exc).strip().splitlines()[-1]}") from None
     except KeyboardInterrupt:  # stopped while starting: on a cluster the application would outlive the command
-        if not detach:
+        if not detach and not runtime.started_here():
             with contextlib.suppress(RayServeException):  # stopped before Serve itself had started
                 ray_serve.delete(APP_NAME)
         raise
@@ -111,7 +111,11 @@ def serve(
     if detach:
         return
     wait_for_a_stop_signal()
-    ray_serve.delete(APP_NAME)  # the service lives as long as this command, on a local Ray or a cluster
+    # The service lives as long as this command. An embedded Ray's goes with the command, and is not
+    # deleted: a SIGTERM sent to the whole process group (`timeout`, systemd) has stopped that Ray's
+    # processes too, and the delete would wait 60 s for them, then end the command with Ray's error.
+    if not runtime.started_here():
+        ray_serve.delete(APP_NAME)
     typer.echo("stopped", err=True)
 
 
