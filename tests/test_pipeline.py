@@ -99,6 +99,27 @@ def test_run_twice_skips_every_stage_and_force_redoes(ray_session, tmp_path):
     assert manifest["stages"][0]["status"] == kept and manifest["stages"][1]["metrics"]["shards_encoded"] == 0
     assert json.loads((tmp_path / "out" / "run_state.json").read_text())["index"]
 
+    # Files of a published output that are lost (deleted by hand, a partial copy) were skipped as up to
+    # date, leaving the index unreadable: the stage that made them runs again and redoes what is gone.
+    vectors, model = tmp_path / "out" / "vectors", tmp_path / "out" / "model"
+    lost = sorted(vectors.glob("*.parquet"))[0]
+    lost.unlink()
+    (tmp_path / "out" / "index" / "index.faiss").unlink()
+    healed = runner.invoke(app, ["run", str(spec)])
+    stages = json.loads((tmp_path / "out" / "run_manifest.json").read_text())["stages"]
+    assert healed.exit_code == 0, healed.output
+    assert f"encode: running: {vectors}: shard {lost.name} listed in the manifest is missing" in healed.output
+    assert stages[1]["metrics"]["shards_encoded"] == 1 and lost.exists()
+    assert stages[2]["metrics"]["action"] == "built" and "index.faiss missing" in stages[2]["metrics"]["why"]
+    (model / "vocab.tsv").unlink()
+    retrained = runner.invoke(app, ["run", str(spec)])
+    stages = json.loads((tmp_path / "out" / "run_manifest.json").read_text())["stages"]
+    assert retrained.exit_code == 0 and stages[0]["metrics"]["why"] == f"{model / 'vocab.tsv'} is missing"
+    assert (model / "vocab.tsv").exists()
+    again = runner.invoke(app, ["run", str(spec)])
+    statuses = [s["status"] for s in json.loads((tmp_path / "out" / "run_manifest.json").read_text())["stages"]]
+    assert again.exit_code == 0 and statuses == [kept] + ["skipped (up to date)"] * 2
+
     # A changed index setting reruns only the index stage.
     spec.write_text(spec_text.format(name="tiny", factory="Flat"))
     third = runner.invoke(app, ["run", str(spec)])
@@ -118,3 +139,27 @@ def test_invalid_spec_is_one_line(tmp_path):
     spec.write_text('[data]\npaths = ["x"]\n[trian]\nepochs = 1\n')
     r = runner.invoke(app, ["run", str(spec)])
     assert r.exit_code == 2 and "unknown key 'trian'" in r.output
+
+
+def test_each_stage_whose_published_output_lost_a_file_runs_again(tmp_path):
+    # The run's integration test above loses a vector shard, the FAISS index and the vocabulary; here
+    # every file of the other outputs, one at a time.
+    from vecjob import stages
+    from vecjob.config import JobSpec
+
+    ctx = stages.RunContext(JobSpec(data={"paths": ["d"]}), tmp_path)
+    parts = {"index": ["index.faiss", "ids.parquet"],
+             "cluster": ["assignments.parquet", "centroids.npy", "summary.json"],
+             "sentiment": ["classifier/classifier.npz", "classifier/labels.json", "classifier/manifest.json",
+                           "predictions/manifest.json", "predictions/part-0-a1b2.parquet"]}
+    for name, files in parts.items():
+        folder, stage = ctx.folder(name), stages.STAGES[name]
+        for part in ["manifest.json", *files]:
+            (folder / part).parent.mkdir(parents=True, exist_ok=True)
+            (folder / part).write_text('{"shards": [{"output": "part-0-a1b2.parquet"}]}')
+        assert stage.plan(ctx, "fp", "fp", force=False).run is False
+        for part in files:
+            (folder / part).rename(tmp_path / "aside")
+            plan = stage.plan(ctx, "fp", "fp", force=False)
+            assert plan.run and plan.status == f"running: {folder / part} is missing", (part, plan.status)
+            (tmp_path / "aside").rename(folder / part)

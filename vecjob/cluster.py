@@ -38,6 +38,8 @@ from vecjob.tokenizer import CJK_CHARACTERS, tokenize_column
 from vecjob.vectors import VectorsDir, table_vectors, unit_rows
 
 MANIFEST_KIND = "vecjob.cluster"
+ASSIGNMENTS, CENTROIDS, SUMMARY = "assignments.parquet", "centroids.npy", "summary.json"
+CLUSTER_FILES = (ASSIGNMENTS, CENTROIDS, SUMMARY)  # beside the manifest; the map (clusters.png) is optional
 MAX_TRAIN_POINTS_PER_CENTROID = 256  # FAISS's own default; a larger set is sampled
 # FAISS prints a warning to stderr for every fit with fewer than 39 points per centroid, as a small
 # collection has and k = "auto" tries up to 20 times in a row: that floor only decides the warning.
@@ -145,10 +147,10 @@ def cluster_collection(
                                 config=cfg.model_dump(), k=k, n=n, fitted_on=n, assigned_since_fit=0,
                                 action="clustered", metrics=metrics, timings=timings)
         with staged_dir(out) as staging:
-            write_parquet_atomic(assignments, staging / "assignments.parquet")
-            with open(staging / "centroids.npy", "wb") as f:
+            write_parquet_atomic(assignments, staging / ASSIGNMENTS)
+            with open(staging / CENTROIDS, "wb") as f:
                 np.save(f, km.centroids)
-            write_json_atomic(summary, staging / "summary.json")
+            write_json_atomic(summary, staging / SUMMARY)
             plot_clusters(train_x, km, staging / "clusters.png")
             write_json_atomic(manifest, staging / MANIFEST)
     return summary
@@ -175,9 +177,9 @@ def followable_fit(out: Path, vdir: VectorsDir, k: int | str, cfg: ClusterConfig
         return None
     try:
         old = read_manifest(out, MANIFEST_KIND, {"k": int, "fitted_on": int, "assigned_since_fit": int})
-        centroids = np.load(out / "centroids.npy")
-        held = pl.from_arrow(read_output_table(out / "assignments.parquet", ("id", "cluster", "distance", "shard")))
-        summary = read_json(out / "summary.json")
+        centroids = np.load(out / CENTROIDS)
+        held = pl.from_arrow(read_output_table(out / ASSIGNMENTS, ("id", "cluster", "distance", "shard")))
+        summary = read_json(out / SUMMARY)
     except (ArtifactError, OSError, ValueError, EOFError):
         return None
     readable = (centroids.shape == (old["k"], vdir.dim) and isinstance(summary.get("metrics"), dict)
@@ -219,12 +221,12 @@ def assign_increment(vdir: VectorsDir, out: Path, fit: HeldFit, data: list[str] 
         "added": new.height, "removed": held.height - kept.height, "metrics": metrics,
         "timings": {"assign_s": time.perf_counter() - t0}}
     with staged_dir(out) as staging:
-        write_parquet_atomic(frame.to_arrow(), staging / "assignments.parquet")
-        with open(staging / "centroids.npy", "wb") as f:
+        write_parquet_atomic(frame.to_arrow(), staging / ASSIGNMENTS)
+        with open(staging / CENTROIDS, "wb") as f:
             np.save(f, centroids)
         if (out / "clusters.png").exists():
             shutil.copy(out / "clusters.png", staging / "clusters.png")  # the map of the last full fit
-        write_json_atomic(summary, staging / "summary.json")
+        write_json_atomic(summary, staging / SUMMARY)
         write_json_atomic(manifest, staging / MANIFEST)
     return summary
 

@@ -638,9 +638,12 @@ def index_collection(vectors_dir: str | Path, out: str | Path, cfg: IndexConfig,
     out = check_output(out, "--out", [vectors_dir], kind=MANIFEST_KIND)
     VectorsDir.open(vectors_dir)  # refused before the lock: a missing input leaves nothing behind
     with output_lock(out):
+        current, why = None, "no index yet"
         if update and (out / MANIFEST).exists():
-            built = update_index(vectors_dir, load_index_dir(out), cfg)
-        else:
-            built = build_index(vectors_dir, cfg)
+            try:
+                current = load_index_dir(out)
+            except ArtifactError as exc:  # a file lost or damaged: built again from the vectors
+                why = f"the index did not load ({exc})"
+        built = update_index(vectors_dir, current, cfg) if current else build_index(vectors_dir, cfg, why=why)
         write_index_dir(built, out)
     return built.manifest

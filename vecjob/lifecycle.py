@@ -22,9 +22,10 @@ from pydantic import ValidationError
 
 from vecjob import storage
 from vecjob.config import REMOVE_THE_KEY, JobSpec, ModelConfig, TokenizerConfig, TrainConfig, first_error
-from vecjob.outputs import MANIFEST, swap_into_place
+from vecjob.model_dir import CONFIG, WEIGHTS
+from vecjob.outputs import MANIFEST, first_missing, swap_into_place
 from vecjob.parquet_io import check_shards, file_fingerprint, fingerprint, read_json, read_row_groups
-from vecjob.tokenizer import TOKEN_PATTERNS, TOKENIZER_VERSION, Tokenizer, Vocab, unknown_share
+from vecjob.tokenizer import TOKEN_PATTERNS, TOKENIZER_VERSION, VOCAB_FILE, Tokenizer, Vocab, unknown_share
 
 PENDING = ".model-next"
 DRIFT_SAMPLE = 20_000  # documents of the night's new shards tokenised to measure drift
@@ -53,6 +54,8 @@ def decide(spec: JobSpec, model_dir: Path, vectors_dir: Path, retrain: bool) -> 
         return {"train": True, "target": model_dir, "why": "no model yet"}
     if retrain:
         return {"train": True, "target": pending, "why": "asked (--retrain)"}
+    if gone := first_missing(model_dir, (CONFIG, WEIGHTS, VOCAB_FILE)):  # lost: nothing can be encoded with it
+        return {"train": True, "target": pending, "why": gone}
     manifest = read_json(model_dir / MANIFEST)
     config = manifest.get("config", {})
     try:

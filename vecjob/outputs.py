@@ -122,6 +122,12 @@ def _manifest_kind(manifest: Path) -> str:
     return kind if isinstance(kind, str) else ""
 
 
+def first_missing(folder: Path, names: tuple[str, ...]) -> str | None:
+    """The first of the files a published output holds beside its manifest that is not there (deleted
+    by hand, lost in a copy), said as a run's log line says it."""
+    return next((f"{folder / name} is missing" for name in names if not (folder / name).exists()), None)
+
+
 @contextlib.contextmanager
 def output_lock(dest: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on an output location; a second writer refuses at once.

@@ -46,6 +46,8 @@ CLF_KIND = "vecjob.classifier"
 WRITING_MARK = ".vecjob-predictions"  # marks a predictions dir vecjob writes, before its first manifest
 PRED_KIND = "vecjob.predictions"
 WEIGHTS = "classifier.npz"
+LABELS = "labels.json"
+CLASSIFIER_FILES = (WEIGHTS, LABELS, MANIFEST)
 
 
 @dataclass
@@ -76,16 +78,16 @@ class Classifier:
     def save(self, folder: Path) -> None:
         with open(folder / WEIGHTS, "wb") as f:
             np.savez(f, mean=self.mean, scale=self.scale, coef=self.coef, intercept=self.intercept)
-        write_json_atomic({"classes": self.classes}, folder / "labels.json")
+        write_json_atomic({"classes": self.classes}, folder / LABELS)
 
     @classmethod
     def load(cls, folder: str | Path) -> tuple["Classifier", dict]:
         folder = Path(folder)
         manifest = read_manifest(folder, CLF_KIND)
-        for name in (WEIGHTS, "labels.json"):
+        for name in (WEIGHTS, LABELS):
             if not (folder / name).exists():
                 raise ArtifactError(f"{folder}: incomplete classifier dir, {name} missing")
-        classes = read_json(folder / "labels.json").get("classes")
+        classes = read_json(folder / LABELS).get("classes")
         try:
             with np.load(folder / WEIGHTS) as arrays:
                 clf = cls(classes, *(arrays[name] for name in ("mean", "scale", "coef", "intercept")))
@@ -247,7 +249,7 @@ def predict_collection(clf_dir, vectors_dir, out) -> dict:
     and lists the generation; prediction shards of other generations are removed after it."""
     out = check_output(out, "--out", [vectors_dir, clf_dir], markers=(MANIFEST, WRITING_MARK), kind=PRED_KIND)
     clf, clf_manifest = Classifier.load(clf_dir)
-    clf_key = fingerprint(*(file_fingerprint(Path(clf_dir) / name) for name in (WEIGHTS, "labels.json")))
+    clf_key = fingerprint(*(file_fingerprint(Path(clf_dir) / name) for name in (WEIGHTS, LABELS)))
     vdir = VectorsDir.open(vectors_dir)
     check_same_model(clf_dir, clf_manifest, vdir)
     shards, predicted = [], 0

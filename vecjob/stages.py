@@ -14,8 +14,9 @@ from typing import ClassVar
 
 from vecjob import storage
 from vecjob.config import JobSpec
-from vecjob.errors import ConfigError
+from vecjob.errors import ArtifactError, ConfigError
 from vecjob.lifecycle import active_model, decide, settings_fingerprint
+from vecjob.outputs import first_missing
 from vecjob.parquet_io import (
     MANIFEST,
     check_shard,
@@ -28,6 +29,7 @@ from vecjob.parquet_io import (
     write_json_atomic,
 )
 from vecjob.tokenizer import TOKENIZER_VERSION
+from vecjob.vectors import VectorsDir
 
 UP_TO_DATE = "skipped (up to date)"
 
@@ -89,10 +91,18 @@ class Stage:
 
     def plan(self, ctx: RunContext, fp: str, recorded: str | None, force: bool) -> Plan:
         """Skipped when `fp`, this run's fingerprint, matches the one the last run recorded and the
-        output was published."""
-        if not force and recorded == fp and (ctx.folder(self.name) / MANIFEST).exists():
-            return Plan(False, UP_TO_DATE)
-        return Plan(True)
+        output was published whole."""
+        folder = ctx.folder(self.name)
+        if force or recorded != fp or not (folder / MANIFEST).exists():
+            return Plan(True)
+        if problem := self.missing(folder):
+            return Plan(True, f"running: {problem}")
+        return Plan(False, UP_TO_DATE)
+
+    def missing(self, folder: Path) -> str | None:
+        """What the published output lacks (a file deleted by hand or lost in a copy), which its manifest
+        alone does not show: a run skipping it as up to date would leave it broken for every reader."""
+        return None
 
     def run(self, ctx: RunContext, plan: Plan) -> dict:
         raise NotImplementedError
@@ -210,6 +220,13 @@ class Encode(Stage):
                 raise ConfigError('encode.device = "cuda", but the Ray cluster has no GPUs: "auto" encodes on '
                                   "GPUs where there are some, else on CPUs")
 
+    def missing(self, folder: Path) -> str | None:
+        try:
+            VectorsDir.open(folder)  # every shard its manifest lists
+        except ArtifactError as exc:
+            return str(exc)
+        return None
+
     def fingerprint(self, ctx: RunContext) -> str:
         model = read_json(active_model(ctx.folder("train")) / MANIFEST).get("model_fingerprint", "")
         return fingerprint(self.name, ctx.data_fingerprint(), ctx.data_columns(), model, ctx.spec.encode.model_dump())
@@ -235,6 +252,11 @@ class Index(Stage):
         except ConfigError as exc:
             raise ConfigError(f"index.factory: {exc}") from None
 
+    def missing(self, folder: Path) -> str | None:
+        from vecjob.index import IDS_FILE, INDEX_FILE
+
+        return first_missing(folder, (INDEX_FILE, IDS_FILE))
+
     def fingerprint(self, ctx: RunContext) -> str:
         return fingerprint(self.name, ctx.upstream("encode", "vectors_fingerprint"), ctx.spec.index.model_dump())
 
@@ -250,6 +272,11 @@ class Index(Stage):
 class Cluster(Stage):
     name, folder = "cluster", "clusters"
     needs = ("encode",)
+
+    def missing(self, folder: Path) -> str | None:
+        from vecjob.cluster import CLUSTER_FILES
+
+        return first_missing(folder, CLUSTER_FILES)
 
     def fingerprint(self, ctx: RunContext) -> str:
         return fingerprint(self.name, ctx.upstream("encode", "vectors_fingerprint"), ctx.data_fingerprint(),
@@ -274,6 +301,20 @@ class Sentiment(Stage):
         labels = spec.sentiment.labels or ([] if "corpus" in spec.stages else spec.data.paths)
         if labels:
             check_first_and_last(labels, spec.data.id_col, None, (spec.sentiment.label_col,))
+
+    def missing(self, folder: Path) -> str | None:
+        from vecjob.sentiment import CLASSIFIER_FILES
+
+        predictions = folder / "predictions"
+        if problem := first_missing(folder / "classifier", CLASSIFIER_FILES) or first_missing(predictions, (MANIFEST,)):
+            return problem
+        try:
+            listed = read_json(predictions / MANIFEST).get("shards")
+        except ArtifactError as exc:
+            return str(exc)
+        if not isinstance(listed, list):
+            return f"{predictions / MANIFEST} lists no shards (edited or damaged)"
+        return first_missing(predictions, tuple(str(s.get("output")) for s in listed if isinstance(s, dict)))
 
     def fingerprint(self, ctx: RunContext) -> str:
         from vecjob.dataset import TEST_SHARE
