@@ -2,7 +2,8 @@
 
 A stage names its output folder in the run dir, hashes what that output depends on (`fingerprint`:
 file contents, the upstream output's fingerprint, its config), says whether this run must make it
-(`plan`) and makes it (`run`), returning the figures its summary line shows. `vecjob.pipeline` loops
+(`plan`: not when the fingerprint is the one recorded and the output is whole, which `missing`
+checks) and makes it (`run`), returning the figures its summary line shows. `vecjob.pipeline` loops
 over the stages a job spec lists. A new stage is one class here and one line in `STAGES`.
 """
 
