@@ -188,6 +188,25 @@ def test_a_killed_night_resumes_to_the_same_index_and_a_refused_night_changes_no
     assert not (killed / "collection" / ".model-next").exists()
 
 
+def test_a_model_that_lost_a_file_is_trained_again_published_or_waiting(tmp_path, tiny_model_dir, collection):
+    # Kept as it was, it failed every later night's encode ("incomplete model dir"); the run's test in
+    # test_pipeline.py loses the published model's vocabulary and checks the whole night.
+    from vecjob.config import DataConfig, JobSpec
+    from vecjob.lifecycle import decide
+
+    spec, run = JobSpec(data=DataConfig(paths=[str(collection)])), tmp_path / "run"
+    for waiting in (True, False):  # a retrained model waiting for its index; the published one alone
+        shutil.copytree(tiny_model_dir, run / "model")
+        if waiting:
+            shutil.copytree(tiny_model_dir, run / ".model-next")
+            assert not decide(spec, run / "model", run / "vectors", False)["train"]
+        lost = run / (".model-next" if waiting else "model") / "vocab.tsv"
+        lost.unlink()
+        night = decide(spec, run / "model", run / "vectors", False)
+        assert night["train"] and night["why"] == f"{lost} is missing" and night["target"] == run / ".model-next"
+        shutil.rmtree(run)
+
+
 def test_a_models_age_is_read_with_the_utc_offset_it_was_written_with():
     # Read as the reader's local time, a model written at noon in UTC+14 and one written at noon in
     # UTC-12 were the same age: `train.max_model_age_days` retrained a night early or late.

@@ -48,13 +48,16 @@ def settings_fingerprint(tok: TokenizerConfig, model: ModelConfig, train: TrainC
 def decide(spec: JobSpec, model_dir: Path, vectors_dir: Path, retrain: bool) -> dict:
     """Whether this run trains a model, where it goes, and why (with the drift measured)."""
     pending = pending_model(model_dir)
+    model_files = (CONFIG, WEIGHTS, VOCAB_FILE)
     if (pending / MANIFEST).exists() and not retrain:
+        if gone := first_missing(pending, model_files):  # lost: nothing can be encoded with it
+            return {"train": True, "target": pending, "why": gone}
         return {"train": False, "why": "a retrained model is waiting for its index (an earlier run stopped)"}
     if not (model_dir / MANIFEST).exists():
         return {"train": True, "target": model_dir, "why": "no model yet"}
     if retrain:
         return {"train": True, "target": pending, "why": "asked (--retrain)"}
-    if gone := first_missing(model_dir, (CONFIG, WEIGHTS, VOCAB_FILE)):  # lost: nothing can be encoded with it
+    if gone := first_missing(model_dir, model_files):
         return {"train": True, "target": pending, "why": gone}
     manifest = read_json(model_dir / MANIFEST)
     config = manifest.get("config", {})
