@@ -106,15 +106,16 @@ def test_tokens_trains_for_a_token_budget_in_place_of_the_specs_epochs(ray_sessi
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_serve_waits_for_a_stop_signal_and_gives_the_caller_its_handlers_back(sig):
+def test_serve_waits_for_a_stop_signal_and_gives_the_caller_its_handlers_back(sig, capsys):
     # `vecjob serve` in a Python process (a notebook, a test runner) left its own handlers installed:
     # Ctrl-C there no longer interrupted anything after the service had stopped.
     from vecjob.cli.query import wait_for_a_stop_signal
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     threading.Timer(0.3, os.kill, (os.getpid(), sig)).start()
-    wait_for_a_stop_signal(poll_s=0.05)
+    wait_for_a_stop_signal("serving", poll_s=0.05)
     assert {s: signal.getsignal(s) for s in before} == before
+    assert capsys.readouterr().err == "serving\n"
 
 
 def test_model_dir_is_complete(pipeline):

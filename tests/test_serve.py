@@ -2,8 +2,12 @@
 bounded loops, indexes published while it answers. One service for the whole module."""
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -314,6 +318,22 @@ def test_a_corrupt_or_missing_index_at_start_is_one_line(tmp_path, tiny_model_di
         assert r.exit_code == 2 and len(lines) == 1 and fragment in lines[0], r.output
 
 
+def _serve_then_stop(args: list, started, stop, env: dict | None = None) -> tuple[int, str]:
+    """`vecjob serve ARGS` in a process group of its own, stopped by `stop(pid)` once `started(proc)`
+    returns; its exit status and what it wrote to stderr."""
+    proc = subprocess.Popen([sys.executable, "-c", "from vecjob.cli import app; app()", "serve", *map(str, args)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        started(proc)
+        stop(proc.pid)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, stderr
+
+
 def _cluster_apps(cluster) -> dict:
     with urllib.request.urlopen(f"{cluster.dashboard}/api/serve/applications/", timeout=30) as r:
         return json.loads(r.read()).get("applications") or {}
@@ -324,11 +344,6 @@ def test_a_service_on_a_cluster_goes_with_its_command_even_when_stopped_while_st
     # the application on the cluster: a service nobody owned, holding its replicas' CPUs. Here it asks
     # for more replicas than the two one-CPU nodes hold, so it waits for nodes to join (a cluster's
     # autoscaler could add them) until it is stopped.
-    import os
-    import signal
-    import subprocess
-    import sys
-
     import numpy as np
 
     from conftest import make_vectors_dir
@@ -337,22 +352,16 @@ def test_a_service_on_a_cluster_goes_with_its_command_even_when_stopped_while_st
     vectors = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
     make_vectors_dir(tmp_path / "v", vectors, [f"d{i}" for i in range(60)])
     index_collection(tmp_path / "v", tmp_path / "index", IndexConfig())
-    serve_cmd = [sys.executable, "-c", "from vecjob.cli import app; app()", "serve", str(tmp_path / "index"),
-                 "--address", ray_cluster.gcs, "--port", str(free_port()), "--replicas", "5"]
-    proc = subprocess.Popen(serve_cmd, env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
+    def deploying(proc):
         deadline = time.time() + 120
         while APP_NAME not in _cluster_apps(ray_cluster) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
         assert proc.poll() is None and APP_NAME in _cluster_apps(ray_cluster), proc.communicate()
-        os.kill(proc.pid, signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+
+    status, stderr = _serve_then_stop([tmp_path / "index", "--address", ray_cluster.gcs, "--port", free_port(),
+                                       "--replicas", "5"], deploying, lambda pid: os.kill(pid, signal.SIGTERM),
+                                      env=ray_cluster.env)
+    assert status == 128 + signal.SIGTERM, stderr
     assert "waiting for nodes to join" in stderr and "serving" not in stderr, stderr
     try:
         deadline = time.time() + 60
@@ -368,24 +377,10 @@ def test_a_service_on_its_embedded_ray_stopped_by_a_sigterm_to_its_process_group
     # `timeout`, systemd and `kill -- -PGID` send SIGTERM to the whole process group, the embedded Ray's
     # own processes included: the command's delete of the application then waited 60 s for Ray's
     # stopped GCS and ended with status 1 and Ray's "Failed to connect to GCS" line.
-    import os
-    import signal
-    import subprocess
-    import sys
+    def serving(proc):
+        next((line for line in proc.stderr if line.startswith("serving ")), None)  # None: it ended first
 
-    serve_cmd = [sys.executable, "-c", "from vecjob.cli import app; app()", "serve", str(service.root / "index"),
-                 "--port", str(free_port())]
-    proc = subprocess.Popen(serve_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        for line in proc.stderr:
-            if line.startswith("serving "):
-                break
-        os.killpg(proc.pid, signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0 and stderr.strip().splitlines()[-1] == "stopped", stderr
+    status, stderr = _serve_then_stop([service.root / "index", "--port", free_port()], serving,
+                                      lambda pid: os.killpg(pid, signal.SIGTERM))
+    assert status == 0 and stderr.strip().splitlines()[-1] == "stopped", stderr
     assert "GCS" not in stderr, stderr

@@ -107,10 +107,11 @@ def serve(
             with contextlib.suppress(RayServeException):  # stopped before Serve itself had started
                 ray_serve.delete(APP_NAME)
         raise
-    typer.echo(f"serving {index_dir} at {url} (POST /search, /search/batch; GET /healthz, /info)", err=True)
+    serving = f"serving {index_dir} at {url} (POST /search, /search/batch; GET /healthz, /info)"
     if detach:
+        typer.echo(serving, err=True)
         return
-    wait_for_a_stop_signal()
+    wait_for_a_stop_signal(serving)
     # The service lives as long as this command. An embedded Ray's goes with the command, and is not
     # deleted: a SIGTERM sent to the whole process group (`timeout`, systemd) has stopped that Ray's
     # processes too, and the delete would wait 60 s for them, then end the command with Ray's error.
@@ -119,15 +120,17 @@ def serve(
     typer.echo("stopped", err=True)
 
 
-def wait_for_a_stop_signal(poll_s: float = 0.5) -> None:
-    """Return once SIGINT or SIGTERM arrives (a background job ignores SIGINT: TERM stops it too), with
-    the caller's handlers back in place: `vecjob serve` run inside a Python process leaves it as it was."""
+def wait_for_a_stop_signal(ready: str, poll_s: float = 0.5) -> None:
+    """Say `ready`, then return once SIGINT or SIGTERM arrives (a background job ignores SIGINT: TERM
+    stops it too), with the caller's handlers back in place: `vecjob serve` run inside a Python process
+    leaves it as it was. Said once the handlers are in place: a stop sent on seeing it is this one's."""
     import signal
     import time
 
     stop = []
     replaced = {sig: signal.signal(sig, lambda *_: stop.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        typer.echo(ready, err=True)
         while not stop:
             time.sleep(poll_s)
     finally:
