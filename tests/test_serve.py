@@ -307,6 +307,8 @@ def test_a_corrupt_or_missing_index_at_start_is_one_line(tmp_path, tiny_model_di
                            [["serve", str(service.root / "index"), "--model", str(other)], "did not make"],
                            [["serve", str(service.root / "index"), "--port", "0"], "--port 0: must be between 1"],
                            [["serve", str(service.root / "index"), "--replicas", "0"], "--replicas 0: must be"],
+                           [["serve", str(service.root / "index"), "--detach"],  # it said "serving" and exited
+                            "--detach leaves the service on a Ray cluster (--address or RAY_ADDRESS)"],
                            [["serve", str(service.root / "index"), "--data", str(tmp_path / "ints")],
                             "id column 'id' is Int64, the vectors' ids are String"],
                            [["serve", str(service.root / "index"), "--data", str(tmp_path / "untitled")],

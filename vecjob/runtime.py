@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 TRAIN_POLL_S = 0.5  # seconds between Ray Train's polls of its workers on the embedded local Ray
 
 
+def names_a_cluster(address: str | None) -> bool:
+    """Whether `connect(address)` joins a running cluster rather than starting a Ray of this process's own."""
+    return (address or os.environ.get("RAY_ADDRESS") or "local") != "local"
+
+
 def connect(address: str | None = None) -> dict:
     """Initialise Ray once per process; returns the cluster's resources."""
     import ray

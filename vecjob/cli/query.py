@@ -71,7 +71,6 @@ def serve(
 ) -> None:
     """Serve similarity search over HTTP (Ray Serve): POST /search, /search/batch; GET /healthz, /info."""
     import contextlib
-    import os
     import socket
 
     from vecjob import runtime
@@ -82,10 +81,13 @@ def serve(
                                   ("--poll-s", poll_s, poll_s > 0, "above 0")):
         if not ok:
             raise ConfigError(f"{flag} {value}: must be {need}")
+    if detach and not runtime.names_a_cluster(address):
+        raise ConfigError("--detach leaves the service on a Ray cluster (--address or RAY_ADDRESS); the embedded "
+                          "Ray stops with this command, and the service with it")
     index_dir, model = storage.lasting(index_dir), storage.lasting(model) if model else None
     data = [storage.lasting(d) for d in data or []] or None
     check_search_pair(index_dir, model, data)  # a corrupt or missing index, another model, unusable texts
-    if not (address or os.environ.get("RAY_ADDRESS")):  # the proxy will listen on this machine
+    if not runtime.names_a_cluster(address):  # the proxy will listen on this machine
         with socket.socket() as probe:
             try:
                 probe.bind((host, port))
