@@ -30,7 +30,7 @@ from vecjob.errors import ConfigError
 
 
 # An integer setting: TOML's true is not 1, and no value overflows the 64-bit integers that numpy,
-# polars and torch take it as. A field with a lower bound of its own is `Annotated[Int, Field(le=…)]`:
+# polars and torch take it as. A field with an upper bound of its own is `Annotated[Int, Field(le=…)]`:
 # pydantic keeps the last bound of a kind, and in `x: Int = Field(le=…)` that is this one.
 Int = Annotated[int, Strict(), Field(le=2**62)]
 
