@@ -611,6 +611,10 @@ def test_a_mistyped_data_path_or_column_in_a_job_spec_is_refused_before_the_run_
     spec.write_text('out = "run"\ncorpus = "bbcx"\nstages = ["corpus", "train"]\n[data]\npaths = ["{out}/data"]\n')
     refused(invoke("run", spec), "corpus: 'bbcx' is not a corpus vecjob ships (available: bbc)")
     assert not (tmp_path / "run").exists()
+    spec.write_text('out = "run"\ncorpus = "bbc"\nstages = ["corpus", "train"]\n'
+                    '[data]\npaths = ["{out}/data/*.parquet"]\n')
+    refused(invoke("run", spec), "data.paths: the corpus stage writes into the first path, a folder, and", "is a glob")
+    assert not (tmp_path / "run").exists()  # it wrote the corpus into a folder named "*.parquet"
 
 
 def test_more_workers_than_the_local_ray_holds_is_one_line_not_a_wait_for_ever(ray_session, tiny_model_dir,

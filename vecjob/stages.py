@@ -119,6 +119,9 @@ class Corpus(Stage):
 
         if spec.corpus not in CORPORA:
             raise ConfigError(f"corpus: {spec.corpus!r} is not a corpus vecjob ships (available: {', '.join(CORPORA)})")
+        if storage.is_glob(spec.data.paths[0]):  # it wrote into a folder named after the pattern ("*.parquet")
+            raise ConfigError(f"data.paths: the corpus stage writes into the first path, a folder, and "
+                              f"{spec.data.paths[0]!r} is a glob: name the folder")
 
     def fingerprint(self, ctx: RunContext) -> str:
         from vecjob import __version__
