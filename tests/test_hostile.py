@@ -279,8 +279,8 @@ def test_training_on_texts_without_a_repeated_word_is_one_line_naming_the_data(t
     with pytest.raises(InputError, match=r"x.parquet: nothing to train on: no word occurs at least 2 times "
                                          r"\(tokenizer.min_count\) among the 3 distinct words"):
         train_model(DataConfig(paths=[str(data)]), tmp_path / "m", TokenizerConfig(), ModelConfig(), TrainConfig())
-    pq.write_table(pa.table({"id": ["a", "b"], "text": ["   ", None]}), data / "x.parquet")
-    with pytest.raises(InputError, match=r"x.parquet: nothing to train on: no rows with text$"):  # not "0 words"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["   ", None, "\u200b"]}), data / "x.parquet")
+    with pytest.raises(InputError, match=r"x.parquet: nothing to train on: its texts hold no words$"):  # not "0 words"
         train_model(DataConfig(paths=[str(data)]), tmp_path / "m", TokenizerConfig(), ModelConfig(), TrainConfig())
     assert listing(tmp_path) == before
 

@@ -146,8 +146,11 @@ def test_each_stage_whose_published_output_lost_a_file_runs_again(tmp_path):
     # every file of the other outputs, one at a time.
     from vecjob import stages
     from vecjob.config import JobSpec
+    from vecjob.parquet_io import new_manifest
+    from vecjob.sentiment import PRED_KIND
 
     ctx = stages.RunContext(JobSpec(data={"paths": ["d"]}), tmp_path)
+    manifest = json.dumps(new_manifest(PRED_KIND, shards=[{"output": "part-0-a1b2.parquet"}]))  # only this one is read
     parts = {"index": ["index.faiss", "ids.parquet"],
              "cluster": ["assignments.parquet", "centroids.npy", "summary.json"],
              "sentiment": ["classifier/classifier.npz", "classifier/labels.json", "classifier/manifest.json",
@@ -156,10 +159,12 @@ def test_each_stage_whose_published_output_lost_a_file_runs_again(tmp_path):
         folder, stage = ctx.folder(name), stages.STAGES[name]
         for part in ["manifest.json", *files]:
             (folder / part).parent.mkdir(parents=True, exist_ok=True)
-            (folder / part).write_text('{"shards": [{"output": "part-0-a1b2.parquet"}]}')
+            (folder / part).write_text(manifest)
         assert stage.plan(ctx, "fp", "fp", force=False).run is False
         for part in files:
             (folder / part).rename(tmp_path / "aside")
             plan = stage.plan(ctx, "fp", "fp", force=False)
             assert plan.run and plan.status == f"running: {folder / part} is missing", (part, plan.status)
             (tmp_path / "aside").rename(folder / part)
+    (folder / "predictions" / "manifest.json").write_text(json.dumps(new_manifest(PRED_KIND)))  # edited: no shards
+    assert "'shards' is missing" in stages.STAGES["sentiment"].plan(ctx, "fp", "fp", force=False).status

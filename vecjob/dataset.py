@@ -109,7 +109,7 @@ def build_vocab(shards: list[Shard], id_col: str, text_col: str, cfg: TokenizerC
     if len(vocab) <= 4:
         where = shards[0].path + (f" and {len(shards) - 1} more shard(s)" if len(shards) > 1 else "")
         if not len(counts):
-            raise InputError(f"{where}: nothing to train on: no rows with text")
+            raise InputError(f"{where}: nothing to train on: its texts hold no words")
         raise InputError(f"{where}: nothing to train on: no word occurs at least {cfg.min_count} times "
                          f"(tokenizer.min_count) among the {len(counts):,} distinct words of the texts")
     return vocab

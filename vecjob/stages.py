@@ -26,6 +26,7 @@ from vecjob.parquet_io import (
     fingerprint,
     new_manifest,
     read_json,
+    read_manifest,
     require_kept_columns,
     write_json_atomic,
 )
@@ -307,17 +308,15 @@ class Sentiment(Stage):
             check_first_and_last(labels, spec.data.id_col, None, (spec.sentiment.label_col,))
 
     def missing(self, folder: Path) -> str | None:
-        from vecjob.sentiment import CLASSIFIER_FILES
+        from vecjob.sentiment import CLASSIFIER_FILES, PRED_KIND
 
         predictions = folder / "predictions"
         if problem := first_missing(folder / "classifier", CLASSIFIER_FILES) or first_missing(predictions, (MANIFEST,)):
             return problem
         try:
-            listed = read_json(predictions / MANIFEST).get("shards")
+            listed = read_manifest(predictions, PRED_KIND, {"shards": list})["shards"]
         except ArtifactError as exc:
             return str(exc)
-        if not isinstance(listed, list):
-            return f"{predictions / MANIFEST} lists no shards (edited or damaged)"
         return first_missing(predictions, tuple(str(s.get("output")) for s in listed if isinstance(s, dict)))
 
     def fingerprint(self, ctx: RunContext) -> str:
