@@ -864,6 +864,25 @@ def test_a_damaged_file_of_an_output_dir_is_one_line_naming_it(tmp_path, tiny_mo
     refused(invoke(*command[folder]), problem)
 
 
+def test_a_damaged_vector_shard_is_named_with_the_way_back_and_deleting_it_is_the_way(tiny_model_dir, collection,
+                                                                                     tmp_path):
+    # The line said only "cannot read vector shard"; every rerun skipped the encode (its shards were all
+    # there) and stopped at the same line, and a user had no hint that deleting the shard is enough.
+    encode = ("encode", collection, "--model", tiny_model_dir, "--out", tmp_path / "v", "--runner", "local")
+    assert invoke(*encode).exit_code == 0
+    shard = sorted((tmp_path / "v").glob("part-01*.parquet"))[0]
+    good = shard.read_bytes()
+    shard.write_bytes(good[: len(good) // 2])
+    refused(invoke("index", tmp_path / "v", "--out", tmp_path / "i"), str(shard), "delete it and encode again")
+    assert not (tmp_path / "i").exists()
+
+    shard.unlink()
+    again = invoke(*encode)
+    assert again.exit_code == 0 and "1 encoded, 2 already done" in again.output, again.output
+    assert shard.read_bytes() == good  # the same bytes: the same model, the same rows
+    assert invoke("index", tmp_path / "v", "--out", tmp_path / "i").exit_code == 0
+
+
 def test_ids_texts_and_labels_print_as_they_are_with_control_characters_escaped(tmp_path):
     # rich read them as markup: "[/]" in a snippet, id or label stopped the command with a MarkupError
     # traceback, "[cite]" vanished, ":fire:" became an emoji; an ESC sequence reached the terminal.

@@ -27,6 +27,9 @@ from vecjob.parquet_io import read_manifest
 
 MANIFEST_KIND = "vecjob.vectors"
 MODEL_KEY = b"vecjob.model_fingerprint"
+# A damaged shard is only found by its reader; deleting it is enough, since encoding the collection
+# again (a rerun, or the next night) writes only the shards its folder lacks.
+_DAMAGED_SHARD = "delete it and encode again: only its shard is encoded"
 
 
 def vectors_table(ids: pa.Array, vectors: np.ndarray, extra: dict[str, pa.Array] | None = None) -> pa.Table:
@@ -158,7 +161,7 @@ class VectorsDir:
                 with pq.ParquetFile(p) as shard:  # a file, not a dataset: twice as fast to open as read_table
                     table = shard.read(columns=columns)
             except (pa.ArrowException, OSError) as exc:
-                raise ArtifactError(f"{p}: cannot read vector shard ({exc})") from None
+                raise ArtifactError(f"{p}: cannot read vector shard ({exc}); {_DAMAGED_SHARD}") from None
             if missing := [c for c in columns or [] if c not in table.column_names]:  # read() skips them silently
                 raise ArtifactError(f"{p}: vector shard has no column '{missing[0]}'")
             table = _one_id_type(table)
@@ -198,7 +201,8 @@ def vector_in_shard(location: str, shard: str, doc_id: object) -> np.ndarray:
     try:
         table = _one_id_type(pq.read_table(inner, filesystem=fs, columns=["id", "vector"]))
     except (pa.ArrowException, OSError) as exc:
-        raise ArtifactError(f"{storage.join(location, shard)}: cannot read vector shard ({exc})") from None
+        raise ArtifactError(
+            f"{storage.join(location, shard)}: cannot read vector shard ({exc}); {_DAMAGED_SHARD}") from None
     ids = table.column("id")
     hit = table.filter(pc.equal(ids, pa.scalar(_coerce_id(doc_id, ids.type), ids.type)))
     if not hit.num_rows:
