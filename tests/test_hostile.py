@@ -850,6 +850,9 @@ def test_a_manifest_edited_by_hand_or_damaged_is_one_line_naming_the_key(tmp_pat
     ("i", "ids.parquet", b"not parquet", "ids.parquet: not a readable Parquet file"),
     ("s", "classifier.npz", b"not numpy", "classifier.npz: not a classifier's weights"),
     ("s", "labels.json", b'{"classes": ["a"]}', "labels.json and classifier.npz do not fit together"),
+    # The way back is named where it is one file: a run writes again a folder that lost a file.
+    ("i", "index.faiss", b"not an index", ("index.faiss: not a readable FAISS index", "delete it and index again")),
+    ("m", "model.pt", b"not torch", ("model.pt: cannot load weights", "delete it and train again")),
 ])
 def test_a_damaged_file_of_an_output_dir_is_one_line_naming_it(tmp_path, tiny_model_dir, folder, name, content,
                                                                problem):
@@ -861,7 +864,7 @@ def test_a_damaged_file_of_an_output_dir_is_one_line_naming_it(tmp_path, tiny_mo
     command = {"m": ["search", tmp_path / "i", "--model", tmp_path / "m", "--text", "goal"],
                "i": ["search", tmp_path / "i", "--id", "1"],
                "s": ["sentiment", "eval", tmp_path / "s", tmp_path / "v", "--labels", tmp_path / "labels.parquet"]}
-    refused(invoke(*command[folder]), problem)
+    refused(invoke(*command[folder]), *((problem,) if isinstance(problem, str) else problem))
 
 
 def test_a_damaged_vector_shard_is_named_with_the_way_back_and_deleting_it_is_the_way(tiny_model_dir, collection,

@@ -620,7 +620,9 @@ def load_index_dir(path: str | Path) -> LoadedIndex:
     try:
         index = faiss.read_index(str(path / INDEX_FILE))
     except RuntimeError as exc:
-        raise ArtifactError(f"{path / INDEX_FILE}: not a readable FAISS index ({str(exc).splitlines()[0]})") from None
+        # Found only when read; a `vecjob run` indexes again an index that lost a file.
+        raise ArtifactError(f"{path / INDEX_FILE}: not a readable FAISS index ({str(exc).splitlines()[0]}); "
+                            "delete it and index again") from None
     labels = read_output_table(path / IDS_FILE, ("id",))
     if "slot" not in labels.column_names:  # written before slots: the row number is the label
         labels = labels.add_column(0, "slot", pa.array(np.arange(labels.num_rows, dtype=np.int64)))

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
 MANIFEST_KIND = "vecjob.model"
+# Found only when read; a `vecjob run` trains again a model that lost a file, as `vecjob train` does.
+_DAMAGED = "delete it and train again"
 TRAINING_ONLY = "tfidf."  # weights the encoder never reads, whose shape changed between versions
 
 
@@ -110,7 +112,8 @@ def read_model_info(path: str | Path) -> ModelInfo:
     # torch.save writes a zip archive; checking that much here lets a driver without torch refuse a
     # damaged file before any encoder actor starts (load_model_dir still checks the contents).
     if not zipfile.is_zipfile(path / WEIGHTS):
-        raise ArtifactError(f"{path / WEIGHTS}: cannot load weights (not a torch weights file, or truncated)")
+        raise ArtifactError(f"{path / WEIGHTS}: cannot load weights (not a torch weights file, or truncated); "
+                            f"{_DAMAGED}")
     config = read_json(path / CONFIG)
     trained_with = config.get("tokenizer_version", 1)  # models from before the field used version 1
     if not isinstance(trained_with, int) or trained_with not in TOKEN_PATTERNS:
@@ -141,7 +144,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
     try:
         state = torch.load(info.path / WEIGHTS, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
-        raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({_first_line(exc)})") from None
+        raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({_first_line(exc)}); {_DAMAGED}") from None
     if not isinstance(state, dict):
         raise ArtifactError(f"{info.path / WEIGHTS}: not a state dict")
     model = SequenceAutoencoder(info.model_cfg, len(info.vocab), saved_cutoffs(state, len(info.vocab)))
@@ -153,7 +156,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
     try:
         model.load_state_dict(state, strict=False)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
-        raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({_first_line(exc)})") from None
+        raise ArtifactError(f"{info.path / WEIGHTS}: cannot load weights ({_first_line(exc)}); {_DAMAGED}") from None
     model.to(device).eval()
     return LoadedModel(**vars(info), model=model, tokenizer=Tokenizer(info.vocab, info.tok_cfg.max_len,
                                                                          info.tokenizer_version))
