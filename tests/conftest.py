@@ -118,8 +118,9 @@ def make_vectors_dir(folder: Path, vectors: np.ndarray, ids: list, shards: int =
         table = vectors_table(pa.array([ids[j] for j in part]), vectors[part], cols)
         write_parquet_atomic(with_model_fingerprint(table, model), folder / name)
         stats.append({"output": name, "rows_out": len(part)})
+    columns = {"id": "id", "text": "text", "keep": list(extra or {})}
     write_json_atomic(new_manifest(MANIFEST_KIND, dim=vectors.shape[1], shards=stats, model_fingerprint=model,
-                                   vectors_fingerprint="v"), folder / "manifest.json")
+                                   vectors_fingerprint="v", columns=columns), folder / "manifest.json")
     return folder
 
 

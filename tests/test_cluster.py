@@ -76,7 +76,32 @@ def test_a_label_column_named_must_be_there(tmp_path):
     from vecjob.cli import app
 
     r = CliRunner().invoke(app, ["cluster", str(vdir), "--k", "3", "--out", str(tmp_path / "c2"), "--label-col", "label"])
-    assert r.exit_code == 2 and "--label-col label: the labels are read from the collection: give --data" in r.output
+    assert r.exit_code == 2 and "--label-col label: the vectors keep no such column" in r.output, r.output
+    assert not (tmp_path / "c2").exists()
+
+
+def test_labels_the_vector_shards_keep_score_the_clustering_without_the_collection(tmp_path):
+    # `encode --keep label` copies the labels into the vector shards, and the sentiment stage reads them
+    # there; cluster scored such vectors by silhouette alone and refused --label-col without --data.
+    from typer.testing import CliRunner
+
+    from vecjob.cli import app
+
+    vecs, which = blobs(300, 16, 3, seed=2)
+    labels = [None if i % 10 == 0 else int(w) for i, w in enumerate(which)]  # integers, some documents unlabelled
+    vdir = make_vectors_dir(tmp_path / "v", vecs, [f"d{i}" for i in range(300)], extra={"topic": labels})
+    named = cluster_collection(vdir, tmp_path / "c", 3, ClusterConfig(), label_col="topic")
+    assert named["metrics"]["labelled"] == 270 and named["metrics"]["nmi"] > 0.95, named["metrics"]
+    r = CliRunner().invoke(app, ["cluster", str(vdir), "--k", "3", "--out", str(tmp_path / "c2"),
+                                 "--label-col", "topic"])
+    assert r.exit_code == 0 and "labelled" in r.output, r.output
+    r = CliRunner().invoke(app, ["cluster", str(vdir), "--k", "3", "--out", str(tmp_path / "c3"),
+                                 "--label-col", "label"])
+    assert r.exit_code == 2 and "--label-col label: the vectors keep no such column" in r.output, r.output
+    assert not (tmp_path / "c3").exists()
+    kept_as_label = make_vectors_dir(tmp_path / "v2", vecs, [f"d{i}" for i in range(300)], extra={"label": labels})
+    unnamed = cluster_collection(kept_as_label, tmp_path / "c4", 3, ClusterConfig())
+    assert unnamed["metrics"]["labelled"] == 270  # none named: a kept column "label", as a collection's
 
 
 def test_texts_polars_cannot_scan_or_read_as_one_table_are_one_line_naming_them(tmp_path):

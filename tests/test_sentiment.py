@@ -43,6 +43,16 @@ def test_train_eval_predict(tmp_path):
     assert set(table.column("label").to_pylist()) <= set(CLASSES)
 
 
+def test_labels_kept_in_the_vector_shards_are_read_there(tmp_path):
+    # README: `encode --keep label` copies the labels into the vector shards, for `--labels VECTORS`.
+    vecs, which = blobs(600, 12, 3, seed=7, spread=0.8)
+    vdir = make_vectors_dir(tmp_path / "v", vecs, list(range(600)), extra={"label": [CLASSES[w] for w in which]})
+    manifest = train_classifier(vdir, str(vdir), tmp_path / "clf", SentimentConfig())
+    report = evaluate_classifier(tmp_path / "clf", vdir, str(vdir), SentimentConfig())
+    assert manifest["classes"] == CLASSES and manifest["counts"]["joined"] + report["n"] == 600  # a fifth held out
+    assert abs(report["n"] - 600 * TEST_SHARE) < 40 and report["accuracy"] > 0.9
+
+
 def test_cli_eval_json(tmp_path):
     vdir, labels = _data(tmp_path)
     assert runner.invoke(app, ["sentiment", "train", str(vdir), "--labels", str(labels), "--out", str(tmp_path / "c")]).exit_code == 0

@@ -98,6 +98,9 @@ def cluster_collection(
     new since are assigned (`assign_increment`)."""
     out = check_output(out, "--out", [vectors_dir, *(data or [])], kind=MANIFEST_KIND)
     vdir = VectorsDir.open(vectors_dir)
+    if label_col and not data and label_col not in _kept(vdir):
+        raise InputError(f"--label-col {label_col}: the vectors keep no such column (vecjob encode --keep "
+                         f"{label_col}); give --data, the collection that holds it")
     n = vdir.num_vectors
     k_range = check_k(k, n, vectors_dir)
     timings: dict[str, float] = {}
@@ -135,6 +138,8 @@ def cluster_collection(
             for c in per_cluster:
                 c["top_terms"] = terms.get(c["cluster"], [])
             metrics = _labelled_metrics(texts)
+        elif (label_col or "label") in _kept(vdir):
+            metrics = _labelled_metrics(_kept_labels(frame, vdir, label_col or "label"))
         if not metrics:
             sample_x, sample_ids = _sample(vdir, min(n, SILHOUETTE_SAMPLE), cfg.seed + 1)
             _, assign = km.index.search(sample_x, 1)
@@ -260,6 +265,19 @@ def _join_data(frame: pl.DataFrame, data: list[str], id_col: str, text_col: str,
                                       optional={} if label_col else {"label": "label"}), data, text_col)
     source = labels_as_text(source, data, label_col or "label") if "label" in source.collect_schema() else source
     return frame.join(collect_scanned(source, data), on="id", how="inner")
+
+
+def _kept(vdir: VectorsDir) -> list[str]:
+    return vdir.manifest.get("columns", {}).get("keep", [])
+
+
+def _kept_labels(frame: pl.DataFrame, vdir: VectorsDir, column: str) -> pl.DataFrame:
+    """The clustered documents with the labels their vector shards keep (`vecjob encode --keep label`):
+    scored without the collection, as the sentiment stage reads such labels."""
+    labels = pl.concat([pl.from_arrow(table).rename({column: "label"}).with_columns(shard=pl.lit(path.name))
+                        for path, table in vdir.iter_shards(["id", column])], how="vertical_relaxed")
+    labels = labels_as_text(labels.lazy(), vdir.location, column).collect()
+    return frame.join(labels, on=["id", "shard"], how="left")
 
 
 def _labelled_metrics(texts: pl.DataFrame) -> dict:

@@ -201,7 +201,8 @@ def cluster(
     seeds: Annotated[Optional[int], typer.Option(help="k-means restarts.")] = None,
     iterations: Annotated[Optional[int], typer.Option(help="k-means iterations.")] = None,
     label_col: Annotated[Optional[str], typer.Option(
-        "--label-col", help="Label column for NMI, ARI and purity (default: label, where the data has one).")] = None,
+        "--label-col", help="Label column for NMI, ARI and purity (default: label, where the data has one; "
+                            "without --data, one the vectors keep).")] = None,
     id_col: IdColOpt = None,
     text_col: TextColOpt = None,
     as_json: JsonOpt = False,
@@ -214,8 +215,6 @@ def cluster(
 
     if k != "auto" and not k.isdecimal():  # isdigit() passes "²", which int() refuses
         raise InputError(f"--k must be a positive integer or 'auto', not {k!r}")
-    if label_col and not data:
-        raise InputError(f"--label-col {label_col}: the labels are read from the collection: give --data")
     base = load_job_spec(config, settings_only=True).cluster if config else ClusterConfig()
     cfg = override(base, seeds=seeds, iterations=iterations)
     with reporting.status("clustering…"):
