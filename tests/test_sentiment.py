@@ -53,6 +53,24 @@ def test_labels_kept_in_the_vector_shards_are_read_there(tmp_path):
     assert abs(report["n"] - 600 * TEST_SHARE) < 40 and report["accuracy"] > 0.9
 
 
+def test_macro_f1_leaves_out_a_class_the_evaluated_rows_neither_hold_nor_are_predicted_as(tmp_path):
+    # A test split without a rare class scored every prediction right at accuracy 1.0 and macro-F1 0.33:
+    # the two absent classes counted as F1 0.
+    vdir, labels = _data(tmp_path)
+    train_classifier(vdir, str(labels), tmp_path / "clf", SentimentConfig())
+    table = pq.read_table(labels)
+    only_negative = [s if c == "negative" else "train" for s, c in zip(table["split"].to_pylist(),
+                                                                      table["label"].to_pylist())]
+    pq.write_table(table.set_column(2, "split", pa.array(only_negative)), tmp_path / "one.parquet")
+    report = evaluate_classifier(tmp_path / "clf", vdir, str(tmp_path / "one.parquet"), SentimentConfig())
+    assert report["per_class"]["positive"]["support"] == report["per_class"]["neutral"]["support"] == 0
+    predicted_as = np.array(report["confusion"]).sum(axis=0)  # columns: predictions per class
+    scored = [c for i, c in enumerate(CLASSES) if report["per_class"][c]["support"] or predicted_as[i]]
+    assert "negative" in scored and report["accuracy"] > 0.9
+    assert report["macro_f1"] == pytest.approx(np.mean([report["per_class"][c]["f1"] for c in scored]))
+    assert report["macro_f1"] > 0.9
+
+
 def test_cli_eval_json(tmp_path):
     vdir, labels = _data(tmp_path)
     assert runner.invoke(app, ["sentiment", "train", str(vdir), "--labels", str(labels), "--out", str(tmp_path / "c")]).exit_code == 0
