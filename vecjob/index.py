@@ -622,7 +622,7 @@ def load_index_dir(path: str | Path) -> LoadedIndex:
     except RuntimeError as exc:
         # Found only when read; a `vecjob run` indexes again an index that lost a file.
         raise ArtifactError(f"{path / INDEX_FILE}: not a readable FAISS index ({str(exc).splitlines()[0]}); "
-                            "delete it and index again") from None
+                            "if it is damaged, delete it and index again") from None
     labels = read_output_table(path / IDS_FILE, ("id",))
     if "slot" not in labels.column_names:  # written before slots: the row number is the label
         labels = labels.add_column(0, "slot", pa.array(np.arange(labels.num_rows, dtype=np.int64)))

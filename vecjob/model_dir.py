@@ -38,7 +38,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.pt"
 MANIFEST_KIND = "vecjob.model"
 # Found only when read; a `vecjob run` trains again a model that lost a file, as `vecjob train` does.
-_DAMAGED = "delete it and train again"
+_DAMAGED = "if it is damaged, delete it and train again"
 TRAINING_ONLY = "tfidf."  # weights the encoder never reads, whose shape changed between versions
 
 

@@ -28,8 +28,9 @@ from vecjob.parquet_io import read_manifest
 MANIFEST_KIND = "vecjob.vectors"
 MODEL_KEY = b"vecjob.model_fingerprint"
 # A damaged shard is only found by its reader; deleting it is enough, since encoding the collection
-# again (a rerun, or the next night) writes only the shards its folder lacks.
-_DAMAGED_SHARD = "delete it and encode again: only its shard is encoded"
+# again (a rerun, or the next night) writes only the shards its folder lacks. "If": the same errors
+# come from a store that did not answer or a file that may not be read, which deleting does not mend.
+_DAMAGED_SHARD = "if it is damaged, delete it and encode again: only its shard is encoded"
 
 
 def vectors_table(ids: pa.Array, vectors: np.ndarray, extra: dict[str, pa.Array] | None = None) -> pa.Table:
