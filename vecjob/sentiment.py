@@ -82,7 +82,7 @@ class Classifier:
 
     @classmethod
     def load(cls, folder: str | Path) -> tuple["Classifier", dict]:
-        folder = Path(folder)
+        folder = storage.snapshot(str(folder), "classifier")
         manifest = read_manifest(folder, CLF_KIND)
         for name in (WEIGHTS, LABELS):
             if not (folder / name).exists():
@@ -214,6 +214,9 @@ def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_c
                         split: str | None = "test") -> dict:
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+    if storage.is_uri(str(clf_dir)):  # the report is written beside the classifier: in a store, through its mirror
+        with storage.mirrored(str(clf_dir), "CLF") as local:
+            return evaluate_classifier(local, vectors_dir, labels, cfg, id_col, split)
     clf, clf_manifest = Classifier.load(clf_dir)
     vdir = VectorsDir.open(vectors_dir)
     check_same_model(clf_dir, clf_manifest, vdir)
@@ -251,8 +254,9 @@ def predict_collection(clf_dir, vectors_dir, out) -> dict:
     that are new or changed and keeps the rest. Like the vectors dir, the manifest is written last
     and lists the generation; prediction shards of other generations are removed after it."""
     out = check_output(out, "--out", [vectors_dir, clf_dir], markers=(MANIFEST, WRITING_MARK), kind=PRED_KIND)
-    clf, clf_manifest = Classifier.load(clf_dir)
-    clf_key = fingerprint(*(file_fingerprint(Path(clf_dir) / name) for name in (WEIGHTS, LABELS)))
+    local_clf = storage.snapshot(str(clf_dir), "classifier")
+    clf, clf_manifest = Classifier.load(local_clf)
+    clf_key = fingerprint(*(file_fingerprint(local_clf / name) for name in (WEIGHTS, LABELS)))
     vdir = VectorsDir.open(vectors_dir)
     check_same_model(clf_dir, clf_manifest, vdir)
     shards, predicted = [], 0
