@@ -82,7 +82,7 @@ class Classifier:
 
     @classmethod
     def load(cls, folder: str | Path) -> tuple["Classifier", dict]:
-        folder = storage.snapshot(str(folder), "classifier")
+        folder = classifier_folder(folder)
         manifest = read_manifest(folder, CLF_KIND)
         for name in (WEIGHTS, LABELS):
             if not (folder / name).exists():
@@ -101,6 +101,14 @@ class Classifier:
             raise ArtifactError(f"{folder}: labels.json and {WEIGHTS} do not fit together (edited or damaged): "
                                 "train the classifier again")
         return clf, manifest
+
+
+def classifier_folder(location: str | Path) -> Path:
+    """The classifier dir, local; in a store a cached copy, its kind checked first: another kind's folder
+    (a vectors dir given by mistake) is refused before it is downloaded."""
+    if storage.is_uri(str(location)):
+        read_manifest(str(location), CLF_KIND)
+    return storage.snapshot(str(location), "classifier")
 
 
 def check_same_model(clf_dir, clf_manifest: dict, vdir: VectorsDir) -> None:
@@ -215,6 +223,7 @@ def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_c
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     if storage.is_uri(str(clf_dir)):  # the report is written beside the classifier: in a store, through its mirror
+        read_manifest(str(clf_dir), CLF_KIND)  # not another kind's folder, pulled and leased to be refused
         with storage.mirrored(str(clf_dir), "CLF") as local:
             return evaluate_classifier(local, vectors_dir, labels, cfg, id_col, split)
     clf, clf_manifest = Classifier.load(clf_dir)
@@ -254,7 +263,7 @@ def predict_collection(clf_dir, vectors_dir, out) -> dict:
     that are new or changed and keeps the rest. Like the vectors dir, the manifest is written last
     and lists the generation; prediction shards of other generations are removed after it."""
     out = check_output(out, "--out", [vectors_dir, clf_dir], markers=(MANIFEST, WRITING_MARK), kind=PRED_KIND)
-    local_clf = storage.snapshot(str(clf_dir), "classifier")
+    local_clf = classifier_folder(clf_dir)
     clf, clf_manifest = Classifier.load(local_clf)
     clf_key = fingerprint(*(file_fingerprint(local_clf / name) for name in (WEIGHTS, LABELS)))
     vdir = VectorsDir.open(vectors_dir)
