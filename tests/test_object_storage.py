@@ -201,12 +201,13 @@ def test_each_command_reads_and_writes_a_bucket(s3, tmp_path, tiny_model_dir, mo
     ]:
         refused = runner.invoke(app, step)
         assert refused.exit_code == 2 and refused.output.strip().splitlines()[-1].startswith(line), refused.output
-    # A vectors dir given as the classifier was downloaded whole, and leased by eval, to be refused.
-    cached = sorted((tmp_path / "vecjob-cache").rglob("*.parquet"))
-    for command in (["eval", s3.uri("v"), s3.uri("v"), "--labels", data], ["predict", s3.uri("v"), s3.uri("v"),
-                                                                            "--out", s3.uri("p2")]):
-        refused = runner.invoke(app, ["sentiment", *command])
+    # A vectors dir given as an index or a classifier was downloaded whole (and leased by eval) to be refused.
+    shutil.rmtree(tmp_path / "vecjob-cache")
+    for command, belongs in ((["search", s3.uri("v"), "--id", "doc-00007"], "index"),
+                             (["sentiment", "eval", s3.uri("v"), s3.uri("v"), "--labels", data], "classifier"),
+                             (["sentiment", "predict", s3.uri("v"), s3.uri("v"), "--out", s3.uri("p2")], "classifier")):
+        refused = runner.invoke(app, command)
         assert refused.exit_code == 2, refused.output
-        assert f"error: {s3.uri('v')}: a vecjob vectors dir, where a vecjob classifier dir belongs" in refused.output
-    assert sorted((tmp_path / "vecjob-cache").rglob("*.parquet")) == cached
+        assert f"error: {s3.uri('v')}: a vecjob vectors dir, where a vecjob {belongs} dir belongs" in refused.output
+    assert not list((tmp_path / "vecjob-cache").rglob("*.parquet"))
     assert not [name for name in storage.list_files(s3.uri()) if name.startswith(("p2/", "v/.")) or "lease" in name]

@@ -732,6 +732,14 @@ def new_manifest(kind: str, **fields: Any) -> dict:
 _A_TYPE = {int: "an integer", str: "a string", list: "a list", dict: "an object"}
 
 
+def check_kind(folder: str | Path, manifest: dict, kind: str) -> None:
+    """Refuse a manifest of another kind, naming it: a vectors dir given where an index belongs."""
+    found = manifest.get("kind")
+    if isinstance(found, str) and found != kind:
+        what = f"a vecjob {found[7:]} dir" if found.startswith("vecjob.") else f"a manifest of kind {quoted(found)}"
+        raise ArtifactError(f"{folder}: {what}, where a vecjob {kind.split('.')[-1]} dir belongs")
+
+
 def read_manifest(folder: str | Path, kind: str, fields: dict[str, type] | None = None) -> dict:
     """Read and check a manifest; an absent, foreign or newer-format one is an ArtifactError, and so
     is one without the `fields` its reader needs (name → type), as a hand edit or damage leaves it."""
@@ -739,10 +747,7 @@ def read_manifest(folder: str | Path, kind: str, fields: dict[str, type] | None 
     if not storage.exists(path):
         raise ArtifactError(f"{folder}: no {MANIFEST} (not a complete vecjob {kind.split('.')[-1]} dir)")
     manifest = read_json(path)
-    found = manifest.get("kind")
-    if isinstance(found, str) and found != kind:  # before its fields: another kind's folder lacks them
-        what = f"a vecjob {found[7:]} dir" if found.startswith("vecjob.") else f"a manifest of kind {quoted(found)}"
-        raise ArtifactError(f"{folder}: {what}, where a vecjob {kind.split('.')[-1]} dir belongs")
+    check_kind(folder, manifest, kind)  # before its fields: another kind's folder lacks them
     for name, wanted in {"kind": str, **(fields or {})}.items():
         value = manifest.get(name)
         if not isinstance(value, wanted) or isinstance(value, bool):

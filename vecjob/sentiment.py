@@ -82,7 +82,7 @@ class Classifier:
 
     @classmethod
     def load(cls, folder: str | Path) -> tuple["Classifier", dict]:
-        folder = classifier_folder(folder)
+        folder = storage.snapshot(str(folder), "classifier")
         manifest = read_manifest(folder, CLF_KIND)
         for name in (WEIGHTS, LABELS):
             if not (folder / name).exists():
@@ -101,14 +101,6 @@ class Classifier:
             raise ArtifactError(f"{folder}: labels.json and {WEIGHTS} do not fit together (edited or damaged): "
                                 "train the classifier again")
         return clf, manifest
-
-
-def classifier_folder(location: str | Path) -> Path:
-    """The classifier dir, local; in a store a cached copy, its kind checked first: another kind's folder
-    (a vectors dir given by mistake) is refused before it is downloaded."""
-    if storage.is_uri(str(location)):
-        read_manifest(str(location), CLF_KIND)
-    return storage.snapshot(str(location), "classifier")
 
 
 def check_same_model(clf_dir, clf_manifest: dict, vdir: VectorsDir) -> None:
@@ -263,7 +255,7 @@ def predict_collection(clf_dir, vectors_dir, out) -> dict:
     that are new or changed and keeps the rest. Like the vectors dir, the manifest is written last
     and lists the generation; prediction shards of other generations are removed after it."""
     out = check_output(out, "--out", [vectors_dir, clf_dir], markers=(MANIFEST, WRITING_MARK), kind=PRED_KIND)
-    local_clf = classifier_folder(clf_dir)
+    local_clf = storage.snapshot(str(clf_dir), "classifier")
     clf, clf_manifest = Classifier.load(local_clf)
     clf_key = fingerprint(*(file_fingerprint(local_clf / name) for name in (WEIGHTS, LABELS)))
     vdir = VectorsDir.open(vectors_dir)

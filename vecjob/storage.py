@@ -451,9 +451,9 @@ KEPT_GENERATIONS = 2  # per location in a reader's cache: the one in use and the
 
 
 def snapshot(location: str, what: str, tries: int = 3) -> Path:
-    """A local copy of a published folder (model, index, vectors): the folder itself when local, else
-    a download into the cache keyed by its location and its manifest's content, checked to be one
-    generation. Downloading a generation removes the location's older ones beyond KEPT_GENERATIONS,
+    """A local copy of a published folder of kind `vecjob.<what>` (model, index, vectors, classifier):
+    the folder itself when local, else a download into the cache keyed by its location and its
+    manifest's content, checked to be one generation. Downloading a generation removes the location's older ones beyond KEPT_GENERATIONS,
     so a service that follows nightly publishes keeps a bounded cache."""
     if not is_uri(location):
         return Path(location)
@@ -465,6 +465,7 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
             before = read_bytes(manifest_uri)
         except ArtifactError:
             raise ArtifactError(f"{location}: no {MANIFESTS[0]} (not a complete vecjob folder)") from None
+        _check_kind(location, before, what)
         key = hashlib.blake2b(before, digest_size=12).hexdigest()
         dest = cache_root() / "published" / f"{place}-{key}"
         _show_as(dest, location)
@@ -487,6 +488,16 @@ def snapshot(location: str, what: str, tries: int = 3) -> Path:
         time.sleep(1.0)
     raise ArtifactError(f"{location}: a file is newer than its {MANIFESTS[0]} in every one of {tries} reads: a run "
                         f"is publishing it, or it was copied there file by file (publish the manifest last)")
+
+
+def _check_kind(location: str, manifest: bytes, what: str) -> None:
+    """Another kind's folder (a vectors dir given as an index) is refused from its manifest, before
+    the whole folder is downloaded to be refused."""
+    from vecjob.parquet_io import check_kind  # parquet_io imports this module
+
+    with contextlib.suppress(ValueError):  # damaged: its reader names it, once downloaded
+        if isinstance(found := json.loads(manifest), dict):
+            check_kind(location, found, f"vecjob.{what}")
 
 
 _SHOWN_AS: dict[str, str] = {}  # a local copy of a store's folder (a mirror, a downloaded generation) → its URI
