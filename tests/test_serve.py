@@ -386,3 +386,41 @@ def test_a_service_on_its_embedded_ray_stopped_by_a_sigterm_to_its_process_group
                                       lambda pid: os.killpg(pid, signal.SIGTERM))
     assert status == 0 and stderr.strip().splitlines()[-1] == "stopped", stderr
     assert "GCS" not in stderr, stderr
+
+
+def test_a_service_reads_index_model_and_texts_from_a_bucket_and_follows_a_new_index_there(s3, tiny_model_dir,
+                                                                                            collection):
+    # The deployment's own setup (deploy/kuberay/rayservice.yaml, jobs/nightly.toml): the service reads
+    # everything from a store, in a process and embedded Ray of its own, as `vecjob serve` runs.
+    from vecjob import storage
+
+    for folder, uri in ((tiny_model_dir, s3.uri("model")), (collection, s3.uri("texts"))):
+        for f in folder.iterdir():
+            storage.write_bytes(storage.join(uri, f.name), f.read_bytes())
+    cli = CliRunner()
+    for step in (["encode", s3.uri("texts"), "--model", s3.uri("model"), "--out", s3.uri("v"), "--runner", "local"],
+                 ["index", s3.uri("v"), "--out", s3.uri("index"), "--factory", "Flat"]):
+        assert cli.invoke(app, step).exit_code == 0, step
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    answers = {}
+
+    def serving_then_following(proc):
+        assert next((line for line in proc.stderr if line.startswith("serving ")), None), proc.stderr.read()
+        answers["text"] = call(url, "/search", {"text": "goal team league", "k": 3})
+        answers["id"] = call(url, "/search", {"id": "doc-00003", "k": 2})
+        assert cli.invoke(app, ["index", s3.uri("v"), "--out", s3.uri("index"), "--factory", "HNSW16"]).exit_code == 0
+        deadline = time.time() + 60
+        while time.time() < deadline and call(url, "/info")[1].get("factory") != "HNSW16":
+            time.sleep(0.5)
+        answers["info"] = call(url, "/info")
+
+    status, stderr = _serve_then_stop([s3.uri("index"), "--model", s3.uri("model"), "--data", s3.uri("texts"),
+                                       "--port", port, "--poll-s", "0.5"], serving_then_following,
+                                      lambda pid: os.killpg(pid, signal.SIGTERM), env={**os.environ, "RAY_ADDRESS": ""})
+    assert status == 0 and stderr.strip().splitlines()[-1] == "stopped", stderr
+    (text_status, text), (id_status, by_id) = answers["text"], answers["id"]
+    assert text_status == 200 and len(text["hits"]) == 3 and all(h["snippet"] for h in text["hits"]), text
+    assert id_status == 200 and by_id["hits"][0]["id"] == "doc-00003" and by_id["hits"][0]["snippet"], by_id
+    assert answers["info"][1]["factory"] == "HNSW16" and answers["info"][1]["index_dir"] == s3.uri("index")
+    assert answers["info"][1]["generation"] != text["generation"]
