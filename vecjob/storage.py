@@ -453,8 +453,9 @@ KEPT_GENERATIONS = 2  # per location in a reader's cache: the one in use and the
 def snapshot(location: str, what: str, tries: int = 3) -> Path:
     """A local copy of a published folder of kind `vecjob.<what>` (model, index, vectors, classifier):
     the folder itself when local, else a download into the cache keyed by its location and its
-    manifest's content, checked to be one generation. Downloading a generation removes the location's older ones beyond KEPT_GENERATIONS,
-    so a service that follows nightly publishes keeps a bounded cache."""
+    manifest's content, checked to be one generation. Downloading a generation removes the
+    location's older ones beyond KEPT_GENERATIONS, so a service that follows nightly publishes keeps
+    a bounded cache."""
     if not is_uri(location):
         return Path(location)
     check_reachable(location, what)
