@@ -102,6 +102,10 @@ def test_labels_the_vector_shards_keep_score_the_clustering_without_the_collecti
     kept_as_label = make_vectors_dir(tmp_path / "v2", vecs, [f"d{i}" for i in range(300)], extra={"label": labels})
     unnamed = cluster_collection(kept_as_label, tmp_path / "c4", 3, ClusterConfig())
     assert unnamed["metrics"]["labelled"] == 270  # none named: a kept column "label", as a collection's
+    manifest = json.loads((kept_as_label / "manifest.json").read_text())
+    (kept_as_label / "manifest.json").write_text(json.dumps({**manifest, "columns": ["label"]}))  # edited by hand
+    edited = cluster_collection(kept_as_label, tmp_path / "c5", 3, ClusterConfig())  # was an AttributeError
+    assert "silhouette" in edited["metrics"] and "labelled" not in edited["metrics"]
 
 
 def test_texts_polars_cannot_scan_or_read_as_one_table_are_one_line_naming_them(tmp_path):

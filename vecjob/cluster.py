@@ -268,7 +268,11 @@ def _join_data(frame: pl.DataFrame, data: list[str], id_col: str, text_col: str,
 
 
 def _kept(vdir: VectorsDir) -> list[str]:
-    return vdir.manifest.get("columns", {}).get("keep", [])
+    """The input columns the vector shards keep, as the manifest lists them (none where a hand edit
+    left the list unreadable: the clustering is then scored without them, not stopped)."""
+    columns = vdir.manifest.get("columns")
+    keep = columns.get("keep") if isinstance(columns, dict) else None
+    return [c for c in keep if isinstance(c, str)] if isinstance(keep, list) else []
 
 
 def _kept_labels(frame: pl.DataFrame, vdir: VectorsDir, column: str) -> pl.DataFrame:
