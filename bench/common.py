@@ -29,12 +29,13 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """This machine's fp32 matmul rate with all cores: the physical limit the encoder is held to."""
+def matmul_gflops(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """This machine's matmul rate with all cores (fp32 by default): the physical limit the encoder is
+    held to."""
     import torch
 
     torch.set_num_threads(os.cpu_count())
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
     return 2 * n**3 / median_time(lambda: a @ b, repeats=repeats, warmup=2) / 1e9
 
 

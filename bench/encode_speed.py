@@ -2,13 +2,15 @@
 
     python bench/encode_speed.py [--minilm-docs 300] [--doc2vec-docs 1000] [--synthetic 1000000]
 
-In one run: this machine's fp32 matmul rate (2048², all cores); the bare torch LSTM kernel on dense
-batches (the ceiling for this architecture, and for a wider one); vecjob's encoder on BBC articles,
-tweets and synthetic short documents (docs/s, tokens/s, LSTM GFLOP/s counted exactly from the
-config, and their ratio to the matmul rate), both as one process using every core's threads and as
-vecjob's Ray default runs it, one single-threaded process per core; gensim Doc2Vec `infer_vector`
-and all-MiniLM-L6-v2 (sentence-transformers, offline package) on the same documents and cores.
-The encoder's weights are untrained (speed does not depend on them); the architecture is the default.
+In one run: this machine's fp32 matmul rate (2048², all cores), and its bf16 rate; the bare torch
+LSTM kernel on dense batches (the ceiling for this architecture, and for a wider one), in fp32 and
+under bf16 autocast; vecjob's encoder on BBC articles, tweets and synthetic short documents (docs/s,
+tokens/s, LSTM GFLOP/s counted exactly from the config, and their ratio to the fp32 matmul rate),
+both as one process using every core's threads and as vecjob's Ray default runs it, one
+single-threaded process per core, in the default precision (`encode.precision = "auto"`) and, where
+that is not fp32, in fp32 too; gensim Doc2Vec `infer_vector` and all-MiniLM-L6-v2
+(sentence-transformers, offline package) on the same documents and cores. The encoder's weights are
+untrained (speed does not depend on them); the architecture is the default.
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ def synthetic(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words, size=k)) for k in lengths]
 
 
-def lstm_kernel_gflops(hidden: int, batch: int = 128, steps: int = 64, seconds: float = 3.0) -> float:
+def lstm_kernel_gflops(hidden: int, batch: int = 128, steps: int = 64, seconds: float = 3.0,
+                       bf16: bool = False) -> float:
     """The bare bidirectional nn.LSTM on a dense batch (no packing, pooling or tokenising)."""
     import torch
 
     lstm = torch.nn.LSTM(128, hidden, batch_first=True, bidirectional=True).eval()
     x = torch.randn(batch, steps, 128)
     flops = batch * steps * 2 * 2 * 4 * hidden * (128 + hidden)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         lstm(x)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -76,10 +79,10 @@ def tokenizer_rate_one_core(model_dir) -> dict:
 
 def _encode_share(args) -> tuple[int, float, float]:
     """One single-threaded worker process: (tokens, inference seconds, wall seconds) for its texts."""
-    model_dir, texts, batch_size, barrier = args
+    model_dir, texts, batch_size, precision, barrier = args
     from vecjob.encoder import DocumentEncoder
 
-    enc = DocumentEncoder(model_dir, device="cpu", batch_size=batch_size, threads=1)
+    enc = DocumentEncoder(model_dir, device="cpu", batch_size=batch_size, threads=1, precision=precision)
     enc.encode_texts(texts[:200])  # warm-up
     barrier.wait()
     t0 = time.perf_counter()
@@ -87,13 +90,13 @@ def _encode_share(args) -> tuple[int, float, float]:
     return out.timings.tokens, out.timings.infer, time.perf_counter() - t0
 
 
-def encode_in_processes(model_dir, texts: list[str], batch_size: int, processes: int) -> dict:
+def encode_in_processes(model_dir, texts: list[str], batch_size: int, processes: int, precision: str) -> dict:
     """vecjob's CPU default (one single-threaded encoder per core), without Ray: the same split."""
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager, ctx.Pool(processes) as pool:
         barrier = manager.Barrier(processes)
         shares = [texts[i::processes] for i in range(processes)]
-        results = pool.map(_encode_share, [(model_dir, s, batch_size, barrier) for s in shares])
+        results = pool.map(_encode_share, [(model_dir, s, batch_size, precision, barrier) for s in shares])
     tokens = sum(r[0] for r in results)
     wall = max(r[2] for r in results)
     return {"tokens": tokens, "wall": wall, "infer_tokens_per_s": sum(r[0] / r[1] for r in results),
@@ -116,27 +119,31 @@ def main() -> None:
     threads = os.cpu_count()
     torch.set_num_threads(threads)
     peak = matmul_gflops()
-    print(f"fp32 matmul 2048², {threads} threads: {peak:.1f} GFLOP/s")
+    peak_bf16 = matmul_gflops(dtype="bfloat16")
+    print(f"matmul 2048², {threads} threads: fp32 {peak:.1f} GFLOP/s, bf16 {peak_bf16:.1f} GFLOP/s")
     bbc = pl.read_parquet(DATA / "bbc_news.parquet")["text"].to_list()
     tweets = pl.read_parquet(DATA / "tweets_sentiment.parquet")["text"].to_list()
-    kernel = [{"kernel": f"nn.LSTM bidirectional, hidden {h}, dense batch 128 × 64", "GFLOP/s": g, "of matmul": g / peak}
-              for h in (128, 512) for g in [lstm_kernel_gflops(h)]]
+    kernel = [{"kernel": f"nn.LSTM bidirectional, hidden {h}, dense batch 128 × 64{', bf16 autocast' if bf16 else ''}",
+               "GFLOP/s": g, "of matmul": g / peak, "of bf16 matmul": g / peak_bf16}
+              for bf16 in (False, True) for h in (128, 512) for g in [lstm_kernel_gflops(h, bf16=bf16)]]
     for k in kernel:
         print(k, flush=True)
     corpora = {"BBC articles": bbc, "tweets": tweets}
     model_dir = untrained_model_dir(bbc + tweets)
-    from vecjob.encoder import AUTO_BATCH_CPU
+    from vecjob.encoder import AUTO_BATCH_CPU, resolve_precision
     from vecjob.model_dir import load_model_dir
+
+    default_precision = resolve_precision("auto", torch.device("cpu"))
 
     flops_per_token = encoder_flops_per_token(load_model_dir(model_dir).model_cfg)
     tokenizer = tokenizer_rate_one_core(model_dir)
     print(f"tokenizer, one polars thread: {tokenizer['tokens/s']:,.0f} tokens/s", flush=True)
 
-    def row(name, layout, batch_size, docs, tokens, wall, infer_tokens_per_s, tokenize_share):
+    def row(name, layout, batch_size, precision, docs, tokens, wall, infer_tokens_per_s, tokenize_share):
         gflops = infer_tokens_per_s * flops_per_token / 1e9
-        r = {"encoder": "vecjob LSTM", "corpus": name, "layout": layout, "batch": batch_size, "docs": docs,
-             "docs/s": docs / wall, "tokens/s": tokens / wall, "infer GFLOP/s": gflops,
-             "of matmul": gflops / peak, "tokenize share": tokenize_share}
+        r = {"encoder": "vecjob LSTM", "corpus": name, "layout": layout, "batch": batch_size, "precision": precision,
+             "docs": docs, "docs/s": docs / wall, "tokens/s": tokens / wall, "infer GFLOP/s": gflops,
+             "of matmul": gflops / peak, "of bf16 matmul": gflops / peak_bf16, "tokenize share": tokenize_share}
         print(r, flush=True)
         return r
 
@@ -149,13 +156,17 @@ def main() -> None:
             t0 = time.perf_counter()
             out = enc.encode_texts(texts)
             wall = time.perf_counter() - t0
-            rows.append(row(name, one_process, batch_size, len(texts), out.timings.tokens, wall,
+            rows.append(row(name, one_process, batch_size, enc.precision, len(texts), out.timings.tokens, wall,
                             out.timings.tokens / out.timings.infer, out.timings.tokenize / wall))
     corpora[f"synthetic {args.synthetic:,}"] = synthetic(args.synthetic)
-    for name, texts in corpora.items():
-        r = encode_in_processes(model_dir, texts, AUTO_BATCH_CPU, threads)
-        rows.append(row(name, f"{threads} processes × 1 thread (default)", AUTO_BATCH_CPU, len(texts),
-                        r["tokens"], r["wall"], r["infer_tokens_per_s"], r["tokenize_share"]))
+    # The default layout in the default precision ("(default)": what check.py reads), then in fp32.
+    layouts = {default_precision: f"{threads} processes × 1 thread (default)"}
+    layouts.setdefault("fp32", f"{threads} processes × 1 thread, fp32")
+    for precision, layout in layouts.items():
+        for name, texts in corpora.items():
+            r = encode_in_processes(model_dir, texts, AUTO_BATCH_CPU, threads, precision)
+            rows.append(row(name, layout, AUTO_BATCH_CPU, precision, len(texts),
+                            r["tokens"], r["wall"], r["infer_tokens_per_s"], r["tokenize_share"]))
     torch.set_num_threads(threads)
     best = {c: max((r for r in rows if r["corpus"] == c), key=lambda r: r["docs/s"]) for c in corpora}
 
@@ -193,12 +204,13 @@ def main() -> None:
         print(others[-1], flush=True)
 
     print(f"\ntokenizer (regex split + vocabulary lookup, one polars thread): {tokenizer['tokens/s']:,.0f} tokens/s")
-    print_table(f"LSTM kernel ceiling (matmul {peak:.0f} GFLOP/s, {threads} threads)", kernel,
-                ["kernel", "GFLOP/s", "of matmul"])
-    print_table(f"vecjob encoder (matmul {peak:.0f} GFLOP/s, {threads} threads)", rows,
-                ["corpus", "layout", "batch", "docs/s", "tokens/s", "infer GFLOP/s", "of matmul", "tokenize share"])
+    print_table(f"LSTM kernel ceiling (matmul fp32 {peak:.0f}, bf16 {peak_bf16:.0f} GFLOP/s, {threads} threads)",
+                kernel, ["kernel", "GFLOP/s", "of matmul", "of bf16 matmul"])
+    print_table(f"vecjob encoder (matmul fp32 {peak:.0f}, bf16 {peak_bf16:.0f} GFLOP/s, {threads} threads)", rows,
+                ["corpus", "layout", "batch", "precision", "docs/s", "tokens/s", "infer GFLOP/s", "of matmul",
+                 "of bf16 matmul", "tokenize share"])
     print_table("vs other encoders (vecjob at its best batch size)", others, ["encoder", "corpus", "docs/s", "vecjob ÷ it"])
-    write_json("encode_speed.json", {"matmul_gflops": peak, "lstm_kernel": kernel, "tokenizer_one_core": tokenizer,
+    write_json("encode_speed.json", {"matmul_gflops": peak, "matmul_bf16_gflops": peak_bf16, "lstm_kernel": kernel, "tokenizer_one_core": tokenizer,
                                      "vecjob": rows, "others": others})
 
 

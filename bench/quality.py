@@ -231,7 +231,27 @@ def gensim_collections() -> dict[str, pl.DataFrame]:
 # ---- vecjob -------------------------------------------------------------------------------------
 
 
-def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict, seed: int = SEED) -> tuple[np.ndarray, dict]:
+def agreement(a: np.ndarray, b: np.ndarray, k: int = 10) -> dict:
+    """How far two encodings of the same documents lie apart: each document's cosine between them, and
+    the share of its k nearest neighbours (by cosine, itself left out) that both give."""
+    ua, ub = _dense_unit(a), _dense_unit(b)
+    cos = (ua * ub).sum(1)
+    overlap = []
+    for start in range(0, len(ua), 2048):  # [2048, n] similarities at a time: the tweets hold 30k rows
+        rows = np.arange(start, min(start + 2048, len(ua)))
+        near = []
+        for u in (ua, ub):
+            sims = u[rows] @ u.T
+            sims[np.arange(len(rows)), rows] = -np.inf
+            near.append(np.argpartition(-sims, k, axis=1)[:, :k])
+        overlap += [len(set(x) & set(y)) / k for x, y in zip(*near)]
+    return {"cos_min": float(cos.min()), "cos_median": float(np.median(cos)), f"top{k}_overlap": float(np.mean(overlap))}
+
+
+def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict, seed: int = SEED,
+                   precisions: tuple[str, ...] = ("auto",)) -> tuple[dict[str, np.ndarray], dict]:
+    """Trains on `path`, then encodes it in each of `precisions` (`encode.precision`): their vectors
+    by precision, and the training's (and the first encoding's speed)."""
     from vecjob import runtime
     from vecjob.config import DataConfig, JobSpec
     from vecjob.encoder import DocumentEncoder
@@ -247,12 +267,14 @@ def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict, seed
     model_dir = models / f"model-{path.stem}-{variant}-seed{seed}"
     manifest = train_model(spec.data, model_dir, tok_cfg, model_cfg, train_cfg, RayTrain())
     train_s = time.perf_counter() - t0
-    encoder = DocumentEncoder(model_dir, device="cpu", threads=os.cpu_count())
     texts = pl.read_parquet(path)["text"]
-    t0 = time.perf_counter()
-    vectors = encoder.encode_texts(texts).vectors
-    encode_s = time.perf_counter() - t0
-    return vectors, {"train_s": train_s, "encode_docs_per_s": len(texts) / encode_s,
+    vectors, encode_s = {}, []
+    for precision in precisions:
+        encoder = DocumentEncoder(model_dir, device="cpu", threads=os.cpu_count(), precision=precision)
+        t0 = time.perf_counter()
+        vectors[precision] = encoder.encode_texts(texts).vectors
+        encode_s.append(time.perf_counter() - t0)
+    return vectors, {"train_s": train_s, "encode_docs_per_s": len(texts) / encode_s[0],
                      "rounds": manifest["rounds_run"], "best_round": manifest["best_round"],
                      "epochs_seen": manifest["epochs_seen"], "stop_reason": manifest["stop_reason"],
                      "history": manifest["history"]}
@@ -266,11 +288,14 @@ def main() -> None:
     ap.add_argument("--corpora", default="bbc,tweets,lee,newsgroups,polarity", help="a subset for quicker runs")
     ap.add_argument("--seeds", default="0", help="training seeds; vecjob rows show the median")
     ap.add_argument("--keep-models", default="", help="write the trained model dirs here (default: a temp dir)")
+    ap.add_argument("--precisions", default="auto", help="encode each model in each (encode.precision), e.g. "
+                                                         "auto,fp32; a row each, and how far they lie apart")
     ap.add_argument("--out", help="default: results/quality.json for the suite's run (--seeds 0,1,2, every other "
                                   "flag at its default), else a dated file in results/archive/")
     args = ap.parse_args()
     suite_run = args.seeds == "0,1,2" and all(
-        getattr(args, k) == ap.get_default(k) for k in ("variants", "baselines", "overrides", "corpora", "keep_models"))
+        getattr(args, k) == ap.get_default(k)
+        for k in ("variants", "baselines", "overrides", "corpora", "keep_models", "precisions"))
     args.out = args.out or str(REPO / "bench" / "results" / (
         "quality.json" if suite_run else f"archive/quality-{time.strftime('%Y-%m-%d-%H%M')}.json"))
     files = {"bbc": DATA / "bbc_news.parquet", "tweets": DATA / "tweets_sentiment.parquet"}
@@ -308,25 +333,32 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(args.keep_models or tmp)
+        precisions = tuple(filter(None, args.precisions.split(",")))
         for variant in filter(None, args.variants.split(",")):
-            per_seed, details[variant] = [], {}
+            # A row per precision; the first one's is named after the variant alone.
+            labels = {p: variant if i == 0 else f"{variant}, {p}" for i, p in enumerate(precisions)}
+            per_seed = {label: [] for label in labels.values()}
+            details[variant] = {}
             for seed in seeds:
-                scores, train_s = {}, {}
+                scores = {label: {} for label in labels.values()}
                 for c in corpora:  # scored as each model finishes: a long run shows its first corpus early
-                    vectors, info = vecjob_vectors(files[c], models, variant, overrides, seed)
+                    encoded, info = vecjob_vectors(files[c], models, variant, overrides, seed, precisions)
+                    for p in precisions[1:]:
+                        info[f"agreement_{p}"] = agreement(encoded[precisions[0]], encoded[p])
                     details[variant][f"{c}-seed{seed}"] = info
-                    partial = evaluate(f"  {variant}, {c}, seed {seed}", {c: vectors}, corpora, {})
-                    scores.update(partial)
-                    train_s[f"train_s_{c}"] = info["train_s"]
-                    print(_fmt_row(partial) + f" train {info['train_s']:.0f} s, stopped: {info['stop_reason']}",
-                          flush=True)
-                per_seed.append({**scores, **train_s})
+                    for p, label in labels.items():
+                        partial = evaluate(f"  {label}, {c}, seed {seed}", {c: encoded[p]}, corpora, {})
+                        scores[label].update({**partial, f"train_s_{c}": info["train_s"]})
+                        print(_fmt_row(partial) + f" train {info['train_s']:.0f} s, stopped: {info['stop_reason']}",
+                              flush=True)
+                for label in labels.values():
+                    per_seed[label].append(scores[label])
                 save()
-            keys = [k for k in per_seed[0] if k != "method"]
-            rows.append({"method": f"vecjob {variant}", "seeds": len(seeds),
-                         **{k: float(np.median([r[k] for r in per_seed])) for k in keys},
-                         "per_seed": per_seed})
-            print(_fmt_row(rows[-1]), flush=True)
+            for label, runs in per_seed.items():
+                keys = [k for k in runs[0] if k != "method"]
+                rows.append({"method": f"vecjob {label}", "seeds": len(seeds),
+                             **{k: float(np.median([r[k] for r in runs])) for k in keys}, "per_seed": runs})
+                print(_fmt_row(rows[-1]), flush=True)
             save()
 
     print()

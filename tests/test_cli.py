@@ -153,6 +153,19 @@ def test_ray_and_local_runners_give_the_same_vectors(pipeline, collection, tmp_p
                                    rtol=0, atol=1e-6)
 
 
+def test_the_encoders_arithmetic_is_chosen_and_recorded(pipeline, collection, tmp_path):
+    from vecjob.encoder import native_bf16
+
+    assert VectorsDir.open(pipeline / "v").manifest["precision"] == ["bf16" if native_bf16() else "fp32"]
+    r = invoke("encode", collection, "--model", pipeline / "m", "--out", tmp_path / "fp32", "--runner", "local",
+               "--precision", "fp32")
+    assert r.exit_code == 0, r.output
+    manifest = VectorsDir.open(tmp_path / "fp32").manifest
+    assert manifest["precision"] == ["fp32"] and {s["precision"] for s in manifest["shards"]} == {"fp32"}
+    r = invoke("encode", collection, "--model", pipeline / "m", "--out", tmp_path / "half", "--precision", "fp16")
+    assert r.exit_code == 2 and "--precision" in r.output and not (tmp_path / "half").exists()
+
+
 def test_search_by_id_returns_the_document_itself(pipeline, collection):
     r = invoke("search", pipeline / "i", "--id", "doc-00003", "-k", "5", "--json", "--data", collection)
     assert r.exit_code == 0, r.output

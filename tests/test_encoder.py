@@ -3,9 +3,10 @@ import shutil
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
-from vecjob.encoder import DocumentEncoder, document_means
-from vecjob.errors import ArtifactError
+from vecjob.encoder import DocumentEncoder, document_means, native_bf16, resolve_precision
+from vecjob.errors import ArtifactError, InputError
 from vecjob.tokenizer import TOKENIZER_VERSION
 from vecjob.chunks import ChunkSet
 
@@ -25,7 +26,7 @@ def test_null_blank_and_unknown_only_texts_are_flagged(tiny_model_dir):
 
 
 def test_long_document_is_the_length_weighted_mean_of_its_chunks(tiny_model_dir):
-    enc = DocumentEncoder(tiny_model_dir, device="cpu")
+    enc = DocumentEncoder(tiny_model_dir, device="cpu", precision="fp32")  # `embed` below is float32
     max_len = enc.loaded.tokenizer.max_len
     words = ("match goal team league coach season player win " * 5).split()[: max_len + max_len // 2]
     doc = " ".join(words)
@@ -53,6 +54,28 @@ def test_batch_size_changes_vectors_only_within_float_tolerance(tiny_model_dir):
     small = DocumentEncoder(tiny_model_dir, device="cpu", batch_size=7).encode_texts(texts).vectors
     large = DocumentEncoder(tiny_model_dir, device="cpu", batch_size=512).encode_texts(texts).vectors
     np.testing.assert_allclose(small, large, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_arithmetic_keeps_each_vector_and_its_neighbours(tiny_model_dir):
+    from conftest import synthetic_texts
+
+    texts, _ = synthetic_texts(200, seed=11)
+    encoders = {p: DocumentEncoder(tiny_model_dir, device="cpu", precision=p) for p in ("fp32", "bf16")}
+    v32, v16 = (encoders[p].encode_texts(texts).vectors for p in ("fp32", "bf16"))
+    assert not np.array_equal(v32, v16)  # the bf16 path ran
+    unit32, unit16 = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (v32, v16))
+    assert (unit32 * unit16).sum(1).min() > 0.999
+    nearest = [np.argsort(-(u @ u.T), axis=1)[:, 1:6] for u in (unit32, unit16)]
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(*nearest)])
+    assert overlap > 0.9
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it_natively():
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native_bf16() else "fp32")
+    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    with pytest.raises(InputError, match="fp16"):
+        resolve_precision("fp16", torch.device("cpu"))
 
 
 def test_call_shape_is_a_batch_dict(tiny_model_dir):

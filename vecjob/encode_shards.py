@@ -158,6 +158,7 @@ class PartStats:
     input_fingerprint: str
     model_fingerprint: str
     written_by: str  # host:pid of the process that encoded and wrote the unit
+    precision: str  # the encoder's arithmetic where it ran: fp32 or bf16 (EncodeConfig.precision)
 
 
 class PartEncoder:
@@ -166,11 +167,12 @@ class PartEncoder:
 
     def __init__(self, model_dir: str, out: str, id_col: str, text_col: str, keep_columns: list[str],
                  keep_types: list[pa.DataType], batch_size: int, device: str, strict: bool,
-                 threads: int | None = None):
+                 precision: str = "auto", threads: int | None = None):
         # Imported here: the driver, which plans the units and writes the manifest, never loads torch.
         from vecjob.encoder import DocumentEncoder
 
-        self.encoder = DocumentEncoder(model_dir, device=device, batch_size=batch_size, threads=threads)
+        self.encoder = DocumentEncoder(model_dir, device=device, batch_size=batch_size, threads=threads,
+                                       precision=precision)
         self.model_fp = self.encoder.loaded.fingerprint
         self.out = out
         self.id_col, self.text_col = id_col, text_col
@@ -200,7 +202,7 @@ class PartEncoder:
             tokenize_s=sum(t.tokenize for _, t in encoded), infer_s=sum(t.infer for _, t in encoded),
             tokens=sum(t.tokens for _, t in encoded), write_s=timings["write_s"],
             input_fingerprint=item.input_fingerprint, model_fingerprint=self.model_fp,
-            written_by=f"{platform.node()}:{os.getpid()}",
+            written_by=f"{platform.node()}:{os.getpid()}", precision=self.encoder.precision,
         ))
         write_json_atomic(stats, storage.join(self.out, stats_name(item.output)))
         return stats
@@ -342,7 +344,7 @@ def encode_collection(
         encoder_kwargs = dict(
             model_dir=storage.lasting(model_dir), out=write_to, id_col=data.id_col, text_col=data.text_col,
             keep_columns=list(cfg.keep_columns), keep_types=keep_types, batch_size=cfg.batch_size,
-            strict=data.strict,
+            strict=data.strict, precision=cfg.precision,
         )
 
         with timed(timings, "encode_wall_s"), storage.adopting(out_dir) as take_in:
@@ -367,6 +369,8 @@ def encode_collection(
             config=cfg.model_dump(),
             runner=executor.name,
             actors=actors,
+            # Shards encoded before the setting existed were fp32.
+            precision=sorted({s.get("precision", "fp32") for s in stats}),
             counts={
                 "shards": len(shards),
                 "shards_encoded": len(encoded),

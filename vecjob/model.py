@@ -131,13 +131,16 @@ class SequenceAutoencoder(nn.Module):
 
     # ---- encoder: what `vecjob encode` runs ---------------------------------------------------
 
-    def encode_states(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Mean of z (the document vector) and, for the variational variant, its log-variance."""
+    def encode_states(self, batch: Batch, lstm_bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mean of z (the document vector) and, for the variational variant, its log-variance.
+        `lstm_bf16` runs the LSTM of a batch without padding in bfloat16 (its pooling and z stay float32)."""
         emb = self.embedding(batch.tokens)
         if bool((batch.lengths == batch.tokens.shape[1]).all()):
             # No padding: the dense call is the same computation, and torch runs it through its
             # oneDNN kernel on CPU (packed sequences take a slower per-step loop).
-            states, _ = self.encoder(emb)
+            with torch.autocast(emb.device.type, dtype=torch.bfloat16, enabled=lstm_bf16):
+                states, _ = self.encoder(emb)
+            states = states.float()
             pooled = torch.cat([states.mean(1), states.amax(1)], dim=-1)
         else:
             pooled = self._pool_packed(emb, batch.lengths)
@@ -155,9 +158,9 @@ class SequenceAutoencoder(nn.Module):
         return torch.cat([mean, states.masked_fill(~valid, float("-inf")).amax(1)], dim=-1)
 
     @torch.inference_mode()
-    def embed(self, batch: Batch) -> torch.Tensor:
+    def embed(self, batch: Batch, lstm_bf16: bool = False) -> torch.Tensor:
         """Document vectors for a batch of chunks (no sampling, no dropout effects), centred."""
-        return self.encode_states(batch)[0] - self.z_center
+        return self.encode_states(batch, lstm_bf16)[0] - self.z_center
 
     # ---- training objective --------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ def labelled_vectors(cache: Path):
         if not vectors_file.exists():
             path = cache / f"{name}.parquet"
             df.select("id", "text").write_parquet(path)
-            vectors, _ = quality.vecjob_vectors(path, cache, "denoising", {}, seed=0)
+            vectors = quality.vecjob_vectors(path, cache, "denoising", {}, seed=0)[0]["auto"]
             np.save(vectors_file, vectors)
         yield name, np.load(vectors_file)[visible], df["label"].cast(pl.String).to_numpy()[visible]
 

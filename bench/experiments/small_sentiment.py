@@ -83,7 +83,8 @@ def main() -> None:
     runs = [("vecjob default", {}, int(s)) for s in args.seeds.split(",") if s]
     runs += [(f"vecjob {name}", overrides, 0) for name, overrides in json.loads(args.variants).items()]
     for method, overrides, seed in runs:
-        vectors, info = quality.vecjob_vectors(path, scratch, "denoising", overrides, seed)
+        encoded, info = quality.vecjob_vectors(path, scratch, "denoising", overrides, seed)
+        vectors = encoded["auto"]
         save({"method": method, "seed": seed, "overrides": overrides, "acc": quality.cv_probe(vectors, y),
               "train_s": info["train_s"], "stop_reason": info["stop_reason"], "best_round": info["best_round"]})
     default = [r["acc"] for r in result["rows"] if r["method"] == "vecjob default"]

@@ -129,6 +129,8 @@ def encode(
     concurrency: Annotated[Optional[int], typer.Option(help="Encoder actors (0 = auto).")] = None,
     keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Input column to copy into the vector shards.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="The LSTM's arithmetic: auto (bf16 on a CPU with native bf16, else fp32) | fp32 | bf16")] = None,
     runner: Annotated[str, typer.Option(help="ray (Ray Data actors) | local (in-process)")] = "ray",
     id_col: IdColOpt = None,
     text_col: TextColOpt = None,
@@ -146,7 +148,8 @@ def encode(
     if runner not in ("ray", "local"):
         raise ConfigError(f"--runner {runner!r}: expected ray or local")
     spec = job_spec(config, data, id_col=id_col, text_col=text_col, strict=strict)
-    cfg = override(spec.encode, batch_size=batch_size, concurrency=concurrency, keep_columns=keep, device=device)
+    cfg = override(spec.encode, batch_size=batch_size, concurrency=concurrency, keep_columns=keep, device=device,
+                   precision=precision)
     executor = RayData(address or spec.address or None) if runner == "ray" else InProcess()
     with reporting.row_progress("encoding") as (on_plan, on_rows):
         with writable(out) as target:
@@ -158,6 +161,7 @@ def encode(
         "vectors out": c["rows_out"],
         "skipped (empty)": c["skipped_empty"],
         "dim": manifest["dim"],
+        "precision": ", ".join(manifest["precision"]),
         "docs/s": c["rows_encoded"] / max(t["encode_wall_s"], 1e-9) if c["shards_encoded"] else "-",
         "seconds": t["total_s"],
     })
