@@ -88,8 +88,10 @@ def _scale_1m(d: dict) -> dict:
 
 
 def _of_matmul(d: dict) -> float:
-    """The encoder's share of the machine's matmul rate in its default layout (the worst corpus)."""
-    return min(r["of matmul"] for r in d["vecjob"] if "(default)" in r["layout"])
+    """The encoder's share of the machine's fp32 matmul rate in its default layout, in fp32 arithmetic
+    like the matmul's (the worst corpus): bf16, where `auto` chooses it, is compared in the README."""
+    return min(r["of matmul"] for r in d["vecjob"]
+               if "processes × 1 thread" in r["layout"] and r.get("precision", "fp32") == "fp32")
 
 
 def _store_night_ms(d: dict) -> float:
@@ -119,7 +121,7 @@ TARGETS = [
            lambda d: (f"{d['figures']['accuracy']:.4f}", d["figures"]["accuracy"] >= 0.97)),
     Target("quickstart.py", "the README's quickstart (issue 23)", "training ≤ 300 s", "quickstart.json",
            lambda d: (f"{d['figures']['train_s']:.0f} s", d["figures"]["train_s"] <= 300)),
-    Target("encode_speed.py", "the encoder vs the hardware (issue 4)", "≥ 80% of matmul", "encode_speed.json",
+    Target("encode_speed.py", "the encoder vs the hardware (issue 4)", "≥ 80% of matmul, fp32", "encode_speed.json",
            lambda d: (f"{_of_matmul(d):.0%}", _of_matmul(d) >= 0.8)),
     Target("ray_overhead.py", "Ray Data's cost over an in-process loop (issue 4)", "Ray ÷ local ≥ 0.8",
            "ray_overhead.json", lambda d: (f"{d['ratios']['ray']:.2f}", d["ratios"]["ray"] >= 0.8)),

@@ -3,7 +3,7 @@ probe, same run.
 
     python bench/quality.py [--variants denoising,plain,variational] [--overrides JSON]
                             [--corpora bbc,tweets,lee,newsgroups,polarity] [--seeds 0,1,2]
-                            [--keep-models DIR] [--out FILE]
+                            [--keep-models DIR] [--precisions auto,fp32] [--out FILE]
 
 The suite's run, `--seeds 0,1,2` with every other flag at its default, writes results/quality.json
 (what bench/check.py reads); any other run writes a dated file in results/archive/.
@@ -21,7 +21,9 @@ real `vecjob train` path (Ray Train on a local Ray). Then, for every method:
               similarities with the mean human similarity of the 1,225 pairs of its 50 judged articles.
   newsgroups: 200 Usenet posts, 2 groups (alt.atheism, sci.space); probe accuracy, 5-fold CV; NMI.
   polarity:   200 movie-review sentences, positive/negative (Pang & Lee); probe accuracy, 5-fold CV.
-vecjob rows: the median over --seeds of the training seed. Needs the bench extra.
+vecjob rows: the median over --seeds of the training seed; with --precisions, each model is encoded
+in each precision (`encode.precision`), a row each, and the file records how far apart they lie.
+Needs the bench extra.
 """
 
 from __future__ import annotations

@@ -162,6 +162,11 @@ def test_the_encoders_arithmetic_is_chosen_and_recorded(pipeline, collection, tm
     assert r.exit_code == 0, r.output
     manifest = VectorsDir.open(tmp_path / "fp32").manifest
     assert manifest["precision"] == ["fp32"] and {s["precision"] for s in manifest["shards"]} == {"fp32"}
+    # Rounding apart, the vectors are the same: a change of precision alone encodes nothing again.
+    r = invoke("encode", collection, "--model", pipeline / "m", "--out", tmp_path / "fp32", "--runner", "local",
+               "--precision", "bf16")
+    assert r.exit_code == 0 and VectorsDir.open(tmp_path / "fp32").manifest["counts"]["shards_encoded"] == 0
+    assert VectorsDir.open(tmp_path / "fp32").manifest["precision"] == ["fp32"]
     r = invoke("encode", collection, "--model", pipeline / "m", "--out", tmp_path / "half", "--precision", "fp16")
     assert r.exit_code == 2 and "--precision" in r.output and not (tmp_path / "half").exists()
 
