@@ -3,7 +3,10 @@ shards, `vecjob encode` (Ray Data) then `vecjob index` (factory auto) on this ma
 peak memory of every process (driver + Ray: summed RSS and summed PSS, and each process's share at
 the peak), to show memory stays flat as the corpus grows.
 
-    python bench/scale.py [--sizes 100000,1000000]
+    python bench/scale.py [--sizes 100000,1000000] [--precision auto|fp32|bf16]
+
+The default run writes results/scale.json; one with another --precision writes
+results/archive/scale-<precision>.json.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def make_model(folder: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--precision", default="auto", help="encode.precision")
     args = ap.parse_args()
 
     from vecjob import runtime
@@ -77,7 +81,8 @@ def main() -> None:
         gen_s = time.perf_counter() - t0
         with PeakRSS() as enc_rss:
             t0 = time.perf_counter()
-            m = encode_collection(DataConfig(paths=[str(data)]), model, work / f"v-{n}", EncodeConfig(), RayData())
+            m = encode_collection(DataConfig(paths=[str(data)]), model, work / f"v-{n}",
+                                  EncodeConfig(precision=args.precision), RayData())
             enc_s = time.perf_counter() - t0
         # Ray Data lets the encoder actors exit on their own, within about 2 s of the last batch;
         # they are idle by then, but would otherwise count in the first samples of the index stage.
@@ -86,7 +91,8 @@ def main() -> None:
             t0 = time.perf_counter()
             im = index_collection(work / f"v-{n}", work / f"i-{n}", IndexConfig())
             idx_s = time.perf_counter() - t0
-        rows.append({"docs": n, "shards": shards, "tokens": m["counts"]["tokens"], "encode s": enc_s,
+        rows.append({"docs": n, "shards": shards, "precision": ", ".join(m["precision"]),
+                     "tokens": m["counts"]["tokens"], "encode s": enc_s,
                      "docs/s": n / enc_s, "encode peak RSS GB": enc_rss.peak / 1e9,
                      "encode peak PSS GB": enc_rss.peak_pss / 1e9, "factory": im["factory"],
                      "index s": idx_s, "index peak RSS GB": idx_rss.peak / 1e9,
@@ -98,13 +104,14 @@ def main() -> None:
         shutil.rmtree(data)
         shutil.rmtree(work / f"v-{n}")
     print_table("encode + index at scale (peak memory: driver + every Ray process)", rows,
-                ["docs", "shards", "encode s", "docs/s", "encode peak RSS GB", "encode peak PSS GB", "factory",
+                ["docs", "shards", "precision", "encode s", "docs/s", "encode peak RSS GB", "encode peak PSS GB", "factory",
                  "index s", "index peak RSS GB", "index peak PSS GB", "recall@10"])
     for r in rows:
         print_table(f"{r['docs']:,} docs: processes at the encode peak", r["encode processes at peak"],
                     ["process", "rss_gb", "pss_gb"])
     print(f"torch imported by the driver: {'torch' in sys.modules}")
-    write_json("scale.json", {"rows": rows, "driver_imported_torch": "torch" in sys.modules})
+    name = "scale.json" if args.precision == "auto" else f"archive/scale-{args.precision}.json"
+    write_json(name, {"rows": rows, "driver_imported_torch": "torch" in sys.modules})
     shutil.rmtree(work)
 
 
