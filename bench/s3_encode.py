@@ -9,7 +9,8 @@ twice with the embedded local Ray, as `vecjob encode` does, in alternating order
 to a fresh local folder, and from the bucket to a fresh prefix of the bucket (encoder actors write
 the vector shards to the bucket; the driver downloads each into its local mirror as it is reported
 and publishes the manifest, which is counted). Medians of the
-wall times, and their ratio. With --rss-docs, one more run encodes a collection of that size from
+wall times, and their ratio; for each bucket run, the CPU seconds the S3 server itself spent (it
+shares the machine's cores with the encoders, which a real bucket would not). With --rss-docs, one more run encodes a collection of that size from
 and to the bucket while the memory of the driver and of every Ray process is sampled (PeakRSS).
 """
 
@@ -55,6 +56,14 @@ def start_s3_server() -> tuple[int, str]:
         except OSError:
             time.sleep(0.2)
     raise SystemExit("moto_server did not start")
+
+
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the S3 server process has used so far."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def upload(local: Path, uri: str) -> None:
@@ -114,11 +123,13 @@ def main() -> None:
                 if where == "local disk":
                     got = encode(str(work / "data"), str(work / "model"), str(work / f"vectors-{r}"))
                 else:
+                    before = server_cpu_s(server)
                     got = encode(f"{bucket}/data", f"{bucket}/model", f"{bucket}/vectors-{r}")
+                    got["server_cpu_s"] = server_cpu_s(server) - before
                     shutil.rmtree(work / "cache" / "runs", ignore_errors=True)
                 runs[where].append(got)
-                print(f"repeat {r}: {where}: {got['seconds']:.1f} s ({got['rows'] / got['seconds']:,.0f} docs/s)",
-                      flush=True)
+                print(f"repeat {r}: {where}: {got['seconds']:.1f} s ({got['rows'] / got['seconds']:,.0f} docs/s)"
+                      + (f", S3 server CPU {got['server_cpu_s']:.1f} s" if "server_cpu_s" in got else ""), flush=True)
         rows = []
         for where, got in runs.items():
             seconds = statistics.median(g["seconds"] for g in got)
