@@ -210,7 +210,8 @@ def main() -> None:
                 ["corpus", "layout", "batch", "precision", "docs/s", "tokens/s", "infer GFLOP/s", "of matmul",
                  "of bf16 matmul", "tokenize share"])
     print_table("vs other encoders (vecjob at its best batch size)", others, ["encoder", "corpus", "docs/s", "vecjob ÷ it"])
-    write_json("encode_speed.json", {"matmul_gflops": peak, "matmul_bf16_gflops": peak_bf16, "lstm_kernel": kernel, "tokenizer_one_core": tokenizer,
+    write_json("encode_speed.json", {"matmul_gflops": peak, "matmul_bf16_gflops": peak_bf16, "lstm_kernel": kernel,
+                                     "tokenizer_one_core": tokenizer,
                                      "vecjob": rows, "others": others})
 
 

@@ -247,7 +247,8 @@ def agreement(a: np.ndarray, b: np.ndarray, k: int = 10) -> dict:
             sims[np.arange(len(rows)), rows] = -np.inf
             near.append(np.argpartition(-sims, k, axis=1)[:, :k])
         overlap += [len(set(x) & set(y)) / k for x, y in zip(*near)]
-    return {"cos_min": float(cos.min()), "cos_median": float(np.median(cos)), f"top{k}_overlap": float(np.mean(overlap))}
+    return {"cos_min": float(cos.min()), "cos_median": float(np.median(cos)),
+            f"top{k}_overlap": float(np.mean(overlap))}
 
 
 def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict, seed: int = SEED,

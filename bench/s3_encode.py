@@ -8,10 +8,11 @@ synthetic collection (tweet-length documents, bench/scale.py) and of the same un
 twice with the embedded local Ray, as `vecjob encode` does, in alternating order: from local disk
 to a fresh local folder, and from the bucket to a fresh prefix of the bucket (encoder actors write
 the vector shards to the bucket; the driver downloads each into its local mirror as it is reported
-and publishes the manifest, which is counted). Medians of the
-wall times, and their ratio; for each bucket run, the CPU seconds the S3 server itself spent (it
-shares the machine's cores with the encoders, which a real bucket would not). With --rss-docs, one more run encodes a collection of that size from
-and to the bucket while the memory of the driver and of every Ray process is sampled (PeakRSS).
+and publishes the manifest, which is counted). Medians of the wall times, and their ratio; for
+each bucket run, the CPU seconds the S3 server itself spent (it shares the machine's cores with the
+encoders, which a real bucket would not). With --rss-docs, one more run encodes a collection of that
+size from and to the bucket while the memory of the driver and of every Ray process is sampled
+(PeakRSS).
 """
 
 from __future__ import annotations

@@ -104,8 +104,8 @@ def main() -> None:
         shutil.rmtree(data)
         shutil.rmtree(work / f"v-{n}")
     print_table("encode + index at scale (peak memory: driver + every Ray process)", rows,
-                ["docs", "shards", "precision", "encode s", "docs/s", "encode peak RSS GB", "encode peak PSS GB", "factory",
-                 "index s", "index peak RSS GB", "index peak PSS GB", "recall@10"])
+                ["docs", "shards", "precision", "encode s", "docs/s", "encode peak RSS GB", "encode peak PSS GB",
+                 "factory", "index s", "index peak RSS GB", "index peak PSS GB", "recall@10"])
     for r in rows:
         print_table(f"{r['docs']:,} docs: processes at the encode peak", r["encode processes at peak"],
                     ["process", "rss_gb", "pss_gb"])
