@@ -138,9 +138,12 @@ class SequenceAutoencoder(nn.Module):
         if bool((batch.lengths == batch.tokens.shape[1]).all()):
             # No padding: the dense call is the same computation, and torch runs it through its
             # oneDNN kernel on CPU (packed sequences take a slower per-step loop).
-            with torch.autocast(emb.device.type, dtype=torch.bfloat16, enabled=lstm_bf16):
+            if lstm_bf16:  # entered only then: a caller's own autocast (bench/gpu.py) stays in force
+                with torch.autocast(emb.device.type, dtype=torch.bfloat16):
+                    states, _ = self.encoder(emb)
+                states = states.float()
+            else:
                 states, _ = self.encoder(emb)
-            states = states.float()
             pooled = torch.cat([states.mean(1), states.amax(1)], dim=-1)
         else:
             pooled = self._pool_packed(emb, batch.lengths)
