@@ -181,7 +181,7 @@ class EncodeConfig(_Frozen):
     keep_columns: list[str] = Field(default_factory=list)  # input columns copied into the vector shards
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # The encoder LSTM's arithmetic; auto = bf16 on a CPU that computes it in hardware (AVX512-BF16,
-    # AMX), where it is faster and the vectors keep their neighbours (bench/README.md), else fp32.
+    # AMX), where it is faster and the vectors keep nearly all their neighbours (bench/README.md), else fp32.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     @field_validator("keep_columns")
