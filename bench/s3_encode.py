@@ -9,6 +9,7 @@ twice with the embedded local Ray, as `vecjob encode` does, in alternating order
 to a fresh local folder, and from the bucket to a fresh prefix of the bucket (encoder actors write
 the vector shards to the bucket; the driver downloads each into its local mirror as it is reported
 and publishes the manifest, which is counted). Medians of the wall times, and their ratio; for
+each run, the encoder actors' own seconds summed over the units (read, tokenize, infer, write), and for
 each bucket run, the CPU seconds the S3 server itself spent (it shares the machine's cores with the
 encoders, which a real bucket would not). With --rss-docs, one more run encodes a collection of that
 size from and to the bucket while the memory of the driver and of every Ray process is sampled
@@ -88,8 +89,12 @@ def encode(data: str, model: str, out: str) -> dict:
             manifest = encode_collection(DataConfig(paths=[data]), model, local, EncodeConfig(), RayData())
     else:
         manifest = encode_collection(DataConfig(paths=[data]), model, out, EncodeConfig(), RayData())
+    # Where the encoder actors spent their time, summed over the units: what the store adds shows as
+    # read_s (the input shard) and write_s (the vector shard and its stats).
+    actor_s = {part: sum(unit[part] for unit in manifest["shards"])
+               for part in ("read_s", "tokenize_s", "infer_s", "write_s")}
     return {"seconds": time.perf_counter() - t0, "rows": manifest["counts"]["rows_out"],
-            "encode_wall_s": manifest["timings"]["encode_wall_s"]}
+            "encode_wall_s": manifest["timings"]["encode_wall_s"], "actor_s": actor_s}
 
 
 def main() -> None:
@@ -129,7 +134,9 @@ def main() -> None:
                     got["server_cpu_s"] = server_cpu_s(server) - before
                     shutil.rmtree(work / "cache" / "runs", ignore_errors=True)
                 runs[where].append(got)
-                print(f"repeat {r}: {where}: {got['seconds']:.1f} s ({got['rows'] / got['seconds']:,.0f} docs/s)"
+                parts = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in got["actor_s"].items())
+                print(f"repeat {r}: {where}: {got['seconds']:.1f} s ({got['rows'] / got['seconds']:,.0f} docs/s; "
+                      f"actors' s: {parts})"
                       + (f", S3 server CPU {got['server_cpu_s']:.1f} s" if "server_cpu_s" in got else ""), flush=True)
         rows = []
         for where, got in runs.items():
