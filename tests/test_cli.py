@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import threading
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import write_collection
 from vecjob.cli import app
+from vecjob.search import check_search_pair
 from vecjob.vectors import VectorsDir, table_vectors
 
 runner = CliRunner()
@@ -183,6 +185,34 @@ def test_search_by_text(pipeline):
     r = invoke("search", pipeline / "i", "--model", pipeline / "m", "--text", "goal team league", "--k", "3", "--json")
     assert r.exit_code == 0, r.output
     assert len(json.loads(r.stdout)["hits"]) == 3
+
+
+def test_a_text_query_without_model_is_encoded_by_the_model_the_index_records(pipeline, collection, tmp_path):
+    r = invoke("search", pipeline / "i", "--text", "goal team league", "--k", "3", "--json")
+    assert r.exit_code == 0, r.output
+    given = invoke("search", pipeline / "i", "--model", pipeline / "m", "--text", "goal team league", "--k", "3",
+                   "--json")
+    assert json.loads(r.stdout)["hits"] == json.loads(given.stdout)["hits"]
+    # The model moved since: the record names nothing, and the line says so and what to do.
+    shutil.copytree(pipeline / "m", tmp_path / "m")
+    for step in (["encode", collection, "--model", tmp_path / "m", "--out", tmp_path / "v", "--runner", "local"],
+                 ["index", tmp_path / "v", "--out", tmp_path / "i"]):
+        assert invoke(*step).exit_code == 0
+    (tmp_path / "m").rename(tmp_path / "moved")
+    r = invoke("search", tmp_path / "i", "--text", "goal team league")
+    assert r.exit_code == 2 and f"the index's model: {tmp_path / 'm'}: model dir not found (give --model)" in r.output
+    # `vecjob serve` starts all the same, answering id and vector queries, and says why not text ones.
+    assert check_search_pair(pipeline / "i", None) == (str(pipeline / "m"), "")
+    model, why = check_search_pair(tmp_path / "i", None)
+    assert model is None and why.endswith("model dir not found (give --model)")
+    assert invoke("search", tmp_path / "i", "--model", tmp_path / "moved", "--text", "goal team league").exit_code == 0
+    # An index made before vecjob recorded its model.
+    manifest = json.loads((tmp_path / "i" / "manifest.json").read_text())
+    del manifest["model_dir"]
+    (tmp_path / "i" / "manifest.json").write_text(json.dumps(manifest))
+    r = invoke("search", tmp_path / "i", "--text", "goal team league")
+    assert r.exit_code == 2 and "--text needs --model to encode the query: this index does not record its model" \
+        in r.output
 
 
 def test_a_text_query_of_unknown_words_only_is_refused(pipeline):

@@ -120,6 +120,11 @@ def test_four_nights_over_a_growing_collection(ray_session, articles, tmp_path):
     new_model = json.loads((model / "manifest.json").read_text())["model_fingerprint"]
     assert new_model != first_model and load_index_dir(index).manifest["model_fingerprint"] == new_model
     assert [s["stage"] for s in manifest["stages"]][-1] == "publish model"
+    # The new vectors and index name the model where it is now published, not the folder it waited in
+    # (gone once it is published): a text query without a model given is encoded by it.
+    vectors = json.loads((tmp_path / "collection" / "vectors" / "manifest.json").read_text())
+    assert vectors["model_dir"] == load_index_dir(index).manifest["model_dir"] == str(model)
+    assert search(index, text=new_text, k=3) == search(index, text=new_text, model_dir=model, k=3)
 
 
 @needs_shared

@@ -415,10 +415,12 @@ def test_a_service_reads_index_model_and_texts_from_a_bucket_and_follows_a_new_i
             time.sleep(0.5)
         answers["info"] = call(url, "/info")
 
-    status, stderr = _serve_then_stop([s3.uri("index"), "--model", s3.uri("model"), "--data", s3.uri("texts"),
+    # No --model: text queries are encoded by the model the index records (its URI in the bucket).
+    status, stderr = _serve_then_stop([s3.uri("index"), "--data", s3.uri("texts"),
                                        "--port", port, "--poll-s", "0.5"], serving_then_following,
                                       lambda pid: os.killpg(pid, signal.SIGTERM), env={**os.environ, "RAY_ADDRESS": ""})
     assert status == 0 and stderr.strip().splitlines()[-1] == "stopped", stderr
+    assert "text queries will be refused" not in stderr
     (text_status, text), (id_status, by_id) = answers["text"], answers["id"]
     assert text_status == 200 and len(text["hits"]) == 3 and all(h["snippet"] for h in text["hits"]), text
     assert id_status == 200 and by_id["hits"][0]["id"] == "doc-00003" and by_id["hits"][0]["snippet"], by_id

@@ -300,10 +300,13 @@ def encode_collection(
     executor: Executor | None = None,
     on_rows: Callable[[int], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
+    model_published_at: str | Path | None = None,
 ) -> dict:
     """Encode every unit of work not already done; returns the vectors dir manifest. `executor` runs
     the units (`InProcess` when None; `vecjob.ray_encode.RayData` maps them over encoder actors) and
-    is started only once the checks pass.
+    is started only once the checks pass. The manifest names the model by `model_published_at` when
+    `model_dir` is a copy that will be published there (a retrained model waiting for its index), so
+    that it names a model that is still there once the copy is published.
 
     Everything that can be known before work starts is checked first (the output location, every
     shard's schema, null ids, --strict texts, the model dir), so bad input writes nothing. When
@@ -361,7 +364,7 @@ def encode_collection(
         timings["total_s"] = time.perf_counter() - t_start
         manifest = new_manifest(
             MANIFEST_KIND,
-            model_dir=storage.lasting(model_dir),
+            model_dir=storage.lasting(model_published_at or model_dir),
             model_fingerprint=model_fp,
             vectors_fingerprint=vectors_fingerprint(stats),
             dim=dim,

@@ -256,6 +256,7 @@ def _manifest(vdir, cfg, factory, index, labels, train_size, *, trained_with, ad
     return new_manifest(
         MANIFEST_KIND,
         vectors_dir=vdir.location,
+        model_dir=vdir.manifest.get("model_dir"),  # where text queries find the model that made the vectors
         model_fingerprint=vdir.manifest.get("model_fingerprint"),
         vectors_fingerprint=vdir.manifest.get("vectors_fingerprint"),
         config=cfg.model_dump(),

@@ -32,12 +32,12 @@ def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, mo
         raise InputError("give exactly one of --text or --id")
     if doc_id is not None:
         return index.stored_vector(doc_id)
-    if model_dir is None:
-        raise InputError("--text needs --model to encode the query")
+    as_recorded = model_dir is None
+    model_dir = recorded_model(index.manifest) if as_recorded else model_dir
     # Imported here: a search by id answers without loading torch.
     from vecjob.encoder import DocumentEncoder
 
-    check_model_made_index(model_dir, index.manifest)
+    check_model_made_index(model_dir, index.manifest, as_recorded)
     encoder = DocumentEncoder(model_dir, device="cpu")
     encoded = encoder.encode_texts([text])
     if not encoded.ok[0]:
@@ -48,26 +48,52 @@ def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, mo
     return encoded.vectors[0]
 
 
-def check_model_made_index(model_dir: str | Path, index_manifest: dict) -> None:
-    """A query is encoded only by the model whose vectors the index holds (read without torch)."""
+def recorded_model(index_manifest: dict) -> str:
+    """Where the model that made the index's vectors was published when they were encoded (a location
+    any process reads: an absolute path or a URI): what encodes a text query when no --model is given."""
+    recorded = index_manifest.get("model_dir")
+    if not isinstance(recorded, str) or not recorded:  # an index built before vecjob recorded it
+        raise InputError("--text needs --model to encode the query: this index does not record its model")
+    return recorded
+
+
+def check_model_made_index(model_dir: str | Path, index_manifest: dict, as_recorded: bool = False) -> None:
+    """A query is encoded only by the model whose vectors the index holds (read without torch).
+    `as_recorded`: `model_dir` is the index's own record, not a --model given (a folder moved since
+    leaves a record that names nothing: the line then says to give --model)."""
     from vecjob.model_dir import read_model_info
 
     made_by = str(index_manifest.get("model_fingerprint"))
-    info = read_model_info(model_dir)
+    try:
+        info = read_model_info(model_dir)
+    except ArtifactError as exc:
+        if not as_recorded:
+            raise
+        raise ArtifactError(f"the index's model: {exc} (give --model)") from None
     if info.fingerprint != made_by:
         raise ArtifactError(f"{model_dir}: this model (fingerprint {info.fingerprint[:12]}) did not make the "
-                            f"index's vectors ({made_by[:12]})")
+                            f"index's vectors ({made_by[:12]})" + ("; give --model" if as_recorded else ""))
 
 
-def check_search_pair(index_dir: str | Path, model_dir: str | Path | None, data: list[str] | None = None) -> None:
+def check_search_pair(index_dir: str | Path, model_dir: str | Path | None,
+                      data: list[str] | None = None) -> tuple[str | Path | None, str]:
     """Refuse, before anything starts, an index that cannot be loaded, a model that did not make it,
-    or texts (`data`) without the columns or the id type the hits' snippets are read by."""
+    or texts (`data`) without the columns or the id type the hits' snippets are read by. Returns the
+    model that encodes text queries (without `model_dir`: the index's recorded one, when it is there
+    and made the index) and, when there is none, why."""
     index = load_index_dir(index_dir)
-    if model_dir is not None:
-        check_model_made_index(model_dir, index.manifest)
     if data:
         id_dtype = pl.from_arrow(index.labels.column("id").slice(0, 0)).dtype
         texts_as_text(scan_by_id(data, "id", {"text": "text"}, id_dtype), data, "text")
+    if model_dir is not None:
+        check_model_made_index(model_dir, index.manifest)
+        return model_dir, ""
+    try:
+        recorded = recorded_model(index.manifest)
+        check_model_made_index(recorded, index.manifest, as_recorded=True)
+    except (InputError, ArtifactError) as exc:
+        return None, str(exc).replace("--text needs", "text queries need")
+    return recorded, ""
 
 
 def search(

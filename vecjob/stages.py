@@ -242,7 +242,7 @@ class Encode(Stage):
 
         spec = ctx.spec  # the workers read the model where it is published (storage.lasting)
         return encode_collection(spec.data, active_model(ctx.folder("train")), ctx.folder(self.name), spec.encode,
-                                 RayData(spec.address or None))["counts"]
+                                 RayData(spec.address or None), model_published_at=ctx.folder("train"))["counts"]
 
 
 class Index(Stage):

@@ -87,6 +87,8 @@ VectorsArg = Annotated[str, typer.Argument(help="Vectors dir written by `vecjob 
 IndexArg = Annotated[str, typer.Argument(help="Index dir written by `vecjob index`.")]
 ClassifierArg = Annotated[str, typer.Argument(help="Classifier dir written by `vecjob sentiment train`.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model dir written by `vecjob train`.")]
+QueryModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="Model dir that encodes text queries (default: the one the index records, that made its vectors).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Job spec (TOML) to take defaults from.")]
 AddressOpt = Annotated[
     Optional[str], typer.Option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")

@@ -13,7 +13,7 @@ from vecjob.cli import (
     IdColOpt,
     IndexArg,
     JsonOpt,
-    ModelOpt,
+    QueryModelOpt,
     TextColOpt,
     app,
     friendly_errors,
@@ -26,7 +26,7 @@ from vecjob.parquet_io import plain_json
 @friendly_errors
 def search(
     index_dir: IndexArg,
-    model: ModelOpt = None,
+    model: QueryModelOpt = None,
     text: Annotated[Optional[str], typer.Option("--text", help="Query text.")] = None,
     doc_id: Annotated[Optional[str], typer.Option("--id", help="Query by a stored document's id.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of neighbours.")] = 10,
@@ -60,7 +60,7 @@ def search(
 @friendly_errors
 def serve(
     index_dir: IndexArg,
-    model: ModelOpt = None,
+    model: QueryModelOpt = None,
     data: DataOpt = None,
     host: Annotated[str, typer.Option(help="Address the HTTP proxy listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
@@ -86,7 +86,10 @@ def serve(
                           "Ray stops with this command, and the service with it")
     index_dir, model = storage.lasting(index_dir), storage.lasting(model) if model else None
     data = [storage.lasting(d) for d in data or []] or None
-    check_search_pair(index_dir, model, data)  # a corrupt or missing index, another model, unusable texts
+    # A corrupt or missing index, another model, unusable texts; without --model, the index's own.
+    model, no_text_queries = check_search_pair(index_dir, model, data)
+    if no_text_queries:
+        typer.echo(f"text queries will be refused: {no_text_queries}", err=True)
     if not runtime.names_a_cluster(address):  # the proxy will listen on this machine
         with socket.socket() as probe:
             try:
