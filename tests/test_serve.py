@@ -69,6 +69,18 @@ def service(ray_session, tiny_model_dir, collection, tmp_path_factory):
     serve.shutdown()
 
 
+def test_a_serve_config_without_a_model_encodes_text_queries_with_the_one_the_index_records(service, tmp_path):
+    # What a RayService's Serve config imports: its args are the replicas' user_config.
+    from vecjob.ray_serve import build_app
+
+    def model_of(app):
+        return app._bound_deployment.user_config["model"]
+
+    assert model_of(build_app({"index": str(service.root / "index")})) == str(service.root / "model")
+    assert model_of(build_app({"index": str(service.root / "index"), "model": "s3://b/m"})) == "s3://b/m"
+    assert model_of(build_app({"index": str(tmp_path / "not-yet")})) is None  # the replicas wait for an index
+
+
 def test_text_id_and_vector_queries_answer_as_vecjob_search_does(service):
     index, model = service.root / "index", service.root / "model"
     for text in ("goal team league", "oven flour sugar"):

@@ -27,7 +27,9 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from vecjob.errors import VecjobError
-from vecjob.search import DocumentFiles
+from vecjob.index import MANIFEST_KIND as INDEX_KIND
+from vecjob.parquet_io import read_manifest
+from vecjob.search import DocumentFiles, model_of_index
 from vecjob.service import UNREADABLE_TEXTS, BatchQuery, Query, RequestError, Snapshot, parse, with_snippets
 
 log = logging.getLogger(__name__)
@@ -167,8 +169,17 @@ class SearchService:
 
 def build_app(args: dict):
     """The application from its arguments: what a Serve config file (a KubeRay RayService) imports as
-    `vecjob.ray_serve:build_app`. args: index, model, data (list), poll_s, replicas, max_body_bytes."""
-    config = {"index": args["index"], "model": args.get("model"), "data": args.get("data"),
+    `vecjob.ray_serve:build_app`. args: index, model, data (list), poll_s, replicas, max_body_bytes.
+    Without a model, text queries are encoded by the one the index records, as `vecjob serve` does."""
+    model = args.get("model")
+    if not model:
+        try:
+            model, why = model_of_index(read_manifest(args["index"], INDEX_KIND))
+        except VecjobError as exc:  # no index yet: the replicas wait for one, without a model
+            why = f"{exc}; give a model"
+        if why:
+            log.warning("text queries will be refused: %s", why)
+    config = {"index": args["index"], "model": model, "data": args.get("data"),
               "poll_s": float(args.get("poll_s", 5.0)), "max_body_bytes": int(args.get("max_body_bytes", 1 << 20))}
     return SearchService.options(num_replicas=int(args.get("replicas", 1)), user_config=config).bind()
 

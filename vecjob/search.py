@@ -88,9 +88,15 @@ def check_search_pair(index_dir: str | Path, model_dir: str | Path | None,
     if model_dir is not None:
         check_model_made_index(model_dir, index.manifest)
         return model_dir, ""
+    return model_of_index(index.manifest)
+
+
+def model_of_index(index_manifest: dict) -> tuple[str | None, str]:
+    """The model a service given no --model encodes text queries with: the index's recorded one when it
+    is there and made the index, else None and why."""
     try:
-        recorded = recorded_model(index.manifest)
-        check_model_made_index(recorded, index.manifest, as_recorded=True)
+        recorded = recorded_model(index_manifest)
+        check_model_made_index(recorded, index_manifest, as_recorded=True)
     except (InputError, ArtifactError) as exc:
         return None, str(exc).replace("--text needs", "text queries need")
     return recorded, ""
