@@ -166,6 +166,7 @@ def test_each_command_reads_and_writes_a_bucket(s3, tmp_path, tiny_model_dir, mo
         # the report written beside it must leave it loadable (a file newer than its manifest is not).
         ["sentiment", "eval", s3.uri("s"), s3.uri("v"), "--labels", data],
         ["sentiment", "eval", s3.uri("s"), s3.uri("v"), "--labels", data],
+        ["sentiment", "eval", s3.uri("s"), s3.uri("v"), "--labels", data, "--report", s3.uri("r")],
         ["sentiment", "predict", s3.uri("s"), s3.uri("v"), "--out", s3.uri("p")],
     ]
     for step in steps:
@@ -173,7 +174,7 @@ def test_each_command_reads_and_writes_a_bucket(s3, tmp_path, tiny_model_dir, mo
         assert result.exit_code == 0, (step, result.output)
     published = storage.list_files(s3.uri())
     assert {"v/manifest.json", "i/manifest.json", "i/index.faiss", "c/manifest.json", "s/report.json",
-            "s/confusion.png", "p/manifest.json"} <= set(published)
+            "s/confusion.png", "p/manifest.json", "r/report.json", "r/confusion.png"} <= set(published)
     hits = runner.invoke(app, ["search", s3.uri("i"), "--id", "doc-00007", "--json", "-k", "3"])
     assert hits.exit_code == 0 and json.loads(hits.output)["hits"][0]["id"] == "doc-00007", hits.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["staging", "vecjob-cache"]  # nothing else written

@@ -78,6 +78,33 @@ def test_cli_eval_json(tmp_path):
     assert r.exit_code == 0 and '"macro_f1"' in r.stdout
 
 
+def test_eval_writes_its_report_into_another_folder_leaving_the_classifier_untouched(tmp_path):
+    # A classifier in a shared, read-only place (a registry, a bucket of someone else's) could not be
+    # evaluated: eval wrote its report beside it.
+    vdir, labels = _data(tmp_path)
+    train_classifier(vdir, str(labels), tmp_path / "clf", SentimentConfig())
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "clf").iterdir()}
+    eval_into = ["sentiment", "eval", str(tmp_path / "clf"), str(vdir), "--labels", str(labels), "--report"]
+    for _ in range(2):  # again into its own report folder
+        r = runner.invoke(app, [*eval_into, str(tmp_path / "report")])
+        assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["confusion.png", "report.json"]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "clf").iterdir()} == before
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    for where, why in ((vdir / "report", f"overlaps the input {vdir}"),
+                       (tmp_path / "notes", "is a folder vecjob did not write (no report.json)"),
+                       (tmp_path / "clf", "overlaps the input"),
+                       (labels, "exists and is not a directory")):
+        r = runner.invoke(app, [*eval_into, str(where)])
+        assert r.exit_code == 2 and f"error: --report {where}: {why}" in r.output, r.output
+    assert not (vdir / "report").exists() and [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]
+    train_classifier(vdir, str(labels), tmp_path / "clf2", SentimentConfig())  # another output's folder
+    r = runner.invoke(app, [*eval_into, str(tmp_path / "clf2")])
+    assert r.exit_code == 2 and "holds a 'vecjob.classifier' output" in r.output
+    assert not (tmp_path / "clf2" / "report.json").exists()
+
+
 def test_a_label_column_that_is_the_split_column_is_refused_in_one_line(tmp_path):
     # It was a KeyError traceback: both columns were read under one name.
     vdir, labels = _data(tmp_path)

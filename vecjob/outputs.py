@@ -104,12 +104,13 @@ def check_output(
             raise ConfigError(
                 f"{what} {out}: overlaps the input {location}; write outputs outside the inputs' folders"
             )
-    if markers and path.is_dir() and not any((path / m).exists() for m in markers):
-        if any(not p.name.startswith(".") for p in path.iterdir()):
-            raise ConfigError(f"{what} {out}: is a folder vecjob did not write (no {MANIFEST}); refusing to write into it")
     held = _manifest_kind(path / MANIFEST)
     if kind and held and held != kind:
         raise ConfigError(f"{what} {out}: holds a '{held}' output, not a '{kind}' one; refusing to write into it")
+    if markers and path.is_dir() and not any((path / m).exists() for m in markers):
+        if any(not p.name.startswith(".") for p in path.iterdir()):
+            raise ConfigError(f"{what} {out}: is a folder vecjob did not write (no {markers[0]}); "
+                              "refusing to write into it")
     return path
 
 

@@ -97,8 +97,10 @@ def model_of_index(index_manifest: dict) -> tuple[str | None, str]:
     try:
         recorded = recorded_model(index_manifest)
         check_model_made_index(recorded, index_manifest, as_recorded=True)
-    except (InputError, ArtifactError) as exc:
-        return None, str(exc).replace("--text needs", "text queries need")
+    except InputError:
+        return None, "this index does not record its model (give --model)"
+    except ArtifactError as exc:
+        return None, str(exc)
     return recorded, ""
 
 

@@ -47,6 +47,7 @@ WRITING_MARK = ".vecjob-predictions"  # marks a predictions dir vecjob writes, b
 PRED_KIND = "vecjob.predictions"
 WEIGHTS = "classifier.npz"
 LABELS = "labels.json"
+REPORT, CONFUSION = "report.json", "confusion.png"  # what `eval` writes
 CLASSIFIER_FILES = (WEIGHTS, LABELS, MANIFEST)
 
 
@@ -211,14 +212,26 @@ def _first_few(values: list) -> str:
 
 
 def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_col: str = "id",
-                        split: str | None = "test") -> dict:
+                        split: str | None = "test", report_dir: str | Path | None = None) -> dict:
+    """Scores on the labelled rows of `split`, written as REPORT and CONFUSION into `report_dir`, or,
+    without one, beside the classifier (which then must be writable)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-    if storage.is_uri(str(clf_dir)):  # the report is written beside the classifier: in a store, through its mirror
+    if report_dir is not None:
+        if storage.is_uri(str(report_dir)):
+            with storage.mirrored(str(report_dir), "--report") as local:
+                return evaluate_classifier(clf_dir, vectors_dir, labels, cfg, id_col, split, local)
+        inputs = [vectors_dir, clf_dir, *([labels] if isinstance(labels, (str, Path)) else labels)]
+        # Not into another output's folder: a classifier's own report would be replaced by this one.
+        report_dir = check_output(report_dir, "--report", inputs, markers=(REPORT,), kind="vecjob.report")
+        local_clf = storage.snapshot(str(clf_dir), "classifier")
+    elif storage.is_uri(str(clf_dir)):  # the report is written beside the classifier: in a store, through its mirror
         read_manifest(str(clf_dir), CLF_KIND)  # not another kind's folder, pulled and leased to be refused
         with storage.mirrored(str(clf_dir), "CLF") as local:
-            return evaluate_classifier(local, vectors_dir, labels, cfg, id_col, split)
-    clf, clf_manifest = Classifier.load(clf_dir)
+            return evaluate_classifier(local, vectors_dir, labels, cfg, id_col, split, None)
+    else:
+        local_clf = report_dir = Path(clf_dir)
+    clf, clf_manifest = Classifier.load(local_clf)
     vdir = VectorsDir.open(vectors_dir)
     check_same_model(clf_dir, clf_manifest, vdir)
     x, y, counts = labelled_vectors(vdir, labels, cfg, id_col, split=split)
@@ -243,9 +256,8 @@ def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_c
         # per-class scores and the confusion matrix, which cover its classes only.
         "unseen_labels": {str(c): int(n) for c, n in zip(*np.unique(y[~np.isin(y, clf.classes)], return_counts=True))},
     }
-    clf_dir = Path(clf_dir)
-    write_json_atomic(report, clf_dir / "report.json")
-    plot_confusion(report, clf_dir / "confusion.png")
+    write_json_atomic(report, report_dir / REPORT)
+    plot_confusion(report, report_dir / CONFUSION)
     return report
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -62,13 +62,17 @@ def sentiment_eval(
                                             "column, 'test' is a fifth of the ids, by hash, that train left out.")] = "test",
     id_col: IdColOpt = None,
     as_json: JsonOpt = False,
+    report_dir: Annotated[Optional[str], typer.Option(
+        "--report", help="Folder for report.json and confusion.png (default: the classifier dir, left "
+                         "untouched when this is given).")] = None,
 ) -> None:
     """Accuracy, macro-F1, per-class scores and confusion matrix on labelled vectors."""
     from vecjob import reporting
     from vecjob.sentiment import evaluate_classifier, hashed_split
 
     report = evaluate_classifier(clf, vectors, labels, override(SentimentConfig(), label_col=label_col),
-                                 id_col=id_col or "id", split=None if split == "all" else split)
+                                 id_col=id_col or "id", split=None if split == "all" else split,
+                                 report_dir=report_dir)
     if as_json:
         typer.echo(plain_json(report))
         return

@@ -88,8 +88,6 @@ def serve(
     data = [storage.lasting(d) for d in data or []] or None
     # A corrupt or missing index, another model, unusable texts; without --model, the index's own.
     model, no_text_queries = check_search_pair(index_dir, model, data)
-    if no_text_queries:
-        typer.echo(f"text queries will be refused: {no_text_queries}", err=True)
     if not runtime.names_a_cluster(address):  # the proxy will listen on this machine
         with socket.socket() as probe:
             try:
@@ -112,6 +110,8 @@ def serve(
             with contextlib.suppress(RayServeException):  # stopped before Serve itself had started
                 ray_serve.delete(APP_NAME)
         raise
+    if no_text_queries:
+        typer.echo(f"text queries will be refused: {no_text_queries}", err=True)
     serving = f"serving {index_dir} at {url} (POST /search, /search/batch; GET /healthz, /info)"
     if detach:
         typer.echo(serving, err=True)
