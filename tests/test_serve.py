@@ -147,6 +147,7 @@ def test_healthz_and_info_describe_the_loaded_index(service):
     manifest = json.loads((service.root / "index" / "manifest.json").read_text())
     assert info["ntotal"] == manifest["ntotal"] == 282 and info["model_fingerprint"] == manifest["model_fingerprint"]
     assert info["recall_at_10"] == manifest["recall_at_10"] and info["text_queries"] is True
+    assert info["model_dir"] == str(service.root / "model")
 
 
 def test_queries_write_no_access_log_line(service):
@@ -437,4 +438,5 @@ def test_a_service_reads_index_model_and_texts_from_a_bucket_and_follows_a_new_i
     assert text_status == 200 and len(text["hits"]) == 3 and all(h["snippet"] for h in text["hits"]), text
     assert id_status == 200 and by_id["hits"][0]["id"] == "doc-00003" and by_id["hits"][0]["snippet"], by_id
     assert answers["info"][1]["factory"] == "HNSW16" and answers["info"][1]["index_dir"] == s3.uri("index")
+    assert answers["info"][1]["model_dir"] == s3.uri("model")  # the one the index records, given no --model
     assert answers["info"][1]["generation"] != text["generation"]

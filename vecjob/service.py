@@ -112,6 +112,7 @@ class Snapshot:
     index: LoadedIndex
     encoder: object | None  # DocumentEncoder of the index's model; None: text queries are refused
     loaded_at: float
+    model_dir: str | None = None  # where the encoder's model was read (--model, or the index's record)
 
     @cached_property
     def generation(self) -> str:  # every answer names it: hashed once, not per request
@@ -129,7 +130,7 @@ class Snapshot:
 
             encoder = DocumentEncoder(model_dir, device="cpu", threads=1)
         index.slot_of_id  # built now, not by the first query
-        return cls(str(index_dir), index, encoder, time.time())
+        return cls(str(index_dir), index, encoder, time.time(), str(model_dir) if model_dir is not None else None)
 
     def is_current(self) -> bool:
         """Whether the index dir still holds the generation this snapshot loaded."""
@@ -145,6 +146,7 @@ class Snapshot:
             "generation": self.generation, "index_dir": self.index_dir, "model_fingerprint": m.get("model_fingerprint"),
             "ntotal": m["ntotal"], "dim": m["dim"], "factory": m["factory"], "metric": m["metric"],
             "recall_at_10": m.get("recall_at_10"), "built": m.get("created"), "text_queries": self.encoder is not None,
+            "model_dir": self.model_dir,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.loaded_at)),
         }
 
