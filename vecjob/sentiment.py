@@ -48,6 +48,7 @@ PRED_KIND = "vecjob.predictions"
 WEIGHTS = "classifier.npz"
 LABELS = "labels.json"
 REPORT, CONFUSION = "report.json", "confusion.png"  # what `eval` writes
+REPORT_KIND = "vecjob.report"  # no manifest declares it: a `--report` folder holds no other kind's
 CLASSIFIER_FILES = (WEIGHTS, LABELS, MANIFEST)
 
 
@@ -158,12 +159,16 @@ def labelled_vectors(
     return x, joined["label"].to_numpy().astype(object), counts
 
 
+def _locations(labels: str | Path | list) -> list:
+    """The labels' location(s) as a list (a path, or the list `--labels` gives)."""
+    return [labels] if isinstance(labels, (str, Path)) else list(labels)
+
+
 def train_classifier(vectors_dir, labels, out, cfg: SentimentConfig, id_col: str = "id") -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    out = check_output(out, "--out", [vectors_dir, *([labels] if isinstance(labels, (str, Path)) else labels)],
-                       kind=CLF_KIND)
+    out = check_output(out, "--out", [vectors_dir, *_locations(labels)], kind=CLF_KIND)
     t0 = time.perf_counter()
     vdir = VectorsDir.open(vectors_dir)
     x, y, counts = labelled_vectors(vdir, labels, cfg, id_col, split="train")
@@ -221,9 +226,9 @@ def evaluate_classifier(clf_dir, vectors_dir, labels, cfg: SentimentConfig, id_c
         if storage.is_uri(str(report_dir)):
             with storage.mirrored(str(report_dir), "--report") as local:
                 return evaluate_classifier(clf_dir, vectors_dir, labels, cfg, id_col, split, local)
-        inputs = [vectors_dir, clf_dir, *([labels] if isinstance(labels, (str, Path)) else labels)]
         # Not into another output's folder: a classifier's own report would be replaced by this one.
-        report_dir = check_output(report_dir, "--report", inputs, markers=(REPORT,), kind="vecjob.report")
+        report_dir = check_output(report_dir, "--report", [vectors_dir, clf_dir, *_locations(labels)],
+                                  markers=(REPORT,), kind=REPORT_KIND)
         local_clf = storage.snapshot(str(clf_dir), "classifier")
     elif storage.is_uri(str(clf_dir)):  # the report is written beside the classifier: in a store, through its mirror
         read_manifest(str(clf_dir), CLF_KIND)  # not another kind's folder, pulled and leased to be refused
