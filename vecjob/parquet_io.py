@@ -115,11 +115,13 @@ def _discover_uri(location: str) -> tuple[list[str], list[str]]:
 
 
 def parquet_file(path: str, footer: pq.FileMetaData | None = None) -> pq.ParquetFile:
-    """Open a shard, local or in an object store: its footer read, or the one given."""
+    """Open a shard, local or in an object store: its footer read, or the one given. Reads of a local
+    file are not pre-buffered: that coalesces the requests a store answers slowly, and on local disk
+    only adds a background read per column chunk (a search's snippets read ten small row groups)."""
     if storage.is_uri(path):
         fs, inner = storage.filesystem(path)
         return pq.ParquetFile(fs.open_input_file(inner), metadata=footer)
-    return pq.ParquetFile(path, metadata=footer)
+    return pq.ParquetFile(path, metadata=footer, pre_buffer=False)
 
 
 def _glob(pattern: str) -> list[str]:
@@ -355,11 +357,12 @@ def blank_texts(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.fill_null(pc.equal(pc.utf8_length(stripped), 0), True).to_numpy(zero_copy_only=False)
 
 
-def read_row_groups(path: str, row_groups: list[int], columns: list[str], footer: pq.FileMetaData | None = None
-                    ) -> pa.Table:
-    """Read some row groups of one shard; a corrupt page raises InputError naming the file."""
+def read_row_groups(path: str, row_groups: list[int], columns: list[str], footer: pq.FileMetaData | None = None,
+                    threads: bool = True) -> pa.Table:
+    """Read some row groups of one shard (`threads`: its columns decoded in parallel, which costs more
+    than it saves on a row group or two); a corrupt page raises InputError naming the file."""
     try:
-        table = parquet_file(path, footer).read_row_groups(row_groups, columns=columns)
+        table = parquet_file(path, footer).read_row_groups(row_groups, columns=columns, use_threads=threads)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
     return _plain_columns(table, path)

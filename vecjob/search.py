@@ -199,31 +199,38 @@ class DocumentFiles:
         return texts
 
     def _read(self, wanted: pl.Series) -> tuple[dict, bool]:
-        """Texts of the ids the map places, and whether one was not where the map says."""
+        """Texts of the ids the map places, and whether one was not where the map says. Each file is
+        read once, the row groups holding its rows only, and the rows taken by position: a search's
+        ten hits cost ten row-group reads, not a frame of their rows to filter."""
         files, where = self._where
         if where.is_empty():
             return {}, False
         at = where["id"].search_sorted(wanted).clip(upper_bound=where.height - 1)  # the map is sorted by id
         placed = where[at.to_numpy()].filter(pl.col("id").is_in(wanted.implode())).unique("id")
-        rows = dict(placed.group_by("file").agg("row").iter_rows())
+        wanted_in = {n: (ids, rows) for n, ids, rows in placed.group_by("file").agg("id", "row").iter_rows()}
 
-        def read(n: int) -> pa.Table:
+        def read(n: int) -> tuple[list, list]:
             path, identity, listed = files[n]
             if file_identity(path) != identity:  # its footer and rows are not those mapped
                 raise InputError(f"{path}: rewritten since it was listed")
-            ends = np.cumsum([listed.row_group(g).num_rows for g in range(listed.num_row_groups)])
-            groups = sorted(set(np.searchsorted(ends, rows[n], side="right").tolist()))
-            table = read_row_groups(path, groups, [self.id_col, self.text_col], listed)
-            return table.select([self.id_col, self.text_col]).rename_columns(["id", "text"])
+            ids, rows = wanted_in[n]
+            starts = np.cumsum([0] + [listed.row_group(g).num_rows for g in range(listed.num_row_groups)])
+            group_of = np.searchsorted(starts, rows, side="right") - 1
+            groups = sorted(set(group_of.tolist()))
+            table = read_row_groups(path, groups, [self.id_col, self.text_col], listed, threads=False)
+            read_from = dict(zip(groups, np.cumsum([0] + [starts[g + 1] - starts[g] for g in groups])))
+            taken = table.take([read_from[g] + r - starts[g] for g, r in zip(group_of, rows)])
+            return taken[self.id_col].to_pylist(), taken[self.text_col].to_pylist()
 
-        number_of = {files[n][0]: n for n in sorted(rows)}  # in path order: a later file's row of an id wins
-        found = storage.each_file(lambda path: read(number_of[path]), list(number_of))
-        if not found:
-            return {}, False
-        found = pl.from_arrow(pa.concat_tables(found, promote_options="permissive")).lazy().select(
-            pl.col("id").cast(wanted.dtype), pl.col("text").cast(pl.String))
-        texts = dict(found.filter(pl.col("id").is_in(wanted.implode())).unique("id", keep="last").collect().iter_rows())
-        return texts, not set(placed["id"]).issubset(texts)
+        number_of = {files[n][0]: n for n in sorted(wanted_in)}
+        texts, misplaced = {}, False
+        read_files = storage.each_file(lambda path: read(number_of[path]), list(number_of))
+        for n, (ids, found) in zip(number_of.values(), read_files):
+            if ids != wanted_in[n][0]:  # the map is wrong about this file: listed again
+                misplaced = True
+                continue
+            texts.update(zip(ids, found))
+        return texts, misplaced
 
     def _list(self, dtype, asked: float) -> None:
         with self._lock:
