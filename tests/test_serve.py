@@ -26,7 +26,9 @@ from vecjob.config import DataConfig, EncodeConfig, IndexConfig
 from vecjob.index import index_collection
 from vecjob.outputs import staged_dir
 from vecjob.encode_shards import encode_collection
+from vecjob.errors import ArtifactError
 from vecjob.search import DocumentFiles, lookup_texts, search
+from vecjob.service import Query, RequestError, Snapshot
 from vecjob.vectors import VectorsDir, table_vectors
 
 pytest.importorskip("ray.serve")
@@ -69,16 +71,44 @@ def service(ray_session, tiny_model_dir, collection, tmp_path_factory):
     serve.shutdown()
 
 
-def test_a_serve_config_without_a_model_encodes_text_queries_with_the_one_the_index_records(service, tmp_path):
-    # What a RayService's Serve config imports: its args are the replicas' user_config.
+def test_a_service_without_a_model_follows_the_model_each_index_records(tiny_model_dir, other_model_dir, collection,
+                                                                       tmp_path):
+    # A service given no model (a RayService's build_app args, `vecjob serve` without --model) took the
+    # index's model once, at deploy: started before that model was there, it refused text queries until
+    # deployed again, and an index made by a model published elsewhere was never loaded.
     from vecjob.ray_serve import build_app
 
     def model_of(app):
         return app._bound_deployment.user_config["model"]
 
-    assert model_of(build_app({"index": str(service.root / "index")})) == str(service.root / "model")
-    assert model_of(build_app({"index": str(service.root / "index"), "model": "s3://b/m"})) == "s3://b/m"
-    assert model_of(build_app({"index": str(tmp_path / "not-yet")})) is None  # the replicas wait for an index
+    assert model_of(build_app({"index": str(tmp_path / "index")})) is None  # each index's record, as loaded
+    assert model_of(build_app({"index": str(tmp_path / "index"), "model": "s3://b/m"})) == "s3://b/m"
+    model, index = tmp_path / "model", tmp_path / "index"
+    _publish_model(tiny_model_dir, model)
+    encode_collection(DataConfig(paths=[str(collection)]), model, tmp_path / "v", EncodeConfig())
+    index_collection(tmp_path / "v", index, IndexConfig(factory="Flat"))
+    shutil.rmtree(model)  # the index is published, its model not yet (a night publishes one, then the other)
+    waiting = Snapshot.load(index, None)
+    assert waiting.encoder is None and str(model) in waiting.no_text_queries
+    with pytest.raises(RequestError, match=r"cannot encode text queries: the index's model: .*give --model"):
+        waiting.query_vector(Query(text="goal team"))
+    with pytest.raises(ArtifactError, match="the index's model"):  # a replica encoding text keeps its pair meanwhile
+        Snapshot.load(index, None, must_encode=True)
+    assert waiting.with_recorded_model() is waiting
+    _publish_model(tiny_model_dir, model)
+    ready = waiting.with_recorded_model()  # taken up at the next poll, without a newer index
+    assert ready.model_dir == str(model) and ready.no_text_queries == "" and ready.generation == waiting.generation
+    expected = [h["id"] for h in search(index, text="goal team", model_dir=model, k=3)]
+    assert [h["id"] for h in ready.search(Query(text="goal team", k=3), ready.encode(["goal team"])[0])["hits"]
+            ] == expected
+    # The next index, made by another model published elsewhere: that index's own record is followed.
+    _publish_model(other_model_dir, tmp_path / "model-b")
+    encode_collection(DataConfig(paths=[str(collection)]), tmp_path / "model-b", tmp_path / "v2", EncodeConfig())
+    index_collection(tmp_path / "v2", index, IndexConfig(factory="Flat"))
+    newer = Snapshot.load(index, None, must_encode=True)
+    assert newer.model_dir == str(tmp_path / "model-b") and newer.encoder is not None
+    assert newer.info()["model_fingerprint"] == json.loads((other_model_dir / "manifest.json").read_text())[
+        "model_fingerprint"]
 
 
 def test_text_id_and_vector_queries_answer_as_vecjob_search_does(service):
@@ -414,12 +444,24 @@ def test_a_service_reads_index_model_and_texts_from_a_bucket_and_follows_a_new_i
     for step in (["encode", s3.uri("texts"), "--model", s3.uri("model"), "--out", s3.uri("v"), "--runner", "local"],
                  ["index", s3.uri("v"), "--out", s3.uri("index"), "--factory", "Flat"]):
         assert cli.invoke(app, step).exit_code == 0, step
+    storage.remove(s3.uri("model"))  # the index is published, its model not yet (a night's order)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     answers = {}
 
     def serving_then_following(proc):
-        assert next((line for line in proc.stderr if line.startswith("serving ")), None), proc.stderr.read()
+        answers["start"] = []
+        for line in proc.stderr:
+            answers["start"].append(line)
+            if line.startswith("serving "):
+                break
+        assert answers["start"][-1].startswith("serving "), proc.stderr.read()
+        answers["before the model"] = call(url, "/search", {"text": "goal team league", "k": 3})
+        for f in tiny_model_dir.iterdir():  # published now: taken up without a newer index or a restart
+            storage.write_bytes(storage.join(s3.uri("model"), f.name), f.read_bytes())
+        deadline = time.time() + 60
+        while time.time() < deadline and not call(url, "/info")[1].get("text_queries"):
+            time.sleep(0.5)
         answers["text"] = call(url, "/search", {"text": "goal team league", "k": 3})
         answers["id"] = call(url, "/search", {"id": "doc-00003", "k": 2})
         assert cli.invoke(app, ["index", s3.uri("v"), "--out", s3.uri("index"), "--factory", "HNSW16"]).exit_code == 0
@@ -428,12 +470,15 @@ def test_a_service_reads_index_model_and_texts_from_a_bucket_and_follows_a_new_i
             time.sleep(0.5)
         answers["info"] = call(url, "/info")
 
-    # No --model: text queries are encoded by the model the index records (its URI in the bucket).
+    # No --model: text queries are encoded by the model the index records (its URI in the bucket), once it is there.
     status, stderr = _serve_then_stop([s3.uri("index"), "--data", s3.uri("texts"),
                                        "--port", port, "--poll-s", "0.5"], serving_then_following,
                                       lambda pid: os.killpg(pid, signal.SIGTERM), env={**os.environ, "RAY_ADDRESS": ""})
     assert status == 0 and stderr.strip().splitlines()[-1] == "stopped", stderr
-    assert "text queries will be refused" not in stderr
+    said = "".join(answers["start"])
+    assert f"text queries will be refused: the index's model: {s3.uri('model')}" in said, said
+    refused_status, refused = answers["before the model"]
+    assert refused_status == 422 and "cannot encode text queries: the index's model" in refused["error"], refused
     (text_status, text), (id_status, by_id) = answers["text"], answers["id"]
     assert text_status == 200 and len(text["hits"]) == 3 and all(h["snippet"] for h in text["hits"]), text
     assert id_status == 200 and by_id["hits"][0]["id"] == "doc-00003" and by_id["hits"][0]["snippet"], by_id

@@ -5,7 +5,9 @@ Index swaps without a failed request, two ways:
 - a new generation published at the same location (`vecjob index` or a nightly `vecjob run` swaps the
   index dir whole): each replica checks the index manifest every `poll_s` seconds, loads the new
   snapshot beside the old one, then switches its reference; requests in flight finish on the snapshot
-  they took. A new model published before its index is not used until the index follows.
+  they took. A new model published before its index is not used until the index follows. Without a
+  model given, each index's text queries are encoded by the model it records; a replica that
+  encodes them keeps its pair until that model is there, and one that cannot yet takes it up once it is.
 - another location: `deploy` again with other paths, and Serve calls `reconfigure` on the live
   replicas (user_config), which load and switch the same way; no replica restarts.
 Text queries are encoded in micro-batches (`serve.batch`), so concurrent queries share a forward pass.
@@ -27,9 +29,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from vecjob.errors import VecjobError
-from vecjob.index import MANIFEST_KIND as INDEX_KIND
-from vecjob.parquet_io import read_manifest
-from vecjob.search import DocumentFiles, model_of_index
+from vecjob.search import DocumentFiles
 from vecjob.service import UNREADABLE_TEXTS, BatchQuery, Query, RequestError, Snapshot, parse, with_snippets
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,17 @@ class SearchService:
             time.sleep(self.config.get("poll_s", 5.0) if self.config else 0.5)
             with self._swap_lock:
                 current, config = self.snapshot, self.config
-                if current is None or current.is_current():
+                if current is None:
                     continue
                 try:
-                    snapshot = Snapshot.load(config["index"], config.get("model"))
+                    if current.is_current():
+                        if current.encoder is None and not config.get("model"):
+                            self.snapshot = current.with_recorded_model()
+                            if self.snapshot.encoder is not None:
+                                log.warning("text queries now encoded by %s", self.snapshot.model_dir)
+                        continue
+                    # A replica that encodes text queries keeps its pair until the newer index's model is there.
+                    snapshot = Snapshot.load(config["index"], config.get("model"), current.encoder is not None)
                     _refresh(self.documents, snapshot)
                     self.snapshot = snapshot
                     log.warning("now serving %s", self.snapshot.generation)
@@ -170,16 +177,8 @@ class SearchService:
 def build_app(args: dict):
     """The application from its arguments: what a Serve config file (a KubeRay RayService) imports as
     `vecjob.ray_serve:build_app`. args: index, model, data (list), poll_s, replicas, max_body_bytes.
-    Without a model, text queries are encoded by the one the index records, as `vecjob serve` does."""
-    model = args.get("model")
-    if not model:
-        try:
-            model, why = model_of_index(read_manifest(args["index"], INDEX_KIND))
-        except VecjobError as exc:  # no index yet: the replicas wait for one, without a model
-            why = f"{exc}; give a model"
-        if why:
-            log.warning("text queries will be refused: %s", why)
-    config = {"index": args["index"], "model": model, "data": args.get("data"),
+    Without a model, each index's text queries are encoded by the model it records, as `vecjob serve`'s are."""
+    config = {"index": args["index"], "model": args.get("model") or None, "data": args.get("data"),
               "poll_s": float(args.get("poll_s", 5.0)), "max_body_bytes": int(args.get("max_body_bytes", 1 << 20))}
     return SearchService.options(num_replicas=int(args.get("replicas", 1)), user_config=config).bind()
 

@@ -2,16 +2,18 @@
 
 A `Snapshot` is one published index with the encoder of the model that built it (and the id map to
 find a stored document's row). A request is answered from one snapshot only, so an answer never
-mixes two indexes, and a text is always encoded by the index's own model. `Snapshot.load` refuses a
-model whose fingerprint is not the index's: a newer model published before its index is not used
-until that index is published too. `vecjob.ray_serve` puts this behind Ray Serve.
+mixes two indexes, and a text is always encoded by the index's own model: the one given, or else the
+one each index records. `Snapshot.load` refuses a model whose fingerprint is not the index's: a newer
+model published before its index is not used until that index is published too, and an index
+published before its model (a night publishes them one after the other) waits for it.
+`vecjob.ray_serve` puts this behind Ray Serve.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated
@@ -23,12 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError,
 
 from vecjob import storage
 from vecjob.config import Int, first_error
-from vecjob.errors import InputError, VecjobError
+from vecjob.errors import ArtifactError, InputError, VecjobError
 from vecjob.index import MANIFEST_KIND as INDEX_KIND
 from vecjob.index import LoadedIndex, load_index_dir
 from vecjob.outputs import MANIFEST
 from vecjob.parquet_io import fingerprint, read_json, read_manifest
-from vecjob.search import DocumentFiles, add_snippets, check_model_made_index
+from vecjob.search import DocumentFiles, add_snippets, check_model_made_index, model_of_index
 from vecjob.tokenizer import unicode_problem
 
 MAX_K = 1_000
@@ -113,24 +115,48 @@ class Snapshot:
     encoder: object | None  # DocumentEncoder of the index's model; None: text queries are refused
     loaded_at: float
     model_dir: str | None = None  # where the encoder's model was read (--model, or the index's record)
+    no_text_queries: str = ""  # why there is no encoder
 
     @cached_property
     def generation(self) -> str:  # every answer names it: hashed once, not per request
         return generation(self.index.manifest)
 
     @classmethod
-    def load(cls, index_dir: str | Path, model_dir: str | Path | None) -> "Snapshot":
+    def load(cls, index_dir: str | Path, model_dir: str | Path | None, must_encode: bool = False) -> "Snapshot":
+        """The index at `index_dir` with the encoder of `model_dir`, or else of the model the index
+        records, when that one is there and made it. Without one, text queries are refused, saying
+        why; or, `must_encode` (a replica that encodes them now, polling for a newer index), the load
+        fails, to be tried again at the next poll."""
         if model_dir is not None:  # cheap checks first: a poll may find a model still waiting for its index
             check_model_made_index(model_dir, read_manifest(index_dir, INDEX_KIND))
+        elif must_encode and (why := model_of_index(read_manifest(index_dir, INDEX_KIND))[1]):
+            raise ArtifactError(why)
         index = load_index_dir(index_dir)
-        encoder = None
+        why = ""
         if model_dir is not None:
             check_model_made_index(model_dir, index.manifest)
-            from vecjob.encoder import DocumentEncoder
-
-            encoder = DocumentEncoder(model_dir, device="cpu", threads=1)
+        else:
+            model_dir, why = model_of_index(index.manifest)
+            if why and must_encode:
+                raise ArtifactError(why)
         index.slot_of_id  # built now, not by the first query
-        return cls(str(index_dir), index, encoder, time.time(), str(model_dir) if model_dir is not None else None)
+        return cls(str(index_dir), index, None, time.time(), no_text_queries=why).with_encoder(model_dir)
+
+    def with_encoder(self, model_dir: str | Path | None) -> "Snapshot":
+        if model_dir is None:
+            return self
+        from vecjob.encoder import DocumentEncoder
+
+        return replace(self, encoder=DocumentEncoder(model_dir, device="cpu", threads=1), model_dir=str(model_dir),
+                       no_text_queries="")
+
+    def with_recorded_model(self) -> "Snapshot":
+        """This snapshot, given the model its index records once that model is there (a service started
+        between a night's index and its model, or before the index's model was copied to where the
+        index says); itself while it is not."""
+        if self.encoder is not None:
+            return self
+        return self.with_encoder(model_of_index(self.index.manifest)[0])
 
     def is_current(self) -> bool:
         """Whether the index dir still holds the generation this snapshot loaded."""
@@ -146,7 +172,7 @@ class Snapshot:
             "generation": self.generation, "index_dir": self.index_dir, "model_fingerprint": m.get("model_fingerprint"),
             "ntotal": m["ntotal"], "dim": m["dim"], "factory": m["factory"], "metric": m["metric"],
             "recall_at_10": m.get("recall_at_10"), "built": m.get("created"), "text_queries": self.encoder is not None,
-            "model_dir": self.model_dir,
+            "model_dir": self.model_dir, "text_queries_refused": self.no_text_queries or None,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.loaded_at)),
         }
 
@@ -170,14 +196,16 @@ class Snapshot:
         if query.id is not None:
             return self.stored_vector(query.id)
         if encoded is None:
-            raise RequestError(422, "this service has no model (start it with --model) to encode text queries")
+            raise self.refusal()
         return encoded
+
+    def refusal(self) -> RequestError:
+        return RequestError(422, f"this service cannot encode text queries: {self.no_text_queries}")
 
     def encode(self, texts: list[str]) -> list[np.ndarray | RequestError]:
         """One forward pass for many texts; each gets its vector, or the error that refuses it alone."""
         if self.encoder is None:
-            return [RequestError(422, "this service has no model (start it with --model) to encode text queries")
-                    ] * len(texts)
+            return [self.refusal()] * len(texts)
         batch = self.encoder.encode_texts(texts)
         return [v if known else RequestError(422, "the query text has no word the model knows")
                 for v, known in zip(batch.vectors, batch.known)]

@@ -86,8 +86,9 @@ def serve(
                           "Ray stops with this command, and the service with it")
     index_dir, model = storage.lasting(index_dir), storage.lasting(model) if model else None
     data = [storage.lasting(d) for d in data or []] or None
-    # A corrupt or missing index, another model, unusable texts; without --model, the index's own.
-    model, no_text_queries = check_search_pair(index_dir, model, data)
+    # A corrupt or missing index, another model, unusable texts; without --model, whether the index's
+    # own is there (the replicas follow each index's record themselves).
+    _, no_text_queries = check_search_pair(index_dir, model, data)
     if not runtime.names_a_cluster(address):  # the proxy will listen on this machine
         with socket.socket() as probe:
             try:
