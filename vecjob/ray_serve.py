@@ -53,7 +53,13 @@ def _refresh(documents: DocumentFiles | None, snapshot: Snapshot) -> None:
 REPLICA_CPUS = 0.5  # what each of `--replicas` reserves on the cluster (Serve's proxy and controller reserve none)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": REPLICA_CPUS}, max_ongoing_requests=128,
+# Polars on one thread in a replica: a search's snippets are a few small frames, and waking a pool of
+# threads for each, on cores the proxy and the encoder share, put a tail on them (bench/README.md).
+ONE_POLARS_THREAD = {"env_vars": {"POLARS_MAX_THREADS": "1"}}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": REPLICA_CPUS, "runtime_env": ONE_POLARS_THREAD},
+                  max_ongoing_requests=128,
                   logging_config={"enable_access_log": False})
 @serve.ingress(api)
 class SearchService:
