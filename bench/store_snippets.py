@@ -8,8 +8,10 @@ The collection (tweet-length documents, string ids) sits in a local S3 server be
 proxy of `store_night.py`, which holds every piece of a request for --latency-ms. A fresh process
 times what a replica does: at start, the listing of the files and the mapping of their ids to
 files, then `--lookups` searches' worth of snippets, 10 random ids each, as `add_snippets` gives
-them; and for the same ids, the one-off lookup of `vecjob search --data` (`search.lookup_texts`),
-which reads every file's ids once. `archive/store_snippets-2026-12-05-before.json` is this script as
+them; and for the same ids, the one-off lookup of `vecjob search --data` (`search.lookup_texts`):
+without the files the hits were encoded from, as for an index whose vectors moved, it reads every
+file's ids once; with them (`search.encoded_from` reads them from the vectors' manifest, one request
+not timed here), the hits' files alone. `archive/store_snippets-2026-12-05-before.json` is this script as
 of commit 9162f51 run on the code before the map, when every search did the one-off lookup.
 """
 
@@ -33,9 +35,10 @@ documents = search.DocumentFiles([uri])
 documents.refresh(pa.string())
 start_s = time.perf_counter() - t0
 rng = np.random.default_rng(0)
-times, one_off = [], []
+times, one_off, known = [], [], []
 for _ in range(lookups):
-    hits = [{"id": f"s{s:03d}-{i:06d}"} for s, i in zip(rng.integers(shards, size=10), rng.integers(per, size=10))]
+    shard_of_hit = rng.integers(shards, size=10)
+    hits = [{"id": f"s{s:03d}-{i:06d}"} for s, i in zip(shard_of_hit, rng.integers(per, size=10))]
     t = time.perf_counter()
     search.add_snippets(hits, documents.texts)
     times.append(time.perf_counter() - t)
@@ -44,8 +47,14 @@ for _ in range(lookups):
     texts = search.lookup_texts([uri], [h["id"] for h in hits])
     one_off.append(time.perf_counter() - t)
     assert set(texts) == {h["id"] for h in hits}, texts
+    encoded_from = sorted({f"{uri}/part-{s:03d}.parquet" for s in shard_of_hit})  # what the vectors' manifest names
+    t = time.perf_counter()
+    texts = search.lookup_texts([uri], [h["id"] for h in hits], look_first=encoded_from)
+    known.append(time.perf_counter() - t)
+    assert set(texts) == {h["id"] for h in hits}, texts
 print(json.dumps({"start s": start_s, "lookup s (median)": statistics.median(times),
-                  "one-off lookup s (median)": statistics.median(one_off), "lookups": lookups}))
+                  "one-off lookup s (median)": statistics.median(one_off),
+                  "one-off, files known s (median)": statistics.median(known), "lookups": lookups}))
 """
 
 
@@ -61,7 +70,8 @@ def main() -> None:
         sys.exit(done.stderr)
     row = {"shards": args.shards, "docs": args.docs, **json.loads(done.stdout.strip().splitlines()[-1])}
     print_table(f"snippets for 10 hits from a store {args.latency_ms:g} ms away", [row],
-                ["shards", "docs", "start s", "lookup s (median)", "one-off lookup s (median)", "lookups"])
+                ["shards", "docs", "start s", "lookup s (median)", "one-off lookup s (median)",
+                 "one-off, files known s (median)", "lookups"])
     write_json(args.out, {"latency_ms": args.latency_ms, "row": row})
 
 

@@ -11,15 +11,19 @@ from typing import Callable
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vecjob import storage
 from vecjob.errors import ArtifactError, InputError, quoted
 from vecjob.index import LoadedIndex, load_index_dir
+from vecjob.outputs import MANIFEST
 from vecjob.parquet_io import (
     collect_scanned,
     discover,
     file_identity,
     footer,
+    path_order,
+    read_json,
     read_row_groups,
     scan_by_id,
     scan_files_by_id,
@@ -135,8 +139,25 @@ def search(
         {"rank": r + 1, "id": i, "score": float(s)} for r, (i, s) in enumerate(zip(ids[0], scores[0]))
     ]
     if data:
-        add_snippets(hits, lambda ids: lookup_texts(data, ids, id_col, text_col), snippet_chars)
+        first = encoded_from(index, [h["id"] for h in hits])
+        add_snippets(hits, lambda ids: lookup_texts(data, ids, id_col, text_col, look_first=first), snippet_chars)
     return hits
+
+
+def encoded_from(index: LoadedIndex, ids: list) -> list[str]:
+    """The input files that the vectors of `ids` were encoded from, as the vectors' manifest names
+    them: where a one-off lookup of their texts looks first. None where that is not known (the
+    vectors moved, or an index whose id map names no vector shard)."""
+    if "shard" not in index.labels.column_names or not ids:
+        return []
+    try:
+        manifest = read_json(storage.join(index.manifest["vectors_dir"], MANIFEST))
+        input_of = {Path(s["output"]).name: s["input"] for s in manifest["shards"]}
+    except (ArtifactError, OSError, KeyError, TypeError):
+        return []
+    labels = index.labels
+    held = labels.filter(pc.is_in(labels.column("id"), value_set=pa.array(ids, labels.schema.field("id").type)))
+    return sorted({input_of[s] for s in held.column("shard").to_pylist() if s in input_of}, key=path_order)
 
 
 def add_snippets(hits: list[dict], texts_of: Callable[[list], dict], snippet_chars: int = 160) -> None:
@@ -147,14 +168,27 @@ def add_snippets(hits: list[dict], texts_of: Callable[[list], dict], snippet_cha
         h["snippet"] = snippet[:snippet_chars] + ("…" if len(snippet) > snippet_chars else "")
 
 
-def lookup_texts(data: list[str], ids: list, id_col: str = "id", text_col: str = "text") -> dict:
-    """id → text for a one-off search (a process per query): one read of every file's id column (in a
-    store, a request per file), then the texts of the matching rows. A service, which answers many
-    searches, keeps a `DocumentFiles` map instead, which costs more to build than this one read."""
+def lookup_texts(data: list[str], ids: list, id_col: str = "id", text_col: str = "text",
+                 look_first: list[str] = ()) -> dict:
+    """id → text for a one-off search (a process per query): the texts of the matching rows in the
+    files of `look_first` that the data holds (those the hits' vectors were encoded from), and for
+    ids not found there, in every file (a read of each file's id column: in a store, requests per
+    file). A service, which answers many searches, keeps a `DocumentFiles` map instead."""
     if not ids:
         return {}
     wanted = pl.Series("id", ids)
-    frame = texts_as_text(scan_by_id(data, id_col, {"text": text_col}, wanted.dtype), data, text_col)
+    files, texts = discover(data), {}
+    if first := [p for p in look_first if p in set(files)]:
+        texts = _texts_in(first, first, wanted, id_col, text_col)
+        wanted = wanted.filter(~wanted.is_in(pl.Series(list(texts), dtype=wanted.dtype).implode()))
+        if wanted.is_empty():
+            return texts
+    return texts | _texts_in(data, files, wanted, id_col, text_col)
+
+
+def _texts_in(data: list[str], files: list[str], wanted: pl.Series, id_col: str, text_col: str) -> dict:
+    """id → text of the `wanted` ids in `files` (of `data`, which a message names)."""
+    frame = texts_as_text(scan_files_by_id(files, id_col, {"text": text_col}, wanted.dtype), data, text_col)
     frame = frame.filter(pl.col("id").is_in(wanted.implode()))
     return dict(collect_scanned(frame, data).select("id", "text").iter_rows())
 
