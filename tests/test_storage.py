@@ -169,6 +169,9 @@ def test_shards_are_discovered_and_read_from_the_store(s3, tmp_path):
     named = s3.uri("data", "day=2", "part[1].parquet")  # a glob's characters in an object's name
     storage.write_bytes(named, paths[0].read_bytes())
     assert discover(named) == [named]
+    prefix = s3.uri("data", "day[3]")  # and in a prefix's: listed as named, as a local folder is read
+    storage.write_bytes(prefix + "/part-00.parquet", paths[0].read_bytes())
+    assert discover(prefix) == [prefix + "/part-00.parquet"]
     storage.write_bytes(s3.uri("hive", "000000_0"), paths[0].read_bytes())  # Hive names shards so
     with pytest.raises(InputError, match="hive: no Parquet files found .1 other file.s., such as 000000_0: "):
         discover(s3.uri("hive"))

@@ -102,7 +102,7 @@ def _discover_uri(location: str) -> tuple[list[str], list[str]]:
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
         return [location], []
-    if storage.is_glob(path):
+    if storage.is_glob(path) and info.type != pafs.FileType.Directory:  # a prefix that exists is read as named
         listed = storage.list_files(scheme + storage.glob_root(path))
         return sorted(scheme + i.path for i in listed.values()
                       if fnmatch.fnmatchcase(i.path, path) and not _hidden_match(path, i.path)), []
