@@ -178,7 +178,8 @@ def lookup_texts(data: list[str], ids: list, id_col: str = "id", text_col: str =
         return {}
     wanted = pl.Series("id", ids)
     files, texts = discover(data), {}
-    if first := [p for p in look_first if p in set(files)]:
+    listed = set(files)
+    if first := [p for p in look_first if p in listed]:
         texts = _texts_in(first, first, wanted, id_col, text_col)
         wanted = wanted.filter(~wanted.is_in(pl.Series(list(texts), dtype=wanted.dtype).implode()))
         if wanted.is_empty():
