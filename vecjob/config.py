@@ -106,8 +106,7 @@ class ModelConfig(_Frozen):
     # Regress the vector, through a linear head, onto the LSA coordinates (the collection's own
     # directions, as the word embeddings start from) of the same bag-of-words target's L2-normalised
     # TF-IDF vector: squared error, 0..~1 per chunk. The term pulls into z the word-level directions a
-    # linear probe reads. 4 lifted the sentiment probe past LSA's (with the head's first form, onto the
-    # whole TF-IDF vector); more did not and cost topic clusters (bench/HISTORY.md). 0 = off.
+    # linear probe reads; a larger weight costs topic clusters (bench/README.md, bench/HISTORY.md). 0 = off.
     # Training-only, like the bag-of-words head.
     tfidf_weight: StrictFloat = Field(default=4.0, ge=0.0)
     # Variational: KL weight annealed linearly from 0 over kl_anneal_steps; free bits per dimension.
