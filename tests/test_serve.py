@@ -464,7 +464,8 @@ def test_a_service_reads_index_model_and_texts_from_a_bucket_and_follows_a_new_i
     cli = CliRunner()
     for step in (["encode", s3.uri("texts"), "--model", s3.uri("model"), "--out", s3.uri("v"), "--runner", "local"],
                  ["index", s3.uri("v"), "--out", s3.uri("index"), "--factory", "Flat"]):
-        assert cli.invoke(app, step).exit_code == 0, step
+        done = cli.invoke(app, step)
+        assert done.exit_code == 0, (step, done.output)
     storage.remove(s3.uri("model"))  # the index is published, its model not yet (a night's order)
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -146,8 +146,8 @@ def search(
 
 def encoded_from(index: LoadedIndex, ids: list) -> list[str]:
     """The input files that the vectors of `ids` were encoded from, as the vectors' manifest names
-    them: where a one-off lookup of their texts looks first. None where that is not known (the
-    vectors moved, or an index whose id map names no vector shard)."""
+    them: where a one-off lookup of their texts looks first. An empty list where that is not known
+    (the vectors moved, or an index whose id map names no vector shard)."""
     if "shard" not in index.labels.column_names or not ids:
         return []
     try:
