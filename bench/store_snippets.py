@@ -6,13 +6,17 @@ service gives them their texts (`vecjob serve --data s3://…`), and when a one-
 
 The collection (tweet-length documents, string ids) sits in a local S3 server behind the loopback
 proxy of `store_night.py`, which holds every piece of a request for --latency-ms. A fresh process
-times what a replica does: at start, the listing of the files and the mapping of their ids to
-files, then `--lookups` searches' worth of snippets, 10 random ids each, as `add_snippets` gives
-them; and for the same ids, the one-off lookup of `vecjob search --data` (`search.lookup_texts`):
-without the files the hits were encoded from, as for an index whose vectors moved, it reads every
-file's ids once; with them (`search.encoded_from` reads them from the vectors' manifest, one request
-not timed here), the hits' files alone. `archive/store_snippets-2026-12-05-before.json` is this script as
-of commit 9162f51 run on the code before the map, when every search did the one-off lookup.
+times what a replica does: at start, the listing of the files; then `--lookups` searches' worth of
+snippets, 10 random ids each, as the service gives them (`add_snippets` over `DocumentFiles.texts`,
+told the files the hits' vectors were encoded from, as `search.EncodedFrom` reads them from the
+index and the vectors' manifest, once a replica): each a first read of those files' ids, then the
+same ids again; and, for ids whose file is not known (vectors moved), the map of every file's ids
+that `DocumentFiles` builds then: its first lookup, which builds it, and later ones. For the same
+ids, the one-off lookup of `vecjob search --data` (`search.lookup_texts`): without the files, it
+reads every file's ids once; with them, the hits' files alone. `archive/store_snippets-2026-12-05-before.json`
+is this script as of commit 9162f51 run on the code before the map, when every search did the
+one-off lookup; `archive/store_snippets-2026-12-06-0842.json` the run before a replica read the hits'
+files first, when it built the map at start.
 """
 
 from __future__ import annotations
@@ -27,34 +31,37 @@ from store_night import store_arguments, store_far_away
 
 LOOKUPS = """
 import json, statistics, sys, time
-import numpy as np, pyarrow as pa
+import numpy as np
 from vecjob import search
 uri, shards, per, lookups = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 t0 = time.perf_counter()
 documents = search.DocumentFiles([uri])
-documents.refresh(pa.string())
+documents.refresh()
 start_s = time.perf_counter() - t0
 rng = np.random.default_rng(0)
-times, one_off, known = [], [], []
-for _ in range(lookups):
+times = {"first": [], "again": [], "map built": [], "map": [], "one-off": [], "one-off known": []}
+mapped = search.DocumentFiles([uri])
+
+def timed(kind, texts_of, hits):
+    t = time.perf_counter()
+    search.add_snippets(hits, texts_of)
+    times[kind].append(time.perf_counter() - t)
+    assert all(h["snippet"] for h in hits), (kind, hits)
+
+for n in range(lookups):
     shard_of_hit = rng.integers(shards, size=10)
     hits = [{"id": f"s{s:03d}-{i:06d}"} for s, i in zip(shard_of_hit, rng.integers(per, size=10))]
-    t = time.perf_counter()
-    search.add_snippets(hits, documents.texts)
-    times.append(time.perf_counter() - t)
-    assert all(h["snippet"] for h in hits), hits
-    t = time.perf_counter()
-    texts = search.lookup_texts([uri], [h["id"] for h in hits])
-    one_off.append(time.perf_counter() - t)
-    assert set(texts) == {h["id"] for h in hits}, texts
     encoded_from = sorted({f"{uri}/part-{s:03d}.parquet" for s in shard_of_hit})  # what the vectors' manifest names
-    t = time.perf_counter()
-    texts = search.lookup_texts([uri], [h["id"] for h in hits], look_first=encoded_from)
-    known.append(time.perf_counter() - t)
-    assert set(texts) == {h["id"] for h in hits}, texts
-print(json.dumps({"start s": start_s, "lookup s (median)": statistics.median(times),
-                  "one-off lookup s (median)": statistics.median(one_off),
-                  "one-off, files known s (median)": statistics.median(known), "lookups": lookups}))
+    timed("first", lambda ids: documents.texts(ids, encoded_from), hits)
+    timed("again", lambda ids: documents.texts(ids, encoded_from), hits)
+    timed("map built" if n == 0 else "map", mapped.texts, hits)
+    timed("one-off", lambda ids: search.lookup_texts([uri], ids), hits)
+    timed("one-off known", lambda ids: search.lookup_texts([uri], ids, look_first=encoded_from), hits)
+median = {kind: statistics.median(t) for kind, t in times.items() if t}
+print(json.dumps({"start s": start_s, "first lookup s (median)": median["first"], "lookup s (median)": median["again"],
+                  "map built s": median["map built"], "via the map s (median)": median.get("map"),
+                  "one-off lookup s (median)": median["one-off"],
+                  "one-off, files known s (median)": median["one-off known"], "lookups": lookups}))
 """
 
 
@@ -70,8 +77,8 @@ def main() -> None:
         sys.exit(done.stderr)
     row = {"shards": args.shards, "docs": args.docs, **json.loads(done.stdout.strip().splitlines()[-1])}
     print_table(f"snippets for 10 hits from a store {args.latency_ms:g} ms away", [row],
-                ["shards", "docs", "start s", "lookup s (median)", "one-off lookup s (median)",
-                 "one-off, files known s (median)", "lookups"])
+                ["shards", "docs", "start s", "first lookup s (median)", "lookup s (median)", "map built s",
+                 "via the map s (median)", "one-off lookup s (median)", "one-off, files known s (median)", "lookups"])
     write_json(args.out, {"latency_ms": args.latency_ms, "row": row})
 
 

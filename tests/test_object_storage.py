@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from vecjob import storage
 from vecjob.cli import app
 from vecjob.index import load_index_dir
-from vecjob.search import encoded_from
+from vecjob.search import EncodedFrom
 
 # The suite's tiny job, with its data and outputs at URIs and every stage after training.
 S3_SPEC = (TINY_SPEC.replace('out = "out"', 'out = "{out}"').replace('paths = ["data"]', 'paths = ["{data}"]')
@@ -180,7 +180,7 @@ def test_each_command_reads_and_writes_a_bucket(s3, tmp_path, tiny_model_dir, mo
     hits = runner.invoke(app, ["search", s3.uri("i"), "--id", "doc-00007", "--json", "-k", "3"])
     assert hits.exit_code == 0 and json.loads(hits.output)["hits"][0]["id"] == "doc-00007", hits.output
     # The hits' texts are read from the files in the bucket that their vectors were encoded from.
-    assert encoded_from(load_index_dir(s3.uri("i")), ["doc-00007", "doc-00045"]) == [s3.uri("data", "part-00.parquet"),
+    assert EncodedFrom(load_index_dir(s3.uri("i")))(["doc-00007", "doc-00045"]) == [s3.uri("data", "part-00.parquet"),
                                                                                    s3.uri("data", "part-01.parquet")]
     hits = runner.invoke(app, ["search", s3.uri("i"), "--id", "doc-00007", "--json", "-k", "3", "--data", data])
     assert hits.exit_code == 0 and all(h["snippet"] for h in json.loads(hits.output)["hits"]), hits.output

@@ -114,14 +114,24 @@ def _discover_uri(location: str) -> tuple[list[str], list[str]]:
             [uri for rel, uri in visible.items() if not rel.endswith(".parquet")])
 
 
-def parquet_file(path: str, footer: pq.FileMetaData | None = None) -> pq.ParquetFile:
-    """Open a shard, local or in an object store: its footer read, or the one given. Reads of a local
-    file are not pre-buffered: that coalesces the requests a store answers slowly, and on local disk
-    only adds a background read per column chunk (a search's snippets read ten small row groups)."""
+def parquet_file(path: str, footer: pq.FileMetaData | None = None, opened: pa.NativeFile | None = None) -> pq.ParquetFile:
+    """Open a shard, local or in an object store (`opened`: already, by `opened_in_store`): its footer
+    read, or the one given. Reads of a local file are not pre-buffered: that coalesces the requests a
+    store answers slowly, and on local disk only adds a background read per column chunk (a search's
+    snippets read ten small row groups)."""
     if storage.is_uri(path):
-        fs, inner = storage.filesystem(path)
-        return pq.ParquetFile(fs.open_input_file(inner), metadata=footer)
+        return pq.ParquetFile(opened or opened_in_store(path), metadata=footer)
     return pq.ParquetFile(path, metadata=footer, pre_buffer=False)
+
+
+def opened_in_store(path: str) -> pa.NativeFile | None:
+    """A file in a store opened for reads at any offset, from any thread: opening asks the store for
+    its size, a request that a reader of many small pieces of one file (a service's snippets) makes
+    once. None for a local file, whose opening costs nothing worth keeping a descriptor for."""
+    if not storage.is_uri(path):
+        return None
+    fs, inner = storage.filesystem(path)
+    return fs.open_input_file(inner)
 
 
 def _glob(pattern: str) -> list[str]:
@@ -217,10 +227,10 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
                                   for c in keep_columns))
 
 
-def footer(path: str) -> pq.FileMetaData:
+def footer(path: str, opened: pa.NativeFile | None = None) -> pq.FileMetaData:
     """A shard's footer; a file that is not Parquet is one line naming it."""
     try:
-        return parquet_file(path).metadata
+        return parquet_file(path, opened=opened).metadata
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
 
@@ -358,11 +368,11 @@ def blank_texts(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def read_row_groups(path: str, row_groups: list[int], columns: list[str], footer: pq.FileMetaData | None = None,
-                    threads: bool = True) -> pa.Table:
+                    threads: bool = True, opened: pa.NativeFile | None = None) -> pa.Table:
     """Read some row groups of one shard (`threads`: its columns decoded in parallel, which costs more
     than it saves on a row group or two); a corrupt page raises InputError naming the file."""
     try:
-        table = parquet_file(path, footer).read_row_groups(row_groups, columns=columns, use_threads=threads)
+        table = parquet_file(path, footer, opened).read_row_groups(row_groups, columns=columns, use_threads=threads)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read row groups {row_groups}: {exc}") from None
     return _plain_columns(table, path)

@@ -11,8 +11,9 @@ Index swaps without a failed request, two ways:
 - another location: `deploy` again with other paths, and Serve calls `reconfigure` on the live
   replicas (user_config), which load and switch the same way; no replica restarts.
 Text queries are encoded in micro-batches (`serve.batch`), so concurrent queries share a forward pass.
-Snippets (`data`) come from a map of the texts' ids to their files and rows (`search.DocumentFiles`)
-that each replica keeps, listing the files again with each newer index it loads.
+Snippets (`data`) are read from the file each hit's vector was encoded from, as the index and the
+vectors' manifest name it, whose ids each replica reads once (`search.DocumentFiles`); the files of
+`data` are listed again with each newer index it loads.
 Serve's own metrics (requests, errors and latency per route) stay available on Ray's metrics endpoint;
 its access log (a line per request in the proxy and in the replica, to a file and to stderr) is off:
 that work shares the cores that answer queries.
@@ -41,11 +42,11 @@ def _error(exc: RequestError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
 
-def _refresh(documents: DocumentFiles | None, snapshot: Snapshot) -> None:
+def _refresh(documents: DocumentFiles | None) -> None:
     """The texts' files listed again for a newly loaded index (a night's shards hold its new rows)."""
     if documents:
         try:
-            documents.refresh(snapshot.index.labels.schema.field("id").type)
+            documents.refresh()
         except UNREADABLE_TEXTS as exc:  # snippets are an extra: each search will say why it has none
             log.warning("texts for snippets not read: %s", exc)
 
@@ -83,7 +84,7 @@ class SearchService:
             # Ids no text file holds are looked for again no more often than a newer index is.
             documents = DocumentFiles(config["data"], relist_s=config["poll_s"]) if config.get("data") else None
         if documents is not self.documents or self.snapshot is None or snapshot.generation != self.snapshot.generation:
-            _refresh(documents, snapshot)
+            _refresh(documents)
         with self._swap_lock:
             self.config, self.snapshot, self.documents = config, snapshot, documents
 
@@ -103,7 +104,7 @@ class SearchService:
                         continue
                     # A replica that encodes text queries keeps its pair until the newer index's model is there.
                     snapshot = Snapshot.load(config["index"], config.get("model"), current.encoder is not None)
-                    _refresh(self.documents, snapshot)
+                    _refresh(self.documents)
                     self.snapshot = snapshot
                     log.warning("now serving %s", self.snapshot.generation)
                 except (VecjobError, OSError, RuntimeError) as exc:  # half-published: retry at the next poll
@@ -134,7 +135,7 @@ class SearchService:
             raise encoded
         result = snapshot.search(query, snapshot.query_vector(query, encoded))
         if self.documents:
-            await asyncio.to_thread(with_snippets, result, self.documents)
+            await asyncio.to_thread(with_snippets, result, self.documents, snapshot)
         return result
 
     async def _body(self, request: Request, model):

@@ -11,7 +11,6 @@ from typing import Callable
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from vecjob import storage
 from vecjob.errors import ArtifactError, InputError, quoted
@@ -22,6 +21,7 @@ from vecjob.parquet_io import (
     discover,
     file_identity,
     footer,
+    opened_in_store,
     path_order,
     read_json,
     read_row_groups,
@@ -139,25 +139,44 @@ def search(
         {"rank": r + 1, "id": i, "score": float(s)} for r, (i, s) in enumerate(zip(ids[0], scores[0]))
     ]
     if data:
-        first = encoded_from(index, [h["id"] for h in hits])
+        first = EncodedFrom(index)([h["id"] for h in hits])
         add_snippets(hits, lambda ids: lookup_texts(data, ids, id_col, text_col, look_first=first), snippet_chars)
     return hits
 
 
-def encoded_from(index: LoadedIndex, ids: list) -> list[str]:
-    """The input files that the vectors of `ids` were encoded from, as the vectors' manifest names
-    them: where a one-off lookup of their texts looks first. An empty list where that is not known
-    (the vectors moved, or an index whose id map names no vector shard)."""
-    if "shard" not in index.labels.column_names or not ids:
-        return []
-    try:
-        manifest = read_json(storage.join(index.manifest["vectors_dir"], MANIFEST))
-        input_of = {Path(s["output"]).name: s["input"] for s in manifest["shards"]}
-    except (ArtifactError, OSError, KeyError, TypeError):
-        return []
-    labels = index.labels
-    held = labels.filter(pc.is_in(labels.column("id"), value_set=pa.array(ids, labels.schema.field("id").type)))
-    return sorted({input_of[s] for s in held.column("shard").to_pylist() if s in input_of}, key=path_order)
+class EncodedFrom:
+    """Which input file each of an index's vectors was encoded from: the id map's vector shard of the
+    id, and the input the vectors' manifest names for that shard (one read). Where a hit's text is
+    looked for first: the row its vector was made from, in one file of the collection, not a map of
+    every file's ids. Knows nothing (every lookup then reads the map) where the vectors moved or the
+    index's id map names no vector shard."""
+
+    def __init__(self, index: LoadedIndex):
+        self.files: list[str] = []
+        self._file_of = pl.DataFrame()  # id → the number of its file in `files`, sorted by id
+        if "shard" not in index.labels.column_names:
+            return
+        try:
+            manifest = read_json(storage.join(index.manifest["vectors_dir"], MANIFEST))
+            input_of = {Path(s["output"]).name: s["input"] for s in manifest["shards"]}
+        except (ArtifactError, OSError, KeyError, TypeError):
+            return
+        self.files = sorted(set(input_of.values()), key=path_order)
+        position = {path: n for n, path in enumerate(self.files)}
+        number = {shard: position[path] for shard, path in input_of.items()}
+        shards = pl.from_arrow(index.labels.select(["id", "shard"]))
+        self._file_of = (shards.with_columns(pl.col("shard").replace_strict(number, default=None, return_dtype=pl.UInt32)
+                                             .alias("file"))
+                         .drop_nulls("file").select("id", "file").sort("id"))
+
+    def __call__(self, ids: list) -> list[str]:
+        """The files the vectors of `ids` were encoded from, in the collection's order."""
+        if self._file_of.is_empty() or not ids:
+            return []
+        wanted = pl.Series("id", ids, dtype=self._file_of["id"].dtype, strict=False)
+        at = self._file_of["id"].search_sorted(wanted).clip(upper_bound=self._file_of.height - 1)
+        found = self._file_of[at.to_numpy()].filter(pl.col("id").is_in(wanted.implode()))
+        return [self.files[n] for n in sorted(set(found["file"].to_list()))]
 
 
 def add_snippets(hits: list[dict], texts_of: Callable[[list], dict], snippet_chars: int = 160) -> None:
@@ -197,46 +216,115 @@ def _texts_in(data: list[str], files: list[str], wanted: pl.Series, id_col: str,
 class DocumentFiles:
     """A collection's texts by id, read from the row groups that hold the ids asked for. A service
     answers many searches, and reading the id column of every file for each (a request per file, in
-    a store) made a snippet cost more than the search. So the files are listed once and each id's
-    file and row mapped, and listed again, reading the ids of new and rewritten files only, on
-    `refresh` and when an id is not where the map says: at once when its file is gone or rewritten,
-    at most every `relist_s` seconds for ids no file held (an index may hold ids that the texts
-    given do not)."""
+    a store) made a snippet cost more than the search. A hit's text is looked for first in the file
+    its vector was encoded from (`look_first`, from `EncodedFrom`), whose ids are read once and kept
+    while the file stays the same; nothing else is read for it. Only ids not found there (the vectors
+    moved, a file rewritten without the id, `data` naming another copy of the collection) are looked
+    up in a map of every file's ids to their rows, built when first needed and listed again, reading
+    the ids of new and rewritten files only, after `refresh` and when an id is not where the map says:
+    at once when its file is gone or rewritten, at most every `relist_s` seconds for ids no file held
+    (an index may hold ids that the texts given do not)."""
 
     def __init__(self, data: list[str], id_col: str = "id", text_col: str = "text", relist_s: float = 10.0):
         self.data, self.id_col, self.text_col, self.relist_s = data, id_col, text_col, relist_s
         self._lock = threading.Lock()
-        self._files: dict[str, tuple] = {}  # path → (its identity, footer and ids when read)
+        self._files: dict[str, tuple] = {}  # path → its identity, footer, ids and opened file, once read
         self._where: tuple[list, pl.DataFrame] = ([], pl.DataFrame())  # files listed; each id's file and row
+        self._listed: set[str] | None = None  # the files of `data` as last listed
         self._dtype = None
-        self._listed_at = -math.inf
+        self._listed_at = self._stale_since = -math.inf
 
-    def refresh(self, id_type: pa.DataType) -> None:
-        """List the files again and read the ids (of the index's type) of new and rewritten ones: at
-        start, and whenever the served index changes (a night that adds a shard of newer rows for
-        old ids publishes a new index too, and no search would miss those ids)."""
-        self._list(pl.from_arrow(pa.array([], id_type)).dtype, asked=time.monotonic())
+    def refresh(self) -> None:
+        """List the files again: at start, and whenever the served index changes (a night that adds a
+        shard of newer rows for old ids publishes a new index too). The map of every file's ids is
+        brought up to date when next needed."""
+        self._listed = set(discover(self.data))
+        self._stale_since = time.monotonic()
 
-    def texts(self, ids: list) -> dict:
-        """id → text for the ids some file holds (a later file's row of an id, as the vectors take)."""
+    def texts(self, ids: list, look_first: list[str] = ()) -> dict:
+        """id → text for the ids some file holds: the row in the files of `look_first` (those their
+        vectors were encoded from), else a later file's row of an id, as the vectors take."""
         if not ids:
             return {}
         wanted = pl.Series("id", ids)
-        self._list(wanted.dtype, asked=-math.inf)  # the first time, or after ids of another type
+        texts = self._texts_where_encoded(look_first, wanted) if look_first else {}
+        if len(texts) == wanted.n_unique():
+            return texts
+        wanted = wanted.filter(~wanted.is_in(pl.Series(list(texts), dtype=wanted.dtype).implode()))
+        self._list(wanted.dtype, asked=self._stale_since)  # the first time, after a refresh, or for another type
         asked = time.monotonic()
         try:
-            texts, misplaced = self._read(wanted)
+            found, misplaced = self._read(wanted)
         except (OSError, InputError, pl.exceptions.PolarsError, pa.ArrowException):  # gone or rewritten since listed
-            texts, misplaced = {}, True
-        if misplaced or (len(texts) < wanted.n_unique() and asked - self._listed_at >= self.relist_s):
+            found, misplaced = {}, True
+        if misplaced or (len(found) < wanted.n_unique() and asked - self._listed_at >= self.relist_s):
             self._list(wanted.dtype, asked)
-            texts, _ = self._read(wanted)
+            found, _ = self._read(wanted)
+        return texts | found
+
+    def _texts_where_encoded(self, files: list[str], wanted: pl.Series) -> dict:
+        """Texts of the `wanted` ids in `files` that the data holds, a later file's row of an id first.
+        A file that cannot be read now leaves its ids to the map, which says why."""
+        if self._listed is None:
+            self.refresh()
+        self._use(wanted.dtype)
+        files = [path for path in files if path in self._listed]
+
+        def in_file(path: str) -> tuple[list, list]:
+            try:
+                identity = file_identity(path)
+                mapped = self._files.get(path)
+                if mapped is None or mapped[0] != identity:
+                    mapped = self._files[path] = (identity, *self._ids_of([path], wanted.dtype)[0])
+                rows = np.flatnonzero(mapped[2].is_in(wanted.implode()).to_numpy())
+                if rows.size:
+                    ids, texts = self._rows(path, mapped[1], rows, mapped[3])
+                    if ids == mapped[2].gather(rows).to_list():
+                        return ids, texts
+            except (OSError, InputError, pl.exceptions.PolarsError, pa.ArrowException):
+                pass
+            return [], []
+
+        texts = {}
+        for ids, found in storage.each_file(in_file, files):
+            texts.update(zip(ids, found))
         return texts
+
+    def _use(self, dtype) -> None:
+        with self._lock:
+            if dtype != self._dtype:  # ids read as another type match none asked
+                self._files, self._where, self._dtype, self._listed_at = {}, ([], pl.DataFrame()), dtype, -math.inf
+
+    def _ids_of(self, paths: list[str], dtype) -> list[tuple]:
+        """Each file's footer, ids in row order and (in a store) the file opened for the reads of its rows,
+        the columns checked; in a store, files many at once."""
+        opened = storage.each_file(opened_in_store, paths)
+        handle_of = dict(zip(paths, opened))
+        footers = storage.each_file(lambda path: footer(path, handle_of[path]), paths)
+        scan_files_by_id(paths, self.id_col, {"text": self.text_col}, dtype, footers=footers)  # the checks
+        read = {path: (meta, handle) for path, meta, handle in zip(paths, footers, opened)}
+
+        def read_ids(path: str) -> pl.Series:
+            meta, handle = read[path]
+            groups = list(range(meta.num_row_groups))
+            return pl.Series("id", read_row_groups(path, groups, [self.id_col], meta, opened=handle)[0]).cast(dtype)
+
+        return list(zip(footers, storage.each_file(read_ids, paths), opened))
+
+    def _rows(self, path: str, listed, rows, opened) -> tuple[list, list]:
+        """The ids and texts at `rows` of one file (its footer `listed`): the row groups holding them
+        only, the rows taken by position."""
+        starts = np.cumsum([0] + [listed.row_group(g).num_rows for g in range(listed.num_row_groups)])
+        group_of = np.searchsorted(starts, rows, side="right") - 1
+        groups = sorted(set(group_of.tolist()))
+        table = read_row_groups(path, groups, [self.id_col, self.text_col], listed, threads=False, opened=opened)
+        read_from = dict(zip(groups, np.cumsum([0] + [starts[g + 1] - starts[g] for g in groups])))
+        taken = table.take([read_from[g] + r - starts[g] for g, r in zip(group_of, rows)])
+        return taken[self.id_col].to_pylist(), taken[self.text_col].to_pylist()
 
     def _read(self, wanted: pl.Series) -> tuple[dict, bool]:
         """Texts of the ids the map places, and whether one was not where the map says. Each file is
-        read once, the row groups holding its rows only, and the rows taken by position: a search's
-        ten hits cost ten row-group reads, not a frame of their rows to filter."""
+        read once: a search's ten hits cost ten row-group reads, not a frame of their rows to filter."""
         files, where = self._where
         if where.is_empty():
             return {}, False
@@ -245,17 +333,10 @@ class DocumentFiles:
         wanted_in = {n: (ids, rows) for n, ids, rows in placed.group_by("file").agg("id", "row").iter_rows()}
 
         def read(n: int) -> tuple[list, list]:
-            path, identity, listed = files[n]
+            path, identity, listed, opened = files[n]
             if file_identity(path) != identity:  # its footer and rows are not those mapped
                 raise InputError(f"{path}: rewritten since it was listed")
-            ids, rows = wanted_in[n]
-            starts = np.cumsum([0] + [listed.row_group(g).num_rows for g in range(listed.num_row_groups)])
-            group_of = np.searchsorted(starts, rows, side="right") - 1
-            groups = sorted(set(group_of.tolist()))
-            table = read_row_groups(path, groups, [self.id_col, self.text_col], listed, threads=False)
-            read_from = dict(zip(groups, np.cumsum([0] + [starts[g + 1] - starts[g] for g in groups])))
-            taken = table.take([read_from[g] + r - starts[g] for g, r in zip(group_of, rows)])
-            return taken[self.id_col].to_pylist(), taken[self.text_col].to_pylist()
+            return self._rows(path, listed, wanted_in[n][1], opened)
 
         number_of = {files[n][0]: n for n in sorted(wanted_in)}
         texts, misplaced = {}, False
@@ -268,32 +349,22 @@ class DocumentFiles:
         return texts, misplaced
 
     def _list(self, dtype, asked: float) -> None:
+        self._use(dtype)
         with self._lock:
-            if self._listed_at > asked and dtype == self._dtype:
+            if self._listed_at > asked:
                 return  # listed since this request asked
-            if dtype != self._dtype:
-                self._files, self._dtype = {}, dtype
             paths = discover(self.data)
             identities = dict(zip(paths, storage.each_file(file_identity, paths)))
             changed = [p for p in paths if self._files.get(p, (None,))[0] != identities[p]]
             files = dict(self._files)
             if changed:
-                footers = storage.each_file(footer, changed)
-                scan_files_by_id(changed, self.id_col, {"text": self.text_col}, dtype, footers=footers)  # the checks
-                read = dict(zip(changed, footers))
-
-                def read_ids(path: str) -> pl.Series:  # a file's ids in row order; in a store, files many at once
-                    groups = list(range(read[path].num_row_groups))
-                    return pl.Series("id", read_row_groups(path, groups, [self.id_col], read[path])[0]).cast(dtype)
-
-                ids = storage.each_file(read_ids, changed)
-                files.update({p: (identities[p], read[p], ids_read) for p, ids_read in zip(changed, ids)})
+                files.update({p: (identities[p], *read) for p, read in zip(changed, self._ids_of(changed, dtype))})
             self._files = {p: files[p] for p in paths}
-            ids_of = [ids for *_, ids in self._files.values()]
+            ids_of = [entry[2] for entry in self._files.values()]
             sizes = np.array([len(ids) for ids in ids_of])
             row = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
             where = pl.DataFrame({"id": pl.concat(ids_of, rechunk=True), "row": row,
                                   "file": np.repeat(np.arange(len(paths), dtype=np.uint32), sizes)})
-            self._where = ([(p, *entry[:2]) for p, entry in self._files.items()],
+            self._where = ([(p, entry[0], entry[1], entry[3]) for p, entry in self._files.items()],
                            where.unique("id", keep="last").sort("id"))
-            self._listed_at = time.monotonic()
+            self._listed, self._listed_at = set(paths), time.monotonic()

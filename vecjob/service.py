@@ -30,7 +30,7 @@ from vecjob.index import MANIFEST_KIND as INDEX_KIND
 from vecjob.index import LoadedIndex, load_index_dir
 from vecjob.outputs import MANIFEST
 from vecjob.parquet_io import fingerprint, read_json, read_manifest
-from vecjob.search import DocumentFiles, add_snippets, check_model_made_index, model_of_index
+from vecjob.search import DocumentFiles, EncodedFrom, add_snippets, check_model_made_index, model_of_index
 from vecjob.tokenizer import unicode_problem
 
 MAX_K = 1_000
@@ -92,12 +92,14 @@ def parse(body: bytes, model: type[BaseModel], max_bytes: int) -> BaseModel:
 UNREADABLE_TEXTS = (VecjobError, OSError, pl.exceptions.PolarsError, pa.ArrowException)
 
 
-def with_snippets(result: dict, documents: DocumentFiles) -> dict:
-    """Give the answer's hits their snippets from `documents`. Snippets are an extra: texts that cannot
+def with_snippets(result: dict, documents: DocumentFiles, snapshot: "Snapshot") -> dict:
+    """Give the answer's hits their snippets from `documents`, looked for first in the files the
+    snapshot's index says their vectors were encoded from. Snippets are an extra: texts that cannot
     be read now (moved, or rewritten in another form since the service started) leave the hits without
     them and say why in `snippet_error`, instead of failing every search."""
+    files_of = snapshot.encoded_from or (lambda ids: [])
     try:
-        add_snippets(result["hits"], documents.texts)
+        add_snippets(result["hits"], lambda ids: documents.texts(ids, files_of(ids)))
     except UNREADABLE_TEXTS as exc:
         result["snippet_error"] = str(exc).strip().splitlines()[0]
     return result
@@ -116,6 +118,7 @@ class Snapshot:
     loaded_at: float
     model_dir: str | None = None  # where the encoder's model was read (--model, or the index's record)
     no_text_queries: str = ""  # why there is no encoder
+    encoded_from: EncodedFrom | None = None  # the file each vector was encoded from: where snippets are read
 
     @cached_property
     def generation(self) -> str:  # every answer names it: hashed once, not per request
@@ -140,7 +143,8 @@ class Snapshot:
             if why and must_encode:
                 raise ArtifactError(why)
         index.slot_of_id  # built now, not by the first query
-        return cls(str(index_dir), index, None, time.time(), no_text_queries=why).with_encoder(model_dir)
+        return cls(str(index_dir), index, None, time.time(), no_text_queries=why,
+                   encoded_from=EncodedFrom(index)).with_encoder(model_dir)
 
     def with_encoder(self, model_dir: str | Path | None) -> "Snapshot":
         if model_dir is None:
