@@ -12,11 +12,12 @@ told the files the hits' vectors were encoded from, as `search.EncodedFrom` read
 index and the vectors' manifest, once a replica): each a first read of those files' ids, then the
 same ids again; and, for ids whose file is not known (vectors moved), the map of every file's ids
 that `DocumentFiles` builds then: its first lookup, which builds it, and later ones. For the same
-ids, the one-off lookup of `vecjob search --data` (`search.lookup_texts`): without the files, it
-reads every file's ids once; with them, the hits' files alone. `archive/store_snippets-2026-12-05-before.json`
-is this script as of commit 9162f51 run on the code before the map, when every search did the
-one-off lookup; `archive/store_snippets-2026-12-06-0842.json` the run before a replica read the hits'
-files first, when it built the map at start.
+ids, the one-off lookup of `vecjob search --data` (a `DocumentFiles` of its own, once): without the
+files, it lists them and builds the map; with them, it lists them and reads the hits' files alone.
+`archive/store_snippets-2026-12-05-before.json` is this script as of commit 9162f51 run on the code
+before the map, when every search did the one-off lookup; `archive/store_snippets-2026-12-06-0842.json`
+the run before a replica read the hits' files first, when it built the map at start and the one-off
+lookup read files through a polars scan of its own.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ for n in range(lookups):
     timed("first", lambda ids: documents.texts(ids, encoded_from), hits)
     timed("again", lambda ids: documents.texts(ids, encoded_from), hits)
     timed("map built" if n == 0 else "map", mapped.texts, hits)
-    timed("one-off", lambda ids: search.lookup_texts([uri], ids), hits)
-    timed("one-off known", lambda ids: search.lookup_texts([uri], ids, look_first=encoded_from), hits)
+    timed("one-off", lambda ids: search.DocumentFiles([uri]).texts(ids), hits)
+    timed("one-off known", lambda ids: search.DocumentFiles([uri]).texts(ids, encoded_from), hits)
 median = {kind: statistics.median(t) for kind, t in times.items() if t}
 print(json.dumps({"start s": start_s, "first lookup s (median)": median["first"], "lookup s (median)": median["again"],
                   "map built s": median["map built"], "via the map s (median)": median.get("map"),

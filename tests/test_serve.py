@@ -27,7 +27,7 @@ from vecjob.index import index_collection, load_index_dir
 from vecjob.outputs import staged_dir
 from vecjob.encode_shards import encode_collection
 from vecjob.errors import ArtifactError
-from vecjob.search import DocumentFiles, EncodedFrom, lookup_texts, search
+from vecjob.search import DocumentFiles, EncodedFrom, search
 from vecjob.service import Query, RequestError, Snapshot, with_snippets
 from vecjob.vectors import VectorsDir, table_vectors
 
@@ -328,7 +328,8 @@ def test_snippets_are_read_from_the_files_holding_the_hits_and_follow_the_collec
     documents.refresh()  # a newly served index: a later file's row of an id counts
     assert documents.texts(["doc-00075"]) == {"doc-00075": "newer row"}
     # A one-off search (`vecjob search --data`) reads every file's ids once instead, to the same texts.
-    assert lookup_texts([str(folder)], ["doc-00075", "new-1", "absent"]) == {"doc-00075": "newer row", "new-1": "added"}
+    assert DocumentFiles([str(folder)]).texts(["doc-00075", "new-1", "absent"]) == {"doc-00075": "newer row",
+                                                                                   "new-1": "added"}
     (folder / "part-07.parquet").unlink()
     assert documents.texts(["doc-00002", "doc-00003"]) == {"doc-00003": "rewritten"}  # a file gone: listed at once
 
@@ -378,7 +379,7 @@ def test_a_one_off_search_reads_the_texts_of_its_hits_from_the_files_they_were_e
     # An id no longer in the file it was encoded from is looked for in every file.
     pq.write_table(pa.table({"id": ["doc-00070"], "text": ["elsewhere"]}), last)
     pq.write_table(pa.table({"id": ["doc-00075"], "text": ["moved"]}), folder / "part-05.parquet")
-    assert lookup_texts([str(folder)], ["doc-00075", "doc-00070"], look_first=[str(last)]) == {
+    assert DocumentFiles([str(folder)]).texts(["doc-00075", "doc-00070"], look_first=[str(last)]) == {
         "doc-00075": "moved", "doc-00070": "elsewhere"}
     assert search(tmp_path / "i", doc_id="doc-00075", k=1, data=[str(folder)])[0]["snippet"] == "moved"
 

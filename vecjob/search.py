@@ -17,7 +17,6 @@ from vecjob.errors import ArtifactError, InputError, quoted
 from vecjob.index import LoadedIndex, load_index_dir
 from vecjob.outputs import MANIFEST
 from vecjob.parquet_io import (
-    collect_scanned,
     discover,
     file_identity,
     footer,
@@ -140,7 +139,7 @@ def search(
     ]
     if data:
         first = EncodedFrom(index)([h["id"] for h in hits])
-        add_snippets(hits, lambda ids: lookup_texts(data, ids, id_col, text_col, look_first=first), snippet_chars)
+        add_snippets(hits, lambda ids: DocumentFiles(data, id_col, text_col).texts(ids, first), snippet_chars)
     return hits
 
 
@@ -187,36 +186,10 @@ def add_snippets(hits: list[dict], texts_of: Callable[[list], dict], snippet_cha
         h["snippet"] = snippet[:snippet_chars] + ("…" if len(snippet) > snippet_chars else "")
 
 
-def lookup_texts(data: list[str], ids: list, id_col: str = "id", text_col: str = "text",
-                 look_first: list[str] = ()) -> dict:
-    """id → text for a one-off search (a process per query): the texts of the matching rows in the
-    files of `look_first` that the data holds (those the hits' vectors were encoded from), and for
-    ids not found there, in every file (a read of each file's id column: in a store, requests per
-    file). A service, which answers many searches, keeps a `DocumentFiles` map instead."""
-    if not ids:
-        return {}
-    wanted = pl.Series("id", ids)
-    files, texts = discover(data), {}
-    listed = set(files)
-    if first := [p for p in look_first if p in listed]:
-        texts = _texts_in(first, first, wanted, id_col, text_col)
-        wanted = wanted.filter(~wanted.is_in(pl.Series(list(texts), dtype=wanted.dtype).implode()))
-        if wanted.is_empty():
-            return texts
-    return texts | _texts_in(data, files, wanted, id_col, text_col)
-
-
-def _texts_in(data: list[str], files: list[str], wanted: pl.Series, id_col: str, text_col: str) -> dict:
-    """id → text of the `wanted` ids in `files` (of `data`, which a message names)."""
-    frame = texts_as_text(scan_files_by_id(files, id_col, {"text": text_col}, wanted.dtype), data, text_col)
-    frame = frame.filter(pl.col("id").is_in(wanted.implode()))
-    return dict(collect_scanned(frame, data).select("id", "text").iter_rows())
-
-
 class DocumentFiles:
-    """A collection's texts by id, read from the row groups that hold the ids asked for. A service
-    answers many searches, and reading the id column of every file for each (a request per file, in
-    a store) made a snippet cost more than the search. A hit's text is looked for first in the file
+    """A collection's texts by id, read from the row groups that hold the ids asked for: a service's
+    for every search, a one-off `vecjob search --data`'s once. Reading the id column of every file
+    for each search (a request per file, in a store) made a snippet cost more than the search. A hit's text is looked for first in the file
     its vector was encoded from (`look_first`, from `EncodedFrom`), whose ids are read once and kept
     while the file stays the same; nothing else is read for it. Only ids not found there (the vectors
     moved, a file rewritten without the id, `data` naming another copy of the collection) are looked
@@ -301,7 +274,8 @@ class DocumentFiles:
         opened = storage.each_file(opened_in_store, paths)
         handle_of = dict(zip(paths, opened))
         footers = storage.each_file(lambda path: footer(path, handle_of[path]), paths)
-        scan_files_by_id(paths, self.id_col, {"text": self.text_col}, dtype, footers=footers)  # the checks
+        texts_as_text(scan_files_by_id(paths, self.id_col, {"text": self.text_col}, dtype, footers=footers),
+                      self.data, self.text_col)  # the checks
         read = {path: (meta, handle) for path, meta, handle in zip(paths, footers, opened)}
 
         def read_ids(path: str) -> pl.Series:
