@@ -26,7 +26,7 @@ from vecjob.config import DataConfig, EncodeConfig, IndexConfig
 from vecjob.index import index_collection, load_index_dir
 from vecjob.outputs import staged_dir
 from vecjob.encode_shards import encode_collection
-from vecjob.errors import ArtifactError
+from vecjob.errors import ArtifactError, InputError
 from vecjob.search import DocumentFiles, EncodedFrom, search
 from vecjob.service import Query, RequestError, Snapshot, with_snippets
 from vecjob.vectors import VectorsDir, table_vectors
@@ -332,6 +332,9 @@ def test_snippets_are_read_from_the_files_holding_the_hits_and_follow_the_collec
                                                                                    "new-1": "added"}
     (folder / "part-07.parquet").unlink()
     assert documents.texts(["doc-00002", "doc-00003"]) == {"doc-00003": "rewritten"}  # a file gone: listed at once
+    pq.write_table(pa.table({"id": ["doc-00003"], "text": [3]}), first)  # a snippet's split() failed on it: a 500
+    with pytest.raises(InputError, match="text column 'text' holds Int64; expected strings"):
+        documents.texts(["doc-00003"])
 
 
 def test_a_replica_reads_the_texts_of_its_hits_from_the_files_their_vectors_were_encoded_from(tiny_model_dir, tmp_path):
