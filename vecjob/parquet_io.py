@@ -114,7 +114,8 @@ def _discover_uri(location: str) -> tuple[list[str], list[str]]:
             [uri for rel, uri in visible.items() if not rel.endswith(".parquet")])
 
 
-def parquet_file(path: str, footer: pq.FileMetaData | None = None, opened: pa.NativeFile | None = None) -> pq.ParquetFile:
+def parquet_file(path: str, footer: pq.FileMetaData | None = None,
+                 opened: pa.NativeFile | None = None) -> pq.ParquetFile:
     """Open a shard, local or in an object store (`opened`: already, by `opened_in_store`): its footer
     read, or the one given. Reads of a local file are not pre-buffered: that coalesces the requests a
     store answers slowly, and on local disk only adds a background read per column chunk (a search's

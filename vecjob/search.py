@@ -164,9 +164,8 @@ class EncodedFrom:
         position = {path: n for n, path in enumerate(self.files)}
         number = {shard: position[path] for shard, path in input_of.items()}
         shards = pl.from_arrow(index.labels.select(["id", "shard"]))
-        self._file_of = (shards.with_columns(pl.col("shard").replace_strict(number, default=None, return_dtype=pl.UInt32)
-                                             .alias("file"))
-                         .drop_nulls("file").select("id", "file").sort("id"))
+        file_of_shard = pl.col("shard").replace_strict(number, default=None, return_dtype=pl.UInt32)
+        self._file_of = shards.select("id", file_of_shard.alias("file")).drop_nulls("file").sort("id")
 
     def __call__(self, ids: list) -> list[str]:
         """The files the vectors of `ids` were encoded from, in the collection's order."""
@@ -189,14 +188,15 @@ def add_snippets(hits: list[dict], texts_of: Callable[[list], dict], snippet_cha
 class DocumentFiles:
     """A collection's texts by id, read from the row groups that hold the ids asked for: a service's
     for every search, a one-off `vecjob search --data`'s once. Reading the id column of every file
-    for each search (a request per file, in a store) made a snippet cost more than the search. A hit's text is looked for first in the file
-    its vector was encoded from (`look_first`, from `EncodedFrom`), whose ids are read once and kept
-    while the file stays the same; nothing else is read for it. Only ids not found there (the vectors
-    moved, a file rewritten without the id, `data` naming another copy of the collection) are looked
-    up in a map of every file's ids to their rows, built when first needed and listed again, reading
-    the ids of new and rewritten files only, after `refresh` and when an id is not where the map says:
-    at once when its file is gone or rewritten, at most every `relist_s` seconds for ids no file held
-    (an index may hold ids that the texts given do not)."""
+    for each search (a request per file, in a store) made a snippet cost more than the search. A
+    hit's text is looked for first in the file its vector was encoded from (`look_first`, from
+    `EncodedFrom`), whose ids are read once and kept while the file stays the same; nothing else is
+    read for it. Only ids not found there (the vectors moved, a file rewritten without the id, `data`
+    naming another copy of the collection) are looked up in a map of every file's ids to their rows,
+    built when first needed and listed again, reading the ids of new and rewritten files only, after
+    `refresh` and when an id is not where the map says: at once when its file is gone or rewritten,
+    at most every `relist_s` seconds for ids no file held (an index may hold ids that the texts given
+    do not)."""
 
     def __init__(self, data: list[str], id_col: str = "id", text_col: str = "text", relist_s: float = 10.0):
         self.data, self.id_col, self.text_col, self.relist_s = data, id_col, text_col, relist_s
