@@ -157,7 +157,7 @@ class EncodedFrom:
             return
         try:
             manifest = read_json(storage.join(index.manifest["vectors_dir"], MANIFEST))
-            input_of = {Path(s["output"]).name: s["input"] for s in manifest["shards"]}
+            input_of = {Path(s["output"]).name: s["input"] for s in manifest["shards"] if isinstance(s["input"], str)}
         except (ArtifactError, OSError, KeyError, TypeError):
             return
         self.files = sorted(set(input_of.values()), key=path_order)
