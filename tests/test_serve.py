@@ -2,6 +2,7 @@
 bounded loops, indexes published while it answers. One service for the whole module."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -305,7 +306,7 @@ def test_a_night_that_rewrites_a_document_shows_its_new_text_once_its_index_is_s
         pq.write_table(before, first)
 
 
-def test_snippets_are_read_from_the_files_holding_the_hits_and_follow_the_collection_as_it_changes(tmp_path):
+def test_snippets_are_read_from_the_files_holding_the_hits_and_follow_the_collection_as_it_changes(tmp_path, caplog):
     # The service read the id column of every file for every search (0.19 s a request at 1M documents).
     folder = tmp_path / "texts"
     first, _, last = write_collection(folder, [40, 30, 20])
@@ -313,6 +314,12 @@ def test_snippets_are_read_from_the_files_holding_the_hits_and_follow_the_collec
     documents = DocumentFiles([str(folder)], relist_s=3600)
     documents.refresh()
     assert documents.texts(["doc-00001", "doc-00075"]) == {i: expected[i] for i in ("doc-00001", "doc-00075")}
+    # Vectors encoded from another copy of the texts: found through the map, and the log says why that costs more.
+    with caplog.at_level(logging.WARNING, logger="vecjob.search"):
+        assert documents.texts(["doc-00002"], look_first=["/elsewhere/part-00.parquet"]) == {
+            "doc-00002": expected["doc-00002"]}
+        documents.texts(["doc-00003"], look_first=["/elsewhere/part-00.parquet"])
+    assert caplog.text.count(f"{folder}: the index's vectors were encoded from files it does not hold") == 1
     garbled = folder / "part-01.parquet"
     garbled.write_bytes(b"not parquet")  # holds none of the hits: never read
     assert documents.texts(["doc-00002"]) == {"doc-00002": expected["doc-00002"]}

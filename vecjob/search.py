@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -20,6 +21,7 @@ from vecjob.parquet_io import (
     discover,
     file_identity,
     footer,
+    named,
     opened_in_store,
     path_order,
     read_json,
@@ -28,6 +30,8 @@ from vecjob.parquet_io import (
     scan_files_by_id,
     texts_as_text,
 )
+
+log = logging.getLogger(__name__)
 
 
 def query_vector(index: LoadedIndex, *, text: str | None, doc_id: str | None, model_dir: str | Path | None):
@@ -204,6 +208,7 @@ class DocumentFiles:
         self._files: dict[str, tuple] = {}  # path → its identity, footer, ids and opened file, once read
         self._where: tuple[list, pl.DataFrame] = ([], pl.DataFrame())  # files listed; each id's file and row
         self._listed: set[str] | None = None  # the files of `data` as last listed
+        self._told_unlisted = False
         self._dtype = None
         self._listed_at = self._stale_since = -math.inf
 
@@ -241,7 +246,12 @@ class DocumentFiles:
         if self._listed is None:
             self.refresh()
         self._use(wanted.dtype)
-        files = [path for path in files if path in self._listed]
+        listed = [path for path in files if path in self._listed]
+        if files and not listed and not self._told_unlisted:  # every hit then costs a map of every file's ids
+            self._told_unlisted = True
+            log.warning("%s: the index's vectors were encoded from files it does not hold (such as %s): their "
+                        "texts are looked up in every file", named(self.data), files[0])
+        files = listed
 
         def in_file(path: str) -> tuple[list, list]:
             try:
