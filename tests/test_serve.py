@@ -297,11 +297,14 @@ def test_a_night_that_rewrites_a_document_shows_its_new_text_once_its_index_is_s
         generation = call(service.url, "/info")[1]["generation"]
         encode_collection(DataConfig(paths=[str(service.texts)]), model, tmp_path / "v", EncodeConfig())
         index_collection(tmp_path / "v", index, IndexConfig())
+        # A file holding no hit, unreadable: the replica reads the hit's own file, not a map of every file.
+        (service.texts / "part-10.parquet").write_bytes(b"not parquet")
         deadline = time.time() + 30
         while time.time() < deadline and call(service.url, "/info")[1]["generation"] == generation:
             time.sleep(0.2)
         assert snippet() == "a newer row"
     finally:
+        (service.texts / "part-10.parquet").unlink(missing_ok=True)
         (service.texts / "part-09.parquet").unlink(missing_ok=True)
         pq.write_table(before, first)
 
@@ -351,7 +354,8 @@ def test_a_replica_reads_the_texts_of_its_hits_from_the_files_their_vectors_were
     encode_collection(DataConfig(paths=[str(folder)]), tiny_model_dir, tmp_path / "v", EncodeConfig())
     index_collection(tmp_path / "v", tmp_path / "i", IndexConfig())
     expected = {r["id"]: r["text"] for path in (first, last) for r in pq.read_table(path).to_pylist()}
-    snapshot, documents = Snapshot.load(tmp_path / "i", tiny_model_dir), DocumentFiles([str(folder)], relist_s=3600)
+    snapshot = Snapshot.load(tmp_path / "i", tiny_model_dir, snippets=True)
+    documents = DocumentFiles([str(folder)], relist_s=3600)
     documents.refresh()
     middle.write_bytes(b"not parquet")  # holds none of the hits: a map of every file's ids fails on it
     snippets = lambda ids: with_snippets({"hits": [{"id": i} for i in ids]}, documents, snapshot)  # noqa: E731

@@ -78,7 +78,7 @@ class SearchService:
 
     def reconfigure(self, config: dict) -> None:
         """Serve applies a new user_config here: load the new location, then switch."""
-        snapshot = Snapshot.load(config["index"], config.get("model"))
+        snapshot = Snapshot.load(config["index"], config.get("model"), snippets=bool(config.get("data")))
         documents = self.documents  # the same texts keep their map: listing a large collection takes a while
         if (config.get("data"), config["poll_s"]) != (self.config.get("data"), self.config.get("poll_s")):
             # Ids no text file holds are looked for again no more often than a newer index is.
@@ -103,7 +103,8 @@ class SearchService:
                                 log.warning("text queries now encoded by %s", self.snapshot.model_dir)
                         continue
                     # A replica that encodes text queries keeps its pair until the newer index's model is there.
-                    snapshot = Snapshot.load(config["index"], config.get("model"), current.encoder is not None)
+                    snapshot = Snapshot.load(config["index"], config.get("model"), current.encoder is not None,
+                                             snippets=bool(config.get("data")))
                     _refresh(self.documents)
                     self.snapshot = snapshot
                     log.warning("now serving %s", self.snapshot.generation)

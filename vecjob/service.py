@@ -125,11 +125,13 @@ class Snapshot:
         return generation(self.index.manifest)
 
     @classmethod
-    def load(cls, index_dir: str | Path, model_dir: str | Path | None, must_encode: bool = False) -> "Snapshot":
+    def load(cls, index_dir: str | Path, model_dir: str | Path | None, must_encode: bool = False,
+             snippets: bool = False) -> "Snapshot":
         """The index at `index_dir` with the encoder of `model_dir`, or else of the model the index
         records, when that one is there and made it. Without one, text queries are refused, saying
         why; or, `must_encode` (a replica that encodes them now, polling for a newer index), the load
-        fails, to be tried again at the next poll."""
+        fails, to be tried again at the next poll. `snippets`: also which file each vector was encoded
+        from (the vectors' manifest read, the ids sorted), for a service given the texts."""
         if model_dir is not None:  # cheap checks first: a poll may find a model still waiting for its index
             check_model_made_index(model_dir, read_manifest(index_dir, INDEX_KIND))
         elif must_encode and (why := model_of_index(read_manifest(index_dir, INDEX_KIND))[1]):
@@ -144,7 +146,7 @@ class Snapshot:
                 raise ArtifactError(why)
         index.slot_of_id  # built now, not by the first query
         return cls(str(index_dir), index, None, time.time(), no_text_queries=why,
-                   encoded_from=EncodedFrom(index)).with_encoder(model_dir)
+                   encoded_from=EncodedFrom(index) if snippets else None).with_encoder(model_dir)
 
     def with_encoder(self, model_dir: str | Path | None) -> "Snapshot":
         if model_dir is None:
