@@ -19,20 +19,22 @@ from common import PeakRSS, print_table, write_json
 
 
 def write_vectors_dir(folder: Path, n: int, dim: int = 128, shards: int = 20, seed: int = 0,
-                      model_fp: str = "synthetic") -> None:
+                      model_fp: str = "synthetic", parts: list[np.ndarray] | None = None,
+                      inputs: list[str] | None = None) -> None:
     """Vectors around 1,000 random centres (document vectors are clustered, not uniform), as if the
-    model with fingerprint `model_fp` had written them."""
+    model with fingerprint `model_fp` had written them: ids 0 … n-1 in `shards` shards, or the ids of
+    `parts` a shard each, encoded from the files `inputs` names (one a shard), as the manifest says."""
     from vecjob.parquet_io import new_manifest, write_json_atomic, write_parquet_atomic
     from vecjob.vectors import MANIFEST_KIND, vectors_table, with_model_fingerprint
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(1000, dim)).astype(np.float32)
     stats = []
-    for s, part in enumerate(np.array_split(np.arange(n), shards)):
+    for s, part in enumerate(parts if parts is not None else np.array_split(np.arange(n), shards)):
         x = centres[rng.integers(1000, size=len(part))] + 0.5 * rng.normal(size=(len(part), dim)).astype(np.float32)
         table = with_model_fingerprint(vectors_table(pa.array(part), x), model_fp)
-        write_parquet_atomic(table, folder / f"s{s:03d}.parquet")
-        stats.append({"output": f"s{s:03d}.parquet", "rows_out": len(part)})
+        write_parquet_atomic(table, folder / f"s{s:04d}.parquet")
+        stats.append({"output": f"s{s:04d}.parquet", "rows_out": len(part), "input": inputs[s] if inputs else None})
     write_json_atomic(new_manifest(MANIFEST_KIND, dim=dim, shards=stats, model_fingerprint=model_fp,
                                    vectors_fingerprint=f"synthetic-{n}-{seed}"), folder / "manifest.json")
 

@@ -6,7 +6,9 @@ user runs it) in the same run.
 The model has the default architecture and random weights (a query's cost does not depend on
 training); the 1M vectors are clustered synthetic vectors written as if that model had made them, so
 text queries are encoded by the model and searched in the 1M index; "text+snippets" are those text
-queries again with the hits' texts (`--data`: tweets under the synthetic ids, in 1,000 files).
+queries again with the hits' texts (`--data`: tweets under the synthetic ids, in 1,000 files; the
+vectors' manifest names the file each vector shard was encoded from, as an encoded collection's does,
+so a replica reads a hit's text from its own file).
 Every loop is bounded: at most `--seconds` per setting and `--max-requests` per client.
 
     python bench/serve_speed.py [--seconds 8] [--sizes 2225,1000000] [--kinds id,vector,text,text+snippets]
@@ -92,8 +94,10 @@ def cli_seconds(args: list[str], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def build_collection(size: int, work: Path, model: Path) -> tuple[Path, list, list]:
-    """An index of `size` vectors made (or, for the synthetic sizes, labelled) by `model`; its ids and vectors."""
+def build_collection(size: int, work: Path, model: Path, texts: tuple | None = None) -> tuple[Path, list, list]:
+    """An index of `size` vectors made (or, for the synthetic sizes, labelled) by `model`; its ids and
+    vectors. `texts`: the synthetic vectors' ids a shard each and the file of texts each was encoded
+    from (`write_texts`), as the vectors' manifest of an encoded collection names them."""
     from vecjob.config import DataConfig, EncodeConfig, IndexConfig
     from vecjob.index import index_collection
     from vecjob.model_dir import read_model_info
@@ -106,25 +110,27 @@ def build_collection(size: int, work: Path, model: Path) -> tuple[Path, list, li
     else:
         from index_speed import write_vectors_dir
 
-        write_vectors_dir(vectors, size, model_fp=read_model_info(model).fingerprint)
+        parts, inputs = texts or (None, None)
+        write_vectors_dir(vectors, size, model_fp=read_model_info(model).fingerprint, parts=parts, inputs=inputs)
     index_collection(vectors, work / f"i-{size}", IndexConfig())
     sample = VectorsDir.open(vectors).read_all().slice(0, 200)
     return work / f"i-{size}", sample.column("id").to_pylist(), table_vectors(sample).tolist()
 
 
-def write_texts(folder: Path, n: int, shards: int = 1000, sorted_ids: bool = False) -> Path:
+def write_texts(folder: Path, n: int, shards: int = 1000, sorted_ids: bool = False) -> tuple[list, list[str]]:
     """The texts of the synthetic sizes' ids (0 … n-1), tweets cycled, in `shards` files: what
-    `--data` gives the service for snippets. The ids are spread over the files at random (ids that
-    do not follow the files, as hashes or UUIDs do), unless `sorted_ids` (a range per file, which
-    lets a reader skip files by their statistics)."""
+    `--data` gives the service for snippets; the ids of each file and its path. The ids are spread
+    over the files at random (ids that do not follow the files, as hashes or UUIDs do), unless
+    `sorted_ids` (a range per file, which lets a reader skip files by their statistics)."""
     import polars as pl
 
     tweets = pl.read_parquet(DATA / "tweets_sentiment.parquet", columns=["text"])["text"]
     ids = np.arange(n) if sorted_ids else np.random.default_rng(0).permutation(n)
-    for s, part in enumerate(np.array_split(ids, shards)):
-        pl.DataFrame({"id": part, "text": tweets.gather(part % len(tweets))}).write_parquet(
-            folder / f"part-{s:04d}.parquet", mkdir=True)
-    return folder
+    parts, paths = np.array_split(ids, shards), []
+    for s, part in enumerate(parts):
+        paths.append(str(folder / f"part-{s:04d}.parquet"))
+        pl.DataFrame({"id": part, "text": tweets.gather(part % len(tweets))}).write_parquet(paths[-1], mkdir=True)
+    return parts, paths
 
 
 def main() -> None:
@@ -152,9 +158,13 @@ def main() -> None:
     runtime.connect()
     port = _free_port()
     rows = []
+    kinds = args.kinds.split(",")
     for size in [int(s) for s in args.sizes.split(",")]:
+        texts_dir = work / f"texts-{size}"  # hits with their texts from 1,000 files (`--data`)
+        with_texts = size != 2225 and "text+snippets" in kinds
+        encoded_from = write_texts(texts_dir, size, sorted_ids=args.sorted_ids) if with_texts else None
         t0 = time.perf_counter()
-        index, ids, vectors = build_collection(size, work, model)
+        index, ids, vectors = build_collection(size, work, model, encoded_from)
         build_s = time.perf_counter() - t0
         deploy(str(index), str(model), None, port=port, poll_s=3600)
         bodies = {
@@ -164,9 +174,7 @@ def main() -> None:
         }
         cli = {"id": cli_seconds([str(index), "--id", str(ids[0]), "-k", "10", "--json"]),
                "text": cli_seconds([str(index), "--model", str(model), "--text", TEXTS[0], "-k", "10", "--json"])}
-        kinds = args.kinds.split(",")
-        if size != 2225 and "text+snippets" in kinds:  # hits with their texts from 1,000 files (`--data`)
-            texts_dir = write_texts(work / f"texts-{size}", size, sorted_ids=args.sorted_ids)
+        if with_texts:
             bodies["text+snippets"] = bodies["text"]
             cli["text+snippets"] = cli_seconds([str(index), "--model", str(model), "--text", TEXTS[0], "-k", "10",
                                                  "--json", "--data", str(texts_dir)])

@@ -253,24 +253,41 @@ class DocumentFiles:
                         "texts are looked up in every file", named(self.data), files[0])
         files = listed
 
-        def in_file(path: str) -> tuple[list, list]:
+        def mapped(path: str) -> tuple | None:
             try:
                 identity = file_identity(path)
-                mapped = self._files.get(path)
-                if mapped is None or mapped[0] != identity:
-                    mapped = self._files[path] = (identity, *self._ids_of([path], wanted.dtype)[0])
-                rows = np.flatnonzero(mapped[2].is_in(wanted.implode()).to_numpy())
-                if rows.size:
-                    ids, texts = self._rows(path, mapped[1], rows, mapped[3])
-                    if ids == mapped[2].gather(rows).to_list():
-                        return ids, texts
+                entry = self._files.get(path)
+                if entry is None or entry[0] != identity:
+                    entry = self._files[path] = (identity, *self._ids_of([path], wanted.dtype)[0])
+                return entry
             except (OSError, InputError, pl.exceptions.PolarsError, pa.ArrowException):
-                pass
-            return [], []
+                return None
+
+        entries = {path: entry for path, entry in zip(files, storage.each_file(mapped, files)) if entry is not None}
+        if not entries:
+            return {}
+        # One search over the files' ids together: per file, a polars call costs more than the search.
+        ids = pl.concat([entry[2] for entry in entries.values()], rechunk=False)
+        at = np.flatnonzero(ids.is_in(wanted.implode()).to_numpy())
+        expected = ids.gather(at).to_list()
+        starts = np.cumsum([0] + [len(entry[2]) for entry in entries.values()])
+        owner = np.searchsorted(starts, at, side="right") - 1
+        paths = list(entries)
+        hits_in = {paths[n]: np.flatnonzero(owner == n) for n in sorted(set(owner.tolist()))}
+        first_row = dict(zip(paths, starts.tolist()))
+
+        def in_file(path: str) -> tuple[list, list]:
+            hits = hits_in[path]
+            _, meta, _, opened = entries[path]
+            try:
+                ids_read, texts = self._rows(path, meta, at[hits] - first_row[path], opened)
+            except (OSError, InputError, pl.exceptions.PolarsError, pa.ArrowException):
+                return [], []
+            return (ids_read, texts) if ids_read == [expected[h] for h in hits] else ([], [])
 
         texts = {}
-        for ids, found in storage.each_file(in_file, files):
-            texts.update(zip(ids, found))
+        for ids_read, found in storage.each_file(in_file, list(hits_in)):
+            texts.update(zip(ids_read, found))
         return texts
 
     def _use(self, dtype) -> None:
