@@ -51,8 +51,9 @@ TRAIN_STORAGE = ".ray-train"  # Ray Train's checkpoints while a model trains; ne
 SYNC_RECORD = ".vecjob-sync.json"  # in a workspace: what it holds of the store, file by file
 LEASE_TTL_S = 600.0
 DOWNLOADS = 8  # files fetched at once when the driver takes in what encoder actors wrote
-# Requests in flight at once for a file each (a footer, a size, a file's ids or a hit's row groups): each
-# waits a round trip to the store, not for bandwidth, so more at once is shorter (bench/README.md).
+# Requests in flight at once for a file each (a footer, a size, a file's ids or a hit's row groups, the
+# first hash of a new shard): most wait on a round trip to the store, not on bandwidth, so more at once
+# is shorter where the store is far (bench/README.md, "A night over shards in a store").
 REQUESTS_AT_ONCE = 32
 _MIRRORS: dict[Path, str] = {}  # local mirror → its store URI, while a `mirrored` block runs
 _LOST: set[str] = set()  # run dirs whose lease this process held and another run took over
