@@ -33,6 +33,11 @@ from common import machine  # noqa: E402
 SAMPLE_SEED = 123
 
 
+def sample_tweets(size: int) -> pl.DataFrame:
+    """The fixed sample of `size` tweets (all splits) these experiments train and score on."""
+    return pl.read_parquet(quality.DATA / "tweets_sentiment.parquet").sample(size, seed=SAMPLE_SEED, shuffle=True)
+
+
 def lsa_on_vecjob_tokens(texts: list[str], longer_than: int = 0, ngrams: int = 2):
     """LSA as the suite fits it (1-2-grams, min_df 2, sublinear tf), but over the tokens vecjob's
     tokeniser cuts (punctuation and one-letter words kept) instead of scikit-learn's: what the same
@@ -58,8 +63,7 @@ def main() -> None:
                     help="JSON: name → overrides, each trained with seed 0")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "archive" / "small-sentiment.json"))
     args = ap.parse_args()
-    tweets = pl.read_parquet(quality.DATA / "tweets_sentiment.parquet")
-    df = tweets.sample(args.size, seed=SAMPLE_SEED, shuffle=True)
+    df = sample_tweets(args.size)
     scratch = Path(tempfile.mkdtemp(prefix="vecjob-small-sentiment-"))
     path = scratch / f"tweets-{args.size}.parquet"
     df.write_parquet(path)
