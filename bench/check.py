@@ -40,7 +40,9 @@ def _quality_rows(d: dict) -> dict[str, dict]:
 def _wins(d: dict, baseline: str) -> tuple[int, int]:
     rows = _quality_rows(d)
     ours, theirs = rows["vecjob denoising"], rows[baseline]
-    return sum(ours[k] >= theirs[k] for k in QUALITY_TASKS), len(QUALITY_TASKS)
+    # A tie counts: two accuracies of the same count of documents, each the mean of five folds', may
+    # differ in the last bit (0.475 against 0.4750000000000001, 95 of 200 sentences each).
+    return sum(ours[k] >= theirs[k] - 1e-9 for k in QUALITY_TASKS), len(QUALITY_TASKS)
 
 
 def _beats_lsa(d: dict) -> tuple[str, bool]:
