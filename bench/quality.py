@@ -325,7 +325,7 @@ def main() -> None:
         out.write_text(json.dumps({"rows": rows, "vecjob": details, "overrides": overrides, "seeds": seeds,
                                    "command": " ".join(sys.argv), "machine": machine()}, indent=2, default=float))
 
-    # (name, vectors of texts and a seed or None where the method draws nothing at random)
+    # (name, its vectors of (texts, seed) where it starts at random, else None, its vectors of texts alone)
     baselines = {"tfidf": ("TF-IDF 1-2gram", None, tfidf_vectors), "lsa": ("LSA 128", lsa_vectors, None),
                  "doc2vec": ("Doc2Vec PV-DBOW 128", doc2vec_vectors, None),
                  "minilm": ("all-MiniLM-L6-v2", None, minilm_vectors)}
@@ -334,7 +334,7 @@ def main() -> None:
         runs = []
         # A method with a random start (LSA's randomised SVD, Doc2Vec) is scored, like vecjob, as the
         # median over the run's seeds: one draw of it moves a small collection's score as much as a
-        # training seed moves vecjob's (bench/README.md, "Vector quality on any collection").
+        # training seed moves vecjob's (bench/README.md, "How far LSA moves by itself").
         for seed in seeds if seeded else [None]:
             t0 = time.perf_counter()
             vectors = {c: seeded(df["text"].to_list(), seed) if seeded else fixed(df["text"].to_list())
