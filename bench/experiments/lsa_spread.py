@@ -9,7 +9,7 @@ of `small_sentiment.py` and polarity (probe accuracy, 5-fold), newsgroups (probe
 (Pearson r with the human judgments). With --train-seeds, vecjob's default is trained on the tweet
 sample for each seed and scored three ways: its vector alone; its vector and LSA's side by side
 (each standardised, 256 features: does the trained vector hold what LSA lacks?); and, as the
-control for the width, LSA at 256. A minute without training; about 4 minutes a training seed.
+control for the width, LSA at 256. A minute or two without training; about 4 minutes a training seed.
 """
 
 from __future__ import annotations
