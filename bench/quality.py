@@ -167,10 +167,10 @@ def tfidf_vectors(texts):
     return TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit_transform(texts)
 
 
-def lsa_vectors(texts, seed: int = SEED):
+def lsa_vectors(texts, seed: int = SEED, dim: int = DIM):
     from sklearn.decomposition import TruncatedSVD
 
-    return TruncatedSVD(DIM, random_state=seed).fit_transform(tfidf_vectors(texts))
+    return TruncatedSVD(dim, random_state=seed).fit_transform(tfidf_vectors(texts))
 
 
 def doc2vec_vectors(texts, seed: int = SEED):

@@ -36,12 +36,6 @@ SVD_SEEDS = (0, 1, 2, 3, 4)
 WIDTHS = (96, 112, 128, 144, 160, 256)
 
 
-def lsa(texts, dim: int, seed: int) -> np.ndarray:
-    from sklearn.decomposition import TruncatedSVD
-
-    return TruncatedSVD(dim, random_state=seed).fit_transform(quality.tfidf_vectors(texts))
-
-
 def standardised(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float64)
     return (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
@@ -71,8 +65,8 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(result, indent=2, default=float))
 
     for name, (texts, score) in tasks.items():
-        rows = {f"svd seed {s}": score(lsa(texts, quality.DIM, s)) for s in SVD_SEEDS}
-        rows |= {f"width {w}": score(lsa(texts, w, quality.SEED)) for w in WIDTHS if w != quality.DIM}
+        rows = {f"svd seed {s}": score(quality.lsa_vectors(texts, s)) for s in SVD_SEEDS}
+        rows |= {f"width {w}": score(quality.lsa_vectors(texts, dim=w)) for w in WIDTHS if w != quality.DIM}
         seeds = [rows[f"svd seed {s}"] for s in SVD_SEEDS]
         result["collections"][name] = {"rows": rows, "svd_seed_median": statistics.median(seeds),
                                        "svd_seed_range": [min(seeds), max(seeds)]}
@@ -83,7 +77,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="vecjob-lsa-spread-"))
     path = scratch / "tweets-2900.parquet"
     sample.write_parquet(path)
-    lsa128 = lsa(texts, quality.DIM, quality.SEED)
+    lsa128 = quality.lsa_vectors(texts)
     for seed in [int(s) for s in args.train_seeds.split(",") if s]:
         z = quality.vecjob_vectors(path, scratch, "denoising", {}, seed)[0]["auto"]
         row = {"seed": seed, "vecjob": score(z), "vecjob and LSA 128": score(np.hstack([standardised(z),
