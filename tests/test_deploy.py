@@ -59,6 +59,20 @@ def test_ray_up_file_has_gpu_workers():
     assert "--gpus all" in cfg["docker"]["worker_run_options"]
 
 
+def test_ray_up_file_passes_rays_own_cluster_schema():
+    """`ray up` checks its file against ray/autoscaler/ray-schema.json after filling in the provider's
+    defaults; the same two calls, offline, catch a misspelt or misplaced key before a cloud bill."""
+    from jsonschema.exceptions import ValidationError
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    (cfg,) = _docs("ray-cluster.yaml")
+    validate_config(prepare_config(cfg))
+    (misspelt,) = _docs("ray-cluster.yaml")
+    misspelt["available_node_types"]["gpu_worker"]["min_worker"] = 1
+    with pytest.raises(ValidationError, match="min_worker"):
+        validate_config(prepare_config(misspelt))
+
+
 def test_dockerfile_installs_the_cluster_extra_a_cpu_torch_and_a_cuda_variant():
     text = (DEPLOY / "Dockerfile").read_text()
     assert "ARG BASE=rayproject/ray:2.60.0-py311-cpu" in text and "py311-gpu" in text

@@ -1,0 +1,117 @@
+"""Check the KubeRay manifests in deploy/kuberay/ against KubeRay's own CRD schemas, offline.
+
+    python deploy/check_kuberay.py --crds KUBERAY/ray-operator/config/crd/bases --source "kuberay <commit>"
+
+No Kubernetes cluster is at hand here, so the manifests have never been applied. What `kubectl apply`
+would check first is the custom resource's OpenAPI schema: each RayCluster, RayJob and RayService
+document is validated against the `v1` schema of its CRD (types, enums, required fields) and, as the
+API server's strict field validation does, every key must be a field the schema knows (the schema
+does not forbid unknown keys itself: Kubernetes would prune them silently, so a misspelt key would
+be lost, not refused). Documents of core kinds (PersistentVolumeClaim, CronJob) are listed as not
+checked. To show the check is not vacuous, each manifest is checked again with one misspelt key
+added to a nested object, which must fail. Writes `deploy/kuberay/schema-check.json`; exits 1 on a
+finding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft7Validator
+
+DEPLOY = Path(__file__).resolve().parent
+CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml",
+             "RayService": "ray.io_rayservices.yaml"}
+
+
+def crd_schema(crds: Path, kind: str, version: str) -> dict:
+    crd = yaml.safe_load((crds / CRD_FILES[kind]).read_text())
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    return served["schema"]["openAPIV3Schema"]
+
+
+def unknown_fields(value, schema: dict, path: str = "") -> list[str]:
+    """Keys of `value` that `schema` has no field for, recursively (what strict field validation refuses)."""
+    found = []
+    if isinstance(value, dict) and schema.get("type") == "object":
+        props = schema.get("properties")
+        open_ended = schema.get("x-kubernetes-preserve-unknown-fields") or "additionalProperties" in schema
+        for key, item in value.items():
+            if props is not None and key in props:
+                found += unknown_fields(item, props[key], f"{path}.{key}")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                found += unknown_fields(item, schema["additionalProperties"], f"{path}.{key}")
+            elif props is not None and not open_ended:
+                found.append(f"{path}.{key}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            found += unknown_fields(item, schema["items"], f"{path}[{i}]")
+    return found
+
+
+def findings(doc: dict, schema: dict) -> list[str]:
+    errors = [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
+              for e in Draft7Validator(schema).iter_errors(doc)]
+    return errors + [f"{key[1:]}: unknown field" for key in unknown_fields(doc, schema)]
+
+
+def misspelt(doc: dict) -> tuple[dict, str]:
+    """`doc` with the first container's `resources.limits` (depth first) misspelt as `limitsx`: a key
+    deep in the pod template, where the schema is Kubernetes' own inlined."""
+    doc = copy.deepcopy(doc)
+
+    def find(node, path):
+        if isinstance(node, dict):
+            if "limits" in node:
+                node["limitsx"] = node.pop("limits")
+                return f"{path}.limitsx"
+            children = node.items()
+        elif isinstance(node, list):
+            children = ((f"[{i}]", item) for i, item in enumerate(node))
+        else:
+            return None
+        for key, child in children:
+            if (found := find(child, f"{path}{key}" if key.startswith("[") else f"{path}.{key}")) is not None:
+                return found
+        return None
+
+    return doc, find(doc, "")[1:]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--crds", type=Path, required=True, help="a KubeRay checkout's ray-operator/config/crd/bases")
+    ap.add_argument("--source", required=True, help="which KubeRay the CRDs are (recorded in the result)")
+    ap.add_argument("--out", type=Path, default=DEPLOY / "kuberay" / "schema-check.json")
+    args = ap.parse_args()
+
+    checked, ok = [], True
+    for manifest in sorted((DEPLOY / "kuberay").glob("*.yaml")):
+        for doc in (d for d in yaml.safe_load_all(manifest.read_text()) if d):
+            row = {"file": str(manifest.relative_to(DEPLOY.parent)), "kind": doc["kind"]}
+            group, _, version = doc["apiVersion"].rpartition("/")
+            if group != "ray.io" or doc["kind"] not in CRD_FILES:
+                checked.append({**row, "checked": False, "why": f"{doc['apiVersion']} is no KubeRay kind"})
+                continue
+            schema = crd_schema(args.crds, doc["kind"], version)
+            row["findings"] = findings(doc, schema)
+            bad, key = misspelt(doc)
+            row["misspelt_key"] = key
+            row["misspelt_key_refused"] = any(f.startswith(key + ":") for f in findings(bad, schema))
+            ok &= not row["findings"] and row["misspelt_key_refused"]
+            checked.append({**row, "checked": True})
+            print(f"{row['file']} {doc['kind']}: {len(row['findings'])} finding(s)"
+                  f"{''.join(chr(10) + '  ' + f for f in row['findings'])}; "
+                  f"misspelt {key}: {'refused' if row['misspelt_key_refused'] else 'NOT refused'}")
+    args.out.write_text(json.dumps({"kuberay": args.source, "command": " ".join(sys.argv), "ok": ok,
+                                    "manifests": checked}, indent=1) + "\n")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
