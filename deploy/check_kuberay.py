@@ -1,16 +1,17 @@
 """Check the KubeRay manifests in deploy/kuberay/ against KubeRay's own CRD schemas, offline.
 
-    python deploy/check_kuberay.py --crds KUBERAY/ray-operator/config/crd/bases --source "kuberay <commit>"
+    python deploy/check_kuberay.py --kuberay KUBERAY_CLONE --refs v1.0.0,v1.1.0,…,master
 
 No Kubernetes cluster is at hand here, so the manifests have never been applied. What `kubectl apply`
 would check first is the custom resource's OpenAPI schema: each RayCluster, RayJob and RayService
 document is validated against the `v1` schema of its CRD (types, enums, required fields) and, as the
 API server's strict field validation does, every key must be a field the schema knows (the schema
 does not forbid unknown keys itself: Kubernetes would prune them silently, so a misspelt key would
-be lost, not refused). Documents of core kinds (PersistentVolumeClaim, CronJob) are listed as not
-checked. To show the check is not vacuous, each manifest is checked again with one misspelt key
-added to a nested object, which must fail. Writes `deploy/kuberay/schema-check.json`; exits 1 on a
-finding.
+be lost, not refused). Each ref (a release tag or a commit of a KubeRay clone) is checked in turn,
+which tells from which KubeRay release on the manifests hold. Documents of core kinds
+(PersistentVolumeClaim, CronJob) are listed as not checked. To show the check is not vacuous, each
+manifest is checked again with one misspelt key deep in its pod template, which must fail. Writes
+`deploy/kuberay/schema-check.json`; exits 1 when the last ref has a finding.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,10 +29,13 @@ from jsonschema import Draft7Validator
 DEPLOY = Path(__file__).resolve().parent
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml",
              "RayService": "ray.io_rayservices.yaml"}
+CRD_DIR = "ray-operator/config/crd/bases"
 
 
-def crd_schema(crds: Path, kind: str, version: str) -> dict:
-    crd = yaml.safe_load((crds / CRD_FILES[kind]).read_text())
+def crd_schema(kuberay: Path, ref: str, kind: str, version: str) -> dict:
+    text = subprocess.run(["git", "-C", str(kuberay), "show", f"{ref}:{CRD_DIR}/{CRD_FILES[kind]}"],
+                          capture_output=True, text=True, check=True).stdout
+    crd = yaml.safe_load(text)
     (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
     return served["schema"]["openAPIV3Schema"]
 
@@ -83,13 +88,7 @@ def misspelt(doc: dict) -> tuple[dict, str]:
     return doc, find(doc, "")[1:]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--crds", type=Path, required=True, help="a KubeRay checkout's ray-operator/config/crd/bases")
-    ap.add_argument("--source", required=True, help="which KubeRay the CRDs are (recorded in the result)")
-    ap.add_argument("--out", type=Path, default=DEPLOY / "kuberay" / "schema-check.json")
-    args = ap.parse_args()
-
+def check(kuberay: Path, ref: str) -> tuple[list[dict], bool]:
     checked, ok = [], True
     for manifest in sorted((DEPLOY / "kuberay").glob("*.yaml")):
         for doc in (d for d in yaml.safe_load_all(manifest.read_text()) if d):
@@ -98,19 +97,37 @@ def main() -> None:
             if group != "ray.io" or doc["kind"] not in CRD_FILES:
                 checked.append({**row, "checked": False, "why": f"{doc['apiVersion']} is no KubeRay kind"})
                 continue
-            schema = crd_schema(args.crds, doc["kind"], version)
+            schema = crd_schema(kuberay, ref, doc["kind"], version)
             row["findings"] = findings(doc, schema)
             bad, key = misspelt(doc)
             row["misspelt_key"] = key
             row["misspelt_key_refused"] = any(f.startswith(key + ":") for f in findings(bad, schema))
             ok &= not row["findings"] and row["misspelt_key_refused"]
             checked.append({**row, "checked": True})
-            print(f"{row['file']} {doc['kind']}: {len(row['findings'])} finding(s)"
+            print(f"{ref} {row['file']} {doc['kind']}: {len(row['findings'])} finding(s)"
                   f"{''.join(chr(10) + '  ' + f for f in row['findings'])}; "
                   f"misspelt {key}: {'refused' if row['misspelt_key_refused'] else 'NOT refused'}")
-    args.out.write_text(json.dumps({"kuberay": args.source, "command": " ".join(sys.argv), "ok": ok,
-                                    "manifests": checked}, indent=1) + "\n")
-    sys.exit(0 if ok else 1)
+    return checked, ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kuberay", type=Path, required=True, help="a clone of github.com/ray-project/kuberay")
+    ap.add_argument("--refs", required=True, help="comma-separated tags or commits, oldest first")
+    ap.add_argument("--out", type=Path, default=DEPLOY / "kuberay" / "schema-check.json")
+    args = ap.parse_args()
+
+    refs = []
+    for ref in args.refs.split(","):
+        commit = subprocess.run(["git", "-C", str(args.kuberay), "rev-parse", "--short", ref],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        manifests, ok = check(args.kuberay, ref)
+        refs.append({"ref": ref, "commit": commit, "ok": ok, "manifests": manifests})
+    passing = [r["ref"] for r in refs if r["ok"]]
+    args.out.write_text(json.dumps({"command": " ".join(sys.argv), "passing": passing, "refs": refs},
+                                   indent=1) + "\n")
+    print(f"no finding at: {', '.join(passing) or 'none'}")
+    sys.exit(0 if refs[-1]["ok"] else 1)
 
 
 if __name__ == "__main__":
