@@ -56,8 +56,8 @@ def main() -> None:
     }
     print(json.dumps(figures, indent=2))
     name = "quickstart.json" if args.seed is None else f"archive/quickstart-seed-{args.seed}.json"
-    write_json(name, {"seed": args.seed, "figures": figures, "targets": {"accuracy": ">= 0.97", "train_s": "<= 300"},
-                                   "summary": done.stderr[-4000:]})
+    write_json(name, {"seed": args.seed, "figures": figures,
+                      "targets": {"accuracy": ">= 0.97", "train_s": "<= 300"}, "summary": done.stderr[-4000:]})
 
 
 if __name__ == "__main__":
