@@ -33,7 +33,9 @@ def main() -> None:
     out = scratch / "run"
     job = REPO / "jobs" / "quickstart.toml"
     if args.seed is not None:
-        spec = re.sub(r"^\[train\]$", f"[train]\nseed = {args.seed}", job.read_text(), count=1, flags=re.M)
+        spec, found = re.subn(r"^\[train\]$", f"[train]\nseed = {args.seed}", job.read_text(), count=1, flags=re.M)
+        if not found:
+            raise SystemExit(f"{job}: no [train] table to set the seed in")
         job = scratch / "quickstart.toml"
         job.write_text(spec)
     vecjob = Path(sys.executable).parent / "vecjob"

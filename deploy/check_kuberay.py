@@ -85,7 +85,9 @@ def misspelt(doc: dict) -> tuple[dict, str]:
                 return found
         return None
 
-    return doc, find(doc, "")[1:]
+    if (key := find(doc, "")) is None:
+        raise SystemExit(f"{doc['kind']} {doc['metadata']['name']}: no container with resources.limits to misspell")
+    return doc, key[1:]
 
 
 def check(kuberay: Path, ref: str) -> tuple[list[dict], bool]:
@@ -104,9 +106,10 @@ def check(kuberay: Path, ref: str) -> tuple[list[dict], bool]:
             row["misspelt_key_refused"] = any(f.startswith(key + ":") for f in findings(bad, schema))
             ok &= not row["findings"] and row["misspelt_key_refused"]
             checked.append({**row, "checked": True})
-            print(f"{ref} {row['file']} {doc['kind']}: {len(row['findings'])} finding(s)"
-                  f"{''.join(chr(10) + '  ' + f for f in row['findings'])}; "
+            print(f"{ref} {row['file']} {doc['kind']}: {len(row['findings'])} finding(s); "
                   f"misspelt {key}: {'refused' if row['misspelt_key_refused'] else 'NOT refused'}")
+            for finding in row["findings"]:
+                print(f"  {finding}")
     return checked, ok
 
 
