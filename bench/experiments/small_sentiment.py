@@ -1,6 +1,7 @@
 """Sentiment on a small collection of short texts: a seeded sample of the tweets, trained on by itself.
 
-    python bench/experiments/small_sentiment.py [--size 2900] [--seeds 0,1,2]   (--seeds "": the variants only)
+    python bench/experiments/small_sentiment.py [--size 2900] [--sample-seed 123] [--seeds 0,1,2]
+                                                (--seeds "": the variants only)
                                                 [--variants '{"tfidf 8": {"model": {"tfidf_weight": 8.0}}}']
                                                 [--out bench/results/archive/small-sentiment.json]
 
@@ -33,9 +34,10 @@ from common import machine  # noqa: E402
 SAMPLE_SEED = 123
 
 
-def sample_tweets(size: int) -> pl.DataFrame:
-    """The fixed sample of `size` tweets (all splits) these experiments train and score on."""
-    return pl.read_parquet(quality.DATA / "tweets_sentiment.parquet").sample(size, seed=SAMPLE_SEED, shuffle=True)
+def sample_tweets(size: int, seed: int = SAMPLE_SEED) -> pl.DataFrame:
+    """The fixed sample of `size` tweets (all splits) these experiments train and score on; another
+    `seed` draws another sample, to see whether a result holds beyond the one sample."""
+    return pl.read_parquet(quality.DATA / "tweets_sentiment.parquet").sample(size, seed=seed, shuffle=True)
 
 
 def lsa_on_vecjob_tokens(texts: list[str], longer_than: int = 0, ngrams: int = 2):
@@ -58,17 +60,18 @@ def lsa_on_vecjob_tokens(texts: list[str], longer_than: int = 0, ngrams: int = 2
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=2900)
+    ap.add_argument("--sample-seed", type=int, default=SAMPLE_SEED, help="draws another sample of --size tweets")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--variants", default='{"tfidf_weight 8": {"model": {"tfidf_weight": 8.0}}}',
                     help="JSON: name → overrides, each trained with seed 0")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "archive" / "small-sentiment.json"))
     args = ap.parse_args()
-    df = sample_tweets(args.size)
+    df = sample_tweets(args.size, args.sample_seed)
     scratch = Path(tempfile.mkdtemp(prefix="vecjob-small-sentiment-"))
     path = scratch / f"tweets-{args.size}.parquet"
     df.write_parquet(path)
     y, texts = df["label"].to_numpy(), df["text"].to_list()
-    result = {"collection": f"{args.size} tweets sampled with seed {SAMPLE_SEED}", "rows": [],
+    result = {"collection": f"{args.size} tweets sampled with seed {args.sample_seed}", "rows": [],
               "command": " ".join(sys.argv), "machine": machine()}
 
     def save(row: dict) -> None:
