@@ -8,10 +8,13 @@ document is validated against the `v1` schema of its CRD (types, enums, required
 API server's strict field validation does, every key must be a field the schema knows (the schema
 does not forbid unknown keys itself: Kubernetes would prune them silently, so a misspelt key would
 be lost, not refused). Each ref (a release tag or a commit of a KubeRay clone) is checked in turn,
-which tells from which KubeRay release on the manifests hold. Documents of core kinds
-(PersistentVolumeClaim, CronJob) are listed as not checked. To show the check is not vacuous, each
-manifest is checked again with one misspelt key deep in its pod template, which must fail. Writes
-`deploy/kuberay/schema-check.json`; exits 1 when the last ref has a finding.
+which tells from which KubeRay release on the manifests hold. Documents of core kinds (the CronJob,
+the PersistentVolumeClaim) are validated once, by the Kubernetes Python client's own models of them
+(pydantic: types, required fields, and no field they do not know), at the Kubernetes version of the
+client installed (`pip install ".[deploy]"`). To show the check is not vacuous, each document is
+checked again with one misspelt key deep inside (a container's `limits`, a CronJob pod's
+`restartPolicy`, a claim's `accessModes`), which must fail. Writes `deploy/kuberay/schema-check.json`;
+exits 1 when the last ref or a core kind has a finding.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ DEPLOY = Path(__file__).resolve().parent
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml",
              "RayService": "ray.io_rayservices.yaml"}
 CRD_DIR = "ray-operator/config/crd/bases"
+CORE_MODELS = {("batch/v1", "CronJob"): "V1CronJob", ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim"}
+MISSPELT = {"CronJob": "restartPolicy", "PersistentVolumeClaim": "accessModes"}  # else a container's limits
 
 
 def crd_schema(kuberay: Path, ref: str, kind: str, version: str) -> dict:
@@ -66,15 +71,17 @@ def findings(doc: dict, schema: dict) -> list[str]:
 
 
 def misspelt(doc: dict) -> tuple[dict, str]:
-    """`doc` with the first container's `resources.limits` (depth first) misspelt as `limitsx`: a key
-    deep in the pod template, where the schema is Kubernetes' own inlined."""
+    """`doc` with its first key named `MISSPELT[kind]` (depth first; a container's `resources.limits`
+    for KubeRay's kinds) misspelt with an x: a key deep in the pod template, where a CRD's schema is
+    Kubernetes' own inlined."""
     doc = copy.deepcopy(doc)
+    name = MISSPELT.get(doc["kind"], "limits")
 
     def find(node, path):
         if isinstance(node, dict):
-            if "limits" in node:
-                node["limitsx"] = node.pop("limits")
-                return f"{path}.limitsx"
+            if name in node:
+                node[name + "x"] = node.pop(name)
+                return f"{path}.{name}x"
             children = node.items()
         elif isinstance(node, list):
             children = ((f"[{i}]", item) for i, item in enumerate(node))
@@ -86,7 +93,7 @@ def misspelt(doc: dict) -> tuple[dict, str]:
         return None
 
     if (key := find(doc, "")) is None:
-        raise SystemExit(f"{doc['kind']} {doc['metadata']['name']}: no container with resources.limits to misspell")
+        raise SystemExit(f"{doc['kind']} {doc['metadata']['name']}: no key {name} to misspell")
     return doc, key[1:]
 
 
@@ -97,7 +104,7 @@ def check(kuberay: Path, ref: str) -> tuple[list[dict], bool]:
             row = {"file": str(manifest.relative_to(DEPLOY.parent)), "kind": doc["kind"]}
             group, _, version = doc["apiVersion"].rpartition("/")
             if group != "ray.io" or doc["kind"] not in CRD_FILES:
-                checked.append({**row, "checked": False, "why": f"{doc['apiVersion']} is no KubeRay kind"})
+                checked.append({**row, "checked": False, "why": f"{doc['apiVersion']} is no KubeRay kind: see `core`"})
                 continue
             schema = crd_schema(kuberay, ref, doc["kind"], version)
             row["findings"] = findings(doc, schema)
@@ -113,6 +120,48 @@ def check(kuberay: Path, ref: str) -> tuple[list[dict], bool]:
     return checked, ok
 
 
+def core_findings(doc: dict) -> list[str]:
+    """What the Kubernetes client's model of a core kind refuses in `doc`."""
+    from kubernetes import client
+    from pydantic import ValidationError
+
+    try:
+        getattr(client, CORE_MODELS[doc["apiVersion"], doc["kind"]]).model_validate(doc)
+    except ValidationError as exc:
+        return [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+    return []
+
+
+def check_core() -> tuple[dict, bool]:
+    """The documents of core kinds, against the installed Kubernetes client's models."""
+    try:
+        import kubernetes
+        from kubernetes import client
+    except ImportError:
+        raise SystemExit("the core kinds are checked with the Kubernetes Python client: pip install '.[deploy]'")
+    if not hasattr(client.V1CronJob, "model_validate"):
+        raise SystemExit(f"kubernetes {kubernetes.__version__}: its models are not pydantic (37 on are); "
+                         "pip install '.[deploy]'")
+    checked, ok = [], True
+    for manifest in sorted((DEPLOY / "kuberay").glob("*.yaml")):
+        for doc in (d for d in yaml.safe_load_all(manifest.read_text()) if d):
+            if (doc["apiVersion"], doc["kind"]) not in CORE_MODELS:
+                continue
+            row = {"file": str(manifest.relative_to(DEPLOY.parent)), "kind": doc["kind"],
+                   "findings": core_findings(doc)}
+            bad, key = misspelt(doc)
+            row["misspelt_key"] = key
+            row["misspelt_key_refused"] = any(f.startswith(key + ":") for f in core_findings(bad))
+            ok &= not row["findings"] and row["misspelt_key_refused"]
+            checked.append(row)
+            print(f"kubernetes client {kubernetes.__version__} {row['file']} {doc['kind']}: "
+                  f"{len(row['findings'])} finding(s); misspelt {key}: "
+                  f"{'refused' if row['misspelt_key_refused'] else 'NOT refused'}")
+            for finding in row["findings"]:
+                print(f"  {finding}")
+    return {"kubernetes_client": kubernetes.__version__, "ok": ok, "manifests": checked}, ok
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kuberay", type=Path, required=True, help="a clone of github.com/ray-project/kuberay")
@@ -120,6 +169,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DEPLOY / "kuberay" / "schema-check.json")
     args = ap.parse_args()
 
+    core, core_ok = check_core()  # first: without the client installed, before minutes of refs
     refs = []
     for ref in args.refs.split(","):
         commit = subprocess.run(["git", "-C", str(args.kuberay), "rev-parse", "--short", ref],
@@ -127,10 +177,10 @@ def main() -> None:
         manifests, ok = check(args.kuberay, ref)
         refs.append({"ref": ref, "commit": commit, "ok": ok, "manifests": manifests})
     passing = [r["ref"] for r in refs if r["ok"]]
-    args.out.write_text(json.dumps({"command": " ".join(sys.argv), "passing": passing, "refs": refs},
-                                   indent=1) + "\n")
-    print(f"no finding at: {', '.join(passing) or 'none'}")
-    sys.exit(0 if refs[-1]["ok"] else 1)
+    args.out.write_text(json.dumps({"command": " ".join(sys.argv), "passing": passing, "refs": refs,
+                                    "core": core}, indent=1) + "\n")
+    print(f"no finding at: {', '.join(passing) or 'none'}; core kinds: {'no finding' if core_ok else 'FINDINGS'}")
+    sys.exit(0 if refs[-1]["ok"] and core_ok else 1)
 
 
 if __name__ == "__main__":
