@@ -25,6 +25,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import yaml
 from jsonschema import Draft7Validator
@@ -97,27 +98,37 @@ def misspelt(doc: dict) -> tuple[dict, str]:
     return doc, key[1:]
 
 
+def documents() -> list[tuple[str, dict]]:
+    """Every YAML document in deploy/kuberay/, with the file it is in."""
+    return [(str(manifest.relative_to(DEPLOY.parent)), doc) for manifest in sorted((DEPLOY / "kuberay").glob("*.yaml"))
+            for doc in yaml.safe_load_all(manifest.read_text()) if doc]
+
+
+def checked(file: str, doc: dict, findings_of: Callable[[dict], list[str]], against: str) -> dict:
+    """`doc`'s findings, and whether the same document with a key misspelt has that key's finding."""
+    row = {"file": file, "kind": doc["kind"], "findings": findings_of(doc)}
+    bad, key = misspelt(doc)
+    row["misspelt_key"] = key
+    row["misspelt_key_refused"] = any(f.startswith(key + ":") for f in findings_of(bad))
+    row["ok"] = not row["findings"] and row["misspelt_key_refused"]
+    print(f"{against} {file} {doc['kind']}: {len(row['findings'])} finding(s); "
+          f"misspelt {key}: {'refused' if row['misspelt_key_refused'] else 'NOT refused'}")
+    for finding in row["findings"]:
+        print(f"  {finding}")
+    return row
+
+
 def check(kuberay: Path, ref: str) -> tuple[list[dict], bool]:
-    checked, ok = [], True
-    for manifest in sorted((DEPLOY / "kuberay").glob("*.yaml")):
-        for doc in (d for d in yaml.safe_load_all(manifest.read_text()) if d):
-            row = {"file": str(manifest.relative_to(DEPLOY.parent)), "kind": doc["kind"]}
-            group, _, version = doc["apiVersion"].rpartition("/")
-            if group != "ray.io" or doc["kind"] not in CRD_FILES:
-                checked.append({**row, "checked": False, "why": f"{doc['apiVersion']} is no KubeRay kind: see `core`"})
-                continue
-            schema = crd_schema(kuberay, ref, doc["kind"], version)
-            row["findings"] = findings(doc, schema)
-            bad, key = misspelt(doc)
-            row["misspelt_key"] = key
-            row["misspelt_key_refused"] = any(f.startswith(key + ":") for f in findings(bad, schema))
-            ok &= not row["findings"] and row["misspelt_key_refused"]
-            checked.append({**row, "checked": True})
-            print(f"{ref} {row['file']} {doc['kind']}: {len(row['findings'])} finding(s); "
-                  f"misspelt {key}: {'refused' if row['misspelt_key_refused'] else 'NOT refused'}")
-            for finding in row["findings"]:
-                print(f"  {finding}")
-    return checked, ok
+    rows = []
+    for file, doc in documents():
+        group, _, version = doc["apiVersion"].rpartition("/")
+        if group != "ray.io" or doc["kind"] not in CRD_FILES:
+            rows.append({"file": file, "kind": doc["kind"], "checked": False,
+                         "why": f"{doc['apiVersion']} is no KubeRay kind: see `core`"})
+            continue
+        schema = crd_schema(kuberay, ref, doc["kind"], version)
+        rows.append({**checked(file, doc, lambda d: findings(d, schema), ref), "checked": True})
+    return rows, all(row["ok"] for row in rows if row["checked"])
 
 
 def core_findings(doc: dict) -> list[str]:
@@ -142,24 +153,10 @@ def check_core() -> tuple[dict, bool]:
     if not hasattr(client.V1CronJob, "model_validate"):
         raise SystemExit(f"kubernetes {kubernetes.__version__}: its models are not pydantic (37 on are); "
                          "pip install '.[deploy]'")
-    checked, ok = [], True
-    for manifest in sorted((DEPLOY / "kuberay").glob("*.yaml")):
-        for doc in (d for d in yaml.safe_load_all(manifest.read_text()) if d):
-            if (doc["apiVersion"], doc["kind"]) not in CORE_MODELS:
-                continue
-            row = {"file": str(manifest.relative_to(DEPLOY.parent)), "kind": doc["kind"],
-                   "findings": core_findings(doc)}
-            bad, key = misspelt(doc)
-            row["misspelt_key"] = key
-            row["misspelt_key_refused"] = any(f.startswith(key + ":") for f in core_findings(bad))
-            ok &= not row["findings"] and row["misspelt_key_refused"]
-            checked.append(row)
-            print(f"kubernetes client {kubernetes.__version__} {row['file']} {doc['kind']}: "
-                  f"{len(row['findings'])} finding(s); misspelt {key}: "
-                  f"{'refused' if row['misspelt_key_refused'] else 'NOT refused'}")
-            for finding in row["findings"]:
-                print(f"  {finding}")
-    return {"kubernetes_client": kubernetes.__version__, "ok": ok, "manifests": checked}, ok
+    rows = [checked(file, doc, core_findings, f"kubernetes client {kubernetes.__version__}")
+            for file, doc in documents() if (doc["apiVersion"], doc["kind"]) in CORE_MODELS]
+    ok = all(row["ok"] for row in rows)
+    return {"kubernetes_client": kubernetes.__version__, "ok": ok, "manifests": rows}, ok
 
 
 def main() -> None:
