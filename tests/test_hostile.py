@@ -798,7 +798,8 @@ def test_the_corpus_is_written_alone_in_its_folder_and_a_rewrite_leaves_no_shard
     for shards, problem in ((0, "must be at least 1"), (2226, "more than the corpus's 2,225 documents")):
         refused(invoke("corpus", "bbc", "--out", tmp_path / "c", "--shards", shards), f"--shards {shards}: {problem}")
     assert not (tmp_path / "c").exists()
-    assert invoke("corpus", "bbc", "--out", tmp_path / "c", "--shards", 4).exit_code == 0
+    r = invoke("corpus", "bbc", "--out", tmp_path / "c", "--shards", 4)
+    assert r.exit_code == 0 and f"wrote 2,225 documents in 4 shards to {tmp_path / 'c'}" in r.output, r.output
     assert invoke("corpus", "bbc", "--out", tmp_path / "c", "--shards", 2).exit_code == 0
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["bbc-000.parquet", "bbc-001.parquet"]
     assert pq.read_table(tmp_path / "c").num_rows == 2225

@@ -187,7 +187,14 @@ def test_a_budgeted_run_sees_its_tokens_and_says_why_it_stopped():
     assert state.stop_reason == "budget" and state.history[-1]["epochs"] == pytest.approx(5, rel=0.05)
     assert state.round == 10  # ten validations, whatever the collection size
     line = round_line(state.history[-1])
-    assert line.startswith("train round 10/10: 5.0") and "val loss" in line and "≤ 0.0 min left" in line
+    assert line.startswith("train round 10/10: 5.0") and "val loss" in line and line.endswith("≤ 0 s left")
+    # The time left is the remaining rounds' at this pace, in minutes once it is long, and never past
+    # the wall-clock cap's remainder and the round that reaches it.
+    halfway = {**state.history[-1], "round": 5, "rounds_planned": 10, "seconds": 600.0}
+    assert round_line(halfway).endswith("≤ 10.0 min left")
+    assert round_line(halfway, max_minutes=11).endswith("≤ 3.0 min left")  # 60 s to the cap + a round of 120 s
+    assert round_line({**halfway, "seconds": 30.0}).endswith("≤ 30 s left")
+    assert round_line(halfway, max_minutes=10).endswith("≤ 0 s left")  # this round reached the cap: the last
     # A round that reaches the wall-clock cap is the last one.
     capped = cfg.model_copy(update={"max_minutes": 1e-9})
     state = train_loop(build_model(model_cfg, 40, seed=0), train, val, model_cfg, capped, device=torch.device("cpu"))

@@ -37,8 +37,9 @@ def bbc_table() -> pa.Table:
     return pa.table({"id": ids, "text": texts, "label": labels, "split": splits})
 
 
-def write_corpus(name: str, out_dir: str | Path, shards: int = 3, what: str = "--out") -> list[Path]:
-    """Write the corpus as `shards` Parquet files of near-equal size; returns their paths. The folder
+def write_corpus(name: str, out_dir: str | Path, shards: int = 3, what: str = "--out") -> tuple[list[Path], int]:
+    """Write the corpus as `shards` Parquet files of near-equal size; returns their paths and the number
+    of documents. The folder
     holds the corpus alone: one holding other files is refused (the corpus would join their
     collection), and a rewrite with fewer shards removes the ones left over (their rows would be
     there twice)."""
@@ -65,4 +66,4 @@ def write_corpus(name: str, out_dir: str | Path, shards: int = 3, what: str = "-
         paths.append(path)
     for stale in set(held) - set(paths):
         stale.unlink()
-    return paths
+    return paths, table.num_rows

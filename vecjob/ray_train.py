@@ -183,8 +183,8 @@ def worker_loop(config: dict) -> None:
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
-        lines.append(round_line(metrics) + "\n")  # rewritten whole: an object store cannot append
-        storage.write_bytes(progress, "".join(lines).encode())
+        lines.append(round_line(metrics, train_cfg.max_minutes) + "\n")
+        storage.write_bytes(progress, "".join(lines).encode())  # rewritten whole: an object store cannot append
         core = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(

@@ -139,14 +139,14 @@ class Corpus(Stage):
 
         dest, inside = ctx.spec.data.paths[0], ctx.published_at.rstrip("/") + "/"
         if storage.is_uri(dest) and dest.startswith(inside):  # published with the run dir, by its mirror
-            paths = write_corpus(ctx.spec.corpus, ctx.root / dest[len(inside):], what="data.paths")
+            paths, documents = write_corpus(ctx.spec.corpus, ctx.root / dest[len(inside):], what="data.paths")
         elif storage.is_uri(dest):
             with storage.mirrored(dest, "data.paths") as local:
-                paths = write_corpus(ctx.spec.corpus, local, what="data.paths")
+                paths, documents = write_corpus(ctx.spec.corpus, local, what="data.paths")
         else:
-            paths = write_corpus(ctx.spec.corpus, dest, what="data.paths")
+            paths, documents = write_corpus(ctx.spec.corpus, dest, what="data.paths")
         ctx._data_files = None
-        return {"shards": len(paths)}
+        return {"documents": documents, "shards_written": len(paths)}
 
 
 def check_data_columns(spec: JobSpec) -> None:

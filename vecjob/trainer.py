@@ -74,7 +74,7 @@ class InProcess:
         model = build_model(job.model_cfg, len(job.vocab), job.train_cfg.seed, job.train)
         device = torch.device("cuda" if job.use_gpu else "cpu")
         return train_loop(model.to(device), job.train, job.val, job.model_cfg, job.train_cfg, device=device,
-                          on_round_end=lambda state, optimizer, metrics: line(round_line(metrics)))
+                          on_round_end=lambda state, opt, metrics: line(round_line(metrics, job.train_cfg.max_minutes)))
 
     def versions(self) -> dict:
         return {}

@@ -250,14 +250,20 @@ class RunPlan:
         return math.ceil(self.total_steps / self.steps_per_round)
 
 
-def round_line(metrics: dict) -> str:
-    """One progress line per round, for a terminal or a nightly log."""
+def round_line(metrics: dict, max_minutes: float = 0.0) -> str:
+    """One progress line per round, for a terminal or a nightly log. The time left is at most what the
+    remaining rounds take at this pace (patience may end them sooner), and, under a wall-clock cap
+    (`max_minutes`), at most the cap's remainder and one round more: the round that reaches it is the last."""
     done = metrics["round"] / metrics["rounds_planned"]
     left = metrics["seconds"] * (1 - done) / max(done, 1e-9)
+    if max_minutes:
+        cap_left = 60 * max_minutes - metrics["seconds"]
+        left = 0.0 if cap_left <= 0 else min(left, cap_left + metrics["seconds"] / metrics["round"])
     val = f"val loss {metrics['val_loss']:.3f}" if "val_loss" in metrics else "no validation documents"
+    when = f"{left:.0f} s" if left < 90 else f"{left / 60:.1f} min"
     return (f"train round {metrics['round']}/{metrics['rounds_planned']}: {metrics['epochs']:.2f} epochs, "
-            f"train loss {metrics['train_loss']:.3f}, {val}, "
-            f"{metrics['train_tokens_per_s']:,.0f} tokens/s, ≤ {left / 60:.1f} min left")
+            f"train loss {metrics['train_loss']:.3f}, {val}, {metrics['train_tokens_per_s']:,.0f} tokens/s, "
+            f"≤ {when} left")
 
 
 def agreed_max(value: float, device: torch.device) -> float:

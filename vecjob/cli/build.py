@@ -40,8 +40,8 @@ def corpus(
     from vecjob.corpus import write_corpus
 
     with writable(out) as target:
-        paths = write_corpus(name, target, shards)
-    typer.echo(f"wrote {len(paths)} shards to {out}", err=True)
+        paths, documents = write_corpus(name, target, shards)
+    typer.echo(f"wrote {documents:,} documents in {len(paths)} shards to {out}", err=True)
 
 
 def _stopped(manifest: dict) -> str:
