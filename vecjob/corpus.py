@@ -39,10 +39,9 @@ def bbc_table() -> pa.Table:
 
 def write_corpus(name: str, out_dir: str | Path, shards: int = 3, what: str = "--out") -> tuple[list[Path], int]:
     """Write the corpus as `shards` Parquet files of near-equal size; returns their paths and the number
-    of documents. The folder
-    holds the corpus alone: one holding other files is refused (the corpus would join their
-    collection), and a rewrite with fewer shards removes the ones left over (their rows would be
-    there twice)."""
+    of documents. The folder holds the corpus alone: one holding other files is refused (the corpus
+    would join their collection), and a rewrite with fewer shards removes the ones left over (their
+    rows would be there twice)."""
     if name not in CORPORA:
         raise InputError(f"unknown corpus '{name}' (available: {', '.join(CORPORA)})")
     if shards < 1:
