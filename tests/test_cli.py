@@ -77,6 +77,22 @@ def test_settings_of_a_stage_the_spec_does_not_run_are_pointed_out(tmp_path):
     assert r.exit_code == 0 and "note: " not in r.output, r.output
 
 
+def test_a_long_stage_of_a_run_prints_a_progress_line_at_most_every_interval(capsys):
+    from vecjob.reporting import RowLines
+
+    progress = RowLines("encode", every_s=0.0)
+    progress.on_plan(1000, 5000)
+    progress.on_rows(250)
+    progress.on_rows(750)  # the last rows: the stage's own line follows
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and re.fullmatch(r"encode: 250 of 1,000 rows \(25%\), [\d,]+ rows/s, about [\d.]+ (s|min) left",
+                                            lines[0]), lines
+    quiet = RowLines("encode", every_s=3600.0)  # a stage shorter than the interval prints nothing
+    quiet.on_plan(1000, 1000)
+    quiet.on_rows(500)
+    assert capsys.readouterr().err == ""
+
+
 def test_the_train_summary_says_what_ended_training():
     from vecjob.cli.build import _stopped
 

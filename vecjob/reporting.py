@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Callable, Iterator
 
 from rich.console import Console
@@ -10,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vecjob.errors import shown
+from vecjob.timing import duration
 
 # No markup or emoji codes: what is printed holds ids, texts, labels and paths from the user's data, where
 # "[/]" stopped a command with rich's MarkupError, "[citation needed]" vanished and ":fire:" became 🔥.
@@ -38,6 +40,31 @@ def row_progress(description: str) -> Iterator[tuple[Callable[[int, int], None],
     finally:
         if progress.live.is_started:  # a bar never shown would still end its line: an empty one before an error
             progress.stop()
+
+
+class RowLines:
+    """A long stage's progress as a line at most every `every_s` seconds, for `vecjob run`, whose output
+    is most often a nightly job's log: rows done of those to do, the rate, the time left at that rate.
+    A stage shorter than `every_s` prints none; `on_plan` and `on_rows` are `row_progress`'s callbacks."""
+
+    def __init__(self, stage: str, every_s: float = 30.0):
+        self.stage, self.every_s = stage, every_s
+        self.todo = self.done = 0
+        self.started = self.shown = time.monotonic()
+
+    def on_plan(self, todo: int, total: int) -> None:
+        self.todo, self.started = todo, time.monotonic()
+        self.shown = self.started
+
+    def on_rows(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.shown < self.every_s or not 0 < self.done < self.todo:
+            return
+        self.shown = now
+        rate = self.done / max(now - self.started, 1e-9)
+        line(f"{self.stage}: {self.done:,} of {self.todo:,} rows ({self.done / self.todo:.0%}), {rate:,.0f} rows/s, "
+             f"about {duration((self.todo - self.done) / rate)} left")
 
 
 def line(text: str) -> None:

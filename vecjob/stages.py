@@ -239,10 +239,12 @@ class Encode(Stage):
     def run(self, ctx: RunContext, plan: Plan) -> dict:
         from vecjob.encode_shards import encode_collection
         from vecjob.ray_encode import RayData
+        from vecjob.reporting import RowLines
 
-        spec = ctx.spec  # the workers read the model where it is published (storage.lasting)
+        spec, progress = ctx.spec, RowLines(self.name)  # workers read the model where it is published (lasting)
         return encode_collection(spec.data, active_model(ctx.folder("train")), ctx.folder(self.name), spec.encode,
-                                 RayData(spec.address or None), model_published_at=ctx.folder("train"))["counts"]
+                                 RayData(spec.address or None), on_rows=progress.on_rows, on_plan=progress.on_plan,
+                                 model_published_at=ctx.folder("train"))["counts"]
 
 
 class Index(Stage):

@@ -1,4 +1,5 @@
-"""Timing a block of work: the seconds go into the manifest's `timings` and into the log."""
+"""Timing a block of work: the seconds go into the manifest's `timings` and into the log; a duration
+as a progress line shows it."""
 
 from __future__ import annotations
 
@@ -19,3 +20,8 @@ def timed(timings: dict[str, float], key: str) -> Iterator[None]:
     finally:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
         log.info("%s %.2fs", key, timings[key])
+
+
+def duration(seconds: float) -> str:
+    """A time left as a progress line shows it: seconds under a minute and a half, else minutes."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"

@@ -21,6 +21,7 @@ from vecjob.chunks import ChunkSet
 from vecjob.config import ModelConfig, TrainConfig
 from vecjob.errors import VecjobError
 from vecjob.model import SequenceAutoencoder, corrupt
+from vecjob.timing import duration
 from vecjob.warm_start import lsa_term_vectors
 
 
@@ -260,10 +261,9 @@ def round_line(metrics: dict, max_minutes: float = 0.0) -> str:
         cap_left = 60 * max_minutes - metrics["seconds"]
         left = 0.0 if cap_left <= 0 else min(left, cap_left + metrics["seconds"] / metrics["round"])
     val = f"val loss {metrics['val_loss']:.3f}" if "val_loss" in metrics else "no validation documents"
-    when = f"{left:.0f} s" if left < 90 else f"{left / 60:.1f} min"
     return (f"train round {metrics['round']}/{metrics['rounds_planned']}: {metrics['epochs']:.2f} epochs, "
             f"train loss {metrics['train_loss']:.3f}, {val}, {metrics['train_tokens_per_s']:,.0f} tokens/s, "
-            f"≤ {when} left")
+            f"≤ {duration(left)} left")
 
 
 def agreed_max(value: float, device: torch.device) -> float:
