@@ -39,6 +39,7 @@ def pipeline(ray_session, collection, tmp_path_factory):
     assert not list((root / ".m.ray-train").glob("*.progress"))
     r = invoke("encode", collection, "--model", root / "m", "--out", root / "v", "--keep", "label")
     assert r.exit_code == 0, r.output
+    assert "━" not in r.output, r.output  # a log gets progress lines, not a bar drawn once at its end
     r = invoke("index", root / "v", "--out", root / "i")
     assert r.exit_code == 0, r.output
     return root

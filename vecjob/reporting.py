@@ -21,7 +21,12 @@ console = Console(stderr=True, markup=False, emoji=False)
 @contextlib.contextmanager
 def row_progress(description: str) -> Iterator[tuple[Callable[[int, int], None], Callable[[int], None]]]:
     """Yields (on_plan(todo_rows, total_rows), on_rows(n)) callbacks driving one progress bar.
-    The bar appears with the first encoded rows, so input refused before that prints only its error."""
+    The bar appears with the first encoded rows, so input refused before that prints only its error.
+    In a log (no terminal), where a bar is drawn once at its end, a line every 30 s instead (`RowLines`)."""
+    if not console.is_terminal:
+        lines = RowLines(description)
+        yield lines.on_plan, lines.on_rows
+        return
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
