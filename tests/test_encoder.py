@@ -5,8 +5,8 @@ import polars as pl
 import pytest
 import torch
 
-from vecjob.encoder import DocumentEncoder, document_means, native_bf16, resolve_precision
-from vecjob.errors import ArtifactError, InputError
+from vecjob.encoder import DocumentEncoder, cpu_runs_bf16_lstm, document_means, native_bf16, resolve_precision
+from vecjob.errors import ArtifactError, ConfigError, InputError
 from vecjob.tokenizer import TOKENIZER_VERSION
 from vecjob.chunks import ChunkSet
 
@@ -59,6 +59,9 @@ def test_batch_size_changes_vectors_only_within_float_tolerance(tiny_model_dir):
 def test_bf16_arithmetic_keeps_each_vector_and_its_neighbours(tiny_model_dir):
     from conftest import synthetic_texts
 
+    if not cpu_runs_bf16_lstm():
+        pytest.skip("this CPU has no bfloat16 LSTM kernel (oneDNN's needs AVX-512)")
+
     texts, _ = synthetic_texts(200, seed=11)
     encoders = {p: DocumentEncoder(tiny_model_dir, device="cpu", precision=p) for p in ("fp32", "bf16")}
     v32, v16 = (encoders[p].encode_texts(texts).vectors for p in ("fp32", "bf16"))
@@ -73,7 +76,12 @@ def test_bf16_arithmetic_keeps_each_vector_and_its_neighbours(tiny_model_dir):
 def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it_natively():
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native_bf16() else "fp32")
     assert resolve_precision("auto", torch.device("cuda")) == "fp32"
-    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    if cpu_runs_bf16_lstm():
+        assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    else:
+        with pytest.raises(ConfigError, match="cannot run the encoder's LSTM in bfloat16"):
+            resolve_precision("bf16", torch.device("cpu"))
+    assert resolve_precision("bf16", torch.device("cuda")) == "bf16"
     with pytest.raises(InputError, match="fp16"):
         resolve_precision("fp16", torch.device("cpu"))
 

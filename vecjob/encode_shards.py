@@ -268,12 +268,23 @@ def remove_other_generations(out_dir: Path, stats: list[dict]) -> int:
 
 class Executor(Protocol):
     name: str  # recorded in the vectors manifest
+    on_this_machine: bool  # its encoders run on this machine's CPU (or GPU), not on a cluster's nodes
 
     def encode(self, items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig,
                sink: Callable[[dict], None]) -> int:
         """Run `PartEncoder(**encoder_kwargs).encode_item` on every item, handing each one's stats to
         `sink` in this process; returns the number of encoders that ran."""
         ...
+
+
+def check_local_encoders(cfg: EncodeConfig) -> None:
+    """Refuse, before any work, what encoders on this machine would fail on: a device it lacks, or
+    bfloat16 on a CPU with no kernel for it. Other settings are not checked: the driver need not load
+    torch for them."""
+    if cfg.precision == "bf16" or cfg.device == "cuda":
+        from vecjob.encoder import resolve_device, resolve_precision
+
+        resolve_precision(cfg.precision, resolve_device(cfg.device))
 
 
 @dataclass
@@ -283,6 +294,7 @@ class InProcess:
 
     threads: int | None = None
     name = "local"
+    on_this_machine = True
 
     def encode(self, items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig,
                sink: Callable[[dict], None]) -> int:
@@ -317,6 +329,8 @@ def encode_collection(
     out_dir = check_output(out_dir, "--out", data.paths, markers=(MANIFEST, STATS_DIR), kind=MANIFEST_KIND)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    if executor.on_this_machine:
+        check_local_encoders(cfg)
     shards = check_shards(data.paths, data.id_col, data.text_col, data.strict, tuple(cfg.keep_columns), content=False)
     if len({s.name for s in shards}) != len(shards):
         raise InputError("two input shards map to the same output name")

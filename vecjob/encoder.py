@@ -8,6 +8,7 @@ its chunks' vectors. Null or blank texts are flagged, not encoded.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import pyarrow as pa
 import torch
 
 from vecjob.chunks import ChunkSet, equal_length_batches
-from vecjob.errors import InputError
+from vecjob.errors import ConfigError, InputError
 from vecjob.model_dir import LoadedModel, load_model_dir
 from vecjob.tokenizer import UNK, document_chunks
 
@@ -66,13 +67,31 @@ def native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+@functools.cache
+def cpu_runs_bf16_lstm() -> bool:
+    """Whether torch runs an LSTM in bfloat16 on this CPU at all: oneDNN, which runs it, has no such
+    kernel without AVX-512, and on an AVX2-only CPU the first forward pass fails ("could not create a
+    primitive descriptor for the LSTM forward propagation primitive")."""
+    lstm = torch.nn.LSTM(4, 4, batch_first=True, bidirectional=True)
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(1, 2, 4))
+    except RuntimeError:
+        return False
+    return True
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """'fp32' or 'bf16': the encoder LSTM's arithmetic. 'auto' is bf16 on a CPU that computes it
-    natively and float32 elsewhere (a GPU included: bf16 there was never measured)."""
+    natively and float32 elsewhere (a GPU included: bf16 there was never measured). bf16 asked for on
+    a CPU that cannot run it is refused."""
     if precision == "auto":
         return "bf16" if device.type == "cpu" and native_bf16() else "fp32"
     if precision not in ("fp32", "bf16"):
         raise InputError(f"precision {precision!r}: expected auto, fp32 or bf16")
+    if precision == "bf16" and device.type == "cpu" and not cpu_runs_bf16_lstm():
+        raise ConfigError("encode.precision (--precision) = 'bf16', but this CPU cannot run the encoder's LSTM in "
+                          "bfloat16 (torch's kernel for it needs AVX-512): use 'auto' or 'fp32'")
     return precision
 
 

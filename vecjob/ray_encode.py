@@ -46,6 +46,12 @@ class RayData:
     address: str | None = None
     name = "ray"
 
+    @property
+    def on_this_machine(self) -> bool:  # an embedded local Ray: the actors are processes of this machine
+        from vecjob.runtime import names_a_cluster
+
+        return not names_a_cluster(self.address)
+
     def encode(self, items: list[WorkItem], encoder_kwargs: dict, cfg: EncodeConfig,
                sink: Callable[[dict], None]) -> int:
         from vecjob import runtime

@@ -215,8 +215,9 @@ class Encode(Stage):
     reads_data = True
 
     def check(self, spec: JobSpec) -> None:
-        """Encoder actors that need a GPU could never start on a cluster without one: refused before
-        the training ahead of them, not after it."""
+        """Encoder actors that need a GPU could never start on a cluster without one, nor encoders in
+        bfloat16 on this machine's CPU where it has no kernel for it: refused before the training ahead
+        of them, not after it."""
         from vecjob import runtime
 
         if spec.encode.device == "cuda":
@@ -224,6 +225,10 @@ class Encode(Stage):
             if runtime.cluster_cpus_gpus()[1] == 0:
                 raise ConfigError('encode.device = "cuda", but the Ray cluster has no GPUs: "auto" encodes on '
                                   "GPUs where there are some, else on CPUs")
+        elif not runtime.names_a_cluster(spec.address or None):  # the encoders will run on this machine
+            from vecjob.encode_shards import check_local_encoders
+
+            check_local_encoders(spec.encode)
 
     def missing(self, folder: Path) -> str | None:
         try:
