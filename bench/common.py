@@ -130,15 +130,20 @@ def machine() -> dict:
     memory benchmark (scale.py's torch-free driver) stands for."""
     import platform
 
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), set()
     try:
         with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+            lines = info.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags")))
     except (OSError, StopIteration):
         pass
     versions = {name: sys.modules[name].__version__
                 for name in ("torch", "numpy", "polars", "sklearn") if name in sys.modules}
-    return {"cpu": cpu, "cpus": os.cpu_count(), **versions}
+    # "AMD EPYC" names several generations: the vector instructions tell them apart, and decide whether
+    # the encoder's `auto` precision is bf16 (AVX512-BF16 or AMX) and whether bf16 runs at all (AVX-512).
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return {"cpu": cpu, "cpus": os.cpu_count(), **({"simd": simd} if flags else {}), **versions}
 
 
 def write_json(name: str, payload: dict) -> Path:
