@@ -325,11 +325,13 @@ def main() -> None:
     seeds = [int(x) for x in args.seeds.split(",")]
     overrides = json.loads(args.overrides)
     rows, details = [], {}
+    scored: dict[str, list[dict]] = {}  # vecjob's scores per seed, as each model is scored: before the medians
     out = Path(args.out)
 
-    def save() -> None:  # after every row: a long run stopped part-way keeps what it measured
+    def save() -> None:  # after every row and model: a long run stopped part-way keeps what it measured
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"rows": rows, "vecjob": details, "overrides": overrides, "seeds": seeds,
+        out.write_text(json.dumps({"rows": rows, "vecjob": details, "vecjob_per_seed": scored,
+                                   "overrides": overrides, "seeds": seeds,
                                    "command": " ".join(sys.argv), "machine": machine()}, indent=2, default=float))
 
     # (name, its vectors of (texts, seed) where it starts at random, else None, its vectors of texts alone)
@@ -365,9 +367,12 @@ def main() -> None:
             # A row per precision; the first one's is named after the variant alone.
             labels = {p: variant if i == 0 else f"{variant}, {p}" for i, p in enumerate(precisions)}
             per_seed = {label: [] for label in labels.values()}
+            scored.update(per_seed)  # the same lists, saved as they fill
             details[variant] = {}
             for seed in seeds:
                 scores = {label: {} for label in labels.values()}
+                for label in labels.values():
+                    per_seed[label].append(scores[label])  # filled corpus by corpus
                 for c in corpora:  # scored as each model finishes: a long run shows its first corpus early
                     encoded, info = vecjob_vectors(files[c], models, variant, overrides, seed, precisions)
                     for p in precisions[1:]:
@@ -378,9 +383,7 @@ def main() -> None:
                         scores[label].update({**partial, f"train_s_{c}": info["train_s"]})
                         print(_fmt_row(partial) + f" train {info['train_s']:.0f} s, stopped: {info['stop_reason']}",
                               flush=True)
-                for label in labels.values():
-                    per_seed[label].append(scores[label])
-                save()
+                    save()
             for label, runs in per_seed.items():
                 keys = [k for k in runs[0] if k != "method"]
                 rows.append({"method": f"vecjob {label}", "seeds": len(seeds),
