@@ -24,6 +24,8 @@ real `vecjob train` path (Ray Train on a local Ray). Then, for every method:
 vecjob rows: the median over --seeds of the training seed; LSA and Doc2Vec rows, the median over the
 same seeds of their own random start (the randomised SVD's, Doc2Vec's); with --precisions, each model is encoded
 in each precision (`encode.precision`), a row each, and the file records how far apart they lie.
+The file is rewritten as each row and each model is scored: a run stopped part-way keeps its
+baselines' rows and, in `vecjob_per_seed`, the scores of every model it finished.
 Needs the bench extra.
 """
 
