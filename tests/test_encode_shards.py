@@ -208,3 +208,21 @@ def test_an_encoder_returns_any_error_that_stops_a_unit_as_a_row_for_the_driver_
     assert len(rows) == 1 and set(rows[0]) == {"failed"}
     error = pickle.loads(rows[0]["failed"])
     assert isinstance(error, OSError) and "a-file" in str(error), error
+
+
+def test_a_hive_partition_folder_is_kept_as_a_column_with_its_folder_s_value(tiny_model_dir, tmp_path):
+    # Spark and Hive write a partition column into the folder names, not into the files.
+    from vecjob.parquet_io import partition_values
+
+    folders = {"dt=2026-12-06": "2026-12-06", "dt=2026-12-07%2012h": "2026-12-07 12h",
+               "dt=__HIVE_DEFAULT_PARTITION__": None}
+    for i, folder in enumerate(folders):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        pq.write_table(pa.table({"id": [f"{i}-a", f"{i}-b"], "text": ["goal team league", "market bank profit"]}),
+                       tmp_path / "data" / folder / "part-00000.snappy.parquet")
+    pq.write_table(pa.table({"id": ["flat"], "text": ["goal team"]}), tmp_path / "data" / "loose.parquet")
+    _encode(tmp_path / "data", tiny_model_dir, tmp_path / "v", keep_columns=["dt"])
+    kept = dict(zip(*VectorsDir.open(tmp_path / "v").read_all(["id", "dt"]).to_pydict().values()))
+    expected = {f"{i}-{x}": value for i, value in enumerate(folders.values()) for x in "ab"}
+    assert kept == {**expected, "flat": None}
+    assert partition_values("s3://b/docs/dt=2026-12-07/lang=en/k=v.parquet") == {"dt": "2026-12-07", "lang": "en"}

@@ -51,6 +51,7 @@ from vecjob.parquet_io import (
     iter_rows,
     kept_column_types,
     new_manifest,
+    partition_values,
     read_json,
     write_json_atomic,
     write_parquet_atomic,
@@ -219,13 +220,19 @@ class PartEncoder:
                 f"{path}: {int((~encoded.ok).sum())} null or empty text(s) (first id {quoted(first)}) "
                 "and --strict is set"
             )
-        extra = {c: self._kept(table, c, kind) for c, kind in zip(self.keep_columns, self.keep_types, strict=True)}
+        partitions = partition_values(path)
+        extra = {c: self._kept(table, c, kind, partitions)
+                 for c, kind in zip(self.keep_columns, self.keep_types, strict=True)}
         return vectors_table(table.column(self.id_col), encoded.vectors, extra).filter(encoded.ok), encoded
 
     @staticmethod
-    def _kept(table: pa.Table, name: str, kind: pa.DataType) -> pa.ChunkedArray | pa.Array:
-        """A kept column as `kind`, the one type every vector shard holds it in: nulls where this shard
+    def _kept(table: pa.Table, name: str, kind: pa.DataType,
+              partitions: dict[str, str | None]) -> pa.ChunkedArray | pa.Array:
+        """A kept column as `kind`, the one type every vector shard holds it in: the shard's folder's
+        value where the column is a Hive-style partition (`dt=2026-12-07/`), nulls where this shard
         lacks it (an older night's) or holds nulls only, its values cast (int32 to int64)."""
+        if name not in table.column_names and name in partitions:
+            return pa.array([partitions[name]] * table.num_rows, pa.string()).cast(kind)
         column = table.column(name) if name in table.column_names else None
         if column is None or column.null_count == len(column):
             return pa.nulls(table.num_rows, kind)

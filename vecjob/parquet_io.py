@@ -204,6 +204,20 @@ def _hidden_match(pattern: str, match: str) -> bool:
                for part in parts[wild:])
 
 
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # what Hive and Spark name the folder of a null partition value
+
+
+def partition_values(path: str) -> dict[str, str | None]:
+    """The Hive-style partition columns of a shard's folders (`…/dt=2026-12-07/part-0.parquet`: dt),
+    whose values Spark and Hive write into the path, not the file; values are URL-unquoted, as Spark
+    escapes them, and the innermost folder wins a name given twice."""
+    from urllib.parse import unquote
+
+    folders = path.split("://", 1)[-1].split("/")[:-1]
+    pairs = (folder.split("=", 1) for folder in folders if "=" in folder.strip("="))
+    return {unquote(k): None if v == HIVE_NULL else unquote(v) for k, v in pairs}
+
+
 def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tuple[str, ...] = ()) -> Shard:
     """Open a shard's footer and check its schema; raise InputError naming the file on any problem."""
     meta = footer(path)
@@ -223,9 +237,15 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
         if col in schema.names:  # missing from some shards is nulls there (`require_kept_columns`)
             _require_column(path, schema, col)
     rg_rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    partitions = partition_values(path)
+
+    def kept_type(col: str) -> pa.DataType | None:  # a column in the file wins over a folder of that name
+        if col in schema.names:
+            return _value_type(schema.field(col).type)
+        return pa.string() if col in partitions else None
+
     return Shard(path=path, num_rows=meta.num_rows, row_group_rows=rg_rows, id_type=id_type,
-                 kept_types=tuple(_value_type(schema.field(c).type) if c in schema.names else None
-                                  for c in keep_columns))
+                 kept_types=tuple(kept_type(c) for c in keep_columns))
 
 
 def footer(path: str, opened: pa.NativeFile | None = None) -> pq.FileMetaData:
