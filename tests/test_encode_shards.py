@@ -221,8 +221,22 @@ def test_a_hive_partition_folder_is_kept_as_a_column_with_its_folder_s_value(tin
         pq.write_table(pa.table({"id": [f"{i}-a", f"{i}-b"], "text": ["goal team league", "market bank profit"]}),
                        tmp_path / "data" / folder / "part-00000.snappy.parquet")
     pq.write_table(pa.table({"id": ["flat"], "text": ["goal team"]}), tmp_path / "data" / "loose.parquet")
-    _encode(tmp_path / "data", tiny_model_dir, tmp_path / "v", keep_columns=["dt"])
-    kept = dict(zip(*VectorsDir.open(tmp_path / "v").read_all(["id", "dt"]).to_pydict().values()))
     expected = {f"{i}-{x}": value for i, value in enumerate(folders.values()) for x in "ab"}
-    assert kept == {**expected, "flat": None}
-    assert partition_values("s3://b/docs/dt=2026-12-07/lang=en/k=v.parquet") == {"dt": "2026-12-07", "lang": "en"}
+
+    def kept(out):
+        _encode(tmp_path / "data", tiny_model_dir, out, keep_columns=["dt"])
+        return dict(zip(*VectorsDir.open(out).read_all(["id", "dt"]).to_pydict().values()))
+
+    assert kept(tmp_path / "v") == {**expected, "flat": None}  # no file holds dt: the folders alone
+    (tmp_path / "data" / "dt=2026-12-08").mkdir()  # a column of the name in the file wins over its folder
+    pq.write_table(pa.table({"id": ["own"], "text": ["goal team"], "dt": ["in the file"]}),
+                   tmp_path / "data" / "dt=2026-12-08" / "part-00000.parquet")
+    assert kept(tmp_path / "v2") == {**expected, "flat": None, "own": "in the file"}
+    assert partition_values("s3://b/docs/dt=2026-12-07/lang=en/k=v.parquet", ["dt", "lang", "k"]) == {
+        "dt": "2026-12-07", "lang": "en"}
+    # A folder whose value is not UTF-8 once decoded is named before anything is written.
+    (tmp_path / "bad" / "dt=%ff").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["x"], "text": ["goal"]}), tmp_path / "bad" / "dt=%ff" / "part-0.parquet")
+    with pytest.raises(InputError, match=r"dt=%ff/part-0.parquet: its folders cannot be read as partition columns"):
+        _encode(tmp_path / "bad", tiny_model_dir, tmp_path / "v-bad", keep_columns=["dt"])
+    assert not (tmp_path / "v-bad").exists()

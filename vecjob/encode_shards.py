@@ -184,13 +184,14 @@ class PartEncoder:
         timings: dict[str, float] = {"read_s": 0.0}
         pieces = iter_rows(item.path, item.row_groups, [self.id_col, self.text_col, *self.keep_columns],
                            item.skip, item.rows, READ_ROWS)
+        partitions = partition_values(item.path, self.keep_columns)
         kept, encoded = [], []
         while True:
             with timed(timings, "read_s"):
                 table = next(pieces, None)
             if table is None:
                 break
-            vectors, done = self._encode_piece(item.path, table)
+            vectors, done = self._encode_piece(item.path, table, partitions)
             kept.append(vectors)
             encoded.append((table.num_rows, done.timings))
         vectors = pa.concat_tables(kept)
@@ -208,9 +209,9 @@ class PartEncoder:
         write_json_atomic(stats, storage.join(self.out, stats_name(item.output)))
         return stats
 
-    def _encode_piece(self, path: str, table: pa.Table):
-        """Rows of a unit → the vectors table of those with a text (id, vector, kept columns), and the
-        encoder's result (its timings)."""
+    def _encode_piece(self, path: str, table: pa.Table, partitions: dict[str, str | None]):
+        """Rows of a unit → the vectors table of those with a text (id, vector, kept columns, those of
+        the unit's partition folders among them), and the encoder's result (its timings)."""
         if table.column(self.id_col).null_count:
             raise InputError(f"{path}: {table.column(self.id_col).null_count} row(s) with a null id")
         encoded = self.encoder.encode_texts(pl.from_arrow(table.column(self.text_col)))
@@ -220,7 +221,6 @@ class PartEncoder:
                 f"{path}: {int((~encoded.ok).sum())} null or empty text(s) (first id {quoted(first)}) "
                 "and --strict is set"
             )
-        partitions = partition_values(path)
         extra = {c: self._kept(table, c, kind, partitions)
                  for c, kind in zip(self.keep_columns, self.keep_types, strict=True)}
         return vectors_table(table.column(self.id_col), encoded.vectors, extra).filter(encoded.ok), encoded

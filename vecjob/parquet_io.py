@@ -207,15 +207,19 @@ def _hidden_match(pattern: str, match: str) -> bool:
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # what Hive and Spark name the folder of a null partition value
 
 
-def partition_values(path: str) -> dict[str, str | None]:
-    """The Hive-style partition columns of a shard's folders (`…/dt=2026-12-07/part-0.parquet`: dt),
-    whose values Spark and Hive write into the path, not the file; values are URL-unquoted, as Spark
-    escapes them, and the innermost folder wins a name given twice."""
-    from urllib.parse import unquote
+def partition_values(path: str, names: list[str]) -> dict[str, str | None]:
+    """The values of the Hive-style partition columns among `names` in a shard's folders
+    (`…/dt=2026-12-07/part-0.parquet`: dt), which Spark and Hive write into the path, not the file;
+    parsed by pyarrow (values URL-decoded, `__HIVE_DEFAULT_PARTITION__` null)."""
+    if not names:
+        return {}
+    import pyarrow.dataset as pads
 
-    folders = path.split("://", 1)[-1].split("/")[:-1]
-    pairs = (folder.split("=", 1) for folder in folders if "=" in folder.strip("="))
-    return {unquote(k): None if v == HIVE_NULL else unquote(v) for k, v in pairs}
+    partitioning = pads.HivePartitioning(pa.schema([(n, pa.string()) for n in names]), null_fallback=HIVE_NULL)
+    try:  # pyarrow reads the last segment of a path as a file's name, so the folder ends with "/"
+        return pads.get_partition_keys(partitioning.parse(path.rsplit("/", 1)[0] + "/"))
+    except pa.ArrowInvalid as exc:
+        raise InputError(f"{path}: its folders cannot be read as partition columns ({exc})") from None
 
 
 def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tuple[str, ...] = ()) -> Shard:
@@ -237,7 +241,7 @@ def check_shard(path: str, id_col: str, text_col: str | None, keep_columns: tupl
         if col in schema.names:  # missing from some shards is nulls there (`require_kept_columns`)
             _require_column(path, schema, col)
     rg_rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-    partitions = partition_values(path)
+    partitions = partition_values(path, [c for c in keep_columns if c not in schema.names])
 
     def kept_type(col: str) -> pa.DataType | None:  # a column in the file wins over a folder of that name
         if col in schema.names:
