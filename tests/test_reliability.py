@@ -298,6 +298,29 @@ def test_a_dead_encoder_actor_is_started_again_and_the_run_writes_every_vector(r
         np.testing.assert_allclose(a[name], b[name], atol=1e-5)
 
 
+def test_a_killed_one_worker_training_resumes_from_its_last_round(ray_session, collection, tmp_path):
+    # One CPU worker on the Ray a command started trains in the command's own process, not on a Ray
+    # Train worker: its round checkpoints must outlive that process, or a killed run trains from scratch.
+    from typer.testing import CliRunner
+
+    from vecjob.cli import app
+
+    out = tmp_path / "model"
+    spec = tmp_path / "spec.toml"
+    spec.write_text("[train]\nepochs = 6\npatience = 6\n")
+    args = ["train", str(collection), "--out", str(out), "--config", str(spec), "--workers", "1", "--dim", "8",
+            "--hidden-dim", "16", "--max-len", "16"]
+    env = {**os.environ, "RAY_ADDRESS": "", "VECJOB_KILL_AT": "round_saved:2"}  # its own embedded Ray
+    killed = subprocess.run([*VECJOB, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert "train round 2/6" in killed.stderr and not out.exists()
+    rerun = CliRunner().invoke(app, args)  # this process started the session's Ray: it trains here too
+    assert rerun.exit_code == 0, rerun.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["resumed_after_rounds"] == [2] and manifest["rounds_run"] == 6
+    assert not [p for p in tmp_path.glob(".model.ray-train/*") if p.is_file()]  # the checkpoint goes once published
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_run_stopped_by_a_signal_says_so_in_one_line_and_the_same_command_goes_on(collection, tmp_path, sig):
     # Ctrl-C during training exited with status 1 and said nothing (Ray Train's own handler aborts the

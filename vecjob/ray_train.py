@@ -1,7 +1,8 @@
 """Training on Ray: `RayTrain` fits the model of `vecjob.trainer.train_model` with a Ray Train
 TorchTrainer whose worker loop is `vecjob.training.train_loop`. Rank 0 reports a checkpoint every
 round; a failed worker group restarts from it (FailureConfig), and rerunning the same job resumes from
-it (the run name is the job's fingerprint).
+it (the run name is the job's fingerprint). One CPU worker on the Ray this process started trains in
+this process instead (`vecjob.trainer.InProcess`, checkpointed every round the same way).
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ import torch
 from vecjob import storage
 from vecjob.config import ModelConfig, TrainConfig
 from vecjob.errors import ArtifactError, VecjobError, from_worker
-from vecjob.trainer import FitJob
+from vecjob.trainer import STATE_FILE, FitJob, InProcess, checkpoint_bytes, load_state, restore
 from vecjob.training import DDP_OPTIONS, TrainState, build_model, round_line, train_loop
-
-STATE_FILE = "train_state.pt"
 
 
 def resolve_workers(train_cfg: TrainConfig) -> tuple[int, bool]:
@@ -73,8 +72,12 @@ class RayTrain:
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
+        from vecjob import runtime
+
         train_cfg, out = job.train_cfg, job.out
         checkpoints = train_cfg.storage_path or str(out.parent / f".{out.name}{storage.TRAIN_STORAGE}")
+        if job.workers == 1 and not job.use_gpu and runtime.started_here():
+            return self._fit_here(job, checkpoints)
         # Rank 0 writes a line per round here and the driver echoes it: the embedded Ray does not forward
         # workers' output. On a cluster storage_path is shared or in a store (Ray Train needs it so).
         progress = storage.join(checkpoints, f"{job.run_name}.progress")
@@ -115,9 +118,23 @@ class RayTrain:
         if result.checkpoint is None:
             raise VecjobError("training finished without a checkpoint")
         with result.checkpoint.as_directory() as ckpt:
-            blob = torch.load(Path(ckpt) / STATE_FILE, map_location="cpu", weights_only=False)
+            state = load_state((Path(ckpt) / STATE_FILE).read_bytes())
         self._scratch = [storage.join(checkpoints, job.run_name), progress]
-        return TrainState(**blob["state"])
+        return state
+
+    def _fit_here(self, job: FitJob, checkpoints: str) -> TrainState:
+        """One CPU worker on the Ray this process started: a Ray Train run would spend its fixed start
+        (bench/README.md, "One worker, in this process") on a process that does what this one can.
+        What it gives up is the restart of a dead worker, which here would be this process."""
+        here = InProcess(checkpoints)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as on a Ray Train CPU worker: the LSTM's small ops scale badly with threads
+        try:
+            state = here.fit(job)
+        finally:
+            torch.set_num_threads(threads)
+        self._scratch = [here.saved_state(job)]
+        return state
 
 
 @contextlib.contextmanager
@@ -169,10 +186,7 @@ def worker_loop(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt:
-            blob = torch.load(Path(ckpt) / STATE_FILE, map_location="cpu", weights_only=False)
-        model.load_state_dict(blob["model"])
-        state, optimizer_state = TrainState(**blob["state"]), blob["optimizer"]
-        state.resumed_after_rounds.append(state.round)
+            state, optimizer_state = restore(model, (Path(ckpt) / STATE_FILE).read_bytes())
     model = prepare_model(model, parallel_strategy_kwargs=DDP_OPTIONS)
 
     # A restarted worker group goes on after the lines already written (they are rewritten whole).
@@ -187,10 +201,7 @@ def worker_loop(config: dict) -> None:
         storage.write_bytes(progress, "".join(lines).encode())  # rewritten whole: an object store cannot append
         core = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(
-                {"model": core.state_dict(), "optimizer": optimizer.state_dict(), "state": state.to_dict()},
-                Path(tmp) / STATE_FILE,
-            )
+            (Path(tmp) / STATE_FILE).write_bytes(checkpoint_bytes(core, optimizer, state))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     train_loop(

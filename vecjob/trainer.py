@@ -1,20 +1,21 @@
 """`vecjob train` as a library function: check the shards, build the vocabulary and the chunks, fit
 on an executor, publish the model dir (once, at the end, atomically).
 
-An executor runs the fit: `InProcess` here (one process, tests and benchmarks), or
-`vecjob.ray_train.RayTrain` (Ray Train workers, checkpointed every round). Both run
-`vecjob.training.train_loop`.
+An executor runs the fit: `InProcess` here (one process: tests, benchmarks, and a job of one CPU
+worker on the Ray its command started), or `vecjob.ray_train.RayTrain` (Ray Train workers). Both run
+`vecjob.training.train_loop` and, given a place for them, checkpoint every round.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from vecjob import runtime, storage
+from vecjob import faults, runtime, storage
 from vecjob.chunks import ChunkSet
 from vecjob.config import DataConfig, ModelConfig, TokenizerConfig, TrainConfig
 from vecjob.dataset import build_vocab, heldout_unknown_share, latest_rows, training_chunks, training_sample
@@ -60,27 +61,67 @@ class TrainExecutor(Protocol):
         ...
 
 
+@dataclass
 class InProcess:
-    """One process, no checkpoints: the fit runs `train_loop` here and prints a line per round."""
+    """One process: the fit runs `train_loop` here and prints a line per round. Given `checkpoints` (a
+    folder or a store's prefix), it saves its state there after every round, and a rerun of the same
+    job resumes from it, as Ray Train's workers do."""
+
+    checkpoints: str | None = None
 
     def start(self, train_cfg: TrainConfig) -> tuple[int, bool]:
         if train_cfg.use_gpu == "yes" and not torch.cuda.is_available():
             raise VecjobError("use_gpu = yes, but this process sees no GPU")
         return 1, train_cfg.use_gpu == "yes"
 
+    def saved_state(self, job: FitJob) -> str | None:
+        return storage.join(self.checkpoints, f"{job.run_name}.{STATE_FILE}") if self.checkpoints else None
+
     def fit(self, job: FitJob) -> TrainState:
         from vecjob.reporting import line
 
         model = build_model(job.model_cfg, len(job.vocab), job.train_cfg.seed, job.train)
+        state, optimizer_state, saved = None, None, self.saved_state(job)
+        if saved and storage.exists(saved):
+            state, optimizer_state = restore(model, storage.read_bytes(saved))
+
+        def on_round_end(state: TrainState, optimizer: torch.optim.Optimizer, metrics: dict) -> None:
+            line(round_line(metrics, job.train_cfg.max_minutes))
+            if saved:
+                storage.write_bytes(saved, checkpoint_bytes(model, optimizer, state))
+                faults.reached("round_saved")
+
         device = torch.device("cuda" if job.use_gpu else "cpu")
         return train_loop(model.to(device), job.train, job.val, job.model_cfg, job.train_cfg, device=device,
-                          on_round_end=lambda state, opt, metrics: line(round_line(metrics, job.train_cfg.max_minutes)))
+                          state=state, optimizer_state=optimizer_state, on_round_end=on_round_end)
 
     def versions(self) -> dict:
         return {}
 
     def clean_up(self) -> None:
         pass
+
+
+STATE_FILE = "train_state.pt"  # a round's checkpoint: weights, optimiser state and TrainState
+
+
+def checkpoint_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state.to_dict()}, buffer)
+    return buffer.getvalue()
+
+
+def load_state(checkpoint: bytes) -> TrainState:
+    return TrainState(**torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=False)["state"])
+
+
+def restore(model: torch.nn.Module, checkpoint: bytes) -> tuple[TrainState, dict]:
+    """Load a checkpoint's weights into `model`; returns the state to go on from and the optimiser's."""
+    blob = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=False)
+    model.load_state_dict(blob["model"])
+    state = TrainState(**blob["state"])
+    state.resumed_after_rounds.append(state.round)
+    return state, blob["optimizer"]
 
 
 def train_model(
