@@ -298,7 +298,7 @@ def test_a_dead_encoder_actor_is_started_again_and_the_run_writes_every_vector(r
         np.testing.assert_allclose(a[name], b[name], atol=1e-5)
 
 
-def test_a_killed_one_worker_training_resumes_from_its_last_round(ray_session, collection, tmp_path):
+def test_a_killed_one_worker_training_resumes_from_its_last_round_to_the_same_model(ray_session, collection, tmp_path):
     # One CPU worker on the Ray a command started trains in the command's own process, not on a Ray
     # Train worker: its round checkpoints must outlive that process, or a killed run trains from scratch.
     from typer.testing import CliRunner
@@ -319,6 +319,12 @@ def test_a_killed_one_worker_training_resumes_from_its_last_round(ray_session, c
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["resumed_after_rounds"] == [2] and manifest["rounds_run"] == 6
     assert not [p for p in tmp_path.glob(".model.ray-train/*") if p.is_file()]  # the checkpoint goes once published
+    # ... to the model a run never killed trains: every round's losses, and the weights, bit for bit.
+    whole = CliRunner().invoke(app, [*args[:3], str(tmp_path / "whole"), *args[4:]])
+    assert whole.exit_code == 0, whole.output
+    unkilled = json.loads((tmp_path / "whole" / "manifest.json").read_text())
+    assert [h["val_loss"] for h in manifest["history"]] == [h["val_loss"] for h in unkilled["history"]]
+    assert (out / "model.pt").read_bytes() == (tmp_path / "whole" / "model.pt").read_bytes()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
