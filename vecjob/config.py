@@ -136,16 +136,16 @@ class TrainConfig(_Frozen):
     val_fraction: StrictFloat = Field(default=0.05, gt=0.0, lt=1.0)
     patience: Int = Field(default=3, ge=1)  # validations without improvement before stopping
     seed: Int = Field(default=0, ge=0)
-    # 0 = auto: one per GPU when the cluster has GPUs, else one per CPU (at most 2 locally); never more
-    # than training chunks
+    # 0 = auto: one per GPU when the cluster has GPUs, else one per CPU (at most 8); never more than
+    # training chunks. One CPU worker on the embedded Ray trains in the command's own process.
     workers: Int = Field(default=0, ge=0)
     use_gpu: Literal["auto", "yes", "no"] = "auto"
     gpus_per_worker: StrictFloat = Field(default=1.0, gt=0.0)
-    # A dead worker restarts the group from the last checkpoint this many times
+    # A dead Ray Train worker restarts the group from the last checkpoint this many times
     max_failures: Int = Field(default=1, ge=0)
     # 0 = all; otherwise a deterministic sample bounds the corpus held in memory
     max_train_chunks: Int = Field(default=0, ge=0)
-    storage_path: str = ""  # Ray Train checkpoints; "" = beside the model dir. Must be shared on multi-node.
+    storage_path: str = ""  # the round checkpoints; "" = beside the model dir. Must be shared on multi-node.
     # `vecjob run` keeps a trained model until asked (--retrain), until it is this many days old
     # (0 = no age limit), or until the night's new documents drift from what it was trained on.
     max_model_age_days: Int = Field(default=0, ge=0)
