@@ -51,6 +51,7 @@ class RayTrain:
 
     address: str | None = None
     _scratch: list[str] = field(default_factory=list, repr=False)  # removed once the model is published
+    _here: InProcess | None = field(default=None, repr=False)  # the fit of one worker in this process
 
     def start(self, train_cfg: TrainConfig) -> tuple[int, bool]:
         from vecjob import runtime
@@ -66,6 +67,8 @@ class RayTrain:
     def clean_up(self) -> None:
         for location in self._scratch:
             storage.remove(location)
+        if self._here:
+            self._here.clean_up()
 
     def fit(self, job: FitJob) -> TrainState:
         import ray
@@ -126,15 +129,13 @@ class RayTrain:
         """One CPU worker on the Ray this process started: a Ray Train run would spend its fixed start
         (bench/README.md, "One worker, in this process") on a process that does what this one can.
         What it gives up is the restart of a dead worker, which here would be this process."""
-        here = InProcess(checkpoints)
+        self._here = InProcess(checkpoints)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as on a Ray Train CPU worker: the LSTM's small ops scale badly with threads
         try:
-            state = here.fit(job)
+            return self._here.fit(job)
         finally:
             torch.set_num_threads(threads)
-        self._scratch = [here.saved_state(job)]
-        return state
 
 
 @contextlib.contextmanager

@@ -68,20 +68,21 @@ class InProcess:
     job resumes from it, as Ray Train's workers do."""
 
     checkpoints: str | None = None
+    _saved: str | None = None  # this fit's checkpoint, removed once the model dir is published
 
     def start(self, train_cfg: TrainConfig) -> tuple[int, bool]:
         if train_cfg.use_gpu == "yes" and not torch.cuda.is_available():
             raise VecjobError("use_gpu = yes, but this process sees no GPU")
         return 1, train_cfg.use_gpu == "yes"
 
-    def saved_state(self, job: FitJob) -> str | None:
-        return storage.join(self.checkpoints, f"{job.run_name}.{STATE_FILE}") if self.checkpoints else None
-
     def fit(self, job: FitJob) -> TrainState:
         from vecjob.reporting import line
 
         model = build_model(job.model_cfg, len(job.vocab), job.train_cfg.seed, job.train)
-        state, optimizer_state, saved = None, None, self.saved_state(job)
+        state, optimizer_state = None, None
+        if self.checkpoints:
+            self._saved = storage.join(self.checkpoints, f"{job.run_name}.{STATE_FILE}")
+        saved = self._saved
         if saved and storage.exists(saved):
             state, optimizer_state = restore(model, storage.read_bytes(saved))
 
@@ -99,7 +100,8 @@ class InProcess:
         return {}
 
     def clean_up(self) -> None:
-        pass
+        if self._saved:
+            storage.remove(self._saved)
 
 
 STATE_FILE = "train_state.pt"  # a round's checkpoint: weights, optimiser state and TrainState
