@@ -78,6 +78,14 @@ def test_vocab_orders_by_count_then_token_and_applies_min_count():
     assert (PAD, UNK, BOS, EOS) == (0, 1, 2, 3)
 
 
+def test_topic_words_are_words_of_two_characters_or_more_and_the_characters_of_unspaced_scripts():
+    text = "The cat, a dog! 2 cats; I'm 42 北京 ไทย http://t.co/x 🙂 x"
+    vocab = Vocab.from_counts(count_tokens([text]), 100, 1)
+    words = {token for token, topical in zip(vocab.tokens, vocab.topic_words()) if topical}
+    assert words == {"the", "cat", "dog", "cats", "i'm", "42", "北", "京", "ไ", "ท", "ย", "<url>"}
+    assert vocab.topic_words().shape == (len(vocab),)
+
+
 def test_vocab_max_size_counts_specials():
     vocab = Vocab.from_counts(count_tokens(["a b c d e f"]), max_size=6, min_count=1)
     assert len(vocab) == 6

@@ -305,6 +305,23 @@ def test_lsa_warm_start_places_words_of_one_topic_together():
     assert not torch.allclose(untrained.embedding.weight, torch.from_numpy(vectors))
 
 
+def test_the_heads_target_space_is_lsa_over_the_topic_words_and_the_embeddings_start_from_every_word():
+    # Two topics (words 4-9, 10-15) and a comma (16) in every bag: the target leaves the comma out.
+    rng = np.random.default_rng(0)
+    bags = [np.append(rng.choice(np.arange(4, 10) if i % 2 else np.arange(10, 16), 8), [16, 16]) for i in range(200)]
+    data = ChunkSet.from_chunks(bags)
+    topic_words = np.arange(20) < 16
+    topic_words[:4] = False
+    cfg = ModelConfig(dim=8, embed_dim=8, hidden_dim=16)
+    model = build_model(cfg, 20, seed=0, train=data, topic_words=topic_words)
+    assert model.embedding.weight[16].abs().sum() > 0 and not model.lsa_basis[16].any()
+    assert model.lsa_basis[4:16].abs().sum(1).min() > 0
+    # A collection of no topic word keeps the target over all of its words.
+    everything = build_model(cfg, 20, seed=0, train=data)
+    nothing = build_model(cfg, 20, seed=0, train=data, topic_words=np.zeros(20, bool))
+    assert everything.lsa_basis[16].any() and torch.equal(nothing.lsa_basis, everything.lsa_basis)
+
+
 def test_the_lsa_warm_start_reads_a_sample_of_bags_holding_at_most_max_bag_tokens(monkeypatch):
     # A news collection's bags hold several times its tokens: every worker factorised all of them.
     import vecjob.warm_start as warm_start

@@ -104,9 +104,10 @@ class ModelConfig(_Frozen):
     # own words. Training-only: training batches hold up to (1 + 2·context/max_len)× the tokens.
     bow_context: Annotated[Int, Field(ge=0, le=1024)] = 1024
     # Regress the vector, through a linear head, onto the LSA coordinates (the collection's own
-    # directions, as the word embeddings start from) of the same bag-of-words target's L2-normalised
-    # TF-IDF vector: squared error, 0..~1 per chunk. The term pulls into z the word-level directions a
-    # linear probe reads; a larger weight costs topic clusters (bench/README.md, bench/HISTORY.md). 0 = off.
+    # directions over its words, Vocab.topic_words, not its punctuation) of the same bag-of-words
+    # target's L2-normalised TF-IDF vector: squared error, 0..~1 per chunk. The term pulls into z the
+    # word-level directions a linear probe reads; a larger weight costs topic clusters (bench/README.md,
+    # bench/HISTORY.md). 0 = off.
     # Training-only, like the bag-of-words head.
     tfidf_weight: StrictFloat = Field(default=4.0, ge=0.0)
     # Variational: KL weight annealed linearly from 0 over kl_anneal_steps; free bits per dimension.

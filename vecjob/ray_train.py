@@ -91,7 +91,7 @@ class RayTrain:
             worker_loop,
             train_loop_config={
                 # In a list so Ray passes the reference, not the bytes.
-                "data": [ray.put((job.train, job.val))],
+                "data": [ray.put((job.train, job.val, job.vocab.topic_words()))],
                 "vocab_size": len(job.vocab),
                 "model": job.model_cfg.model_dump(),
                 "train": train_cfg.model_dump(),
@@ -177,12 +177,12 @@ def worker_loop(config: dict) -> None:
         torch.backends.cudnn.benchmark = True
     model_cfg = ModelConfig.model_validate(config["model"])
     train_cfg = TrainConfig.model_validate(config["train"])
-    train, val = ray.get(config["data"][0])
+    train, val, topic_words = ray.get(config["data"][0])
 
     # Rank 0 alone computes the starting point from the data (LSA term vectors, TF-IDF document
     # frequencies: seconds and GBs on a large collection); wrapping in DDP below copies its weights,
     # and train_loop its buffers, to the other ranks.
-    model = build_model(model_cfg, config["vocab_size"], train_cfg.seed, train if rank == 0 else None)
+    model = build_model(model_cfg, config["vocab_size"], train_cfg.seed, train if rank == 0 else None, topic_words)
     state, optimizer_state = TrainState(), None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

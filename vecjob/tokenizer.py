@@ -109,6 +109,14 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    def topic_words(self) -> np.ndarray:
+        """[len(self)] bool: the tokens that can name a topic, words of two characters or more and the
+        characters of scripts written without spaces (where one character is a word). Punctuation, single
+        letters and digits fill every kind of document alike; the TF-IDF head's target leaves them out."""
+        one_char_word = re.compile(f"[{CJK_CHARACTERS}{UNSPACED_SCRIPTS}]")
+        return np.array([i >= len(SPECIALS) and (len(token) > 1 or bool(one_char_word.match(token)))
+                         for i, token in enumerate(self.tokens)], dtype=bool)
+
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / VOCAB_FILE
         path.write_text("".join(f"{t}\t{c}\n" for t, c in zip(self.tokens, self.counts)), encoding="utf-8")

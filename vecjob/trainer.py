@@ -78,7 +78,7 @@ class InProcess:
     def fit(self, job: FitJob) -> TrainState:
         from vecjob.reporting import line
 
-        model = build_model(job.model_cfg, len(job.vocab), job.train_cfg.seed, job.train)
+        model = build_model(job.model_cfg, len(job.vocab), job.train_cfg.seed, job.train, job.vocab.topic_words())
         state, optimizer_state = None, None
         if self.checkpoints:
             self._saved = storage.join(self.checkpoints, f"{job.run_name}.{STATE_FILE}")

@@ -392,11 +392,13 @@ def build_model(
     vocab_size: int,
     seed: int,
     train: ChunkSet | None = None,
+    topic_words: np.ndarray | None = None,
 ) -> SequenceAutoencoder:
     """A freshly initialised model. For training, the training chunks set the TF-IDF target's
     document frequencies, and the collection's own LSA term vectors (vecjob/warm_start.py) set the
     starting word embeddings, which small collections need to get past TF-IDF, and the TF-IDF head's
-    target space (bench/README.md)."""
+    target space (bench/README.md). `topic_words` (Vocab.topic_words) narrows that target space to LSA
+    over those words alone, unless the collection has none."""
     torch.manual_seed(seed)
     model = SequenceAutoencoder(model_cfg, vocab_size)
     if train is not None and model_cfg.tfidf_weight > 0:
@@ -406,5 +408,11 @@ def build_model(
         vectors = lsa_term_vectors(bags.flat, bags.offsets, vocab_size, model_cfg.embed_dim, seed)
         with torch.no_grad():
             model.embedding.weight.copy_(torch.from_numpy(vectors))
-        model.set_lsa_basis(vectors)
+        # Punctuation and single letters or digits, in every document of every topic, take the leading
+        # directions of an LSA over all tokens; the head aims at topics (bench/README.md, "The head's
+        # target: words").
+        target = vectors
+        if topic_words is not None and model_cfg.tfidf_weight > 0:
+            target = lsa_term_vectors(bags.flat, bags.offsets, vocab_size, model_cfg.embed_dim, seed, topic_words)
+        model.set_lsa_basis(target if target.any() else vectors)
     return model

@@ -23,10 +23,12 @@ MAX_BAGS = 200_000
 MAX_BAG_TOKENS = 10_000_000
 
 
-def lsa_term_vectors(flat: np.ndarray, offsets: np.ndarray, vocab_size: int, dim: int, seed: int = 0) -> np.ndarray:
+def lsa_term_vectors(flat: np.ndarray, offsets: np.ndarray, vocab_size: int, dim: int, seed: int = 0,
+                     terms: np.ndarray | None = None) -> np.ndarray:
     """[vocab_size, dim] float32 term vectors (right singular vectors × singular values of the
     L2-normalised sublinear TF-IDF bag × term matrix), scaled to unit standard deviation over the
-    words that occur; rows of special and absent tokens are zero. `flat`/`offsets` hold the bags."""
+    words that occur; rows of special and absent tokens are zero. `flat`/`offsets` hold the bags;
+    `terms` ([vocab_size] bool), if given, is the words the matrix holds (the others' rows are zero)."""
     import scipy.sparse as sp
     from sklearn.decomposition import TruncatedSVD
 
@@ -39,6 +41,8 @@ def lsa_term_vectors(flat: np.ndarray, offsets: np.ndarray, vocab_size: int, dim
     tokens = np.concatenate([flat[offsets[r]:offsets[r + 1]] for r in rows]) if len(rows) else flat[:0]
     owner = np.repeat(np.arange(len(rows)), lengths)
     words = tokens > EOS
+    if terms is not None:
+        words &= terms[tokens]
     counts = sp.csr_matrix((np.ones(int(words.sum()), np.float32), (owner[words], tokens[words])),
                            shape=(len(rows), vocab_size))
     counts.sum_duplicates()
@@ -49,7 +53,7 @@ def lsa_term_vectors(flat: np.ndarray, offsets: np.ndarray, vocab_size: int, dim
     tfidf = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ tfidf
     k = min(dim, min(tfidf.shape) - 1)
     vectors = np.zeros((vocab_size, dim), np.float32)
-    if k < 1:
+    if k < 1 or not words.any():
         return vectors
     svd = TruncatedSVD(k, random_state=seed).fit(tfidf)
     vectors[:, :k] = svd.components_.T * svd.singular_values_[None, :]
