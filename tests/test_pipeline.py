@@ -168,3 +168,31 @@ def test_each_stage_whose_published_output_lost_a_file_runs_again(tmp_path):
             (tmp_path / "aside").rename(folder / part)
     (folder / "predictions" / "manifest.json").write_text(json.dumps(new_manifest(PRED_KIND)))  # edited: no shards
     assert "'shards' is missing" in stages.STAGES["sentiment"].plan(ctx, "fp", "fp", force=False).status
+
+
+def test_a_nights_cluster_line_says_whether_it_fitted_or_assigned_the_new_vectors(tmp_path):
+    # A night's log said "k 3" either way: whether the clustering was fitted anew or kept its centroids
+    # and assigned the night's vectors was in the cluster manifest alone.
+    from conftest import blobs, make_vectors_dir
+    from vecjob import stages
+    from vecjob.config import JobSpec
+    from vecjob.pipeline import headline
+    from vecjob.vectors import vectors_table, with_model_fingerprint
+
+    vecs, _ = blobs(600, 8, 3, seed=4, spread=0.1, orthogonal=True)
+    ids = list(range(600)) + list(range(1000, 1030))
+    pq.write_table(pa.table({"id": ids, "text": [f"document {i}" for i in ids]}), tmp_path / "docs.parquet")
+    ctx = stages.RunContext(JobSpec(data={"paths": [str(tmp_path / "docs.parquet")]}, cluster={"k": 3}), tmp_path)
+    vdir = make_vectors_dir(ctx.folder("encode"), vecs, list(range(600)))
+    fitted = stages.STAGES["cluster"].run(ctx, None)
+    assert fitted["action"] == "clustered" and "silhouette" in fitted
+    assert headline(fitted).startswith("k 3, action clustered, silhouette ")
+
+    manifest = json.loads((vdir / "manifest.json").read_text())  # the next night: s2 gone, 30 new vectors
+    table = with_model_fingerprint(vectors_table(pa.array(list(range(1000, 1030))), vecs[:30] + 0.01), "m")
+    pq.write_table(table, vdir / "s3.parquet")
+    manifest["shards"] = manifest["shards"][:2] + [{"output": "s3.parquet", "rows_out": 30}]
+    (vdir / "manifest.json").write_text(json.dumps(manifest))
+    assigned = stages.STAGES["cluster"].run(ctx, None)
+    # No silhouette: it would be the fit's, not the night's.
+    assert headline(assigned) == "k 3, action assigned, added 30, removed 200"

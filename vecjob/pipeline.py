@@ -114,8 +114,8 @@ def _run_locked(spec: JobSpec, root: Path, force: bool, retrain: bool, on_stage:
 def headline(metrics: dict) -> str:
     """A stage's measured figures in one line (best round, vectors written, recall, NMI, accuracy, …)."""
     keys = ("documents", "shards_written", "best_round", "epochs_seen", "stop_reason", "val_loss", "shards_encoded",
-            "rows_encoded", "rows_out", "action", "added", "removed", "recall_at_10", "k", "nmi", "accuracy",
-            "macro_f1", "test_rows", "test_split")
+            "rows_encoded", "rows_out", "action", "added", "removed", "recall_at_10", "k", "silhouette", "nmi",
+            "accuracy", "macro_f1", "test_rows", "test_split")
     shown = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
              if k in keys and v is not None]  # no recall@10 for an index of under 10 vectors
     reason = f" (why: {metrics['why']})" if metrics.get("why") else ""
