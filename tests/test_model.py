@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vecjob.config import ModelConfig
-from vecjob.model import Batch, SequenceAutoencoder, corrupt, encoder_flops_per_token
+from vecjob.model import Batch, SequenceAutoencoder, corrupt
 from vecjob.tokenizer import PAD, UNK
 
 VOCAB = 50
@@ -101,11 +101,6 @@ def test_training_steps_reduce_reconstruction_loss():
         losses.total.backward()
         opt.step()
     assert losses.recon.item() < 0.5 * first
-
-
-def test_encoder_flops_count():
-    cfg = ModelConfig(embed_dim=128, hidden_dim=256)
-    assert encoder_flops_per_token(cfg) == 2 * 2 * 4 * 256 * (128 + 256)
 
 
 def test_bag_of_words_loss_is_the_mean_over_words_of_the_chunk_or_its_context():

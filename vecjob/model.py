@@ -267,7 +267,3 @@ def corrupt(batch: Batch, cfg: ModelConfig, generator: torch.Generator | None = 
         out = out.masked_fill(mask, UNK)
     return Batch(out, new_lengths)
 
-
-def encoder_flops_per_token(cfg: ModelConfig) -> float:
-    """Multiply-adds ×2 of the encoder LSTM per input token (what `vecjob encode` computes)."""
-    return 2 * 2 * 4 * cfg.hidden_dim * (cfg.embed_dim + cfg.hidden_dim)  # two directions, four gates
