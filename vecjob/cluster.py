@@ -198,8 +198,8 @@ def followable_fit(out: Path, vdir: VectorsDir, k: int | str, cfg: ClusterConfig
 def assign_increment(vdir: VectorsDir, out: Path, fit: HeldFit, data: list[str] | None, id_col: str, text_col: str,
                      label_col: str | None) -> dict:
     """Keep the centroids and the assignments of unchanged rows; assign the new rows; drop the gone.
-    Sizes, examples, label metrics and the silhouette are recomputed; the top terms are the last full
-    clustering's."""
+    Sizes, examples and label metrics are recomputed; the top terms and the silhouette are the last
+    full clustering's (measuring it again would read every vector shard, not the night's alone)."""
     t0 = time.perf_counter()
     old, centroids, held = fit.manifest, fit.centroids, fit.assignments
     live = vdir.live_ids()
@@ -219,10 +219,6 @@ def assign_increment(vdir: VectorsDir, out: Path, fit: HeldFit, data: list[str] 
     metrics = previous["metrics"]
     if data and "labelled" in metrics:
         metrics = _labelled_metrics(_join_data(frame, data, id_col, text_col, label_col)) or metrics
-    elif "silhouette" in metrics:  # of today's vectors around the kept centroids, as a fit measures its own
-        seed = int(old.get("config", {}).get("seed", 0))
-        sample_x, _ = _sample(vdir, min(frame.height, SILHOUETTE_SAMPLE), seed + 1)
-        metrics = {"silhouette": silhouette(sample_x, (sample_x @ unit_rows(centroids).T).argmax(1), seed)}
     summary = {**previous, "n": frame.height, "metrics": metrics, "clusters": per_cluster}
     manifest = {**new_manifest(MANIFEST_KIND, **{k_: v for k_, v in old.items() if k_ not in (
         "kind", "format_version", "vecjob_version", "created", "host")}),

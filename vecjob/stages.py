@@ -301,8 +301,10 @@ class Cluster(Stage):
         s = cluster_collection(ctx.folder("encode"), ctx.folder(self.name), spec.cluster.k, spec.cluster,
                                data=spec.data.paths, id_col=spec.data.id_col, text_col=spec.data.text_col, update=True)
         done = read_json(ctx.folder(self.name) / MANIFEST)  # a fit, or the night's vectors assigned to kept centroids
-        moved = {"added": done["added"], "removed": done["removed"]} if done["action"] == "assigned" else {}
-        return {"k": s["k"], "action": done["action"], **moved, **s["metrics"]}
+        if done.get("action") == "assigned":  # a silhouette would be the last fit's: not this night's figure
+            kept = {key: value for key, value in s["metrics"].items() if key != "silhouette"}
+            return {"k": s["k"], "action": "assigned", "added": done["added"], "removed": done["removed"], **kept}
+        return {"k": s["k"], "action": "clustered", **s["metrics"]}
 
 
 class Sentiment(Stage):
