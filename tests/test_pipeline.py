@@ -187,6 +187,7 @@ def test_a_nights_cluster_line_says_whether_it_fitted_or_assigned_the_new_vector
     fitted = stages.STAGES["cluster"].run(ctx, None)
     assert fitted["action"] == "clustered" and "silhouette" in fitted
     assert headline(fitted).startswith("k 3, action clustered, silhouette ")
+    assert headline(fitted).endswith("(why: no clustering yet)")
 
     manifest = json.loads((vdir / "manifest.json").read_text())  # the next night: s2 gone, 30 new vectors
     table = with_model_fingerprint(vectors_table(pa.array(list(range(1000, 1030))), vecs[:30] + 0.01), "m")
@@ -195,4 +196,16 @@ def test_a_nights_cluster_line_says_whether_it_fitted_or_assigned_the_new_vector
     (vdir / "manifest.json").write_text(json.dumps(manifest))
     assigned = stages.STAGES["cluster"].run(ctx, None)
     # No silhouette: it would be the fit's, not the night's.
-    assert headline(assigned) == "k 3, action assigned, added 30, removed 200"
+    assert headline(assigned) == "k 3, action assigned, added 30, removed 200 (why: new or removed vector shards)"
+
+    # Past half as many vectors assigned since the fit as it was fitted on (200 + 30 of 600, then 300
+    # more), the night fits anew and says why.
+    table = with_model_fingerprint(vectors_table(pa.array(list(range(2000, 2300))), vecs[:300] - 0.01), "m")
+    pq.write_table(table, vdir / "s4.parquet")
+    manifest["shards"].append({"output": "s4.parquet", "rows_out": 300})
+    (vdir / "manifest.json").write_text(json.dumps(manifest))
+    grown = stages.STAGES["cluster"].run(ctx, None)
+    assert grown["action"] == "assigned" and grown["added"] == 300  # 30 assigned since the fit: under 300
+    refit = stages.STAGES["cluster"].run(ctx, None)
+    assert headline(refit).startswith("k 3, action clustered") and headline(refit).endswith(
+        "(why: 330 vectors assigned since a fit on 600)")

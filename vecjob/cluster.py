@@ -105,9 +105,9 @@ def cluster_collection(
     k_range = check_k(k, n, vectors_dir)
     timings: dict[str, float] = {}
     with output_lock(out):
-        fit = followable_fit(out, vdir, k, cfg) if update else None
+        fit, why = followable_fit(out, vdir, k, cfg) if update else (None, "")
         if fit:
-            return assign_increment(vdir, out, fit, data, id_col, text_col, label_col)
+            return assign_increment(vdir, out, fit, why, data, id_col, text_col, label_col)
         with timed(timings, "fit_s"):
             train_x, _ = _sample(vdir, MAX_TRAIN_POINTS_PER_CENTROID * (k_range.stop - 1), cfg.seed)
             curve, k_requested = None, k
@@ -150,7 +150,7 @@ def cluster_collection(
                                 vectors_fingerprint=vdir.manifest.get("vectors_fingerprint"),
                                 model_fingerprint=vdir.manifest.get("model_fingerprint"), requested_k=k_requested,
                                 config=cfg.model_dump(), k=k, n=n, fitted_on=n, assigned_since_fit=0,
-                                action="clustered", metrics=metrics, timings=timings)
+                                action="clustered", why=why, metrics=metrics, timings=timings)
         with staged_dir(out) as staging:
             write_parquet_atomic(assignments, staging / ASSIGNMENTS)
             with open(staging / CENTROIDS, "wb") as f:
@@ -174,29 +174,36 @@ class HeldFit:
     summary: dict
 
 
-def followable_fit(out: Path, vdir: VectorsDir, k: int | str, cfg: ClusterConfig) -> HeldFit | None:
+def followable_fit(out: Path, vdir: VectorsDir, k: int | str, cfg: ClusterConfig) -> tuple[HeldFit | None, str]:
     """The existing clustering when it can take the new vectors (same model and settings, not
-    outgrown); None means fit anew, as for a clustering whose files no longer read (damaged or edited):
-    the fit rewrites them from the vectors."""
+    outgrown), else None and why it is fitted anew: also for a clustering whose files no longer read
+    (damaged or edited), which the fit rewrites from the vectors."""
     if not (out / MANIFEST).exists():
-        return None
+        return None, "no clustering yet"
+    unreadable = None, "its files do not read"
     try:
         old = read_manifest(out, MANIFEST_KIND, {"k": int, "fitted_on": int, "assigned_since_fit": int})
         centroids = np.load(out / CENTROIDS)
         held = pl.from_arrow(read_output_table(out / ASSIGNMENTS, ("id", "cluster", "distance", "shard")))
         summary = read_json(out / SUMMARY)
     except (ArtifactError, OSError, ValueError, EOFError):
-        return None
-    readable = (centroids.shape == (old["k"], vdir.dim) and isinstance(summary.get("metrics"), dict)
-                and isinstance(summary.get("clusters"), list) and all(isinstance(c, dict) for c in summary["clusters"]))
-    same = (old.get("model_fingerprint") == vdir.manifest.get("model_fingerprint") and old.get("requested_k") == k
-            and old.get("config") == cfg.model_dump() and old["assigned_since_fit"] < REFIT_GROWTH * old["fitted_on"]
-            and held["id"].dtype == vdir.live_ids()["id"].dtype)  # ids of another type match none of the held ones
-    return HeldFit(old, centroids, held, summary) if readable and same else None
+        return unreadable
+    if not (centroids.shape == (old["k"], vdir.dim) and isinstance(summary.get("metrics"), dict)
+            and isinstance(summary.get("clusters"), list) and all(isinstance(c, dict) for c in summary["clusters"])):
+        return unreadable
+    if old.get("model_fingerprint") != vdir.manifest.get("model_fingerprint"):
+        return None, "the vectors come from another model"
+    if old.get("requested_k") != k or old.get("config") != cfg.model_dump():
+        return None, "the cluster settings changed"
+    if held["id"].dtype != vdir.live_ids()["id"].dtype:  # ids of another type match none of the held ones
+        return None, "the ids' type changed"
+    if old["assigned_since_fit"] >= REFIT_GROWTH * old["fitted_on"]:
+        return None, f"{old['assigned_since_fit']:,} vectors assigned since a fit on {old['fitted_on']:,}"
+    return HeldFit(old, centroids, held, summary), "new or removed vector shards"
 
 
-def assign_increment(vdir: VectorsDir, out: Path, fit: HeldFit, data: list[str] | None, id_col: str, text_col: str,
-                     label_col: str | None) -> dict:
+def assign_increment(vdir: VectorsDir, out: Path, fit: HeldFit, why: str, data: list[str] | None, id_col: str,
+                     text_col: str, label_col: str | None) -> dict:
     """Keep the centroids and the assignments of unchanged rows; assign the new rows; drop the gone.
     Sizes, examples and label metrics are recomputed; the top terms and the silhouette are the last
     full clustering's (measuring it again would read every vector shard, not the night's alone)."""
@@ -223,7 +230,7 @@ def assign_increment(vdir: VectorsDir, out: Path, fit: HeldFit, data: list[str] 
     manifest = {**new_manifest(MANIFEST_KIND, **{k_: v for k_, v in old.items() if k_ not in (
         "kind", "format_version", "vecjob_version", "created", "host")}),
         "vectors_fingerprint": vdir.manifest.get("vectors_fingerprint"), "n": frame.height,
-        "assigned_since_fit": old["assigned_since_fit"] + new.height, "action": "assigned",
+        "assigned_since_fit": old["assigned_since_fit"] + new.height, "action": "assigned", "why": why,
         "added": new.height, "removed": held.height - kept.height, "metrics": metrics,
         "timings": {"assign_s": time.perf_counter() - t0}}
     with staged_dir(out) as staging:

@@ -303,8 +303,9 @@ class Cluster(Stage):
         done = read_json(ctx.folder(self.name) / MANIFEST)  # a fit, or the night's vectors assigned to kept centroids
         if done.get("action") == "assigned":  # a silhouette would be the last fit's: not this night's figure
             kept = {key: value for key, value in s["metrics"].items() if key != "silhouette"}
-            return {"k": s["k"], "action": "assigned", "added": done["added"], "removed": done["removed"], **kept}
-        return {"k": s["k"], "action": "clustered", **s["metrics"]}
+            return {"k": s["k"], "action": "assigned", "added": done["added"], "removed": done["removed"], **kept,
+                    "why": done["why"]}
+        return {"k": s["k"], "action": "clustered", **s["metrics"], "why": done["why"]}
 
 
 class Sentiment(Stage):
