@@ -1,0 +1,72 @@
+"""Similarity judged by people, on pages: Lee's 350 news articles inside a web page's boilerplate.
+
+    python bench/experiments/lee_pages.py [--seeds 0,1,2] [--out bench/results/archive/lee-pages.json]
+
+Cosine similarity, which the Lee task scores, sees what every document shares more than a probe does.
+This wraps each of Lee's articles in the header and footer of `headlines.py --part page`, trains vecjob
+on those pages with the default settings for each training seed, fits TF-IDF and LSA (for the same
+seeds of its SVD) on the same pages, and scores each with `bench/quality.py`'s Lee task: the Pearson
+correlation of cosine similarities with the mean human similarity of the 1,225 pairs of its 50 judged
+articles. Medians over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "bench" / "experiments"))
+sys.path.insert(0, str(REPO))
+
+import quality  # noqa: E402
+from common import machine  # noqa: E402
+from headlines import cut  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "archive" / "lee-pages.json"))
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    lee = quality.gensim_collections()["lee"]
+    pages = lee.with_columns(text=pl.Series([cut(t, "page", i) for i, t in enumerate(lee["text"].to_list())]))
+    scratch = Path(tempfile.mkdtemp(prefix="vecjob-lee-pages-"))
+    path = scratch / "lee-pages.parquet"
+    pages.select("id", "text").write_parquet(path)
+    judged = np.flatnonzero(pages["judged"].to_numpy())
+    texts = pages["text"].to_list()
+    result = {"collection": "Lee's 350 articles, each inside the same page header and footer", "rows": [],
+              "command": " ".join(sys.argv), "machine": machine()}
+
+    def score(method: str, vectors, **extra) -> dict:
+        row = {"method": method, "lee_pearson": quality.human_similarity_pearson(vectors, judged, quality.LEE_HUMAN),
+               **extra}
+        result["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        Path(args.out).write_text(json.dumps(result, indent=2, default=float))
+        return row
+
+    score("TF-IDF 1-2gram", quality.tfidf_vectors(texts))
+    lsa = [score("LSA 128", quality.lsa_vectors(texts, seed), seed=seed)["lee_pearson"] for seed in seeds]
+    vecjob = []
+    for seed in seeds:
+        encoded, info = quality.vecjob_vectors(path, scratch, "denoising", {}, seed)
+        vecjob.append(score("vecjob default", encoded["auto"], seed=seed, train_s=info["train_s"],
+                            stop_reason=info["stop_reason"], best_round=info["best_round"])["lee_pearson"])
+    result["medians"] = {"LSA 128": statistics.median(lsa), "vecjob default": statistics.median(vecjob)}
+    Path(args.out).write_text(json.dumps(result, indent=2, default=float))
+    print(result["medians"])
+
+
+if __name__ == "__main__":
+    main()
