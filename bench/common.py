@@ -146,6 +146,28 @@ def machine() -> dict:
     return {"cpu": cpu, "cpus": os.cpu_count(), **({"simd": simd} if flags else {}), **versions}
 
 
+class RowsFile:
+    """An experiment's result file, rewritten as each row is measured, so a run stopped part-way keeps
+    every row it finished; `data` holds the file's other keys."""
+
+    def __init__(self, out: str | Path, **meta):
+        self.out = Path(out)
+        self.data = {**meta, "rows": [], "command": " ".join(sys.argv), "machine": machine()}
+
+    @property
+    def rows(self) -> list[dict]:
+        return self.data["rows"]
+
+    def add(self, row: dict) -> dict:
+        self.rows.append(row)
+        print(json.dumps(row, default=float), flush=True)
+        self.write()
+        return row
+
+    def write(self) -> None:
+        self.out.write_text(json.dumps(self.data, indent=2, default=float))
+
+
 def write_json(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name

@@ -16,7 +16,6 @@ by summed idf − 1 (a word in every document then weighs nothing), each scored 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "bench" / "experiments"))
 sys.path.insert(0, str(REPO))
 
-from common import machine  # noqa: E402
+from common import RowsFile  # noqa: E402
 from headlines import scores  # noqa: E402
 
 from vecjob.chunks import ChunkSet, equal_length_batches  # noqa: E402
@@ -44,7 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     df = pl.read_parquet(args.data)
     y = df["label"].to_numpy()
-    result = {"data": args.data, "rows": [], "command": " ".join(sys.argv), "machine": machine()}
+    result = RowsFile(args.out, data=args.data)
     for model in args.models:
         encoder = DocumentEncoder(model, device="cpu", precision="fp32")
         docs = encoder.loaded.tokenizer.encode(df["text"])
@@ -60,11 +59,8 @@ def main() -> None:
                    "idf": np.array([idf[c].sum() for c in chunks]),
                    "idf - 1": np.array([(idf[c] - 1.0).sum() for c in chunks])}
         for name, w in weights.items():
-            row = {"model": model, "weights": name,
-                   **scores(document_means(chunk_vecs, np.maximum(w, 1e-6), owner, len(docs)), y)}
-            print(json.dumps(row), flush=True)
-            result["rows"].append(row)
-            Path(args.out).write_text(json.dumps(result, indent=2, default=float))
+            result.add({"model": model, "weights": name,
+                        **scores(document_means(chunk_vecs, np.maximum(w, 1e-6), owner, len(docs)), y)})
 
 
 if __name__ == "__main__":

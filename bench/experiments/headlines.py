@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 import quality  # noqa: E402
-from common import machine  # noqa: E402
+from common import RowsFile  # noqa: E402
 
 
 PAGE_HEADER = ("Skip to main content. Accessibility help. Sign in. Home Latest Local Weather Podcasts Newsletters "
@@ -78,14 +78,8 @@ def main() -> None:
     df.write_parquet(path)
     y, texts = df["label"].to_numpy(), df["text"].to_list()
     words = [len(t.split()) for t in texts]
-    result = {"collection": f"BBC, each article as its {args.part}", "texts": len(texts),
-              "words_per_text_median": float(np.median(words)), "rows": [],
-              "command": " ".join(sys.argv), "machine": machine()}
-
-    def save(row: dict) -> None:
-        result["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        out.write_text(json.dumps(result, indent=2, default=float))
+    result = RowsFile(out, collection=f"BBC, each article as its {args.part}", texts=len(texts),
+                      words_per_text_median=float(np.median(words)))
 
     baselines = {"tfidf": ("TF-IDF 1-2gram", quality.tfidf_vectors), "lsa": ("LSA 128", quality.lsa_vectors),
                  "minilm": ("all-MiniLM-L6-v2", quality.minilm_vectors)}
@@ -93,22 +87,22 @@ def main() -> None:
         name, fn = baselines[key]
         if key == "lsa":
             for seed in [int(s) for s in args.lsa_seeds.split(",") if s]:
-                save({"method": name, "seed": seed, **scores(fn(texts, seed), y)})
+                result.add({"method": name, "seed": seed, **scores(fn(texts, seed), y)})
         else:
-            save({"method": name, **scores(fn(texts), y)})
+            result.add({"method": name, **scores(fn(texts), y)})
     runs = [("vecjob default", {}, int(s)) for s in args.seeds.split(",") if s]
     runs += [(f"vecjob {name}", overrides, 0) for name, overrides in json.loads(args.variants).items()]
     for method, overrides, seed in runs:
         encoded, info = quality.vecjob_vectors(path, scratch, "denoising", overrides, seed)
         vectors = encoded["auto"]
-        save({"method": method, "seed": seed, "overrides": overrides, **scores(vectors, y),
+        result.add({"method": method, "seed": seed, "overrides": overrides, **scores(vectors, y),
               "train_s": info["train_s"], "stop_reason": info["stop_reason"], "best_round": info["best_round"],
               "epochs_seen": info["epochs_seen"]})
     for metric in ("acc", "nmi"):
-        default = [r[metric] for r in result["rows"] if r["method"] == "vecjob default"]
-        result[f"vecjob_default_median_{metric}"] = statistics.median(default) if default else None
-    out.write_text(json.dumps(result, indent=2, default=float))
-    print({k: v for k, v in result.items() if k.startswith("vecjob_default_median")})
+        default = [r[metric] for r in result.rows if r["method"] == "vecjob default"]
+        result.data[f"vecjob_default_median_{metric}"] = statistics.median(default) if default else None
+    result.write()
+    print({k: v for k, v in result.data.items() if k.startswith("vecjob_default_median")})
 
 
 if __name__ == "__main__":

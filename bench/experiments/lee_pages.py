@@ -13,7 +13,6 @@ articles. Medians over the seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,7 @@ sys.path.insert(0, str(REPO / "bench" / "experiments"))
 sys.path.insert(0, str(REPO))
 
 import quality  # noqa: E402
-from common import machine  # noqa: E402
+from common import RowsFile  # noqa: E402
 from headlines import cut  # noqa: E402
 
 
@@ -45,16 +44,11 @@ def main() -> None:
     pages.select("id", "text").write_parquet(path)
     judged = np.flatnonzero(pages["judged"].to_numpy())
     texts = pages["text"].to_list()
-    result = {"collection": "Lee's 350 articles, each inside the same page header and footer", "rows": [],
-              "command": " ".join(sys.argv), "machine": machine()}
+    result = RowsFile(args.out, collection="Lee's 350 articles, each inside the same page header and footer")
 
     def score(method: str, vectors, **extra) -> dict:
-        row = {"method": method, "lee_pearson": quality.human_similarity_pearson(vectors, judged, quality.LEE_HUMAN),
-               **extra}
-        result["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, default=float))
-        return row
+        r = quality.human_similarity_pearson(vectors, judged, quality.LEE_HUMAN)
+        return result.add({"method": method, "lee_pearson": r, **extra})
 
     score("TF-IDF 1-2gram", quality.tfidf_vectors(texts))
     lsa = [score("LSA 128", quality.lsa_vectors(texts, seed), seed=seed)["lee_pearson"] for seed in seeds]
@@ -63,9 +57,10 @@ def main() -> None:
         encoded, info = quality.vecjob_vectors(path, scratch, "denoising", {}, seed)
         vecjob.append(score("vecjob default", encoded["auto"], seed=seed, train_s=info["train_s"],
                             stop_reason=info["stop_reason"], best_round=info["best_round"])["lee_pearson"])
-    result["medians"] = {"LSA 128": statistics.median(lsa), "vecjob default": statistics.median(vecjob)}
-    Path(args.out).write_text(json.dumps(result, indent=2, default=float))
-    print(result["medians"])
+    result.data["medians"] = {name: statistics.median(r) for name, r in (("LSA 128", lsa), ("vecjob default", vecjob))
+                              if r}
+    result.write()
+    print(result.data["medians"])
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 import quality  # noqa: E402
-from common import machine  # noqa: E402
+from common import RowsFile  # noqa: E402
 
 
 def main() -> None:
@@ -44,15 +44,11 @@ def main() -> None:
     path = scratch / "mixed.parquet"
     mixed.write_parquet(path)
     texts = mixed["text"].to_list()
-    result = {"collection": "BBC's articles and the tweets in one file", "texts": mixed.height, "rows": [],
-              "command": " ".join(sys.argv), "machine": machine()}
+    result = RowsFile(args.out, collection="BBC's articles and the tweets in one file", texts=mixed.height)
 
     def score(method: str, vectors, **extra) -> dict:
-        row = {**quality.evaluate(method, {p: vectors[s] for p, s in rows_of.items()}, parts, {}), **extra}
-        result["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, default=float))
-        return row
+        return result.add({**quality.evaluate(method, {p: vectors[s] for p, s in rows_of.items()}, parts, {}),
+                           **extra})
 
     score("TF-IDF 1-2gram", quality.tfidf_vectors(texts))
     lsa = [score("LSA 128", quality.lsa_vectors(texts, seed), seed=seed) for seed in seeds]
@@ -62,11 +58,11 @@ def main() -> None:
         vecjob.append(score("vecjob default", encoded["auto"], seed=seed, train_s=info["train_s"],
                             epochs_seen=info["epochs_seen"], best_round=info["best_round"],
                             stop_reason=info["stop_reason"]))
-    metrics = [k for k in vecjob[0] if k.startswith(("bbc_", "tweets_")) or k == "train_s"]
-    result["medians"] = {name: {k: statistics.median(r[k] for r in runs) for k in metrics if k in runs[0]}
-                         for name, runs in (("LSA 128", lsa), ("vecjob default", vecjob))}
-    Path(args.out).write_text(json.dumps(result, indent=2, default=float))
-    print(json.dumps(result["medians"], indent=1))
+    result.data["medians"] = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]
+                                     if k.startswith(("bbc_", "tweets_")) or k == "train_s"}
+                              for name, runs in (("LSA 128", lsa), ("vecjob default", vecjob)) if runs}
+    result.write()
+    print(json.dumps(result.data["medians"], indent=1))
 
 
 if __name__ == "__main__":

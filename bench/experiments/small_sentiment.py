@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 import quality  # noqa: E402
-from common import machine  # noqa: E402
+from common import RowsFile  # noqa: E402
 
 SAMPLE_SEED = 123
 
@@ -71,13 +71,7 @@ def main() -> None:
     path = scratch / f"tweets-{args.size}.parquet"
     df.write_parquet(path)
     y, texts = df["label"].to_numpy(), df["text"].to_list()
-    result = {"collection": f"{args.size} tweets sampled with seed {args.sample_seed}", "rows": [],
-              "command": " ".join(sys.argv), "machine": machine()}
-
-    def save(row: dict) -> None:
-        result["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, default=float))
+    result = RowsFile(args.out, collection=f"{args.size} tweets sampled with seed {args.sample_seed}")
 
     for name, fn in (("TF-IDF 1-2gram", quality.tfidf_vectors), ("LSA 128", quality.lsa_vectors),
                      ("LSA 128 on vecjob's tokens", lsa_on_vecjob_tokens),
@@ -86,19 +80,19 @@ def main() -> None:
                      ("LSA 128 on vecjob's tokens of 2+ characters", lambda t: lsa_on_vecjob_tokens(t, longer_than=1)),
                      ("LSA 128 on vecjob's tokens of 2+ characters, words alone",
                       lambda t: lsa_on_vecjob_tokens(t, longer_than=1, ngrams=1))):
-        save({"method": name, "acc": quality.cv_probe(fn(texts), y)})
+        result.add({"method": name, "acc": quality.cv_probe(fn(texts), y)})
     runs = [("vecjob default", {}, int(s)) for s in args.seeds.split(",") if s]
     runs += [(f"vecjob {name}", overrides, 0) for name, overrides in json.loads(args.variants).items()]
     for method, overrides, seed in runs:
         encoded, info = quality.vecjob_vectors(path, scratch, "denoising", overrides, seed)
         vectors = encoded["auto"]
-        save({"method": method, "seed": seed, "overrides": overrides, "acc": quality.cv_probe(vectors, y),
+        result.add({"method": method, "seed": seed, "overrides": overrides, "acc": quality.cv_probe(vectors, y),
               "train_s": info["train_s"], "stop_reason": info["stop_reason"], "best_round": info["best_round"]})
-    default = [r["acc"] for r in result["rows"] if r["method"] == "vecjob default"]
-    result["vecjob_default_median"] = statistics.median(default) if default else None
-    Path(args.out).write_text(json.dumps(result, indent=2, default=float))
+    default = [r["acc"] for r in result.rows if r["method"] == "vecjob default"]
+    result.data["vecjob_default_median"] = statistics.median(default) if default else None
+    result.write()
     if default:
-        print(f"vecjob default, median of {len(default)} seeds: {result['vecjob_default_median']:.3f}")
+        print(f"vecjob default, median of {len(default)} seeds: {result.data['vecjob_default_median']:.3f}")
 
 
 if __name__ == "__main__":
