@@ -146,6 +146,11 @@ def machine() -> dict:
     return {"cpu": cpu, "cpus": os.cpu_count(), **({"simd": simd} if flags else {}), **versions}
 
 
+def seeds(listed: str) -> list[int]:
+    """A flag's comma-separated seeds ("0,1,2"; "" for none)."""
+    return [int(s) for s in listed.split(",") if s]
+
+
 class RowsFile:
     """An experiment's result file, rewritten as each row is measured, so a run stopped part-way keeps
     every row it finished; `data` holds the file's other keys."""

@@ -293,6 +293,48 @@ def vecjob_vectors(path: Path, models: Path, variant: str, overrides: dict, seed
                      "history": manifest["history"]}
 
 
+def collection_flags(ap: argparse.ArgumentParser, baselines: str = "tfidf,lsa,doc2vec,minilm") -> None:
+    """The flags of `score_collection`'s scripts: vecjob's seeds, the baselines and their seeds."""
+    ap.add_argument("--seeds", default="0,1,2", help="vecjob's training seeds")
+    ap.add_argument("--baselines", default=baselines, help=f"of {baselines}")
+    ap.add_argument("--baseline-seeds", default="0,1,2", help="the seeds of LSA's SVD and of Doc2Vec")
+
+
+def score_collection(path: Path, texts: list[str], score, seeds: list[int], baselines: set[str],
+                     baseline_seeds: list[int], variants: dict | None = None) -> dict[str, list[dict]]:
+    """One collection beyond the suite, as its experiment scripts score it: the `baselines` (of tfidf,
+    lsa, doc2vec, minilm; LSA and Doc2Vec for each of `baseline_seeds`) fitted on `texts`, and vecjob
+    trained on `path` (those texts) with the default settings for each of `seeds`, then with each of
+    `variants` (name → overrides) for seed 0. `score(method, vectors, **row)` records a row and returns
+    it; the rows by method."""
+    rows: dict[str, list[dict]] = {}
+
+    def add(method: str, vectors, **extra) -> None:
+        rows.setdefault(method, []).append(score(method, vectors, **extra))
+
+    if "tfidf" in baselines:
+        add("TF-IDF 1-2gram", tfidf_vectors(texts))
+    for name, key, fit in (("LSA 128", "lsa", lsa_vectors), ("Doc2Vec PV-DBOW 128", "doc2vec", doc2vec_vectors)):
+        for seed in baseline_seeds if key in baselines else ():
+            add(name, fit(texts, seed), seed=seed)
+    if "minilm" in baselines:
+        add("all-MiniLM-L6-v2", minilm_vectors(texts))
+    runs = [("vecjob default", {}, seed) for seed in seeds]
+    runs += [(f"vecjob {name}", overrides, 0) for name, overrides in (variants or {}).items()]
+    for method, overrides, seed in runs:
+        encoded, info = vecjob_vectors(path, path.parent, "denoising", overrides, seed)
+        add(method, encoded["auto"], seed=seed, **({"overrides": overrides} if overrides else {}),
+            train_s=info["train_s"], stop_reason=info["stop_reason"], best_round=info["best_round"])
+    return rows
+
+
+def medians(rows: dict[str, list[dict]], keys: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Each method's median of each of `keys` over its rows (seeds)."""
+    import statistics
+
+    return {method: {key: statistics.median(r[key] for r in found) for key in keys} for method, found in rows.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", default="denoising")

@@ -1,7 +1,8 @@
 """Questions by the kind of answer they ask for: TREC's question classification, trained on by itself.
 
     python bench/experiments/questions.py --data DIR [--language en] [--seeds 0,1,2]
-                                          [--baselines tfidf,lsa,minilm] [--variants '{"plain": {…}}']
+                                          [--baselines tfidf,lsa,doc2vec,minilm] [--baseline-seeds 0,1,2]
+                                          [--variants '{"plain": {…}}']
                                           [--out bench/results/archive/questions-en.json]
 
 The suite's collections are sorted by topic or sentiment; what a question asks for (a person, a
@@ -11,17 +12,16 @@ place, a number, a description...) is told by its few function words and their o
 They ship in no package here, so vecjob does not carry them: DIR holds `train_5500.label` and
 `TREC_10.en.label` (one "CLASS:fine question" a line), and for `--language hi` a Hindi translation of
 both, `train_5500.hi.label` and `TREC_10.hi.label` (`--baselines tokens` adds TF-IDF and LSA over
-vecjob's words, which Hindi needs). This trains vecjob on every question of the two
-files with the default settings for each training seed, fits TF-IDF and LSA (for the same seeds of
-its SVD) on them, runs all-MiniLM-L6-v2 (English) on them, and scores each with `bench/quality.py`'s
-probe, 5-fold cross-validated over all questions, and its k-means NMI (k = 6). Medians over the seeds.
+vecjob's words, which Hindi needs). This trains vecjob on every question of the two files with the
+default settings for each training seed, fits TF-IDF, LSA and Doc2Vec (for each of --baseline-seeds)
+on them, runs all-MiniLM-L6-v2 (English) on them, and scores each with `bench/quality.py`'s probe,
+5-fold cross-validated over all questions, and its k-means NMI (k = 6). Medians over the seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 import quality  # noqa: E402
-from common import RowsFile  # noqa: E402
+from common import RowsFile, seeds  # noqa: E402
 
 FILES = {"en": ("train_5500.label", "TREC_10.en.label"), "hi": ("train_5500.hi.label", "TREC_10.hi.label")}
 
@@ -61,7 +61,8 @@ def tfidf_on_vecjob_tokens(texts: list[str]):
 
     from vecjob.tokenizer import tokenize_column
 
-    tokens = [[t for t in doc if t[0].isalnum()] for doc in tokenize_column(pl.Series(texts, dtype=pl.String)).to_list()]
+    cut = tokenize_column(pl.Series(texts, dtype=pl.String)).to_list()
+    tokens = [[t for t in doc if t[0].isalnum()] for doc in cut]
     return TfidfVectorizer(tokenizer=lambda doc: doc, preprocessor=lambda doc: doc, token_pattern=None,
                            lowercase=False, ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit_transform(tokens)
 
@@ -70,19 +71,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, type=Path, help="folder of the data set's files")
     ap.add_argument("--language", choices=sorted(FILES), default="en")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--baselines", default="tfidf,lsa,minilm",
-                    help="of tfidf, lsa, minilm and tokens (TF-IDF and LSA over vecjob's words)")
+    quality.collection_flags(ap)
     ap.add_argument("--variants", default="{}", help='JSON: name → overrides, each trained with seed 0, as '
                     '\'{"plain": {"model": {"variant": "plain"}}}\'')
     ap.add_argument("--out", help="default: bench/results/archive/questions-LANGUAGE.json")
     args = ap.parse_args()
     out = args.out or str(REPO / "bench" / "results" / "archive" / f"questions-{args.language}.json")
-    seeds = [int(s) for s in args.seeds.split(",") if s]
     baselines = set(args.baselines.split(",")) - {""}
     df = questions(args.data, args.language)
-    scratch = Path(tempfile.mkdtemp(prefix="vecjob-questions-"))
-    path = scratch / f"questions-{args.language}.parquet"
+    path = Path(tempfile.mkdtemp(prefix="vecjob-questions-")) / f"questions-{args.language}.parquet"
     df.select("id", "text").write_parquet(path)
     y, texts = df["label"].to_numpy(), df["text"].to_list()
     classes = df["label"].n_unique()
@@ -92,35 +89,20 @@ def main() -> None:
         return result.add({"method": method, "acc": quality.cv_probe(vectors, y),
                            "nmi": quality.cluster_scores(vectors, y, k=classes)["nmi"], **extra})
 
-    scores: dict[str, list[dict]] = {}
-    if "tfidf" in baselines:
-        scores["TF-IDF 1-2gram"] = [score("TF-IDF 1-2gram", quality.tfidf_vectors(texts))]
-    if "lsa" in baselines:
-        scores["LSA 128"] = [score("LSA 128", quality.lsa_vectors(texts, seed), seed=seed) for seed in seeds]
+    rows: dict[str, list[dict]] = {}
     if "tokens" in baselines:
         from sklearn.decomposition import TruncatedSVD
 
         tfidf = tfidf_on_vecjob_tokens(texts)
-        scores["TF-IDF 1-2gram on vecjob's words"] = [score("TF-IDF 1-2gram on vecjob's words", tfidf)]
-        scores["LSA 128 on vecjob's words"] = [
+        rows["TF-IDF 1-2gram on vecjob's words"] = [score("TF-IDF 1-2gram on vecjob's words", tfidf)]
+        rows["LSA 128 on vecjob's words"] = [
             score("LSA 128 on vecjob's words", TruncatedSVD(quality.DIM, random_state=seed).fit_transform(tfidf),
-                  seed=seed) for seed in seeds]
-    if "minilm" in baselines:
-        scores["all-MiniLM-L6-v2"] = [score("all-MiniLM-L6-v2", quality.minilm_vectors(texts))]
-    for seed in seeds:
-        encoded, info = quality.vecjob_vectors(path, scratch, "denoising", {}, seed)
-        scores.setdefault("vecjob default", []).append(
-            score("vecjob default", encoded["auto"], seed=seed, train_s=info["train_s"],
-                  stop_reason=info["stop_reason"], best_round=info["best_round"]))
-    for name, overrides in json.loads(args.variants).items():
-        encoded, info = quality.vecjob_vectors(path, scratch, "denoising", overrides, 0)
-        score(f"vecjob {name}", encoded["auto"], seed=0, overrides=overrides, train_s=info["train_s"],
-              stop_reason=info["stop_reason"], best_round=info["best_round"])
-    result.data["medians"] = {name: {key: statistics.median(r[key] for r in rows) for key in ("acc", "nmi")}
-                              for name, rows in scores.items()}
+                  seed=seed) for seed in seeds(args.baseline_seeds)]
+    rows |= quality.score_collection(path, texts, score, seeds(args.seeds), baselines, seeds(args.baseline_seeds),
+                                     json.loads(args.variants))
+    result.data["medians"] = quality.medians(rows, ("acc", "nmi"))
     result.write()
     print(result.data["medians"])
-
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,7 @@
 """Sentiment of short review sentences: UCI's "Sentiment Labelled Sentences", trained on by itself.
 
-    python bench/experiments/review_sentences.py --data DIR [--seeds 0,1,2] [--baselines tfidf,lsa,minilm]
+    python bench/experiments/review_sentences.py --data DIR [--seeds 0,1,2] [--baselines tfidf,lsa,doc2vec,minilm]
+                                                 [--baseline-seeds 0,1,2]
                                                  [--out bench/results/archive/review-sentences.json]
 
 The kind of collection issue 23 measured vecjob losing on (about 2,900 short review sentences: vecjob
@@ -9,15 +10,14 @@ Repository, CC BY 4.0), 1,000 each from Amazon, Yelp and IMDb reviews, half posi
 They ship in no package here, so vecjob does not carry them: DIR holds the data set's three files
 as published, `amazon_cells_labelled.txt`, `yelp_labelled.txt` and `imdb_labelled.txt` (a sentence,
 a tab, 0 or 1 on each line). This trains vecjob on the 3,000 sentences with the default settings for
-each training seed, fits TF-IDF and LSA (for the same seeds of its SVD) on the same sentences, runs
-all-MiniLM-L6-v2 on them, and scores each with `bench/quality.py`'s probe, 5-fold cross-validated.
-Medians over the seeds. The sentences were never used to choose a setting.
+each training seed, fits TF-IDF, LSA and Doc2Vec (for each of --baseline-seeds) on the same
+sentences, runs all-MiniLM-L6-v2 on them, and scores each with `bench/quality.py`'s probe, 5-fold
+cross-validated. Medians over the seeds. The sentences were never used to choose a setting.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 import quality  # noqa: E402
-from common import RowsFile  # noqa: E402
+from common import RowsFile, seeds  # noqa: E402
 
 SOURCES = ("amazon_cells_labelled.txt", "yelp_labelled.txt", "imdb_labelled.txt")
 
@@ -52,35 +52,19 @@ def review_sentences(folder: Path) -> pl.DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, type=Path, help="folder of the data set's three files")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--baselines", default="tfidf,lsa,minilm")
+    quality.collection_flags(ap)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "archive" / "review-sentences.json"))
     args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    baselines = set(args.baselines.split(",")) - {""}
     df = review_sentences(args.data)
-    scratch = Path(tempfile.mkdtemp(prefix="vecjob-review-sentences-"))
-    path = scratch / "review-sentences.parquet"
+    path = Path(tempfile.mkdtemp(prefix="vecjob-review-sentences-")) / "review-sentences.parquet"
     df.select("id", "text").write_parquet(path)
-    y, texts = df["label"].to_numpy(), df["text"].to_list()
+    y = df["label"].to_numpy()
     result = RowsFile(args.out, collection=f"UCI Sentiment Labelled Sentences, {df.height} sentences")
-
-    def score(method: str, vectors, **extra) -> float:
-        return result.add({"method": method, "acc": quality.cv_probe(vectors, y), **extra})["acc"]
-
-    scores: dict[str, list[float]] = {}
-    if "tfidf" in baselines:
-        scores["TF-IDF 1-2gram"] = [score("TF-IDF 1-2gram", quality.tfidf_vectors(texts))]
-    if "lsa" in baselines:
-        scores["LSA 128"] = [score("LSA 128", quality.lsa_vectors(texts, seed), seed=seed) for seed in seeds]
-    if "minilm" in baselines:
-        scores["all-MiniLM-L6-v2"] = [score("all-MiniLM-L6-v2", quality.minilm_vectors(texts))]
-    for seed in seeds:
-        encoded, info = quality.vecjob_vectors(path, scratch, "denoising", {}, seed)
-        scores.setdefault("vecjob default", []).append(
-            score("vecjob default", encoded["auto"], seed=seed, train_s=info["train_s"],
-                  stop_reason=info["stop_reason"], best_round=info["best_round"]))
-    result.data["medians"] = {name: statistics.median(s) for name, s in scores.items()}
+    rows = quality.score_collection(
+        path, df["text"].to_list(), lambda method, vectors, **extra: result.add(
+            {"method": method, "acc": quality.cv_probe(vectors, y), **extra}),
+        seeds(args.seeds), set(args.baselines.split(",")) - {""}, seeds(args.baseline_seeds))
+    result.data["medians"] = {method: m["acc"] for method, m in quality.medians(rows, ("acc",)).items()}
     result.write()
     print(result.data["medians"])
 

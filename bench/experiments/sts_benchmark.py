@@ -1,6 +1,7 @@
 """Sentence similarity judged by people: the STS Benchmark's sentences, trained on by themselves.
 
-    python bench/experiments/sts_benchmark.py --data DIR [--seeds 0,1,2] [--baselines tfidf,lsa,minilm]
+    python bench/experiments/sts_benchmark.py --data DIR [--seeds 0,1,2] [--baselines tfidf,lsa,doc2vec,minilm]
+                                              [--baseline-seeds 0,1,2]
                                               [--out bench/results/archive/sts-benchmark.json]
 
 Lee's task judges whole news articles; the STS Benchmark (Cer et al., SemEval-2017; scores CC BY-SA
@@ -8,8 +9,8 @@ Lee's task judges whole news articles; the STS Benchmark (Cer et al., SemEval-20
 same meaning). It ships in no package here, so vecjob does not carry it: DIR holds its three files as
 published, `sts-train.csv`, `sts-dev.csv` and `sts-test.csv` (tab-separated: genre, file, year, id,
 score, sentence 1, sentence 2). The collection is every distinct sentence of the three files; vecjob
-is trained on it with the default settings for each training seed, TF-IDF and LSA (for the same seeds
-of its SVD) are fitted on it, all-MiniLM-L6-v2 is run on it, and each is scored on the test file's
+is trained on it with the default settings for each training seed, TF-IDF, LSA and Doc2Vec (for each
+of --baseline-seeds) are fitted on it, all-MiniLM-L6-v2 is run on it, and each is scored on the test file's
 1,379 pairs, as unsupervised sentence vectors are: the Spearman correlation of the cosine similarity
 with the people's score (Pearson's beside it). The scores are never trained on; medians over the seeds.
 """
@@ -17,7 +18,6 @@ with the people's score (Pearson's beside it). The scores are never trained on; 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 import quality  # noqa: E402
-from common import RowsFile  # noqa: E402
+from common import RowsFile, seeds  # noqa: E402
 
 FILES = ("sts-train.csv", "sts-dev.csv", "sts-test.csv")
 
@@ -55,12 +55,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, type=Path, help="folder of the benchmark's three files")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--baselines", default="tfidf,lsa,minilm")
+    quality.collection_flags(ap)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "archive" / "sts-benchmark.json"))
     args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    baselines = set(args.baselines.split(",")) - {""}
     files = [pairs(args.data / name) for name in FILES]
     sentences = pl.concat([pl.concat([f["a"], f["b"]]) for f in files]).unique(maintain_order=True).to_list()
     row_of = {s: i for i, s in enumerate(sentences)}
@@ -68,33 +65,21 @@ def main() -> None:
     a = np.array([row_of[s] for s in test["a"]])
     b = np.array([row_of[s] for s in test["b"]])
     human = test["score"].to_numpy()
-    scratch = Path(tempfile.mkdtemp(prefix="vecjob-sts-"))
-    path = scratch / "sts-sentences.parquet"
+    path = Path(tempfile.mkdtemp(prefix="vecjob-sts-")) / "sts-sentences.parquet"
     pl.DataFrame({"id": np.arange(len(sentences)), "text": sentences}).write_parquet(path)
     result = RowsFile(args.out, collection=f"STS Benchmark: {len(sentences)} distinct sentences, "
                       f"scored on the test file's {test.height} pairs")
 
-    def score(method: str, vectors, **extra) -> float:
+    def score(method: str, vectors, **extra) -> dict:
         sims = cosine_of_pairs(vectors, a, b)
         return result.add({"method": method, "spearman": float(spearmanr(sims, human)[0]),
-                           "pearson": float(pearsonr(sims, human)[0]), **extra})["spearman"]
+                           "pearson": float(pearsonr(sims, human)[0]), **extra})
 
-    scores: dict[str, list[float]] = {}
-    if "tfidf" in baselines:
-        scores["TF-IDF 1-2gram"] = [score("TF-IDF 1-2gram", quality.tfidf_vectors(sentences))]
-    if "lsa" in baselines:
-        scores["LSA 128"] = [score("LSA 128", quality.lsa_vectors(sentences, seed), seed=seed) for seed in seeds]
-    if "minilm" in baselines:
-        scores["all-MiniLM-L6-v2"] = [score("all-MiniLM-L6-v2", quality.minilm_vectors(sentences))]
-    for seed in seeds:
-        encoded, info = quality.vecjob_vectors(path, scratch, "denoising", {}, seed)
-        scores.setdefault("vecjob default", []).append(
-            score("vecjob default", encoded["auto"], seed=seed, train_s=info["train_s"],
-                  stop_reason=info["stop_reason"], best_round=info["best_round"]))
-    result.data["medians"] = {name: statistics.median(s) for name, s in scores.items()}
+    rows = quality.score_collection(path, sentences, score, seeds(args.seeds), set(args.baselines.split(",")) - {""},
+                                    seeds(args.baseline_seeds))
+    result.data["medians"] = {method: m["spearman"] for method, m in quality.medians(rows, ("spearman",)).items()}
     result.write()
     print(result.data["medians"])
-
 
 if __name__ == "__main__":
     main()
