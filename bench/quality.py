@@ -300,6 +300,26 @@ def collection_flags(ap: argparse.ArgumentParser, baselines: str = "tfidf,lsa,do
     ap.add_argument("--baseline-seeds", default="0,1,2", help="the seeds of LSA's SVD and of Doc2Vec")
 
 
+def collection_file(df: pl.DataFrame, name: str) -> Path:
+    """The collection's id and text columns written as one Parquet file in a fresh scratch folder,
+    where `score_collection` also keeps the models it trains."""
+    path = Path(tempfile.mkdtemp(prefix=f"vecjob-{name}-")) / f"{name}.parquet"
+    df.select("id", "text").write_parquet(path)
+    return path
+
+
+def probe_scorer(add, labels: np.ndarray, clusters: bool = False):
+    """A `score` for `score_collection`: each method's probe accuracy (5-fold CV) and, with `clusters`,
+    its k-means NMI (k = the number of classes), recorded by `add` (a RowsFile's)."""
+    def score(method: str, vectors, **extra) -> dict:
+        row = {"method": method, "acc": cv_probe(vectors, labels)}
+        if clusters:
+            row["nmi"] = cluster_scores(vectors, labels, k=len(np.unique(labels)))["nmi"]
+        return add({**row, **extra})
+
+    return score
+
+
 def score_collection(path: Path, texts: list[str], score, seeds: list[int], baselines: set[str],
                      baseline_seeds: list[int], variants: dict | None = None) -> dict[str, list[dict]]:
     """One collection beyond the suite, as its experiment scripts score it: the `baselines` (of tfidf,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
-import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -49,17 +48,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "archive" / "abstracts.json"))
     args = ap.parse_args()
     df = abstracts(args.data)
-    path = Path(tempfile.mkdtemp(prefix="vecjob-abstracts-")) / "abstracts.parquet"
-    df.select("id", "text").write_parquet(path)
-    y = df["label"].to_numpy()
-    classes = df["label"].n_unique()
+    path = quality.collection_file(df, "abstracts")
     counts = dict(df["label"].value_counts(sort=True).iter_rows())
     result = RowsFile(args.out, collection=f"arXiv abstracts, {df.height} papers by first category {counts}")
-
-    def score(method: str, vectors, **extra) -> dict:
-        return result.add({"method": method, "acc": quality.cv_probe(vectors, y),
-                           "nmi": quality.cluster_scores(vectors, y, k=classes)["nmi"], **extra})
-
+    score = quality.probe_scorer(result.add, df["label"].to_numpy(), clusters=True)
     rows = quality.score_collection(path, df["text"].to_list(), score, seeds(args.seeds),
                                     set(args.baselines.split(",")) - {""}, seeds(args.baseline_seeds))
     result.data["medians"] = quality.medians(rows, ("acc", "nmi"))

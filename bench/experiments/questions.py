@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -79,16 +78,10 @@ def main() -> None:
     out = args.out or str(REPO / "bench" / "results" / "archive" / f"questions-{args.language}.json")
     baselines = set(args.baselines.split(",")) - {""}
     df = questions(args.data, args.language)
-    path = Path(tempfile.mkdtemp(prefix="vecjob-questions-")) / f"questions-{args.language}.parquet"
-    df.select("id", "text").write_parquet(path)
-    y, texts = df["label"].to_numpy(), df["text"].to_list()
-    classes = df["label"].n_unique()
+    path = quality.collection_file(df, f"questions-{args.language}")
+    texts, classes = df["text"].to_list(), df["label"].n_unique()
     result = RowsFile(out, collection=f"TREC questions ({args.language}), {df.height} questions, {classes} classes")
-
-    def score(method: str, vectors, **extra) -> dict:
-        return result.add({"method": method, "acc": quality.cv_probe(vectors, y),
-                           "nmi": quality.cluster_scores(vectors, y, k=classes)["nmi"], **extra})
-
+    score = quality.probe_scorer(result.add, df["label"].to_numpy(), clusters=True)
     rows: dict[str, list[dict]] = {}
     if "tokens" in baselines:
         from sklearn.decomposition import TruncatedSVD

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -56,14 +55,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "archive" / "review-sentences.json"))
     args = ap.parse_args()
     df = review_sentences(args.data)
-    path = Path(tempfile.mkdtemp(prefix="vecjob-review-sentences-")) / "review-sentences.parquet"
-    df.select("id", "text").write_parquet(path)
-    y = df["label"].to_numpy()
+    path = quality.collection_file(df, "review-sentences")
     result = RowsFile(args.out, collection=f"UCI Sentiment Labelled Sentences, {df.height} sentences")
-    rows = quality.score_collection(
-        path, df["text"].to_list(), lambda method, vectors, **extra: result.add(
-            {"method": method, "acc": quality.cv_probe(vectors, y), **extra}),
-        seeds(args.seeds), set(args.baselines.split(",")) - {""}, seeds(args.baseline_seeds))
+    score = quality.probe_scorer(result.add, df["label"].to_numpy())
+    rows = quality.score_collection(path, df["text"].to_list(), score, seeds(args.seeds),
+                                    set(args.baselines.split(",")) - {""}, seeds(args.baseline_seeds))
     result.data["medians"] = {method: m["acc"] for method, m in quality.medians(rows, ("acc",)).items()}
     result.write()
     print(result.data["medians"])

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +64,8 @@ def main() -> None:
     a = np.array([row_of[s] for s in test["a"]])
     b = np.array([row_of[s] for s in test["b"]])
     human = test["score"].to_numpy()
-    path = Path(tempfile.mkdtemp(prefix="vecjob-sts-")) / "sts-sentences.parquet"
-    pl.DataFrame({"id": np.arange(len(sentences)), "text": sentences}).write_parquet(path)
+    path = quality.collection_file(pl.DataFrame({"id": np.arange(len(sentences)), "text": sentences}),
+                                   "sts-sentences")
     result = RowsFile(args.out, collection=f"STS Benchmark: {len(sentences)} distinct sentences, "
                       f"scored on the test file's {test.height} pairs")
 
