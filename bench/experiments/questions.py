@@ -97,5 +97,6 @@ def main() -> None:
     result.write()
     print(result.data["medians"])
 
+
 if __name__ == "__main__":
     main()
