@@ -344,15 +344,18 @@ def score_collection(path: Path, texts: list[str], score, seeds: list[int], base
     for method, overrides, seed in runs:
         encoded, info = vecjob_vectors(path, path.parent, "denoising", overrides, seed)
         add(method, encoded["auto"], seed=seed, **({"overrides": overrides} if overrides else {}),
-            train_s=info["train_s"], stop_reason=info["stop_reason"], best_round=info["best_round"])
+            train_s=info["train_s"], epochs_seen=info["epochs_seen"], best_round=info["best_round"],
+            stop_reason=info["stop_reason"])
     return rows
 
 
 def medians(rows: dict[str, list[dict]], keys: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Each method's median of each of `keys` over its rows (seeds)."""
+    """Each method's median of each of `keys` over its rows (seeds); a key its rows lack (a baseline's
+    training time) is left out."""
     import statistics
 
-    return {method: {key: statistics.median(r[key] for r in found) for key in keys} for method, found in rows.items()}
+    return {method: {key: statistics.median(r[key] for r in found) for key in keys if key in found[0]}
+            for method, found in rows.items()}
 
 
 def main() -> None:

@@ -13,9 +13,7 @@ articles. Medians over the seeds.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,38 +25,29 @@ sys.path.insert(0, str(REPO / "bench" / "experiments"))
 sys.path.insert(0, str(REPO))
 
 import quality  # noqa: E402
-from common import RowsFile  # noqa: E402
+from common import RowsFile, seeds  # noqa: E402
 from headlines import cut  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default="0,1,2", help="vecjob's training seeds, and LSA's SVD's")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "archive" / "lee-pages.json"))
     args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",") if s]
     lee = quality.gensim_collections()["lee"]
     pages = lee.with_columns(text=pl.Series([cut(t, "page", i) for i, t in enumerate(lee["text"].to_list())]))
-    scratch = Path(tempfile.mkdtemp(prefix="vecjob-lee-pages-"))
-    path = scratch / "lee-pages.parquet"
-    pages.select("id", "text").write_parquet(path)
+    path = quality.collection_file(pages, "lee-pages")
     judged = np.flatnonzero(pages["judged"].to_numpy())
-    texts = pages["text"].to_list()
     result = RowsFile(args.out, collection="Lee's 350 articles, each inside the same page header and footer")
 
     def score(method: str, vectors, **extra) -> dict:
         r = quality.human_similarity_pearson(vectors, judged, quality.LEE_HUMAN)
         return result.add({"method": method, "lee_pearson": r, **extra})
 
-    score("TF-IDF 1-2gram", quality.tfidf_vectors(texts))
-    lsa = [score("LSA 128", quality.lsa_vectors(texts, seed), seed=seed)["lee_pearson"] for seed in seeds]
-    vecjob = []
-    for seed in seeds:
-        encoded, info = quality.vecjob_vectors(path, scratch, "denoising", {}, seed)
-        vecjob.append(score("vecjob default", encoded["auto"], seed=seed, train_s=info["train_s"],
-                            stop_reason=info["stop_reason"], best_round=info["best_round"])["lee_pearson"])
-    result.data["medians"] = {name: statistics.median(r) for name, r in (("LSA 128", lsa), ("vecjob default", vecjob))
-                              if r}
+    rows = quality.score_collection(path, pages["text"].to_list(), score, seeds(args.seeds), {"tfidf", "lsa"},
+                                    seeds(args.seeds))
+    result.data["medians"] = {method: m["lee_pearson"] for method, m in quality.medians(rows, ("lee_pearson",)).items()
+                              if method != "TF-IDF 1-2gram"}
     result.write()
     print(result.data["medians"])
 
